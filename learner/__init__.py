@@ -1,0 +1,1 @@
+"""The sidecar: gRPC server, telemetry ingest, background learning loops, metrics."""

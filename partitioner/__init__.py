@@ -1,0 +1,1 @@
+"""Refine-and-Prune streaming partitioner and queue routing (pure, no I/O)."""

@@ -1,0 +1,1 @@
+"""Sorted-F offline batch planner for backlogs under a KV budget, exact solver, heuristics."""

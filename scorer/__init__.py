@@ -1,0 +1,23 @@
+"""Scheduling decisions: the Policy object and pure scoring / ordering / victim code.
+
+No I/O beyond the frozen-file helpers; used by both the simulator and the vLLM adapter.
+"""
+
+from scorer.interface import FcfsQueue, KeyedQueue, SchedulingPolicy
+from scorer.policy import Mode, Policy, PolicyError, Source, neutral_policy
+from scorer.request import ReqInfo
+from scorer.step_time import H100_LLAMA3_8B, StepTimeModel
+
+__all__ = [
+    "H100_LLAMA3_8B",
+    "FcfsQueue",
+    "KeyedQueue",
+    "Mode",
+    "Policy",
+    "PolicyError",
+    "ReqInfo",
+    "SchedulingPolicy",
+    "Source",
+    "StepTimeModel",
+    "neutral_policy",
+]

@@ -1,0 +1,206 @@
+"""The one interface an engine calls every iteration: :class:`SchedulingPolicy`.
+
+Contract (what the simulator and the vLLM adapter rely on):
+
+* The policy owns the *waiting* queue. The engine ``add``\\ s arrivals, ``requeue``\\ s
+  preempted requests, and only ever looks at the head: ``peek(now)`` then ``pop(now)``
+  with the same ``now`` return the same request. ``remove`` handles aborts.
+* ``order_running(running, now)`` returns the running requests highest-priority first.
+  The engine serves token budget in that order and, when KV blocks run out, preempts
+  from the *end* of the list (vLLM semantics: the last one is the first victim, and a
+  request never evicts one ranked above it).
+* ``decode_cap`` may bound how many decode requests run this step (Kairos); ``None``
+  means no cap.
+* Hooks (``on_admit``, ``on_preempt``, ``on_first_token``, ``on_finish``) let adaptive
+  policies learn; they must be cheap.
+* Per-iteration cost is bounded: ``peek``/``pop`` are O(log waiting + queues);
+  ``order_running`` is O(running log running). When a policy hits an internal bound it
+  falls back to FCFS order and increments a counter in :attr:`counters`.
+* Everything is pure: plain values in, decisions out, time passed in as ``now``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from abc import ABC, abstractmethod
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+
+from scorer.request import ReqInfo
+
+
+class SchedulingPolicy(ABC):
+    """Orders waiting requests and ranks running ones; see the module docstring."""
+
+    #: CLI / report name
+    name: str = "abstract"
+    #: True when the waiting order can change with time alone (no arrival, admission or
+    #: finish in between); engines must then not skip ahead over idle decode runs while
+    #: requests wait.
+    time_dependent: bool = False
+    #: True when ``decode_cap`` can return a cap (engines then evaluate it every step).
+    caps_decode: bool = False
+
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+
+    # -- waiting queue -------------------------------------------------------------------
+    @abstractmethod
+    def add(self, req: ReqInfo, now: float) -> None:
+        """Enqueue a newly arrived request."""
+
+    def requeue(self, req: ReqInfo, now: float) -> None:
+        """Put a preempted request back (vLLM: ``prepend_request``)."""
+        self.add(req, now)
+
+    @abstractmethod
+    def peek(self, now: float) -> ReqInfo | None:
+        """The request the engine should try to admit next, or ``None`` if empty."""
+
+    @abstractmethod
+    def pop(self, now: float) -> ReqInfo:
+        """Remove and return ``peek(now)``."""
+
+    @abstractmethod
+    def remove(self, req: ReqInfo) -> bool:
+        """Drop a waiting request (abort); ``False`` if it was not waiting."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def waiting(self) -> Iterator[ReqInfo]:
+        """All waiting requests, in no particular order."""
+
+    # -- running set ---------------------------------------------------------------------
+    def order_running(self, running: Sequence[ReqInfo], now: float) -> list[ReqInfo]:
+        """Highest priority first; the engine evicts from the end. Default: as given
+        (admission order, so the most recently admitted is the victim — vLLM's FCFS)."""
+        return list(running)
+
+    def decode_cap(self, running: Sequence[ReqInfo], now: float) -> int | None:
+        """Maximum number of decode requests to run this step, or ``None``."""
+        return None
+
+    # -- feedback hooks ------------------------------------------------------------------
+    def on_admit(self, req: ReqInfo, now: float) -> None:
+        """``req`` moved from waiting to running."""
+
+    def on_preempt(self, req: ReqInfo, now: float) -> None:
+        """``req`` was evicted; ``requeue`` follows."""
+
+    def on_first_token(self, req: ReqInfo, now: float) -> None:
+        """``req`` produced its first output token."""
+
+    def on_finish(self, req: ReqInfo, now: float) -> None:
+        """``req`` finished (or was aborted while running)."""
+
+
+class FcfsQueue(SchedulingPolicy):
+    """vLLM's default: a deque, arrivals appended, preempted requests put back in front."""
+
+    name = "fcfs"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._q: deque[ReqInfo] = deque()
+
+    def add(self, req: ReqInfo, now: float) -> None:
+        self._q.append(req)
+
+    def requeue(self, req: ReqInfo, now: float) -> None:
+        self._q.appendleft(req)
+
+    def peek(self, now: float) -> ReqInfo | None:
+        return self._q[0] if self._q else None
+
+    def pop(self, now: float) -> ReqInfo:
+        return self._q.popleft()
+
+    def remove(self, req: ReqInfo) -> bool:
+        try:
+            self._q.remove(req)
+        except ValueError:
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def waiting(self) -> Iterator[ReqInfo]:
+        return iter(self._q)
+
+
+class KeyedQueue(SchedulingPolicy):
+    """A waiting queue ordered by a per-request key fixed when the request is enqueued.
+
+    Keys may depend on anything that does not change while a request waits (arrival,
+    prompt, attained work). Lower keys are served first; ties go to the earlier enqueue.
+    With ``aging_s`` set, the oldest waiting request is served first as soon as it has
+    waited ``aging_s`` (the safety envelope: no request waits longer than that behind
+    later arrivals). Removal is lazy, so every operation is O(log n) amortised.
+    """
+
+    def __init__(self, aging_s: float | None = None) -> None:
+        super().__init__()
+        self.aging_s = aging_s
+        self._heap: list[tuple[float, int, ReqInfo]] = []
+        self._fifo: list[tuple[float, int, ReqInfo]] = []
+        self._live: dict[ReqInfo, int] = {}
+        self._seq = 0
+        if aging_s is not None:
+            self.time_dependent = True
+
+    @abstractmethod
+    def waiting_key(self, req: ReqInfo, now: float) -> float:
+        """Sort key of a waiting request (lower = sooner)."""
+
+    def add(self, req: ReqInfo, now: float) -> None:
+        self._seq += 1
+        seq = self._seq
+        self._live[req] = seq
+        key = self.waiting_key(req, now)
+        req.sched_key = key
+        heapq.heappush(self._heap, (key, seq, req))
+        if self.aging_s is not None:
+            heapq.heappush(self._fifo, (req.arrival_time, seq, req))
+
+    def _top(self, heap: list[tuple[float, int, ReqInfo]]) -> ReqInfo | None:
+        live = self._live
+        while heap:
+            _, seq, req = heap[0]
+            if live.get(req) == seq:
+                return req
+            heapq.heappop(heap)
+        return None
+
+    def peek(self, now: float) -> ReqInfo | None:
+        best = self._top(self._heap)
+        if best is None or self.aging_s is None:
+            return best
+        oldest = self._top(self._fifo)
+        if (
+            oldest is not None
+            and oldest is not best
+            and now - oldest.arrival_time >= self.aging_s
+        ):
+            return oldest
+        return best
+
+    def pop(self, now: float) -> ReqInfo:
+        req = self.peek(now)
+        if req is None:
+            raise IndexError("pop from an empty waiting queue")
+        if req is not self._top(self._heap):
+            self.counters["aging_promotions"] += 1
+        del self._live[req]
+        return req
+
+    def remove(self, req: ReqInfo) -> bool:
+        return self._live.pop(req, None) is not None
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def waiting(self) -> Iterator[ReqInfo]:
+        return iter(list(self._live))

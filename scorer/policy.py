@@ -1,0 +1,454 @@
+"""The policy object: an immutable, versioned, validated description of how to schedule.
+
+A :class:`Policy` is what the sidecar learns, pushes over gRPC, and what an operator
+freezes into a file. It is data only; :func:`scorer.build_scheduler` turns it into a
+:class:`~scorer.interface.SchedulingPolicy`. ``validate()`` raises :class:`PolicyError`
+naming the offending field, and every constructor path (``from_dict``, the protobuf codec,
+the frozen-file loader) validates.
+
+Canonical JSON (:func:`canonical_json`) is the hashing basis of frozen files: sorted keys,
+no whitespace, no NaN. ``schema_version`` 2 is current; schema 1 files (flat SLO targets,
+no SLO classes, a single ``gamma``) are migrated on load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from scorer.step_time import H100_LLAMA3_8B, StepTimeModel, StepTimeModelError
+
+SCHEMA_VERSION = 2
+
+
+class PolicyError(ValueError):
+    """A policy failed validation; the message names the field and the value."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+class Mode(StrEnum):
+    FCFS = "fcfs"
+    EWSJF = "ewsjf"
+    BOOST = "boost"
+    KAIROS = "kairos"
+    TAILWISE = "tailwise"
+
+
+class Source(StrEnum):
+    BASELINE = "baseline"
+    LEARNED = "learned"
+    FROZEN = "frozen"
+
+
+class BoostVariant(StrEnum):
+    UNI = "uni"  # UniBoost: one fixed γ
+    DIST = "dist"  # DistBoost: γ from the fitted job-size distribution
+    ADA = "ada"  # γ-Ada: γ adapted from measured tail latency
+
+
+class PreemptMode(StrEnum):
+    RECOMPUTE = "recompute"
+    SWAP = "swap"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """One EWSJF queue: the interval ``[lo, hi)`` of the routing feature and its weights.
+
+    ``mean_len`` is the queue's mean routing feature (b̄) and ``density`` its share of
+    recent requests per token of interval width (ρ); both come from Refine-and-Prune.
+    """
+
+    lo: float
+    hi: float
+    mean_len: float
+    density: float
+    w_base: float = 1.0
+    w_urg: float = 1.0
+    w_fair: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class LinearWeight:
+    """A weight linear in the queue's mean length: ``w(b̄) = a + c·b̄`` (EWSJF)."""
+
+    a: float
+    c: float = 0.0
+
+    def at(self, mean_len: float) -> float:
+        return max(self.a + self.c * mean_len, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class EwsjfParams:
+    base: LinearWeight = LinearWeight(1.0, 0.0)
+    urg: LinearWeight = LinearWeight(1.0, 0.0)
+    fair: LinearWeight = LinearWeight(0.5, 0.0)
+    #: Refine splits where adjacent k-means centres are more than alpha × mean gap apart
+    alpha: float = 1.5
+    max_queues: int = 32
+    #: refresh the partition every N finished requests or T engine seconds
+    refresh_requests: int = 2000
+    refresh_s: float = 600.0
+    reservoir_size: int = 4096
+    #: weights of the bubble queue (requests falling between queue intervals)
+    bubble: QueueSpec = QueueSpec(0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class BoostParams:
+    variant: BoostVariant = BoostVariant.UNI
+    #: γ in 1/s: b_γ(w) = (1/γ)·ln(1/(1 − e^{−γw}))
+    gamma: float = 0.5
+    gamma_min: float = 0.01
+    gamma_max: float = 50.0
+    #: γ-Ada: target tail TTLT (s) at quantile ``ada_quantile`` over ``ada_window`` requests
+    ada_target_s: float = 30.0
+    ada_quantile: float = 0.99
+    ada_window: int = 500
+    ada_step: float = 1.25
+    #: MemGuard: priority changes only when w crosses θ·r^k
+    memguard_theta_s: float = 0.05
+    memguard_ratio: float = 2.0
+    #: tailwise mode: scale the boost by the request's partition queue (short queues more)
+    partition_aware: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PreemptionParams:
+    #: rank victims by re-admission cost (uncached tokens to recompute) after priority
+    cache_aware: bool = True
+    mode: PreemptMode = PreemptMode.RECOMPUTE
+    #: a request restored after preemption is protected until its next MemGuard level
+    anti_thrash: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SloClass:
+    name: str
+    ttft_s: float
+    tpot_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SloParams:
+    ttft_s: float = 8.0
+    tpot_s: float = 0.05
+    classes: tuple[SloClass, ...] = (
+        SloClass("interactive", 2.0, 0.05),
+        SloClass("batch", 60.0, 0.2),
+    )
+    #: Kairos slack-guided decode batch cap
+    decode_cap: bool = False
+    #: tailwise mode: add SLO urgency to the ordering
+    urgency: bool = False
+    #: Kairos scores at most this many of the oldest waiting requests per step
+    window: int = 64
+
+    def targets(self, slo_class: str) -> tuple[float, float]:
+        """(TTFT, TPOT) targets of a class; unknown or empty class → the defaults."""
+        for c in self.classes:
+            if c.name == slo_class:
+                return c.ttft_s, c.tpot_s
+        return self.ttft_s, self.tpot_s
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyParams:
+    #: cap on any boost (s): a later arrival can overtake by at most this much
+    max_boost_s: float = 30.0
+    #: no request waits longer than this behind later arrivals (s)
+    aging_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Everything an engine needs to schedule; immutable and versioned."""
+
+    mode: Mode = Mode.FCFS
+    version: int = 0
+    created_at: float = 0.0
+    source: Source = Source.BASELINE
+    schema_version: int = SCHEMA_VERSION
+    #: EWSJF / tailwise partition over the routing feature (uncached prompt tokens)
+    queues: tuple[QueueSpec, ...] = ()
+    ewsjf: EwsjfParams = EwsjfParams()
+    boost: BoostParams = BoostParams()
+    preemption: PreemptionParams = PreemptionParams()
+    slo: SloParams = SloParams()
+    safety: SafetyParams = SafetyParams()
+    step_time: StepTimeModel = H100_LLAMA3_8B
+    #: free-form provenance (study name, trial number, ...)
+    note: str = ""
+    extra: tuple[tuple[str, str], ...] = field(default=())
+
+    def replace(self, **changes: Any) -> Policy:
+        """A copy with ``changes`` applied, validated."""
+        p = dataclasses.replace(self, **changes)
+        p.validate()
+        return p
+
+    # -- validation ----------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`PolicyError` naming the first bad field."""
+        _check_enum("mode", self.mode, Mode)
+        _check_enum("source", self.source, Source)
+        if not isinstance(self.version, int) or self.version < 0:
+            raise PolicyError("version", f"must be an integer >= 0, got {self.version!r}")
+        if self.schema_version != SCHEMA_VERSION:
+            raise PolicyError(
+                "schema_version", f"must be {SCHEMA_VERSION} after loading, got {self.schema_version!r}"
+            )
+        _finite("created_at", self.created_at, lo=0.0)
+        self._validate_queues()
+        e = self.ewsjf
+        for name in ("base", "urg", "fair"):
+            w: LinearWeight = getattr(e, name)
+            _finite(f"ewsjf.{name}.a", w.a, lo=0.0)
+            _finite(f"ewsjf.{name}.c", w.c)
+        _finite("ewsjf.alpha", e.alpha, lo=0.0, hi=100.0)
+        _int_range("ewsjf.max_queues", e.max_queues, 1, 256)
+        _int_range("ewsjf.refresh_requests", e.refresh_requests, 1, 10_000_000)
+        _finite("ewsjf.refresh_s", e.refresh_s, lo=0.0)
+        _int_range("ewsjf.reservoir_size", e.reservoir_size, 16, 10_000_000)
+        _validate_queue_weights("ewsjf.bubble", e.bubble)
+        b = self.boost
+        _check_enum("boost.variant", b.variant, BoostVariant)
+        _finite("boost.gamma_min", b.gamma_min, lo=1e-6)
+        _finite("boost.gamma_max", b.gamma_max, lo=b.gamma_min)
+        _finite("boost.gamma", b.gamma, lo=b.gamma_min, hi=b.gamma_max)
+        _finite("boost.ada_target_s", b.ada_target_s, lo=1e-3)
+        _finite("boost.ada_quantile", b.ada_quantile, lo=0.5, hi=0.9999)
+        _int_range("boost.ada_window", b.ada_window, 10, 1_000_000)
+        _finite("boost.ada_step", b.ada_step, lo=1.0001, hi=10.0)
+        _finite("boost.memguard_theta_s", b.memguard_theta_s, lo=1e-6, hi=3600.0)
+        _finite("boost.memguard_ratio", b.memguard_ratio, lo=1.0001, hi=100.0)
+        _check_enum("preemption.mode", self.preemption.mode, PreemptMode)
+        s = self.slo
+        _finite("slo.ttft_s", s.ttft_s, lo=1e-3, hi=86400.0)
+        _finite("slo.tpot_s", s.tpot_s, lo=1e-4, hi=3600.0)
+        seen: set[str] = set()
+        for i, c in enumerate(s.classes):
+            if not c.name or c.name in seen:
+                raise PolicyError(f"slo.classes[{i}].name", f"must be unique and non-empty, got {c.name!r}")
+            seen.add(c.name)
+            _finite(f"slo.classes[{i}].ttft_s", c.ttft_s, lo=1e-3, hi=86400.0)
+            _finite(f"slo.classes[{i}].tpot_s", c.tpot_s, lo=1e-4, hi=3600.0)
+        _int_range("slo.window", s.window, 1, 100_000)
+        _finite("safety.max_boost_s", self.safety.max_boost_s, lo=0.0, hi=86400.0)
+        _finite("safety.aging_s", self.safety.aging_s, lo=0.0, hi=86400.0)
+        if self.safety.max_boost_s > self.safety.aging_s:
+            raise PolicyError(
+                "safety.max_boost_s",
+                f"must not exceed safety.aging_s ({self.safety.aging_s}), got {self.safety.max_boost_s}",
+            )
+        if not isinstance(self.step_time, StepTimeModel):
+            raise PolicyError("step_time", "must be a StepTimeModel")
+
+    def _validate_queues(self) -> None:
+        if len(self.queues) > self.ewsjf.max_queues:
+            raise PolicyError(
+                "queues", f"{len(self.queues)} queues exceed ewsjf.max_queues={self.ewsjf.max_queues}"
+            )
+        prev_hi = -math.inf
+        for i, q in enumerate(self.queues):
+            _finite(f"queues[{i}].lo", q.lo, lo=0.0)
+            _finite(f"queues[{i}].hi", q.hi, lo=0.0)
+            if not q.hi > q.lo:
+                raise PolicyError(f"queues[{i}].hi", f"must be > lo ({q.lo}), got {q.hi}")
+            if q.lo < prev_hi:
+                raise PolicyError(
+                    f"queues[{i}].lo", f"boundaries must be sorted and disjoint: {q.lo} < previous hi {prev_hi}"
+                )
+            prev_hi = q.hi
+            _finite(f"queues[{i}].mean_len", q.mean_len, lo=0.0)
+            _finite(f"queues[{i}].density", q.density, lo=0.0)
+            _validate_queue_weights(f"queues[{i}]", q)
+
+    # -- (de)serialisation ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Policy:
+        """Build and validate a policy from plain data (any supported schema version)."""
+        if not isinstance(data, dict):
+            raise PolicyError("policy", f"must be an object, got {type(data).__name__}")
+        data = migrate(dict(data))
+        try:
+            p = _from_plain(cls, data, "")
+        except StepTimeModelError as exc:
+            raise PolicyError("step_time", str(exc)) from exc
+        assert isinstance(p, Policy)
+        p.validate()
+        return p
+
+
+def canonical_json(data: Any) -> str:
+    """Deterministic JSON: sorted keys, compact, NaN/inf refused."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+# -- schema migration ----------------------------------------------------------------------
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a policy dict of an older schema up to :data:`SCHEMA_VERSION`."""
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int) or version < 1:
+        raise PolicyError("schema_version", f"must be a positive integer, got {version!r}")
+    if version > SCHEMA_VERSION:
+        raise PolicyError(
+            "schema_version",
+            f"{version} is newer than this tailwise understands ({SCHEMA_VERSION}); upgrade tailwise",
+        )
+    if version == 1:
+        # schema 1: "slo": {"ttft_s", "tpot_s"} only, "boost": {"gamma", "memguard_*"} only,
+        # no "extra"/"note". Missing keys take today's defaults.
+        data = dict(data)
+        data["schema_version"] = 2
+    return data
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _finite(name: str, v: Any, lo: float | None = None, hi: float | None = None) -> None:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise PolicyError(name, f"must be a finite number, got {v!r}")
+    if lo is not None and v < lo:
+        raise PolicyError(name, f"must be >= {lo}, got {v!r}")
+    if hi is not None and v > hi:
+        raise PolicyError(name, f"must be <= {hi}, got {v!r}")
+
+
+def _int_range(name: str, v: Any, lo: int, hi: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise PolicyError(name, f"must be an integer in [{lo}, {hi}], got {v!r}")
+
+
+def _check_enum(name: str, v: Any, enum: type[StrEnum]) -> None:
+    if not isinstance(v, enum):
+        raise PolicyError(name, f"must be one of {[e.value for e in enum]}, got {v!r}")
+
+
+def _validate_queue_weights(prefix: str, q: QueueSpec) -> None:
+    for w in ("w_base", "w_urg", "w_fair"):
+        _finite(f"{prefix}.{w}", getattr(q, w), lo=0.0)
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, StrEnum):
+        return obj.value
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [_to_plain(x) for x in obj]
+    return obj
+
+
+def _from_plain(tp: Any, data: Any, path: str) -> Any:
+    """Rebuild dataclass ``tp`` from plain data, rejecting unknown fields by name."""
+    name = path or "policy"
+    if not isinstance(data, dict):
+        raise PolicyError(name, f"must be an object, got {type(data).__name__}")
+    flds = {f.name: f for f in dataclasses.fields(tp)}
+    unknown = sorted(set(data) - set(flds))
+    if unknown:
+        raise PolicyError(f"{path + '.' if path else ''}{unknown[0]}", "unknown field")
+    kwargs: dict[str, Any] = {}
+    hints = _HINTS[tp]
+    for key, value in data.items():
+        sub = f"{path}.{key}" if path else key
+        kwargs[key] = _convert(hints[key], value, sub)
+    try:
+        return tp(**kwargs)
+    except TypeError as exc:
+        raise PolicyError(name, str(exc)) from exc
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    if tp in _DATACLASSES:
+        return _from_plain(tp, value, path)
+    if isinstance(tp, type) and issubclass(tp, StrEnum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise PolicyError(path, f"must be one of {[e.value for e in tp]}, got {value!r}") from None
+    if tp is _QUEUES or tp is _SLO_CLASSES:
+        if not isinstance(value, list | tuple):
+            raise PolicyError(path, f"must be a list, got {type(value).__name__}")
+        elem = QueueSpec if tp is _QUEUES else SloClass
+        return tuple(_from_plain(elem, v, f"{path}[{i}]") for i, v in enumerate(value))
+    if tp is _EXTRA:
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(kv, list | tuple) and len(kv) == 2 and all(isinstance(s, str) for s in kv)
+            for kv in value
+        ):
+            raise PolicyError(path, "must be a list of [key, value] string pairs")
+        return tuple((str(k), str(v)) for k, v in value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PolicyError(path, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PolicyError(path, f"must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise PolicyError(path, f"must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise PolicyError(path, f"must be a string, got {value!r}")
+        return value
+    raise PolicyError(path, f"unsupported type {tp!r}")  # pragma: no cover
+
+
+_QUEUES = "queues"
+_SLO_CLASSES = "slo_classes"
+_EXTRA = "extra"
+_DATACLASSES = {
+    Policy,
+    QueueSpec,
+    LinearWeight,
+    EwsjfParams,
+    BoostParams,
+    PreemptionParams,
+    SloClass,
+    SloParams,
+    SafetyParams,
+    StepTimeModel,
+}
+
+
+def _resolve_hints() -> dict[Any, dict[str, Any]]:
+    import typing
+
+    out: dict[Any, dict[str, Any]] = {}
+    for dc in _DATACLASSES:
+        hints = typing.get_type_hints(dc)
+        resolved: dict[str, Any] = {}
+        for k, v in hints.items():
+            if dc is Policy and k == "queues":
+                resolved[k] = _QUEUES
+            elif dc is SloParams and k == "classes":
+                resolved[k] = _SLO_CLASSES
+            elif dc is Policy and k == "extra":
+                resolved[k] = _EXTRA
+            else:
+                resolved[k] = v
+        out[dc] = resolved
+    return out
+
+
+_HINTS = _resolve_hints()
+
+
+def neutral_policy() -> Policy:
+    """The kill-switch / no-sidecar baseline: FCFS, exactly stock vLLM behaviour."""
+    return Policy(mode=Mode.FCFS, source=Source.BASELINE)
