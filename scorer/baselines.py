@@ -11,10 +11,10 @@
 * ``predicted-sjf`` — SJF on a noisy prediction of the output length (log-normal error
   with configurable σ, deterministic per request id and seed).
 
-Job size is measured in engine seconds with the same conversion as γ-boost's attained
-work (:meth:`scorer.request.ReqInfo.attained_s`): uncached prompt tokens at the marginal
-prefill cost plus one decode iteration per output token. Output tokens dominate, which is
-what a request's end-to-end latency is made of.
+Job size is engine work in seconds, with the same conversion as γ-boost's attained work
+(:meth:`scorer.request.ReqInfo.attained_s`, :attr:`StepTimeModel.prefill_token_s`,
+:attr:`StepTimeModel.decode_token_s`): uncached prompt tokens at their marginal prefill
+cost plus output tokens at their batched decode cost (≈ 6 prefill tokens each on H100).
 """
 
 from __future__ import annotations

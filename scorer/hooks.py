@@ -52,6 +52,10 @@ class StepStats:
     kv_usage: float
     preempted: int
     policy_version: int
+    #: total context of the decode requests in the (first) step, tokens
+    decode_context: int = 0
+    #: iterations this record covers (> 1 when the engine skipped ahead over a decode run)
+    steps: int = 1
 
 
 @runtime_checkable

@@ -24,6 +24,12 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
+#: reference operating point for converting tokens into engine work
+WORK_REF_CHUNK = 8192
+WORK_REF_BATCH = 64
+WORK_REF_CONTEXT = 1024
+
+
 class StepTimeModelError(ValueError):
     """A step-time model has a missing, non-finite or negative coefficient."""
 
@@ -83,21 +89,28 @@ class StepTimeModel:
         """Time of one step in seconds."""
         return self.step_ms(prefill_tokens, decode_batch, decode_context) / 1000.0
 
-    # -- attained-work conversion (γ-boost measures service in engine seconds) --------
+    # -- tokens -> engine work (γ-boost's attained service, oracle job sizes) -----------
     @property
     def prefill_token_s(self) -> float:
-        """Engine seconds charged per uncached prompt token processed (marginal cost)."""
-        return self.prefill_per_token_ms / 1000.0
+        """Engine seconds of work per prompt token: its marginal cost inside a full chunk
+        of :data:`WORK_REF_CHUNK` tokens (fixed step cost amortised over the chunk)."""
+        c = WORK_REF_CHUNK
+        return (self.prefill_per_token_ms + self.prefill_quad_ms * c
+                + self.prefill_fixed_ms / c) / 1000.0
 
     @property
     def decode_token_s(self) -> float:
-        """Engine seconds charged per decode token: one single-request decode iteration.
+        """Engine seconds of work per decode token: a request's share of a decode step at
+        the reference batch :data:`WORK_REF_BATCH` and context :data:`WORK_REF_CONTEXT`.
 
-        A request experiences a whole iteration per generated token, so decode tokens are
-        charged the fixed plus per-request cost; the context term is left out so that a
-        request's attained work depends only on its own progress, not on its neighbours.
+        Work, not latency: a batched engine serves many decode tokens per iteration, so a
+        decode token costs a few prefill tokens' worth (about 6× with the H100 model), not
+        a whole iteration. Fixed reference points keep a request's attained work a
+        function of its own progress only.
         """
-        return (self.decode_fixed_ms + self.decode_per_req_ms) / 1000.0
+        b = WORK_REF_BATCH
+        return ((self.decode_fixed_ms + self.decode_per_req_ms * b) / b
+                + self.decode_per_ctx_ms * WORK_REF_CONTEXT) / 1000.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,869 @@
+"""Discrete-event model of one vLLM-style engine replica (continuous batching, paged KV).
+
+The step loop mirrors vLLM v1's ``Scheduler.schedule()``:
+
+1. *Running* requests, in the policy's ``order_running`` order, each get
+   ``min(num_tokens − num_computed_tokens, budget)`` tokens (1 for a decode). When KV
+   blocks run out the engine preempts from the *end* of that order — possibly the
+   request itself, which ends the running pass (vLLM's ``break``).
+2. *Waiting* requests are admitted head-first (``peek``/``pop``) only in steps without
+   preemption, while token budget, ``max_num_seqs`` and KV allow. Admission needs the
+   whole current sequence to fit (vLLM ``scheduler_reserve_full_isl``); a head that does
+   not fit blocks the queue (vLLM ``break``), which is what makes the aging guarantee hold.
+3. The step costs ``model.step_s(prefill tokens, decode requests, decode context)``; a
+   request whose prefill (or recompute) completes samples a token in that step.
+
+KV: ``num_gpu_blocks`` blocks of ``block_size`` tokens. A running request holds
+``ceil((num_computed − shared)/block_size)`` private blocks plus references to shared
+prefix segments. Prefix caching has two sources: Mooncake ``hash_ids`` segments
+(``hash_block_tokens`` each, shared across requests) and a preempted request's own full
+blocks (vLLM keeps freed full blocks cached until they are evicted, so a victim that is
+re-admitted soon recomputes little). Freed cached blocks are evictable, LRU, evicted
+tail-first; they count as free for admission, as in vLLM's block pool.
+
+Speed: decoding requests are not touched per step. All decodes advance together, so a
+request's output count is ``D + dbase`` for a global decode counter ``D``; block demand
+per step comes from a 16-bucket histogram of block phases; finishes come from a heap.
+Runs in which nothing but decoding happens (no arrival, no finish, no admission
+possible, KV sufficient) are skipped in one jump with the closed-form sum of their step
+times. Differences to vLLM, by design: speculative decoding, LoRA, encoders and
+structured output are not modelled; the ``vllm-priority`` victim rule is approximated
+by the policy's running order; swap preemption (not in vLLM v1) moves a victim's whole
+context to host memory and back at ``swap_ms_per_token``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from scorer.hooks import PolicySource, StepStats, TelemetrySink
+from scorer.interface import SchedulingPolicy
+from scorer.policy import Policy
+from scorer.request import ReqInfo
+from scorer.step_time import H100_LLAMA3_8B, StepTimeModel
+from simulator.traces import Trace
+
+PENDING, WAITING, PREFILL, DECODE, DONE, REJECTED = range(6)
+
+
+class EngineConfigError(ValueError):
+    """An engine configuration value is out of range; the message names it."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """vLLM-equivalent knobs; defaults = Llama-3-8B on one H100 (DESIGN.md §Simulator)."""
+
+    num_gpu_blocks: int = 28_600
+    block_size: int = 16
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    enable_prefix_caching: bool = True
+    #: "recompute" (vLLM's only mode) or "swap"
+    preemption_mode: str = "recompute"
+    #: host<->GPU transfer per token of KV (128 KiB/token at ~25 GB/s)
+    swap_ms_per_token: float = 0.005
+    #: tokens covered by one Mooncake hash id
+    hash_block_tokens: int = 512
+    #: fraction of blocks kept free when admitting (vLLM ``watermark``)
+    watermark: float = 0.0
+    #: sample the KV/queue time series at most this often (engine seconds)
+    sample_every_s: float = 1.0
+
+    def validate(self) -> None:
+        def need(ok: bool, name: str, value: Any, what: str) -> None:
+            if not ok:
+                raise EngineConfigError(f"{name} must be {what}, got {value!r}")
+
+        need(self.num_gpu_blocks >= 1, "num_gpu_blocks", self.num_gpu_blocks, ">= 1")
+        need(self.block_size >= 1, "block_size", self.block_size, ">= 1")
+        need(self.max_num_seqs >= 1, "max_num_seqs", self.max_num_seqs, ">= 1")
+        need(self.max_num_batched_tokens >= 1, "max_num_batched_tokens",
+             self.max_num_batched_tokens, ">= 1")
+        need(self.preemption_mode in ("recompute", "swap"), "preemption_mode",
+             self.preemption_mode, "'recompute' or 'swap'")
+        need(math.isfinite(self.swap_ms_per_token) and self.swap_ms_per_token >= 0,
+             "swap_ms_per_token", self.swap_ms_per_token, "finite and >= 0")
+        need(self.hash_block_tokens >= self.block_size
+             and self.hash_block_tokens % self.block_size == 0, "hash_block_tokens",
+             self.hash_block_tokens, "a positive multiple of block_size")
+        need(0.0 <= self.watermark < 1.0, "watermark", self.watermark, "in [0, 1)")
+        need(self.sample_every_s > 0, "sample_every_s", self.sample_every_s, "> 0")
+
+    @property
+    def kv_tokens(self) -> int:
+        return self.num_gpu_blocks * self.block_size
+
+
+class SimRequest(ReqInfo):
+    """A request inside the simulator: the policy-visible view plus engine bookkeeping."""
+
+    __slots__ = ("blocks", "dbase", "hash_ids", "idx", "lost_computed", "output_len", "phase",
+                 "pre_shared", "shared_segs", "shared_tokens", "state", "swapped_tokens")
+
+    def __init__(self, idx: int, rid: str, arrival: float, prompt: int, output: int,
+                 hash_ids: tuple[int, ...], slo_class: str) -> None:
+        super().__init__(request_id=rid, arrival_time=arrival, prompt_tokens=prompt,
+                         slo_class=slo_class, true_output_tokens=output,
+                         max_output_tokens=output)
+        self.idx = idx
+        self.output_len = output
+        self.hash_ids = hash_ids
+        self.state = PENDING
+        self.blocks = 0  # private blocks held
+        self.shared_segs: list[int] = []
+        self.shared_tokens = 0
+        self.pre_shared = 0  # shared tokens held when last preempted
+        self.dbase = 0
+        self.phase = 0
+        self.lost_computed = 0
+        self.swapped_tokens = 0
+
+
+@dataclass
+class RequestRecords:
+    """Per-request outcomes, parallel numpy arrays indexed like the trace."""
+
+    arrival: npt.NDArray[np.float64]
+    prompt: npt.NDArray[np.int64]
+    output: npt.NDArray[np.int64]
+    first_scheduled: npt.NDArray[np.float64]
+    first_token: npt.NDArray[np.float64]
+    finish: npt.NDArray[np.float64]
+    preemptions: npt.NDArray[np.int64]
+    wasted_tokens: npt.NDArray[np.int64]
+    cached_tokens: npt.NDArray[np.int64]
+    #: True for requests rejected because they can never fit in KV
+    rejected: npt.NDArray[np.bool_]
+    classes: list[str] | None = None
+    slo_classes: list[str] | None = None
+
+    @classmethod
+    def empty(cls, trace: Trace) -> RequestRecords:
+        n = len(trace)
+        nan = np.full(n, np.nan)
+        return cls(arrival=trace.arrival_s.copy(), prompt=trace.prompt_tokens.copy(),
+                   output=trace.output_tokens.copy(), first_scheduled=nan.copy(),
+                   first_token=nan.copy(), finish=nan.copy(),
+                   preemptions=np.zeros(n, np.int64), wasted_tokens=np.zeros(n, np.int64),
+                   cached_tokens=np.zeros(n, np.int64), rejected=np.zeros(n, np.bool_),
+                   classes=trace.classes, slo_classes=trace.slo_classes)
+
+
+@dataclass
+class SimResult:
+    trace: Trace
+    config: EngineConfig
+    model: StepTimeModel
+    policy_name: str
+    records: RequestRecords
+    #: sampled time series: t, kv_usage, waiting, running
+    timeseries: dict[str, npt.NDArray[np.float64]]
+    counters: dict[str, int]
+    end_time: float
+    wall_s: float
+    #: (engine time, policy version) each time the policy in force changed
+    policy_changes: list[tuple[float, int]] = field(default_factory=list)
+
+
+class KvPool:
+    """Block accounting: free blocks, evictable cached segments (LRU), shared segments."""
+
+    __slots__ = ("evictable", "evictable_total", "free", "shared", "total")
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        #: key -> blocks; oldest first. Keys: hash id (int) or ("r", request idx)
+        self.evictable: OrderedDict[Any, int] = OrderedDict()
+        self.evictable_total = 0
+        #: hash id -> [refcount, blocks] for segments held by running requests
+        self.shared: dict[int, list[int]] = {}
+
+    @property
+    def available(self) -> int:
+        return self.free + self.evictable_total
+
+    def take(self, n: int) -> None:
+        """Allocate ``n`` blocks, evicting LRU cached segments (tail blocks first)."""
+        if n <= self.free:
+            self.free -= n
+            return
+        n -= self.free
+        self.free = 0
+        ev = self.evictable
+        while n > 0:
+            key, blocks = next(iter(ev.items()))
+            if blocks <= n:
+                del ev[key]
+                n -= blocks
+                self.evictable_total -= blocks
+            else:
+                ev[key] = blocks - n
+                self.evictable_total -= n
+                n = 0
+        # evicted blocks are reused by the allocation; nothing returns to `free`
+
+    def cache(self, key: Any, blocks: int) -> None:
+        if blocks <= 0:
+            return
+        self.evictable[key] = self.evictable.get(key, 0) + blocks
+        self.evictable.move_to_end(key)
+        self.evictable_total += blocks
+
+    def uncache(self, key: Any) -> int:
+        blocks = self.evictable.pop(key, 0)
+        self.evictable_total -= blocks
+        return blocks
+
+    @property
+    def used(self) -> int:
+        return self.total - self.free - self.evictable_total
+
+
+class Simulator:
+    """One run of one policy over one trace. Use :func:`simulate`."""
+
+    def __init__(self, trace: Trace, scheduler: SchedulingPolicy, config: EngineConfig,
+                 model: StepTimeModel, *, source: PolicySource | None = None,
+                 builder: Callable[[Policy], SchedulingPolicy] | None = None,
+                 sink: TelemetrySink | None = None, debug: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        config.validate()
+        self.trace = trace
+        self.policy = scheduler
+        self.cfg = config
+        self.model = model
+        self.source = source
+        self.builder = builder
+        self.sink = sink
+        self.debug = debug
+        self.progress = progress
+        self.bs = config.block_size
+        self.seg_blocks = config.hash_block_tokens // config.block_size
+        self.kv = KvPool(config.num_gpu_blocks)
+        self.watermark_blocks = int(config.watermark * config.num_gpu_blocks)
+        self.now = 0.0
+        self.records = RequestRecords.empty(trace)
+        self.running: dict[SimRequest, None] = {}
+        self.prefillers: dict[SimRequest, None] = {}
+        self.n_dec = 0
+        self.D = 0
+        self.cnt = [0] * self.bs
+        self.sum_pd = 0
+        self.fin_heap: list[tuple[int, int, SimRequest]] = []
+        self.n_waiting = 0
+        self.finished = 0
+        self.next_arrival = 0
+        self.counters: dict[str, int] = {"steps": 0, "skipped_steps": 0, "jumps": 0,
+                                         "preemptions": 0, "swaps": 0, "rejected": 0,
+                                         "policy_swaps": 0, "policy_build_errors": 0}
+        self.ts_t: list[float] = []
+        self.ts_kv: list[float] = []
+        self.ts_wait: list[float] = []
+        self.ts_run: list[float] = []
+        self._last_sample = -math.inf
+        self._policy_obj: Policy | None = None
+        self.policy_changes: list[tuple[float, int]] = []
+        self._swap_ms = 0.0
+        self._hash = trace.hash_ids if config.enable_prefix_caching else None
+        self._slo = trace.slo_classes
+        self._arr = trace.arrival_s.tolist()
+        self._prm = trace.prompt_tokens.tolist()
+        self._out = trace.output_tokens.tolist()
+        self._preempted_this_step = 0
+        if source is not None:
+            self._check_policy()
+
+    # ---------------------------------------------------------------- main loop
+    def run(self) -> SimResult:
+        t0 = time.perf_counter()
+        n = len(self.trace)
+        report_every = max(n // 100, 1)
+        last_report = 0
+        while self.finished < n:
+            self._admit_arrivals()
+            if not self.running and self.n_waiting == 0:
+                if self.next_arrival >= n:
+                    break
+                self.now = max(self.now, self._arr[self.next_arrival])
+                continue
+            blocked = self._step()
+            if self.debug:
+                self.check_invariants()
+            if blocked is not None:
+                self._maybe_jump(blocked)
+                if self.debug:
+                    self.check_invariants()
+            if self.progress is not None and self.finished - last_report >= report_every:
+                last_report = self.finished
+                self.progress(self.finished, n)
+        self._sample(force=True)
+        if self.progress is not None:
+            self.progress(self.finished, n)
+        return SimResult(
+            trace=self.trace, config=self.cfg, model=self.model, policy_name=self.policy.name,
+            records=self.records,
+            timeseries={"t": np.asarray(self.ts_t), "kv_usage": np.asarray(self.ts_kv),
+                        "waiting": np.asarray(self.ts_wait), "running": np.asarray(self.ts_run)},
+            counters={**self.counters, **{f"policy.{k}": v for k, v in self.policy.counters.items()}},
+            end_time=self.now, wall_s=time.perf_counter() - t0,
+            policy_changes=self.policy_changes,
+        )
+
+    def _admit_arrivals(self) -> None:
+        n = len(self._arr)
+        i = self.next_arrival
+        while i < n and self._arr[i] <= self.now:
+            self._arrive(i)
+            i += 1
+        self.next_arrival = i
+
+    def _arrive(self, i: int) -> None:
+        prompt, output = self._prm[i], self._out[i]
+        r = SimRequest(i, str(i), self._arr[i], prompt, output,
+                       self._hash[i] if self._hash is not None else (),
+                       self._slo[i] if self._slo is not None else "")
+        if -(-(prompt + output) // self.bs) > self.cfg.num_gpu_blocks:
+            r.state = REJECTED
+            self.records.rejected[i] = True
+            self.counters["rejected"] += 1
+            self.finished += 1
+            return
+        r.state = WAITING
+        self.n_waiting += 1
+        self.policy.add(r, r.arrival_time)
+        if self.sink is not None:
+            self.sink.on_arrival(r, r.arrival_time)
+
+    # ---------------------------------------------------------------- policy swaps
+    def _check_policy(self) -> None:
+        assert self.source is not None
+        p = self.source.current()
+        if p is self._policy_obj:
+            return
+        first = self._policy_obj is None
+        self._policy_obj = p
+        if self.builder is None:
+            from scorer.registry import build_scheduler
+            self.builder = build_scheduler
+        try:
+            new = self.builder(p)
+        except Exception:  # a policy that cannot be built never replaces a working one
+            self.counters["policy_build_errors"] += 1
+            return
+        waiting = sorted(self.policy.waiting(), key=lambda r: (r.arrival_time, r.request_id))
+        for r in waiting:
+            new.add(r, self.now)
+        self.policy = new
+        self.policy_changes.append((self.now, p.version))
+        if not first:
+            self.counters["policy_swaps"] += 1
+
+    # ---------------------------------------------------------------- decoders
+    def _sync(self, r: SimRequest) -> None:
+        """Materialise a decoding request's lazy progress fields."""
+        if r.state == DECODE:
+            out = self.D + r.dbase
+            r.num_output_tokens = out
+            r.num_computed_tokens = r.prompt_tokens + out - 1
+            r.blocks = -(-(r.num_computed_tokens - r.shared_tokens) // self.bs)
+
+    def _join_decode(self, r: SimRequest) -> None:
+        """``r`` just sampled a token and continues decoding; D is already advanced."""
+        r.state = DECODE
+        r.dbase = r.num_output_tokens - self.D
+        # a new block is needed at decode counter D' iff (private computed) % bs == 0
+        priv0 = r.prompt_tokens - r.shared_tokens + r.dbase - 1  # private computed = priv0 + D'
+        r.phase = (-priv0) % self.bs
+        self.cnt[r.phase] += 1
+        self.sum_pd += r.prompt_tokens + r.dbase
+        self.n_dec += 1
+        heapq.heappush(self.fin_heap, (r.output_len - r.dbase, r.idx, r))
+
+    def _leave_decode(self, r: SimRequest) -> None:
+        self._sync(r)
+        self.cnt[r.phase] -= 1
+        self.sum_pd -= r.prompt_tokens + r.dbase
+        self.n_dec -= 1
+        r.state = PREFILL  # caller sets the final state
+
+    def _hold_back(self, r: SimRequest) -> None:
+        """A decoder that was not scheduled this step: it does not advance with D."""
+        self.cnt[r.phase] -= 1
+        r.dbase -= 1
+        r.phase = (r.phase + 1) % self.bs
+        self.cnt[r.phase] += 1
+        self.sum_pd -= 1
+        heapq.heappush(self.fin_heap, (r.output_len - r.dbase, r.idx, r))
+
+    # ---------------------------------------------------------------- blocks
+    def _blocks_for(self, r: SimRequest, tokens: int) -> int:
+        """Private blocks ``r`` needs to hold ``tokens`` computed tokens."""
+        return -(-(tokens - r.shared_tokens) // self.bs)
+
+    def _release(self, r: SimRequest, cache_own: bool) -> None:
+        """Free ``r``'s KV: private blocks (full ones kept cached if ``cache_own``) and
+        its references to shared segments."""
+        kv = self.kv
+        if cache_own and self.cfg.enable_prefix_caching:
+            full = (r.num_computed_tokens - r.shared_tokens) // self.bs
+            full = min(full, r.blocks)
+            kv.cache(("r", r.idx), full)
+            kv.free += r.blocks - full
+        else:
+            kv.free += r.blocks
+        r.blocks = 0
+        for h in r.shared_segs:
+            seg = kv.shared[h]
+            seg[0] -= 1
+            if seg[0] == 0:
+                del kv.shared[h]
+                kv.cache(h, seg[1])
+        r.pre_shared = r.shared_tokens
+        r.shared_segs = []
+        r.shared_tokens = 0
+
+    def _register_segments(self, r: SimRequest) -> None:
+        """Turn fully computed prompt segments with hash ids into shared cache entries."""
+        hs = r.hash_ids
+        if not hs:
+            return
+        kv, H, sb = self.kv, self.cfg.hash_block_tokens, self.seg_blocks
+        k = len(r.shared_segs)
+        limit = min(r.num_computed_tokens, r.prompt_tokens)
+        while k < len(hs) and (k + 1) * H <= limit:
+            h = hs[k]
+            seg = kv.shared.get(h)
+            if seg is not None:
+                seg[0] += 1
+                kv.free += sb  # our duplicate copy is dropped
+            elif h in kv.evictable:
+                kv.shared[h] = [1, kv.uncache(h)]
+                kv.free += sb
+            else:
+                kv.shared[h] = [1, sb]
+            r.blocks -= sb
+            r.shared_segs.append(h)
+            r.shared_tokens += H
+            k += 1
+
+    def _prefix_hit(self, r: SimRequest) -> tuple[list[int], int, int]:
+        """(shared segments hit, own cached blocks hit, blocks among them now evictable)."""
+        kv, H, bs = self.kv, self.cfg.hash_block_tokens, self.bs
+        cap = (r.num_tokens - 1) // bs * bs  # vLLM always recomputes at least one token
+        segs: list[int] = []
+        evictable = 0
+        if not self.cfg.enable_prefix_caching:
+            return segs, 0, 0
+        for h in r.hash_ids:
+            if (len(segs) + 1) * H > cap or (len(segs) + 1) * H > r.prompt_tokens:
+                break
+            if h in kv.shared:
+                segs.append(h)
+            elif h in kv.evictable and kv.evictable[h] == self.seg_blocks:
+                segs.append(h)
+                evictable += self.seg_blocks
+            else:
+                break
+        own = 0
+        if r.num_preemptions and len(segs) * H == r.pre_shared:
+            own = kv.evictable.get(("r", r.idx), 0)
+            own = min(own, (cap - len(segs) * H) // bs)
+            evictable += own
+        return segs, own, evictable
+
+    # ---------------------------------------------------------------- preemption
+    def _preempt(self, r: SimRequest) -> None:
+        self.counters["preemptions"] += 1
+        self._preempted_this_step += 1
+        if r.state == DECODE:
+            self._leave_decode(r)
+        else:
+            self.prefillers.pop(r, None)
+        del self.running[r]
+        if self.cfg.preemption_mode == "swap":
+            r.swapped_tokens = r.num_computed_tokens
+            self._swap_ms += r.swapped_tokens * self.cfg.swap_ms_per_token
+            self.counters["swaps"] += 1
+            self._release(r, cache_own=False)
+        else:
+            r.lost_computed = r.num_computed_tokens
+            self._release(r, cache_own=True)
+        r.num_computed_tokens = 0
+        r.num_preemptions += 1
+        self.records.preemptions[r.idx] += 1
+        r.state = WAITING
+        self.n_waiting += 1
+        self.policy.on_preempt(r, self.now)
+        if self.sink is not None:
+            self.sink.on_preempt(r, self.now)
+        self.policy.requeue(r, self.now)
+
+    # ---------------------------------------------------------------- one step
+    def _step(self) -> str | None:
+        """Run one iteration. Returns why admission stopped when the step was pure
+        decode with nothing left to admit (the engine may then jump ahead), else None."""
+        if self.source is not None:
+            self._check_policy()
+        pol, kv, bs, now = self.policy, self.kv, self.bs, self.now
+        budget = self.cfg.max_num_batched_tokens
+        self._preempted_this_step = 0
+        self._swap_ms = 0.0
+        cap = pol.decode_cap(list(self.running), now) if pol.caps_decode else None
+        B = self.n_dec
+        need_dec = self.cnt[self.D % bs] if B else 0
+        chunks: list[tuple[SimRequest, int]] = []
+        fast = cap is None or cap >= B
+        if fast:
+            demand = B
+            need = need_dec
+            for r in self.prefillers:
+                n = r.num_tokens - r.num_computed_tokens
+                demand += n
+                need += self._blocks_for(r, r.num_computed_tokens + n) - r.blocks
+            fast = demand <= budget and need <= kv.available
+        held: list[SimRequest] = []
+        if fast:
+            kv.take(need_dec)
+            for r in self.prefillers:
+                n = r.num_tokens - r.num_computed_tokens
+                extra = self._blocks_for(r, r.num_computed_tokens + n) - r.blocks
+                kv.take(extra)
+                r.blocks += extra
+                chunks.append((r, n))
+            budget -= B
+            for _, n in chunks:
+                budget -= n
+            dec_batch = B
+            dec_ctx = self.sum_pd + B * self.D
+        else:
+            budget, dec_batch, dec_ctx, held = self._slow_running(budget, cap, chunks)
+        # -- admissions (vLLM: only in steps without preemption)
+        blocked: str | None = None
+        if self._preempted_this_step == 0:
+            blocked, budget = self._admit_waiting(budget, chunks)
+        # -- execute
+        n_prefill = 0
+        for r, n in chunks:
+            if r.num_output_tokens > 0 and r.num_tokens - r.num_computed_tokens == 1:
+                dec_batch += 1
+                dec_ctx += r.num_tokens
+            else:
+                n_prefill += n
+        dt = self.model.step_s(n_prefill, dec_batch, dec_ctx) + self._swap_ms / 1000.0
+        self.now = now = now + dt
+        self.counters["steps"] += 1
+        self.D += 1
+        finished_before = self.finished
+        for r in held:
+            self._hold_back(r)
+        for r, n in chunks:
+            r.num_computed_tokens += n
+            if r.state == PREFILL:
+                r.prefill_tokens_done += n
+                self._register_segments(r)
+            if r.num_computed_tokens == r.num_tokens:
+                self.prefillers.pop(r, None)
+                self._sampled(r, now)
+        self._finish_due(now)
+        if self.sink is not None:
+            self.sink.on_step(StepStats(
+                now=now, step_time_s=dt, prefill_tokens=n_prefill, decode_requests=dec_batch,
+                running=len(self.running), waiting=self.n_waiting,
+                kv_usage=kv.used / kv.total, preempted=self._preempted_this_step,
+                policy_version=self._policy_obj.version if self._policy_obj else 0,
+                decode_context=dec_ctx))
+        self._sample()
+        # a finish in this step may have made room: let the next step try to admit
+        if (blocked is not None and not self.prefillers and self.n_dec
+                and self.finished == finished_before
+                and self._preempted_this_step == 0 and not pol.caps_decode):
+            return blocked
+        return None
+
+    def _slow_running(self, budget: int, cap: int | None,
+                      chunks: list[tuple[SimRequest, int]]) -> tuple[int, int, int, list[SimRequest]]:
+        """The running pass in policy order, with preemption from the tail."""
+        kv, now = self.kv, self.now
+        for r in self.running:
+            self._sync(r)
+        order = self.policy.order_running(list(self.running), now)
+        scheduled_dec: set[SimRequest] = set()
+        dec_batch = dec_ctx = 0
+        i = 0
+        while i < len(order) and budget > 0:
+            r = order[i]
+            if r.state == DECODE:
+                if cap is not None and dec_batch >= cap:
+                    i += 1
+                    continue
+                n = 1
+            else:
+                n = min(r.num_tokens - r.num_computed_tokens, budget)
+            need = self._blocks_for(r, r.num_computed_tokens + n) - r.blocks
+            preempted_self = False
+            while need > kv.available:
+                victim = order.pop()
+                if victim in scheduled_dec:
+                    # cannot happen with tail victims; kept as a guard
+                    scheduled_dec.discard(victim)
+                self._preempt(victim)
+                if victim is r:
+                    preempted_self = True
+                    break
+            if preempted_self:
+                break
+            kv.take(need)
+            if r.state == DECODE:
+                r.blocks += need
+                scheduled_dec.add(r)
+                dec_batch += 1
+                dec_ctx += r.num_tokens
+            else:
+                r.blocks += need
+                chunks.append((r, n))
+            budget -= n
+            i += 1
+        held = [r for r in self.running if r.state == DECODE and r not in scheduled_dec]
+        return budget, dec_batch, dec_ctx, held
+
+    def _admit_waiting(self, budget: int, chunks: list[tuple[SimRequest, int]]) -> tuple[str | None, int]:
+        pol, kv, bs, now = self.policy, self.kv, self.bs, self.now
+        while True:
+            if budget <= 0:
+                return "budget", budget
+            if len(self.running) >= self.cfg.max_num_seqs:
+                return "seqs", budget
+            head = pol.peek(now)
+            if head is None:
+                return "empty", budget
+            assert isinstance(head, SimRequest)
+            r = head
+            wm = self.watermark_blocks if self.running else 0
+            if r.swapped_tokens:
+                restore = r.swapped_tokens
+                full = -(-r.num_tokens // bs)
+                if full + wm > kv.available:
+                    return "kv", budget
+                got = pol.pop(now)
+                assert got is r, "peek/pop disagree"
+                kv.take(-(-restore // bs))
+                r.blocks = -(-restore // bs)
+                r.num_computed_tokens = restore
+                self._swap_ms += restore * self.cfg.swap_ms_per_token
+                r.swapped_tokens = 0
+                n = min(r.num_tokens - restore, budget)
+                extra = self._blocks_for(r, restore + n) - r.blocks
+                kv.take(extra)
+                r.blocks += extra
+                hit = 0
+            else:
+                segs, own, ev = self._prefix_hit(r)
+                shared_hit = len(segs) * self.cfg.hash_block_tokens
+                hit = shared_hit + own * bs
+                full_new = -(-(r.num_tokens - shared_hit) // bs) - own
+                if full_new + ev + wm > kv.available:
+                    return "kv", budget
+                got = pol.pop(now)
+                assert got is r, "peek/pop disagree"
+                for h in segs:
+                    seg = kv.shared.get(h)
+                    if seg is None:
+                        kv.shared[h] = [1, kv.uncache(h)]
+                    else:
+                        seg[0] += 1
+                r.shared_segs = list(segs)
+                r.shared_tokens = shared_hit
+                # own cached blocks: `own` are reused, any unusable rest goes back to free
+                kv.free += kv.uncache(("r", r.idx)) - own
+                r.blocks = own
+                r.num_computed_tokens = hit
+                if r.num_preemptions:
+                    wasted = max(r.lost_computed - hit, 0)
+                    self.records.wasted_tokens[r.idx] += wasted
+                else:
+                    r.cached_tokens = min(hit, r.prompt_tokens)
+                    self.records.cached_tokens[r.idx] = r.cached_tokens
+                n = min(r.num_tokens - hit, budget)
+                extra = self._blocks_for(r, hit + n) - r.blocks
+                kv.take(extra)
+                r.blocks += extra
+            self.n_waiting -= 1
+            r.state = PREFILL
+            r.last_admit_time = now
+            if math.isnan(self.records.first_scheduled[r.idx]):
+                self.records.first_scheduled[r.idx] = now
+            self.running[r] = None
+            self.prefillers[r] = None
+            chunks.append((r, n))
+            budget -= n
+            pol.on_admit(r, now)
+
+    def _sampled(self, r: SimRequest, now: float) -> None:
+        """``r`` completed its prefill/recompute in this step and sampled a token."""
+        r.num_output_tokens += 1
+        if r.first_token_time is None:
+            r.first_token_time = now
+            self.records.first_token[r.idx] = now
+            self.policy.on_first_token(r, now)
+            if self.sink is not None:
+                self.sink.on_first_token(r, now)
+        if r.num_output_tokens >= r.output_len:
+            self._finish(r, now)
+        else:
+            self._join_decode(r)
+
+    def _finish_due(self, now: float) -> None:
+        heap, D = self.fin_heap, self.D
+        while heap and heap[0][0] <= D:
+            key, _, r = heapq.heappop(heap)
+            if r.state != DECODE or r.output_len - r.dbase != key:
+                continue  # stale entry (held back or left decode)
+            self._leave_decode(r)
+            self._finish(r, now)
+
+    def _finish(self, r: SimRequest, now: float) -> None:
+        self.running.pop(r, None)
+        self.prefillers.pop(r, None)
+        r.num_output_tokens = r.output_len
+        self._release(r, cache_own=False)
+        r.state = DONE
+        self.records.finish[r.idx] = now
+        self.finished += 1
+        self.policy.on_finish(r, now)
+        if self.sink is not None:
+            self.sink.on_finish(r, now)
+
+    def _sample(self, force: bool = False) -> None:
+        if force or self.now - self._last_sample >= self.cfg.sample_every_s:
+            self._last_sample = self.now
+            self.ts_t.append(self.now)
+            self.ts_kv.append(self.kv.used / self.kv.total)
+            self.ts_wait.append(float(self.n_waiting))
+            self.ts_run.append(float(len(self.running)))
+
+    # ---------------------------------------------------------------- event skipping
+    def _valid_fin_top(self) -> int | None:
+        heap = self.fin_heap
+        while heap:
+            key, _, r = heap[0]
+            if r.state == DECODE and r.output_len - r.dbase == key:
+                return key
+            heapq.heappop(heap)
+        return None
+
+    def _maybe_jump(self, blocked: str) -> None:
+        """Skip a run of pure-decode steps in which nothing can change."""
+        B = self.n_dec
+        fin = self._valid_fin_top()
+        if B == 0 or fin is None:
+            return
+        k = fin - self.D  # steps until (and including) the next finish
+        if k <= 1:
+            return
+        # KV: blocks needed over the next k steps must fit without preemption
+        bs, cnt, D = self.bs, self.cnt, self.D
+        avail = self.kv.available
+        cycles = min(avail // B, k // bs + 1)
+        rem = avail - cycles * B
+        j = 0
+        while j < bs and cnt[(D + j) % bs] <= rem:
+            rem -= cnt[(D + j) % bs]
+            j += 1
+        k = min(k, cycles * bs + j)
+        # time: step j costs a + c·B·j (ms); stop before the next arrival / quantum
+        m = self.model
+        a = m.decode_fixed_ms + m.decode_per_req_ms * B + m.decode_per_ctx_ms * (
+            self.sum_pd + B * D)
+        c = m.decode_per_ctx_ms * B
+        horizon = math.inf
+        if self.next_arrival < len(self._arr):
+            horizon = self._arr[self.next_arrival]
+        if self.policy.time_dependent and self.n_waiting:
+            horizon = min(horizon, self.now + 0.25)
+        if horizon < math.inf:
+            # largest k with now + T(k−1) < horizon, T(x) = a·x + c·x(x−1)/2 (ms)
+            budget_ms = (horizon - self.now) * 1000.0
+            if budget_ms <= 0:
+                return
+            if c > 0:
+                x = (-(a - c / 2) + math.sqrt((a - c / 2) ** 2 + 2 * c * budget_ms)) / c
+            else:
+                x = budget_ms / a
+            steps = int(x)
+            while steps > 0 and a * steps + c * steps * (steps - 1) / 2 >= budget_ms:
+                steps -= 1
+            while a * (steps + 1) + c * (steps + 1) * steps / 2 < budget_ms:
+                steps += 1
+            k = min(k, steps + 1)
+        if k <= 1:
+            return
+        total_ms = a * k + c * k * (k - 1) / 2
+        ctx0 = self.sum_pd + B * D
+        blocks = (k // bs) * B + sum(cnt[(D + j) % bs] for j in range(k % bs))
+        self.kv.take(blocks)
+        self.now += total_ms / 1000.0
+        self.D += k
+        self.counters["steps"] += k
+        self.counters["skipped_steps"] += k
+        self.counters["jumps"] += 1
+        self._finish_due(self.now)
+        if self.sink is not None:
+            self.sink.on_step(StepStats(
+                now=self.now, step_time_s=total_ms / 1000.0, prefill_tokens=0,
+                decode_requests=B, running=len(self.running), waiting=self.n_waiting,
+                kv_usage=self.kv.used / self.kv.total, preempted=0,
+                policy_version=self._policy_obj.version if self._policy_obj else 0,
+                decode_context=ctx0, steps=k))
+        self._sample()
+
+    # ---------------------------------------------------------------- invariants
+    def check_invariants(self) -> None:
+        """KV accounting balances and every request is in exactly one place."""
+        kv = self.kv
+        private = 0
+        for r in self.running:
+            self._sync(r)
+            expect = self._blocks_for(r, r.num_computed_tokens)
+            if r.blocks < expect:
+                raise AssertionError(f"request {r.request_id}: holds {r.blocks} blocks, "
+                                     f"needs {expect}")
+            private += r.blocks
+        refs: dict[int, int] = {}
+        for r in self.running:
+            for h in r.shared_segs:
+                refs[h] = refs.get(h, 0) + 1
+        if refs != {h: s[0] for h, s in kv.shared.items()}:
+            raise AssertionError("shared segment refcounts do not match holders")
+        shared_blocks = sum(s[1] for s in kv.shared.values())
+        if kv.evictable_total != sum(kv.evictable.values()):
+            raise AssertionError("evictable total out of sync")
+        if private + shared_blocks + kv.free + kv.evictable_total != kv.total:
+            raise AssertionError(
+                f"blocks: private {private} + shared {shared_blocks} + free {kv.free} + "
+                f"evictable {kv.evictable_total} != total {kv.total}")
+        if min(kv.free, kv.evictable_total) < 0:
+            raise AssertionError("negative free/evictable blocks")
+        if len(self.running) > self.cfg.max_num_seqs:
+            raise AssertionError("more running requests than max_num_seqs")
+        dec = sum(1 for r in self.running if r.state == DECODE)
+        if dec != self.n_dec or sum(self.cnt) != dec:
+            raise AssertionError("decoder aggregates out of sync")
+        if len(self.policy) != self.n_waiting:
+            raise AssertionError(f"waiting count {self.n_waiting} != policy queue {len(self.policy)}")
+
+
+def simulate(trace: Trace, scheduler: SchedulingPolicy, config: EngineConfig | None = None,
+             model: StepTimeModel = H100_LLAMA3_8B, **kwargs: Any) -> SimResult:
+    """Replay ``trace`` through one engine with ``scheduler``; see :class:`Simulator`."""
+    return Simulator(trace, scheduler, config or EngineConfig(), model, **kwargs).run()

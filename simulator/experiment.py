@@ -1,0 +1,89 @@
+"""One comparison run: a trace, an engine, several policies, same seed for all.
+
+The CLI builds an :class:`Experiment` from flags and calls :func:`run_experiment`; the
+engine that executes each policy is injectable (the built-in simulator by default, the
+vLLM-in-the-loop harness for ``--engine vllm``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from scorer.interface import SchedulingPolicy
+from scorer.step_time import StepTimeModel
+from simulator.engine import EngineConfig, SimResult, simulate
+from simulator.traces import Trace, TraceError
+from simulator.workload import offered_load, rate_scale_for_load
+
+
+class Runner(Protocol):
+    def __call__(self, trace: Trace, scheduler: SchedulingPolicy, config: EngineConfig,
+                 model: StepTimeModel, *, progress: Callable[[int, int], None] | None = None
+                 ) -> SimResult: ...
+
+
+def builtin_runner(trace: Trace, scheduler: SchedulingPolicy, config: EngineConfig,
+                   model: StepTimeModel, *, progress: Callable[[int, int], None] | None = None
+                   ) -> SimResult:
+    return simulate(trace, scheduler, config, model, progress=progress)
+
+
+@dataclass
+class Experiment:
+    trace: Trace
+    policies: list[str]
+    factory: Callable[[str], SchedulingPolicy]
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    model: StepTimeModel | None = None
+    rate_scale: float | None = None
+    target_load: float | None = None
+    runner: Runner = builtin_runner
+    engine_name: str = "sim"
+
+
+def prepare_trace(exp: Experiment) -> tuple[Trace, float]:
+    """Apply ``--rate-scale`` or ``--target-load``; returns the trace and the scale used."""
+    assert exp.model is not None
+    if exp.rate_scale is not None and exp.target_load is not None:
+        raise TraceError("give either --rate-scale or --target-load, not both")
+    scale = 1.0
+    if exp.target_load is not None:
+        scale = rate_scale_for_load(exp.trace, exp.target_load, exp.engine, exp.model)
+    elif exp.rate_scale is not None:
+        scale = exp.rate_scale
+    return (exp.trace.scaled(scale) if scale != 1.0 else exp.trace), scale
+
+
+def run_experiment(exp: Experiment,
+                   on_progress: Callable[[str, int, int], None] | None = None
+                   ) -> tuple[dict[str, SimResult], dict[str, Any]]:
+    """Run every policy on the same (scaled) trace. Returns results and report context."""
+    assert exp.model is not None
+    trace, scale = prepare_trace(exp)
+    results: dict[str, SimResult] = {}
+    for name in exp.policies:
+        scheduler = exp.factory(name)
+        cb = None
+        if on_progress is not None:
+            def cb(done: int, total: int, _n: str = name) -> None:
+                on_progress(_n, done, total)
+        results[name] = exp.runner(trace, scheduler, exp.engine, exp.model, progress=cb)
+    load = None
+    if len(trace) >= 2 and trace.duration_s > 0:
+        load = round(offered_load(trace, exp.engine, exp.model), 4)
+    context = {
+        "trace": trace.summary(),
+        "config": {
+            "engine_impl": exp.engine_name,
+            "engine": asdict(exp.engine),
+            "step_model": exp.model.name,
+            "step_model_coefficients": exp.model.to_dict(),
+            "rate_scale": round(scale, 6),
+            "target_load": exp.target_load,
+            "offered_load": load,
+            "policies": list(exp.policies),
+        },
+    }
+    return results, context

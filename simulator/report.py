@@ -1,0 +1,250 @@
+"""The report a serving engineer reads: comparison table, plots, results.json, CSVs.
+
+``write_report(out_dir, runs, context)`` writes
+
+* ``results.json`` — ``{"trace", "config", "policies": {name: summary}}`` (stable schema,
+  see DESIGN.md §Names and report schema),
+* ``summary.csv`` and ``requests_<policy>.csv``,
+* ``report.md`` and ``report.html`` — the comparison table with each policy's ratio to
+  FCFS and to oracle SRPT (when they were run), and the plots,
+* ``ttlt_cdf.png`` (latency CDFs per class), ``p99_windows.png`` (P99 TTLT per time
+  window), ``kv_queue.png`` (KV usage and waiting queue over time).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simulator.engine import SimResult
+from simulator.metrics import MetricsConfig, per_request, summarize, windows, write_requests_csv
+
+
+@dataclass
+class Run:
+    name: str
+    result: SimResult
+    summary: dict[str, Any]
+
+
+def make_runs(results: dict[str, SimResult], cfg: MetricsConfig) -> list[Run]:
+    return [Run(name, res, summarize(res, cfg)) for name, res in results.items()]
+
+
+_COLUMNS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("TTFT mean", "s", ("overall", "ttft", "mean")),
+    ("TTFT p99", "s", ("overall", "ttft", "p99")),
+    ("short TTFT mean", "s", ("classes", "short", "ttft", "mean")),
+    ("TTLT mean", "s", ("overall", "ttlt", "mean")),
+    ("TTLT p50", "s", ("overall", "ttlt", "p50")),
+    ("TTLT p99", "s", ("overall", "ttlt", "p99")),
+    ("long TTLT p99", "s", ("classes", "long", "ttlt", "p99")),
+    ("TPOT p99", "ms", ("overall", "tpot", "p99")),
+    ("queue p99", "s", ("overall", "queue_delay", "p99")),
+    ("goodput", "req/s", ("overall", "goodput_rps")),
+    ("throughput", "tok/s", ("overall", "throughput_tps")),
+    ("preempt", "", ("overall", "preemptions")),
+    ("wasted tok", "", ("overall", "wasted_recompute_tokens")),
+]
+_RATIOS: list[tuple[str, tuple[str, ...]]] = [
+    ("TTLT mean", ("overall", "ttlt", "mean")),
+    ("TTLT p99", ("overall", "ttlt", "p99")),
+    ("short TTFT", ("classes", "short", "ttft", "mean")),
+]
+
+
+def lookup(summary: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    cur: Any = summary
+    for key in path:
+        if not isinstance(cur, dict) or key not in cur:
+            return None
+        cur = cur[key]
+    return float(cur) if isinstance(cur, int | float) and math.isfinite(cur) else None
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "–"
+    if unit == "" and float(v).is_integer():
+        return f"{int(v):,}"
+    if unit == "ms":
+        v *= 1000.0
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3f}"
+
+
+def ratio_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    """Each policy's metric divided by FCFS's and by SRPT-oracle's (lower is better)."""
+    base = {r.name: r.summary for r in runs}
+    refs = [n for n in ("fcfs", "srpt-oracle") if n in base]
+    header = ["policy"] + [f"{label} ÷ {ref}" for ref in refs for label, _ in _RATIOS]
+    rows = []
+    for r in runs:
+        row = [r.name]
+        for ref in refs:
+            for _, path in _RATIOS:
+                a, b = lookup(r.summary, path), lookup(base[ref], path)
+                row.append("–" if a is None or not b else f"{a / b:.2f}×")
+        rows.append(row)
+    return header, rows
+
+
+def metric_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    header = ["policy"] + [f"{label} ({unit})" if unit else label for label, unit, _ in _COLUMNS]
+    rows = [[r.name] + [_fmt(lookup(r.summary, path), unit) for _, unit, path in _COLUMNS]
+            for r in runs]
+    return header, rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                  for row in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def plot_all(out: Path, runs: list[Run], cfg: MetricsConfig, window_s: float) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    class_names = sorted({c for r in runs for c in r.summary["classes"]},
+                         key=lambda c: (c != "short", c))
+    fig, axes = plt.subplots(1, max(len(class_names), 1), figsize=(5.5 * max(len(class_names), 1), 4),
+                             squeeze=False)
+    for ax, cname in zip(axes[0], class_names, strict=False):
+        for r in runs:
+            pr = per_request(r.result, cfg)
+            m = np.asarray(pr.classes) == cname
+            v = np.sort(pr.ttlt[m][np.isfinite(pr.ttlt[m])])
+            if v.size:
+                ax.plot(v, np.arange(1, v.size + 1) / v.size, label=r.name)
+        ax.set_xscale("log")
+        ax.set_xlabel("TTLT (s, log)")
+        ax.set_ylabel("CDF")
+        ax.set_title(f"end-to-end latency, class {cname}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "ttlt_cdf.png", dpi=110)
+    plt.close(fig)
+    files.append("ttlt_cdf.png")
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for r in runs:
+        w = windows(r.result, window_s, cfg)
+        ax.plot(w["start"], w["p99_ttlt"], marker=".", label=r.name)
+    ax.set_xlabel("arrival time (s)")
+    ax.set_ylabel(f"P99 TTLT per {window_s:g}s window (s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "p99_windows.png", dpi=110)
+    plt.close(fig)
+    files.append("p99_windows.png")
+
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for r in runs:
+        ts = r.result.timeseries
+        a1.plot(ts["t"], ts["kv_usage"], lw=0.8, label=r.name)
+        a2.plot(ts["t"], ts["waiting"], lw=0.8, label=r.name)
+    a1.set_ylabel("KV usage")
+    a2.set_ylabel("waiting requests")
+    a2.set_xlabel("engine time (s)")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    a1.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "kv_queue.png", dpi=110)
+    plt.close(fig)
+    files.append("kv_queue.png")
+    return files
+
+
+def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: MetricsConfig,
+                 window_s: float = 60.0, plots: bool = True) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    results = {
+        "trace": context.get("trace", {}),
+        "config": context.get("config", {}),
+        "policies": {r.name: r.summary for r in runs},
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False,
+                                                 default=_json_default) + "\n")
+    mh, mrows = metric_table(runs)
+    rh, rrows = ratio_table(runs)
+    with (out / "summary.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(mh)
+        w.writerows(mrows)
+    for r in runs:
+        write_requests_csv(r.result, out / f"requests_{r.name}.csv", cfg)
+    images = plot_all(out, runs, cfg, window_s) if plots else []
+    trace = context.get("trace", {})
+    conf = context.get("config", {})
+    lines = [
+        "# tailwise simulation report",
+        "",
+        f"Trace **{trace.get('name', '?')}**: {trace.get('requests', '?')} requests over "
+        f"{trace.get('duration_s', '?')} s (rate scale {conf.get('rate_scale', 1)}, offered load "
+        f"{conf.get('offered_load', '?')}). Engine: {conf.get('step_model', '?')}, "
+        f"{conf.get('engine', {}).get('num_gpu_blocks', '?')} KV blocks of "
+        f"{conf.get('engine', {}).get('block_size', '?')} tokens, max "
+        f"{conf.get('engine', {}).get('max_num_seqs', '?')} running, "
+        f"{conf.get('engine', {}).get('max_num_batched_tokens', '?')}-token steps. "
+        f"Classes: short = prompt ≤ {cfg.short_threshold} tokens. SLO: TTFT ≤ {cfg.ttft_slo_s} s, "
+        f"TPOT ≤ {cfg.tpot_slo_s * 1000:g} ms.",
+        "",
+        "## Metrics (lower is better except goodput/throughput)",
+        "",
+        _md_table(mh, mrows),
+        "",
+        "## Ratios (policy ÷ reference; < 1 means better than the reference)",
+        "",
+        _md_table(rh, rrows),
+        "",
+    ]
+    if images:
+        lines += ["## Plots", ""] + [f"![{i}]({i})" for i in images] + [""]
+    lines += ["Per-request data: `requests_<policy>.csv`; machine-readable: `results.json`.", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    body = "".join([
+        "<h1>tailwise simulation report</h1>",
+        f"<p>{html.escape(lines[2])}</p>",
+        "<h2>Metrics</h2>", _html_table(mh, mrows),
+        "<h2>Ratios</h2>", _html_table(rh, rrows),
+        "".join(f'<h2>{html.escape(i)}</h2><img src="{i}" style="max-width:100%">' for i in images),
+    ])
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}")
+    (out / "report.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>tailwise report</title>"
+        f"<style>{style}</style></head><body>{body}</body></html>\n")
+    return out / "report.md"
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,166 @@
+"""``tailwise simulate``: run policies on a trace and write the comparison report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from scorer.frozen import FrozenPolicyError
+from scorer.frozen import load as load_frozen
+from scorer.interface import SchedulingPolicy
+from scorer.policy import PolicyError
+from scorer.registry import POLICY_NAMES, UnknownPolicyError, build_scheduler, make_named
+from scorer.step_time import StepTimeModelError
+from simulator.engine import EngineConfig, EngineConfigError
+from simulator.experiment import Experiment, run_experiment
+from simulator.metrics import MetricsConfig
+from simulator.report import lookup, make_runs, write_report
+from simulator.step_models import load_step_model
+from simulator.traces import TraceError, load_trace
+
+_USER_ERRORS = (TraceError, StepTimeModelError, EngineConfigError, UnknownPolicyError,
+                FrozenPolicyError, PolicyError)
+
+
+def fail(msg: str) -> None:
+    """One line on stderr, exit status 2 (bad input), no traceback."""
+    Console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(2)
+
+
+def parse_columns(spec: str | None) -> dict[str, str] | None:
+    if not spec:
+        return None
+    out = {}
+    for part in spec.split(","):
+        role, sep, col = part.partition("=")
+        if not sep or role.strip() not in ("arrival", "prompt", "output", "class", "slo",
+                                           "hash_ids"):
+            fail(f"--columns: expected ROLE=COLUMN with ROLE in arrival, prompt, output, "
+                 f"class, slo, hash_ids; got {part!r}")
+        out[role.strip()] = col.strip()
+    return out
+
+
+def parse_policies(spec: str) -> list[str]:
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        fail("--policy: give at least one policy name")
+    unknown = [n for n in names if n not in POLICY_NAMES]
+    if unknown:
+        fail(f"unknown policy {unknown[0]!r}; choose from: {', '.join(POLICY_NAMES)}")
+    if len(set(names)) != len(names):
+        fail("--policy: a policy is listed twice")
+    return names
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def simulate(
+        trace: Annotated[str, typer.Option(
+            help="Bundled trace (azure-code, azure-conv) or a trace file (Azure CSV, "
+                 "Mooncake JSONL, generic CSV/JSONL).")] = "azure-code",
+        policy: Annotated[str, typer.Option(
+            help=f"Comma-separated policies: {', '.join(POLICY_NAMES)}.")] = ",".join(POLICY_NAMES),
+        policy_file: Annotated[list[Path] | None, typer.Option(
+            help="Also run a frozen policy file (repeatable); named file:<stem>.")] = None,
+        out: Annotated[Path, typer.Option(help="Report directory.")] = Path("report"),
+        rate_scale: Annotated[float | None, typer.Option(
+            help="Multiply the arrival rate by X (timestamps divided by X).")] = None,
+        target_load: Annotated[float | None, typer.Option(
+            help="Scale arrivals so offered work ≈ L × engine capacity.")] = None,
+        head: Annotated[int | None, typer.Option(help="Use only the first N requests.")] = None,
+        fmt: Annotated[str | None, typer.Option(
+            "--format", help="Trace format: azure, mooncake, generic (default: detect).")] = None,
+        columns: Annotated[str | None, typer.Option(
+            help="Generic traces: ROLE=COLUMN,... (arrival, prompt, output, class, slo).")] = None,
+        time_unit: Annotated[str, typer.Option(help="Generic traces: s or ms.")] = "s",
+        skip_bad: Annotated[bool, typer.Option(
+            help="Skip and count malformed rows instead of failing.")] = False,
+        step_model: Annotated[str, typer.Option(
+            help="Bundled step-time model (h100-llama3-8b, a100-llama3-8b) or a JSON file.")
+        ] = "h100-llama3-8b",
+        num_gpu_blocks: Annotated[int, typer.Option(help="KV cache blocks.")] = 28_600,
+        block_size: Annotated[int, typer.Option(help="Tokens per KV block.")] = 16,
+        max_num_seqs: Annotated[int, typer.Option(help="Max running requests.")] = 256,
+        max_num_batched_tokens: Annotated[int, typer.Option(help="Token budget per step.")] = 8192,
+        prefix_caching: Annotated[bool, typer.Option(help="Prefix caching.")] = True,
+        preemption: Annotated[str, typer.Option(help="recompute or swap.")] = "recompute",
+        short_threshold: Annotated[int, typer.Option(
+            help="Class 'short' = prompt tokens ≤ this (when the trace has no classes).")] = 1024,
+        ttft_slo: Annotated[float, typer.Option(help="TTFT SLO (s) for goodput.")] = 8.0,
+        tpot_slo: Annotated[float, typer.Option(help="TPOT SLO (s) for goodput.")] = 0.05,
+        window: Annotated[float, typer.Option(help="Window (s) of the P99-over-time plot.")] = 60.0,
+        plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = True,
+        progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    ) -> None:
+        """Run policies on one trace (same trace and seed for all) and write a report."""
+        names = parse_policies(policy)
+        try:
+            model = load_step_model(step_model)
+            engine = EngineConfig(num_gpu_blocks=num_gpu_blocks, block_size=block_size,
+                                  max_num_seqs=max_num_seqs,
+                                  max_num_batched_tokens=max_num_batched_tokens,
+                                  enable_prefix_caching=prefix_caching, preemption_mode=preemption)
+            engine.validate()
+            tr = load_trace(trace, fmt, skip_bad=skip_bad, columns=parse_columns(columns),
+                            time_unit=time_unit)
+            if head is not None:
+                if head < 1:
+                    fail(f"--head must be >= 1, got {head}")
+                tr = tr.head(head)
+            files = {f"file:{p.stem}": load_frozen(p) for p in (policy_file or [])}
+        except _USER_ERRORS as exc:
+            fail(str(exc))
+            return
+        if tr.skipped:
+            Console(stderr=True).print(
+                f"[yellow]skipped {tr.skipped} bad rows[/] (first: {tr.skip_reasons[0]})")
+
+        def factory(name: str) -> SchedulingPolicy:
+            if name in files:
+                return build_scheduler(files[name])
+            return make_named(name, model)
+
+        exp = Experiment(trace=tr, policies=names + list(files), factory=factory, engine=engine,
+                         model=model, rate_scale=rate_scale, target_load=target_load)
+        mcfg = MetricsConfig(short_threshold=short_threshold, ttft_slo_s=ttft_slo,
+                             tpot_slo_s=tpot_slo)
+        console = Console()
+        try:
+            if progress and sys.stderr.isatty():
+                with Progress(TextColumn("{task.description:>16}"), BarColumn(),
+                              MofNCompleteColumn(), TimeElapsedColumn(),
+                              console=Console(stderr=True)) as bar:
+                    tasks = {n: bar.add_task(n, total=len(tr)) for n in exp.policies}
+
+                    def on_progress(name: str, done: int, total: int) -> None:
+                        bar.update(tasks[name], completed=done)
+
+                    results, context = run_experiment(exp, on_progress)
+            else:
+                results, context = run_experiment(exp)
+        except _USER_ERRORS as exc:
+            fail(str(exc))
+            return
+        runs = make_runs(results, mcfg)
+        path = write_report(out, runs, context, mcfg, window_s=window, plots=plots)
+        table = Table(title=f"{context['trace']['name']} · load {context['config']['offered_load']}"
+                            f" · scale {context['config']['rate_scale']:.3g}")
+        for col in ("policy", "TTLT mean", "TTLT p99", "short TTFT", "goodput", "preempt"):
+            table.add_column(col, justify="right" if col != "policy" else "left")
+        for r in runs:
+            s = r.summary
+            vals = [lookup(s, ("overall", "ttlt", "mean")), lookup(s, ("overall", "ttlt", "p99")),
+                    lookup(s, ("classes", "short", "ttft", "mean")),
+                    lookup(s, ("overall", "goodput_rps"))]
+            table.add_row(r.name, *("–" if v is None else f"{v:.3f}" for v in vals),
+                          str(s["overall"]["preemptions"]))
+        console.print(table)
+        console.print(f"report: {path}")
