@@ -20,14 +20,22 @@ Refine (one pass per refresh; the partition deepens over successive refreshes)
     The reservoir is grouped by the current queues; a value in a gap or outside every
     queue joins the *nearest* queue (cut at the middle of each gap); queues left with no
     values are dropped. With no queues the whole reservoir is one group. Each group gets a
-    1-D k-means with k = 3 (scikit-learn, weighted by counts of distinct values); a group
-    with <= 3 distinct values uses those values as its centres (the exact k-means
-    solution), so one with a single distinct value never splits. The **mean gap** is the
-    mean of the differences between adjacent sorted centres *within* a group, pooled over
-    all groups of this pass (at most 2 per group; gaps between queues are not counted).
-    A group is split at the midpoint of every adjacent centre pair whose gap is strictly
-    greater than ``alpha x mean gap``. Pooling makes the rule relative: the queues that are
-    wide compared with the others are split first, and the test is scale-free.
+    1-D k-means with k = 3 (scikit-learn, weighted by counts of distinct values) on
+    ``u = log1p(x)``; a group with <= 3 distinct values uses those values as its centres
+    (the exact k-means solution), so one with a single distinct value never splits.
+    The **mean gap** is the mean of the differences between adjacent sorted centres
+    (in ``u``) *within* a group, pooled over all groups of this pass (at most 2 per
+    group; gaps between queues are not counted). A group is split at the midpoint (in
+    ``u``) of every adjacent centre pair whose gap is strictly greater than
+    ``alpha x mean gap``. A pass with a single group has no other queue to compare with,
+    so it splits at every centre gap (the bootstrap: up to 3 queues).
+
+    Why log1p: prompt lengths are heavy-tailed. In raw tokens k-means spends its centres
+    on the tail and the pooled rule only ever splits tail queues, leaving most requests
+    in one head queue; in ``u`` the gaps are relative, so resolution spreads across size
+    classes (as in geometric SJF size classes). Why pooled: a rule relative to the
+    queue's own two gaps only fires on lopsided queues; pooled, the queues that are wide
+    compared with the others split first, and alpha sets how much wider.
 
 Prune
     While there are more than ``params.max_queues`` queues, merge the adjacent pair with
@@ -47,13 +55,13 @@ Intervals
 Initial partition: the empty tuple (everything goes to the bubble queue) until the first
 refresh with data. Deterministic given ``seed`` (k-means ``random_state``) and the input.
 
->>> rp = RefinePrune(EwsjfParams(refresh_requests=40))
->>> for x in [100, 101, 102, 103] * 5 + [5000, 5001, 5002, 5003] * 5:
+>>> rp = RefinePrune(EwsjfParams(refresh_requests=20))
+>>> for x in [100] * 10 + [1000] * 6 + [10_000] * 4:
 ...     rp.learn_one(x)
 >>> rp.refresh(now=0.0)
 True
 >>> [(q.lo, q.hi, q.mean_len, q.density) for q in rp.partition()]
-[(100.0, 104.0, 101.5, 0.125), (5000.0, 5004.0, 5001.5, 0.125)]
+[(100.0, 101.0, 100.0, 0.5), (1000.0, 1001.0, 1000.0, 0.3), (10000.0, 10001.0, 10000.0, 0.2)]
 """
 
 from __future__ import annotations
@@ -176,11 +184,11 @@ class RefinePrune(Partitioner):
         return self._params
 
     def learn_one(self, x: float) -> None:
+        t = type(x)
         if (
-            isinstance(x, bool)
-            or not isinstance(x, numbers.Real)
-            or not 0.0 <= float(x) <= MAX_X  # False for NaN
-        ):
+            (t is not float and t is not int)
+            and (isinstance(x, bool) or not isinstance(x, numbers.Real))
+        ) or not 0.0 <= float(x) <= MAX_X:  # False for NaN
             self.skipped += 1
             return
         self._reservoir.append(float(x))
@@ -238,15 +246,16 @@ class RefinePrune(Partitioner):
     # -- the algorithm ------------------------------------------------------------------
     def _refine_prune(self, values: FloatArray) -> list[Span]:
         groups = self._group(values)
-        centres = [self._centres(g) for g in groups]
-        gaps = np.concatenate([np.diff(c) for c in centres])
-        mean_gap = float(gaps.mean()) if gaps.size else 0.0
+        centres = [self._centres(np.log1p(g)) for g in groups]
+        if len(groups) == 1:
+            threshold = 0.0  # bootstrap: nothing to compare with, split at every gap
+        else:
+            gaps = np.concatenate([np.diff(c) for c in centres])
+            mean_gap = float(gaps.mean()) if gaps.size else 0.0
+            threshold = self._params.alpha * mean_gap if mean_gap > 0.0 else math.inf
         pieces: list[FloatArray] = []
         for g, c in zip(groups, centres, strict=True):
-            if mean_gap > 0.0:
-                pieces.extend(_split(g, c, self._params.alpha * mean_gap))
-            else:
-                pieces.append(g)
+            pieces.extend(_split(g, c, threshold))
         return prune_spans(_spans(pieces, len(values)), self._params.max_queues)
 
     def _group(self, values: FloatArray) -> list[FloatArray]:
@@ -257,7 +266,7 @@ class RefinePrune(Partitioner):
         return [g for g in np.split(values, idx) if g.size]
 
     def _centres(self, group: FloatArray) -> FloatArray:
-        """Sorted 1-D k-means centres (k = min(3, distinct values)) of a sorted group."""
+        """Sorted 1-D k-means centres (k = min(3, distinct values)) of sorted values."""
         uniq, counts = np.unique(group, return_counts=True)
         if uniq.size <= K:
             return uniq.astype(np.float64)
@@ -353,9 +362,13 @@ class RefinePrune(Partitioner):
 
 # -- helpers ------------------------------------------------------------------------------
 def _split(group: FloatArray, centres: FloatArray, threshold: float) -> list[FloatArray]:
-    """Cut a sorted group at the midpoint of every centre gap wider than ``threshold``."""
+    """Cut a sorted group where adjacent ``log1p`` centres are more than ``threshold`` apart.
+
+    The cut is the midpoint of the two centres in ``log1p`` space (their geometric-style
+    middle in tokens); values at or below it go left.
+    """
     cuts = [
-        (centres[j] + centres[j + 1]) / 2
+        math.expm1((centres[j] + centres[j + 1]) / 2)
         for j in range(centres.size - 1)
         if centres[j + 1] - centres[j] > threshold
     ]

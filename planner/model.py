@@ -19,6 +19,10 @@ Time models:
   ``N`` prefill tokens (prompts started that step), ``B`` decode requests (running,
   started earlier) and ``S`` their context (``p_i + j − 1`` for a request in its
   ``j``-th step). Idle steps cost 0 (an engine with nothing to run does not step).
+  The prefill formula is quadratic in ``N`` and calibrated for one engine iteration, so
+  a plan step whose prefills exceed the engine's per-step token budget ``C`` (default
+  8,192, as in the simulator) is charged as chunked prefill: ``⌊N/C⌋·prefill(C) +
+  prefill(N mod C)`` plus the decode terms once (decodes ride along with the last chunk).
 
 Objective: sum (and mean) of completion times; makespan is reported too.
 :func:`evaluate` checks KV feasibility at every step exactly and is what every method and
@@ -138,11 +142,24 @@ class Instance:
 
 
 # -- time models ------------------------------------------------------------------------------
+#: the simulator's default per-step token budget (DESIGN.md §Simulator)
+DEFAULT_PREFILL_CHUNK = 8192
+
+
 @dataclass(frozen=True)
 class TimeModel:
-    """Unit time (``step_model is None``) or the engine's step-time model."""
+    """Unit time (``step_model is None``) or the engine's step-time model.
+
+    ``prefill_chunk``: per-step prefill token budget used to charge large prefills as
+    chunked (``None``: one iteration whatever the size).
+    """
 
     step_model: StepTimeModel | None = None
+    prefill_chunk: int | None = DEFAULT_PREFILL_CHUNK
+
+    def __post_init__(self) -> None:
+        if self.prefill_chunk is not None and self.prefill_chunk < 1:
+            raise ValueError(f"prefill_chunk must be >= 1 token, got {self.prefill_chunk}")
 
     @classmethod
     def unit(cls) -> TimeModel:
@@ -166,11 +183,21 @@ class TimeModel:
         if self.step_model is None:
             return np.ones(len(n_prefill), dtype=np.float64)
         m = self.step_model
+
+        def prefill(x: FloatArray) -> FloatArray:
+            out = m.prefill_fixed_ms + m.prefill_per_token_ms * x + m.prefill_quad_ms * x * x
+            return np.where(x > 0, out, 0.0)
+
         n = n_prefill.astype(np.float64)
         b = n_decode.astype(np.float64)
         s = ctx_decode.astype(np.float64)
         decode_marginal = m.decode_per_req_ms * b + m.decode_per_ctx_ms * s
-        mixed = m.prefill_fixed_ms + m.prefill_per_token_ms * n + m.prefill_quad_ms * n * n
+        if self.prefill_chunk is None:
+            mixed = prefill(n)
+        else:
+            c = float(self.prefill_chunk)
+            full = np.floor(n / c)
+            mixed = full * prefill(np.array([c]))[0] + prefill(n - full * c)
         ms = np.where(
             n > 0,
             mixed + decode_marginal,

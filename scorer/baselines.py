@@ -106,7 +106,7 @@ def noisy_prediction(true_tokens: int, request_id: str, sigma: float, seed: int)
     u1 = (int.from_bytes(digest[:8], "little") + 0.5) / 2.0**64
     u2 = (int.from_bytes(digest[8:], "little") + 0.5) / 2.0**64
     z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
-    return max(int(round(true_tokens * math.exp(sigma * z))), 1)
+    return max(round(true_tokens * math.exp(sigma * z)), 1)
 
 
 class PredictedSJF(_SizeAware):

@@ -265,7 +265,8 @@ class Policy:
                 raise PolicyError(f"queues[{i}].hi", f"must be > lo ({q.lo}), got {q.hi}")
             if q.lo < prev_hi:
                 raise PolicyError(
-                    f"queues[{i}].lo", f"boundaries must be sorted and disjoint: {q.lo} < previous hi {prev_hi}"
+                    f"queues[{i}].lo",
+                    f"boundaries must be sorted and disjoint: {q.lo} < previous hi {prev_hi}",
                 )
             prev_hi = q.hi
             _finite(f"queues[{i}].mean_len", q.mean_len, lo=0.0)

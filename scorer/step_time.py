@@ -23,7 +23,6 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-
 #: reference operating point for converting tokens into engine work
 WORK_REF_CHUNK = 8192
 WORK_REF_BATCH = 64

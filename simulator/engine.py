@@ -40,7 +40,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -597,7 +597,12 @@ class Simulator:
         kv, now = self.kv, self.now
         for r in self.running:
             self._sync(r)
-        order = self.policy.order_running(list(self.running), now)
+        order = cast(list[SimRequest], self.policy.order_running(list(self.running), now))
+        if len(order) != len(self.running) or len(set(order)) != len(order) or any(
+                r not in self.running for r in order):
+            # a policy must return a permutation; never let a bad one corrupt the engine
+            self.counters["bad_running_order"] = self.counters.get("bad_running_order", 0) + 1
+            order = list(self.running)
         scheduled_dec: set[SimRequest] = set()
         dec_batch = dec_ctx = 0
         i = 0

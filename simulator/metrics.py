@@ -13,6 +13,7 @@ threshold on prompt tokens (default 1024, configurable).
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,7 @@ def windows(res: SimResult, window_s: float, cfg: MetricsConfig | None = None,
         edges = np.array([0.0, window_s])
     cls = np.asarray(pr.classes)
     p99, short_ttft, n = [], [], []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         m = (t >= lo) & (t < hi) & pr.done
         n.append(float(m.sum()))
         p99.append(float(np.percentile(pr.ttlt[m], 99)) if m.any() else np.nan)

@@ -1,0 +1,156 @@
+"""Replay windows: bounding their size, naming them, and measuring workload drift.
+
+Bounding (:func:`cap_window`). Replay cost grows with the window, so a window longer than
+``max_requests`` is cut deterministically:
+
+* ``"tail"`` (default) keeps the most recent ``max_requests`` requests, contiguous, so the
+  arrival process and the load are exactly those of the recent past;
+* ``"thin"`` keeps every k-th request (k = ⌈n / max_requests⌉) and divides the timestamps
+  by k, which keeps the arrival rate (hence the load) and the length mix of the *whole*
+  window while dropping its fine-grained burst structure.
+
+Naming (:func:`fingerprint`): a short sha256 of the arrays, so caches (the FCFS baseline
+replay) and Optuna user attributes can refer to "the same window".
+
+Drift (:func:`drift`): the two-sample Kolmogorov–Smirnov statistic (``scipy.stats``)
+between the previous window's and this window's prompt lengths and output lengths; the
+drift is the larger of the two (0 = same distributions, 1 = disjoint). The previous
+window is kept as a :class:`LengthSketch` — 256 evenly spaced quantiles of each length
+(an empirical distribution accurate to 1/256 in KS terms) plus the arrival rate — small
+enough to persist in the study so drift survives a sidecar restart.
+
+>>> import numpy as np
+>>> from simulator.traces import Trace
+>>> t = Trace("t", np.arange(10.0), np.arange(1, 11), np.full(10, 5))
+>>> w = cap_window(t, 4)
+>>> len(w), w.prompt_tokens.tolist(), w.arrival_s.tolist()
+(4, [7, 8, 9, 10], [0.0, 1.0, 2.0, 3.0])
+>>> drift(LengthSketch.of(t), t).value
+0.0
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from simulator.traces import Trace
+
+SKETCH_POINTS = 256
+
+
+class WindowError(ValueError):
+    """A window or a persisted sketch is malformed; the message names the field."""
+
+
+def cap_window(trace: Trace, max_requests: int, how: str = "tail") -> Trace:
+    """At most ``max_requests`` requests of ``trace``, chosen deterministically (see above)."""
+    if isinstance(max_requests, bool) or not isinstance(max_requests, int) or max_requests < 1:
+        raise WindowError(f"max_requests: must be an integer >= 1, got {max_requests!r}")
+    n = len(trace)
+    if n <= max_requests:
+        return trace
+    if how == "tail":
+        return trace.select(np.arange(n - max_requests, n))
+    if how == "thin":
+        k = math.ceil(n / max_requests)
+        thinned = trace.select(np.arange(0, n, k))
+        return thinned.scaled(float(k))
+    raise WindowError(f"how: must be 'tail' or 'thin', got {how!r}")
+
+
+def fingerprint(trace: Trace) -> str:
+    """16 hex digits of sha256 over arrival times and lengths (stable across processes)."""
+    h = hashlib.sha256()
+    for arr in (trace.arrival_s, trace.prompt_tokens, trace.output_tokens):
+        a = np.ascontiguousarray(arr)
+        h.update(str(a.dtype).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LengthSketch:
+    """Quantiles of prompt and output lengths, and the mean arrival rate, of a window."""
+
+    prompt: tuple[float, ...]
+    output: tuple[float, ...]
+    rate_rps: float | None
+
+    @classmethod
+    def of(cls, trace: Trace, points: int = SKETCH_POINTS) -> LengthSketch:
+        if len(trace) == 0:
+            raise WindowError("window: empty")
+        levels = (np.arange(points) + 0.5) / points
+        p = np.quantile(trace.prompt_tokens.astype(np.float64), levels)
+        o = np.quantile(trace.output_tokens.astype(np.float64), levels)
+        dur = trace.duration_s
+        rate = len(trace) / dur if dur > 0 else None
+        return cls(tuple(float(x) for x in p), tuple(float(x) for x in o), rate)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prompt": list(self.prompt), "output": list(self.output), "rate_rps": self.rate_rps}
+
+    @classmethod
+    def from_json(cls, data: Any) -> LengthSketch:
+        if not isinstance(data, dict):
+            raise WindowError(f"sketch: must be an object, got {type(data).__name__}")
+        out: dict[str, tuple[float, ...]] = {}
+        for key in ("prompt", "output"):
+            v = data.get(key)
+            if not isinstance(v, list) or not v or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+                for x in v
+            ):
+                raise WindowError(f"sketch.{key}: must be a non-empty list of finite numbers")
+            out[key] = tuple(float(x) for x in v)
+        rate = data.get("rate_rps")
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate)
+        ):
+            raise WindowError(f"sketch.rate_rps: must be null or a finite number, got {rate!r}")
+        return cls(out["prompt"], out["output"], None if rate is None else float(rate))
+
+
+@dataclass(frozen=True)
+class Drift:
+    """KS statistics of prompt and output lengths; ``rate_log_ratio`` = |ln(rate / ref)|."""
+
+    prompt_ks: float
+    output_ks: float
+    rate_log_ratio: float | None
+
+    @property
+    def value(self) -> float:
+        return max(self.prompt_ks, self.output_ks)
+
+    def as_attrs(self) -> dict[str, float | None]:
+        return {
+            "drift": self.value,
+            "drift_prompt_ks": self.prompt_ks,
+            "drift_output_ks": self.output_ks,
+            "drift_rate_log_ratio": self.rate_log_ratio,
+        }
+
+
+def drift(reference: LengthSketch, trace: Trace) -> Drift:
+    """How far ``trace``'s length distributions moved from ``reference`` (see module doc)."""
+    if len(trace) == 0:
+        raise WindowError("window: empty")
+    p = _ks(reference.prompt, trace.prompt_tokens)
+    o = _ks(reference.output, trace.output_tokens)
+    rate: float | None = None
+    dur = trace.duration_s
+    if reference.rate_rps and dur > 0:
+        rate = abs(math.log((len(trace) / dur) / reference.rate_rps))
+    return Drift(p, o, rate)
+
+
+def _ks(ref: tuple[float, ...], x: Any) -> float:
+    res = stats.ks_2samp(np.asarray(ref, dtype=np.float64), np.asarray(x, dtype=np.float64))
+    return float(res.statistic)

@@ -1,0 +1,506 @@
+"""tailwise inside vLLM's scheduler: ``TailwiseScheduler`` and ``TailwiseAsyncScheduler``.
+
+Use::
+
+    vllm serve MODEL --scheduler-cls engine_adapter.vllm.TailwiseScheduler \\
+        --additional-config '{"tailwise": {"sidecar": "127.0.0.1:50051"}}'
+
+(``TailwiseAsyncScheduler`` when async scheduling is on — subclassing the sync
+``Scheduler`` would silently disable it.) Both are one mixin,
+:class:`TailwiseSchedulerMixin`, over vLLM's classes.
+
+How a step works
+----------------
+Each ``schedule()`` first reads the policy in force from the
+:class:`~scorer.hooks.PolicySource` (a memory read; the gRPC client swaps it from its own
+thread). Then:
+
+* **Neutral policy** (``mode=fcfs``): vLLM's own ``self.waiting`` and ``self.running`` are
+  left untouched and stock ``schedule()`` runs. The adapter only *observes* (progress
+  bookkeeping and telemetry from the SchedulerOutput), so the schedule is exactly stock
+  vLLM's — the differential tests in ``tests/vllm`` compare it step by step.
+* **Active policy**: ``self.waiting`` is a :class:`~engine_adapter.policy_queue.PolicyRequestQueue`
+  whose head is the policy's ``peek(now)``; ``self.running`` is reordered by
+  ``policy.order_running`` so that vLLM, which serves token budget in list order and
+  evicts ``running[-1]`` when KV blocks run out, serves and evicts as the policy ranks
+  (a request never evicts one ranked above it). Under vLLM's ``priority`` scheduling
+  policy the victim rule is switched to ``running[-1]`` for the duration of the call so
+  the policy decides. With a ``decode_cap`` (Kairos), decode requests ranked past the
+  cap sit out the step: they are taken out of ``self.running`` for the call (and
+  ``max_num_active_reqs`` lowered by as many, so admission cannot use their slots) and
+  put back afterwards, still holding their KV blocks — vLLM itself skips running
+  requests in a step for budget reasons, so its invariants hold.
+
+Progress (computed/output tokens, preemptions, prefill work incl. recompute, cached
+tokens at admission, first-token time, finish) is tracked per request in a
+:class:`~scorer.request.ReqInfo` from ``add_request``, the SchedulerOutput,
+``update_from_output`` and ``finish_requests``; cost per step is O(scheduled + running)
+plus O(log waiting) per admission, never O(waiting).
+
+Policy swaps (a different object from the source) rebuild the ``SchedulingPolicy`` via
+:func:`scorer.registry.build_scheduler` and move the waiting requests into it. A policy
+that fails to build, or raises while scheduling, is counted, logged once, and replaced
+by stock behaviour (fail-static); the engine never crashes or blocks because of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+from vllm.v1.core.sched.output import SchedulerOutput
+from vllm.v1.core.sched.request_queue import SchedulingPolicy as VllmQueuePolicy
+from vllm.v1.core.sched.request_queue import create_request_queue
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.engine import EngineCoreOutputs
+from vllm.v1.outputs import ModelRunnerOutput
+from vllm.v1.request import Request, RequestStatus
+
+from engine_adapter.config import TailwiseConfig
+from engine_adapter.policy_queue import PolicyRequestQueue, reset_sched_state
+from engine_adapter.wiring import make_policy_source, make_telemetry_sink
+from scorer.hooks import NullSink, PolicySource, StepStats, TelemetrySink
+from scorer.interface import SchedulingPolicy
+from scorer.policy import Mode, Policy
+from scorer.registry import build_scheduler
+from scorer.request import ReqInfo
+
+logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    _Base = Scheduler
+else:
+    _Base = object
+
+#: keep at most this many in-flight step records (async scheduling has 2; PP a few more)
+_MAX_INFLIGHT_STEPS = 64
+
+
+class TailwiseSchedulerMixin(_Base):
+    """Applies the current tailwise policy around vLLM's ``schedule()``; see the module doc.
+
+    Extra keyword arguments (for tests and the harness; vLLM passes none of them):
+    ``policy_source`` and ``telemetry_sink`` replace the ones built from
+    ``--additional-config``; ``clock`` is the time source (default ``time.time``, the
+    clock of ``Request.arrival_time``).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        policy_source: PolicySource | None = None,
+        telemetry_sink: TelemetrySink | None = None,
+        clock: Callable[[], float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.tailwise_config = TailwiseConfig.from_additional_config(
+            self.vllm_config.additional_config
+        )
+        self.tailwise_counters: Counter[str] = Counter()
+        self._tw_clock: Callable[[], float] = clock if clock is not None else time.time
+        self._tw_source = (
+            policy_source
+            if policy_source is not None
+            else make_policy_source(self.tailwise_config)
+        )
+        self._tw_sink = (
+            telemetry_sink
+            if telemetry_sink is not None
+            else make_telemetry_sink(self.tailwise_config)
+        )
+        self._tw_emit_steps = not isinstance(self._tw_sink, NullSink)
+        #: request_id -> (vLLM request, our view of it), for every live request
+        self._tw_live: dict[str, tuple[Request, ReqInfo]] = {}
+        #: the policy object last read from the source, and the one in force
+        self._tw_seen: Policy | None = None
+        self._tw_policy: Policy | None = None
+        #: the active SchedulingPolicy and its queue; None = neutral (stock vLLM)
+        self._tw_sched: SchedulingPolicy | None = None
+        self._tw_queue: PolicyRequestQueue | None = None
+        #: id(SchedulerOutput) -> (schedule time, prefill tokens, decode requests)
+        self._tw_steps: dict[int, tuple[float, int, int]] = {}
+        self._tw_logged: set[str] = set()
+        self._tw_refresh_policy(self._tw_clock())
+
+    # -- public introspection ----------------------------------------------------------
+    @property
+    def tailwise_policy(self) -> Policy | None:
+        """The policy in force (``None`` until one was read)."""
+        return self._tw_policy
+
+    @property
+    def tailwise_active(self) -> bool:
+        """True when a non-neutral policy is reordering vLLM's queues."""
+        return self._tw_sched is not None
+
+    def tailwise_info(self, request_id: str) -> ReqInfo | None:
+        """Our view of a live request (for tests and debugging)."""
+        entry = self._tw_live.get(request_id)
+        return entry[1] if entry is not None else None
+
+    # -- bookkeeping helpers -----------------------------------------------------------
+    def _tw_log_once(self, key: str, msg: str, *args: Any) -> None:
+        if key not in self._tw_logged:
+            self._tw_logged.add(key)
+            logger.warning(msg, *args)
+
+    def _tw_info(self, request: Request) -> ReqInfo:
+        """The ReqInfo of ``request``, created on first sight (tests may bypass add_request)."""
+        entry = self._tw_live.get(request.request_id)
+        if entry is not None and entry[0] is request:
+            return entry[1]
+        info = _make_info(request)
+        self._tw_live[request.request_id] = (request, info)
+        return info
+
+    def _tw_prepare(self, request: Request, info: ReqInfo) -> None:
+        """Refresh ``info`` before the policy (re)keys it: progress and prefix-cache hits."""
+        info.prompt_tokens = request.num_prompt_tokens
+        info.num_computed_tokens = request.num_computed_tokens
+        info.num_output_tokens = request.num_output_tokens
+        info.num_preemptions = request.num_preemptions
+        info.cached_tokens = self._tw_cached_estimate(request)
+
+    def _tw_cached_estimate(self, request: Request) -> int:
+        """Prompt tokens a prefix-cache lookup would hit now (0 when caching is off).
+
+        A read-only lookup (no block is touched or reserved), O(prompt blocks).
+        """
+        kvm = self.kv_cache_manager
+        try:
+            if not kvm.prefix_cache_lookup_enabled(request) or not request.block_hashes:
+                return 0
+            _, hit, _ = kvm.coordinator.find_longest_cache_hit(
+                request.block_hashes, request.num_tokens - 1
+            )
+        except Exception as exc:  # never let an estimate break scheduling
+            self.tailwise_counters["cache_estimate_errors"] += 1
+            self._tw_log_once("cache_estimate", "tailwise: prefix-cache estimate failed: %r", exc)
+            return 0
+        return min(int(hit), request.num_prompt_tokens)
+
+    # -- policy swaps ------------------------------------------------------------------
+    def _tw_refresh_policy(self, now: float) -> None:
+        try:
+            policy = self._tw_source.current()
+        except Exception as exc:
+            self.tailwise_counters["source_errors"] += 1
+            self._tw_log_once("source", "tailwise: policy source failed, keeping the last policy: %r", exc)
+            return
+        if policy is self._tw_seen:
+            return
+        self._tw_seen = policy
+        if policy == self._tw_policy:
+            return  # same content re-sent: nothing to rebuild
+        new_sched: SchedulingPolicy | None = None
+        if policy.mode is not Mode.FCFS:
+            try:
+                new_sched = build_scheduler(policy)
+            except Exception as exc:
+                self.tailwise_counters["swap_failures"] += 1
+                self._tw_log_once(
+                    f"build:{policy.version}",
+                    "tailwise: policy version %s (mode %s) failed to build, keeping version %s: %r",
+                    policy.version, policy.mode, getattr(self._tw_policy, "version", None), exc,
+                )
+                return
+        self._tw_install(new_sched, now)
+        if self._tw_policy is not None:
+            self.tailwise_counters["policy_swaps"] += 1
+        self._tw_policy = policy
+
+    def _tw_install(self, new_sched: SchedulingPolicy | None, now: float) -> None:
+        """Switch the waiting queue to ``new_sched`` (None: vLLM's own queue)."""
+        old_queue = self._tw_queue
+        for _, info in self._tw_live.values():
+            reset_sched_state(info)
+        if new_sched is None:
+            if old_queue is not None:
+                stock = create_request_queue(self.policy)
+                for req in old_queue.requests():
+                    stock.add_request(req)
+                self.waiting = stock
+            self._tw_queue = None
+            self._tw_sched = None
+            return
+        if old_queue is not None:
+            old_queue.rebind(new_sched, now)
+        else:
+            queue = PolicyRequestQueue(new_sched, self._tw_info, self._tw_prepare, self._tw_clock)
+            queue.begin_step(now)
+            # vLLM's iteration order: FCFS deque order, or (priority, arrival) heap order
+            for req in list(self.waiting):
+                queue.add_request(req)
+            queue.end_step()
+            self.waiting = queue
+            self._tw_queue = queue
+        self._tw_sched = new_sched
+        if self._tw_queue is not None and self._tw_queue.failed is not None:
+            self._tw_degrade(self._tw_queue.failed)
+
+    def _tw_degrade(self, exc: BaseException) -> None:
+        """The active policy misbehaved: count it, log once, fall back to stock vLLM."""
+        self.tailwise_counters["policy_errors"] += 1
+        version = getattr(self._tw_policy, "version", None)
+        self._tw_log_once(
+            f"degrade:{version}",
+            "tailwise: policy version %s failed while scheduling (%r); running stock vLLM "
+            "until the next policy arrives",
+            version, exc,
+        )
+        self._tw_install(None, self._tw_clock())
+
+    # -- vLLM overrides ------------------------------------------------------------------
+    def add_request(self, request: Request) -> None:
+        is_new = request.request_id not in self.requests
+        if is_new:
+            info = _make_info(request)
+            self._tw_live[request.request_id] = (request, info)
+        super().add_request(request)
+        if is_new:
+            self._tw_sink.on_arrival(info, self._tw_clock())
+
+    def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
+        now = self._tw_clock()
+        self._tw_refresh_policy(now)
+        sched = self._tw_sched
+        if sched is None:
+            out = super().schedule(throttle_prefills)
+        else:
+            out = self._tw_schedule_active(sched, now, throttle_prefills)
+        self._tw_observe(out, now, sched)
+        return out
+
+    def _tw_schedule_active(
+        self, sched: SchedulingPolicy, now: float, throttle_prefills: bool
+    ) -> SchedulerOutput:
+        queue = self._tw_queue
+        assert queue is not None
+        hidden: list[Request] = []
+        try:
+            if self.running:
+                hidden = self._tw_order_running(sched, now)
+        except Exception as exc:
+            self._tw_degrade(exc)
+            return super().schedule(throttle_prefills)
+        saved_policy = self.policy
+        saved_active = self.max_num_active_reqs
+        self.policy = VllmQueuePolicy.FCFS  # victim = running[-1], which the policy ranked
+        self.max_num_active_reqs = saved_active - len(hidden)
+        queue.begin_step(now)
+        try:
+            out = super().schedule(throttle_prefills)
+        finally:
+            queue.end_step()
+            self.policy = saved_policy
+            self.max_num_active_reqs = saved_active
+            if hidden:
+                self.running.extend(hidden)
+        if queue.failed is not None:
+            self._tw_degrade(queue.failed)
+        return out
+
+    def _tw_order_running(self, sched: SchedulingPolicy, now: float) -> list[Request]:
+        """Put ``self.running`` in policy order; return the decodes held back by a cap."""
+        running = self.running
+        infos: list[ReqInfo] = []
+        by_info: dict[ReqInfo, Request] = {}
+        for req in running:
+            info = self._tw_info(req)
+            info.num_computed_tokens = req.num_computed_tokens
+            info.num_output_tokens = req.num_output_tokens
+            info.num_preemptions = req.num_preemptions
+            infos.append(info)
+            by_info[info] = req
+        ranked = sched.order_running(infos, now)
+        ordered = [by_info[i] for i in ranked if i in by_info]
+        if len(ordered) != len(running) or len(set(map(id, ordered))) != len(running):
+            self.tailwise_counters["order_running_invalid"] += 1
+            self._tw_log_once("order", "tailwise: order_running did not return a permutation")
+            ordered, ranked = list(running), infos
+        hidden: list[Request] = []
+        if sched.caps_decode:
+            cap = sched.decode_cap(ranked, now)
+            if cap is not None:
+                kept: list[Request] = []
+                decodes = 0
+                for req in ordered:
+                    if req.is_prefill_chunk:
+                        kept.append(req)
+                    elif decodes < max(cap, 0):
+                        kept.append(req)
+                        decodes += 1
+                    else:
+                        hidden.append(req)
+                ordered = kept
+                self.tailwise_counters["decode_capped"] += len(hidden)
+        self.running = ordered
+        return hidden
+
+    def _tw_observe(
+        self, out: SchedulerOutput, now: float, sched: SchedulingPolicy | None
+    ) -> None:
+        """Progress, admissions and preemptions from one SchedulerOutput."""
+        live = self._tw_live
+        num_sched = out.num_scheduled_tokens
+        sink = self._tw_sink
+        prefill_tokens = 0
+        decode_reqs = 0
+        for rid, n in num_sched.items():
+            entry = live.get(rid)
+            if entry is None:
+                continue
+            req, info = entry
+            before = req.num_computed_tokens - n
+            if before < req.num_tokens - 1:
+                info.prefill_tokens_done += n
+                prefill_tokens += n
+            else:
+                decode_reqs += 1
+            info.num_computed_tokens = req.num_computed_tokens
+        admitted: list[ReqInfo] = []
+        for new in out.scheduled_new_reqs:
+            entry = live.get(new.req_id)
+            if entry is not None:
+                info = entry[1]
+                info.cached_tokens = min(new.num_computed_tokens, info.prompt_tokens)
+                info.last_admit_time = now
+                admitted.append(info)
+        for rid in out.scheduled_cached_reqs.resumed_req_ids:
+            entry = live.get(rid)
+            if entry is not None:
+                req, info = entry
+                cached = req.num_computed_tokens - num_sched.get(rid, 0)
+                info.cached_tokens = max(min(cached, info.prompt_tokens), 0)
+                info.last_admit_time = now
+                admitted.append(info)
+        try:
+            for rid in out.preempted_req_ids:
+                entry = live.get(rid)
+                if entry is not None:
+                    req, info = entry
+                    info.num_preemptions = req.num_preemptions
+                    info.num_computed_tokens = req.num_computed_tokens
+                    sink.on_preempt(info, now)
+            if sched is not None and sched is self._tw_sched:
+                for info in admitted:
+                    sched.on_admit(info, now)
+        except Exception as exc:
+            self._tw_hook_error(exc)
+        if self._tw_emit_steps:
+            steps = self._tw_steps
+            if len(steps) >= _MAX_INFLIGHT_STEPS:
+                steps.clear()
+            steps[id(out)] = (now, prefill_tokens, decode_reqs)
+
+    def _tw_hook_error(self, exc: BaseException) -> None:
+        """A policy hook or the sink raised: sink errors are counted; policy errors degrade."""
+        self.tailwise_counters["hook_errors"] += 1
+        self._tw_log_once("hook", "tailwise: policy hook or telemetry sink raised: %r", exc)
+        if self._tw_sched is not None:
+            self._tw_degrade(exc)
+
+    def update_from_output(
+        self, scheduler_output: SchedulerOutput, model_runner_output: ModelRunnerOutput
+    ) -> dict[int, EngineCoreOutputs]:
+        outputs = super().update_from_output(scheduler_output, model_runner_output)
+        now = self._tw_clock()
+        live = self._tw_live
+        sink = self._tw_sink
+        sched = self._tw_sched
+        try:
+            for rid in scheduler_output.num_scheduled_tokens:
+                entry = live.get(rid)
+                if entry is None:
+                    continue
+                req, info = entry
+                n_out = req.num_output_tokens
+                info.num_output_tokens = n_out
+                if n_out and info.first_token_time is None:
+                    info.first_token_time = now
+                    if sched is not None:
+                        sched.on_first_token(info, now)
+                    sink.on_first_token(info, now)
+                if req.is_finished():
+                    del live[rid]
+                    if sched is not None:
+                        sched.on_finish(info, now)
+                    sink.on_finish(info, now)
+            if self._tw_emit_steps:
+                self._tw_emit_step(scheduler_output, now)
+        except Exception as exc:
+            self._tw_hook_error(exc)
+        return outputs
+
+    def _tw_emit_step(self, out: SchedulerOutput, now: float) -> None:
+        started, prefill_tokens, decode_reqs = self._tw_steps.pop(id(out), (now, 0, 0))
+        running, waiting = self.get_request_counts()
+        self._tw_sink.on_step(
+            StepStats(
+                now=now,
+                step_time_s=max(now - started, 0.0),
+                prefill_tokens=prefill_tokens,
+                decode_requests=decode_reqs,
+                running=running,
+                waiting=waiting,
+                kv_usage=float(self.kv_cache_manager.usage),
+                preempted=len(out.preempted_req_ids),
+                policy_version=self._tw_policy.version if self._tw_policy is not None else 0,
+            )
+        )
+
+    def finish_requests(
+        self, request_ids: str | Iterable[str] | None, finished_status: RequestStatus
+    ) -> list[Request]:
+        was_running = {r.request_id for r in self.running} if self._tw_sched is not None else set()
+        finished = super().finish_requests(request_ids, finished_status)
+        if not finished:
+            return finished
+        now = self._tw_clock()
+        sched = self._tw_sched
+        try:
+            for req in finished:
+                entry = self._tw_live.pop(req.request_id, None)
+                if entry is None:
+                    continue
+                info = entry[1]
+                if sched is not None and req.request_id in was_running:
+                    sched.on_finish(info, now)
+                self._tw_sink.on_finish(info, now)
+        except Exception as exc:
+            self._tw_hook_error(exc)
+        return finished
+
+
+def _make_info(request: Request) -> ReqInfo:
+    """Our view of a new vLLM request (SLO class from ``sampling_params.extra_args``)."""
+    slo_class = ""
+    params = request.sampling_params
+    if params is not None and params.extra_args:
+        value = params.extra_args.get("slo_class")
+        if isinstance(value, str):
+            slo_class = value
+    return ReqInfo(
+        request_id=request.request_id,
+        arrival_time=float(request.arrival_time),
+        prompt_tokens=request.num_prompt_tokens,
+        priority=int(request.priority),
+        slo_class=slo_class,
+        num_computed_tokens=request.num_computed_tokens,
+        num_output_tokens=request.num_output_tokens,
+        num_preemptions=request.num_preemptions,
+        max_output_tokens=request.max_tokens,
+    )
+
+
+class TailwiseScheduler(TailwiseSchedulerMixin, Scheduler):
+    """vLLM's synchronous ``Scheduler`` with the tailwise policy applied."""
+
+
+class TailwiseAsyncScheduler(TailwiseSchedulerMixin, AsyncScheduler):
+    """vLLM's ``AsyncScheduler`` (async scheduling) with the tailwise policy applied."""

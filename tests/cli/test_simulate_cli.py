@@ -1,0 +1,62 @@
+"""``tailwise simulate``: report files, schema, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tailwise.cli import app
+
+runner = CliRunner()
+
+
+def test_simulate_writes_report_with_table_and_plots(tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    res = runner.invoke(app, ["simulate", "--trace", "azure-code", "--head", "800",
+                              "--policy", "fcfs,sjf-oracle,srpt-oracle", "--target-load", "0.9",
+                              "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    for f in ("report.md", "report.html", "results.json", "summary.csv", "ttlt_cdf.png",
+              "p99_windows.png", "kv_queue.png", "requests_fcfs.csv"):
+        assert (out / f).stat().st_size > 0, f
+    data = json.loads((out / "results.json").read_text())
+    assert set(data["policies"]) == {"fcfs", "sjf-oracle", "srpt-oracle"}
+    fcfs = data["policies"]["fcfs"]
+    for key in ("ttft", "tpot", "ttlt", "queue_delay"):
+        assert set(fcfs["overall"][key]) == {"mean", "p50", "p90", "p95", "p99"}
+    for key in ("throughput_rps", "throughput_tps", "goodput_rps", "preemptions",
+                "wasted_recompute_tokens"):
+        assert key in fcfs["overall"]
+    assert {"short", "long"} <= set(fcfs["classes"])
+    assert data["config"]["offered_load"] == 0.9
+    md = (out / "report.md").read_text()
+    assert "÷ srpt-oracle" in md and "![ttlt_cdf.png]" in md
+
+
+def test_unknown_policy_is_a_clear_error(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["simulate", "--policy", "fcfs,nope", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "unknown policy 'nope'" in res.output
+
+
+def test_missing_trace_file_is_a_clear_error(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["simulate", "--trace", str(tmp_path / "missing.csv"),
+                              "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "no such file" in res.output
+
+
+def test_conflicting_load_flags(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["simulate", "--policy", "fcfs", "--rate-scale", "2",
+                              "--target-load", "0.9", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "either --rate-scale or --target-load" in res.output
+
+
+def test_bad_engine_flag(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["simulate", "--policy", "fcfs", "--preemption", "teleport",
+                              "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "preemption_mode" in res.output
