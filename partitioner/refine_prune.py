@@ -77,6 +77,7 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from partitioner.interface import Partitioner, PartitionerStateError
 from scorer.policy import SCHEMA_VERSION, EwsjfParams, Policy, PolicyError, QueueSpec
@@ -186,8 +187,7 @@ class RefinePrune(Partitioner):
     def learn_one(self, x: float) -> None:
         t = type(x)
         if (
-            (t is not float and t is not int)
-            and (isinstance(x, bool) or not isinstance(x, numbers.Real))
+            (t is not float and t is not int) and (isinstance(x, bool) or not isinstance(x, numbers.Real))
         ) or not 0.0 <= float(x) <= MAX_X:  # False for NaN
             self.skipped += 1
             return
@@ -219,7 +219,11 @@ class RefinePrune(Partitioner):
         if not self._reservoir:
             return False
         values = np.sort(np.fromiter(self._reservoir, dtype=np.float64, count=len(self._reservoir)))
-        new = self._specs(self._refine_prune(values))
+        # single-threaded k-means: the data are tiny, the sidecar shares its host with the
+        # engine (OpenMP spin-waiting under contention made fits ~20x slower), and results
+        # then cannot depend on the machine's thread count
+        with threadpool_limits(limits=1, user_api="openmp"):
+            new = self._specs(self._refine_prune(values))
         changed = new != self._queues
         self._queues = new
         return changed
@@ -271,11 +275,15 @@ class RefinePrune(Partitioner):
         if uniq.size <= K:
             return uniq.astype(np.float64)
         lo, width = float(uniq[0]), float(uniq[-1] - uniq[0])
-        # fit on [0, 1]-scaled values: k-means is affine-invariant, and scaling keeps
-        # sklearn's tolerances meaningful for any token range
-        z = ((uniq - lo) / width).reshape(-1, 1)
+        # fit on [0, 1]-scaled values rounded to 1e-9: k-means is affine-invariant, the
+        # scaling keeps sklearn's tolerances meaningful for any range, and values closer
+        # than that merge, so k-means never sees fewer distinct points than k
+        z, inverse = np.unique(np.round((uniq - lo) / width, 9), return_inverse=True)
+        weight = np.bincount(inverse, weights=counts.astype(np.float64))
+        if z.size <= K:
+            return z * width + lo
         km = KMeans(n_clusters=K, n_init=N_INIT, random_state=self._seed)
-        km.fit(z, sample_weight=counts.astype(np.float64))
+        km.fit(z.reshape(-1, 1), sample_weight=weight)
         c: FloatArray = np.sort(np.asarray(km.cluster_centers_, dtype=np.float64).ravel())
         return c * width + lo
 
@@ -336,13 +344,9 @@ class RefinePrune(Partitioner):
         reservoir = _load_reservoir(state["reservoir"], params.reservoir_size)
         last_t = state["last_refresh_t"]
         if last_t is not None and (
-            isinstance(last_t, bool)
-            or not isinstance(last_t, int | float)
-            or not math.isfinite(last_t)
+            isinstance(last_t, bool) or not isinstance(last_t, int | float) or not math.isfinite(last_t)
         ):
-            raise PartitionerStateError(
-                "last_refresh_t", f"must be null or a finite number, got {last_t!r}"
-            )
+            raise PartitionerStateError("last_refresh_t", f"must be null or a finite number, got {last_t!r}")
         self = cls(params, seed=seed)
         self._reservoir.extend(reservoir)
         self._since = _int_field(state, "since_refresh")
@@ -407,13 +411,14 @@ def _int_field(state: Mapping[str, Any], name: str, hi: int | None = None) -> in
 def _load_policy_parts(params: Any, queues: Any) -> tuple[EwsjfParams, tuple[QueueSpec, ...]]:
     """Parse params and queues with the Policy codec, renaming ``ewsjf.*`` to ``params.*``."""
     try:
+        # params alone first, so a bad max_queues is blamed on params, not on the queues
+        Policy.from_dict({"schema_version": SCHEMA_VERSION, "ewsjf": params})
         p = Policy.from_dict({"schema_version": SCHEMA_VERSION, "ewsjf": params, "queues": queues})
     except PolicyError as exc:
         name = exc.field
         if name == "ewsjf" or name.startswith("ewsjf."):
             name = "params" + name[len("ewsjf") :]
-        msg = str(exc).split(": ", 1)[-1]
-        raise PartitionerStateError(name, msg) from exc
+        raise PartitionerStateError(name, str(exc)[len(exc.field) + 2 :]) from exc
     return p.ewsjf, p.queues
 
 
@@ -427,9 +432,7 @@ def _load_reservoir(values: Any, size: int) -> list[float]:
     out: list[float] = []
     for i, v in enumerate(values):
         if (
-            isinstance(v, bool)
-            or not isinstance(v, int | float)
-            or not 0.0 <= v <= MAX_X  # False for NaN
+            isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v <= MAX_X  # False for NaN
         ):
             raise PartitionerStateError(
                 f"reservoir[{i}]", f"must be a finite number in [0, {MAX_X:g}], got {v!r}"

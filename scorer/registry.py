@@ -6,12 +6,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from scorer.baselines import Fcfs, OracleSJF, OracleSRPT, PredictedSJF, VllmPriority
+from scorer.boost import BoostPolicy
+from scorer.ewsjf import EwsjfPolicy
 from scorer.interface import SchedulingPolicy
-from scorer.policy import Mode, Policy
+from scorer.kairos import KairosPolicy
+from scorer.policy import BoostParams, BoostVariant, Mode, Policy, SloParams
 from scorer.step_time import H100_LLAMA3_8B, StepTimeModel
+from scorer.tailwise import TailwisePolicy
 
 
 class UnknownPolicyError(ValueError):
@@ -23,7 +28,34 @@ def build_scheduler(policy: Policy) -> SchedulingPolicy:
     policy.validate()
     if policy.mode is Mode.FCFS:
         return Fcfs()
-    raise NotImplementedError(f"mode {policy.mode.value!r} is not implemented yet")
+    if policy.mode is Mode.BOOST:
+        return BoostPolicy(policy)
+    if policy.mode is Mode.EWSJF:
+        return EwsjfPolicy(policy)
+    if policy.mode is Mode.KAIROS:
+        return KairosPolicy(policy)
+    return TailwisePolicy(policy)
+
+
+#: the Policy behind each CLI name that is a deployable mode (not an oracle baseline)
+def default_policy(name: str, model: StepTimeModel = H100_LLAMA3_8B) -> Policy | None:
+    """The starting policy for a named mode, or None for simulator-only baselines."""
+    base = Policy(step_time=model)
+    if name == "fcfs":
+        return base
+    if name in ("uniboost", "distboost", "gamma-ada"):
+        variant = {"uniboost": BoostVariant.UNI, "distboost": BoostVariant.DIST,
+                   "gamma-ada": BoostVariant.ADA}[name]
+        return dataclasses.replace(base, mode=Mode.BOOST,
+                                   boost=dataclasses.replace(BoostParams(), variant=variant))
+    if name == "ewsjf":
+        return dataclasses.replace(base, mode=Mode.EWSJF)
+    if name == "kairos":
+        return dataclasses.replace(base, mode=Mode.KAIROS,
+                                   slo=dataclasses.replace(SloParams(), decode_cap=True))
+    if name == "tailwise":
+        return dataclasses.replace(base, mode=Mode.TAILWISE)
+    return None
 
 
 #: CLI names of the baselines that are not Policy modes (they need simulator knowledge)
@@ -35,15 +67,19 @@ _BASELINES: dict[str, Callable[[StepTimeModel], SchedulingPolicy]] = {
     "predicted-sjf": lambda m: PredictedSJF(m),
 }
 
-POLICY_NAMES: tuple[str, ...] = tuple(_BASELINES)
+_MODES = ("uniboost", "distboost", "gamma-ada", "ewsjf", "kairos", "tailwise")
+POLICY_NAMES: tuple[str, ...] = (*_BASELINES, *_MODES)
+#: names whose parameters are learned online (partition refresh, γ fitting)
+ADAPTIVE_NAMES: tuple[str, ...] = ("distboost", "gamma-ada", "ewsjf", "tailwise")
 
 
 def make_named(name: str, model: StepTimeModel = H100_LLAMA3_8B) -> SchedulingPolicy:
     """A fresh scheduling policy for a CLI name (see :data:`POLICY_NAMES`)."""
-    try:
-        factory = _BASELINES[name]
-    except KeyError:
+    if name in _BASELINES:
+        return _BASELINES[name](model)
+    policy = default_policy(name, model)
+    if policy is None:
         raise UnknownPolicyError(
             f"unknown policy {name!r}; choose from: {', '.join(POLICY_NAMES)}"
-        ) from None
-    return factory(model)
+        )
+    return build_scheduler(policy)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -273,6 +273,7 @@ class Simulator:
         self.ts_run: list[float] = []
         self._last_sample = -math.inf
         self._policy_obj: Policy | None = None
+        self._old_counters: Counter[str] = Counter()
         self.policy_changes: list[tuple[float, int]] = []
         self._swap_ms = 0.0
         self._hash = trace.hash_ids if config.enable_prefix_caching else None
@@ -315,7 +316,8 @@ class Simulator:
             records=self.records,
             timeseries={"t": np.asarray(self.ts_t), "kv_usage": np.asarray(self.ts_kv),
                         "waiting": np.asarray(self.ts_wait), "running": np.asarray(self.ts_run)},
-            counters={**self.counters, **{f"policy.{k}": v for k, v in self.policy.counters.items()}},
+            counters={**self.counters, **{f"policy.{k}": v for k, v in
+                                          (self._old_counters + self.policy.counters).items()}},
             end_time=self.now, wall_s=time.perf_counter() - t0,
             policy_changes=self.policy_changes,
         )
@@ -364,6 +366,7 @@ class Simulator:
         waiting = sorted(self.policy.waiting(), key=lambda r: (r.arrival_time, r.request_id))
         for r in waiting:
             new.add(r, self.now)
+        self._old_counters.update(self.policy.counters)
         self.policy = new
         self.policy_changes.append((self.now, p.version))
         if not first:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from scorer.hooks import PolicySource, TelemetrySink
 from scorer.interface import SchedulingPolicy
 from scorer.step_time import StepTimeModel
 from simulator.engine import EngineConfig, SimResult, simulate
@@ -18,23 +19,32 @@ from simulator.traces import Trace, TraceError
 from simulator.workload import offered_load, rate_scale_for_load
 
 
+@dataclass
+class Arm:
+    """What one compared policy needs: its scheduler, and for adaptive policies the
+    policy source and telemetry sink of the learner that adapts it."""
+
+    scheduler: SchedulingPolicy
+    source: PolicySource | None = None
+    sink: TelemetrySink | None = None
+
+
 class Runner(Protocol):
-    def __call__(self, trace: Trace, scheduler: SchedulingPolicy, config: EngineConfig,
-                 model: StepTimeModel, *, progress: Callable[[int, int], None] | None = None
-                 ) -> SimResult: ...
+    def __call__(self, trace: Trace, arm: Arm, config: EngineConfig, model: StepTimeModel, *,
+                 progress: Callable[[int, int], None] | None = None) -> SimResult: ...
 
 
-def builtin_runner(trace: Trace, scheduler: SchedulingPolicy, config: EngineConfig,
-                   model: StepTimeModel, *, progress: Callable[[int, int], None] | None = None
-                   ) -> SimResult:
-    return simulate(trace, scheduler, config, model, progress=progress)
+def builtin_runner(trace: Trace, arm: Arm, config: EngineConfig, model: StepTimeModel, *,
+                   progress: Callable[[int, int], None] | None = None) -> SimResult:
+    return simulate(trace, arm.scheduler, config, model, source=arm.source, sink=arm.sink,
+                    progress=progress)
 
 
 @dataclass
 class Experiment:
     trace: Trace
     policies: list[str]
-    factory: Callable[[str], SchedulingPolicy]
+    factory: Callable[[str], Arm]
     engine: EngineConfig = field(default_factory=EngineConfig)
     model: StepTimeModel | None = None
     rate_scale: float | None = None
@@ -64,12 +74,12 @@ def run_experiment(exp: Experiment,
     trace, scale = prepare_trace(exp)
     results: dict[str, SimResult] = {}
     for name in exp.policies:
-        scheduler = exp.factory(name)
+        arm = exp.factory(name)
         cb = None
         if on_progress is not None:
             def cb(done: int, total: int, _n: str = name) -> None:
                 on_progress(_n, done, total)
-        results[name] = exp.runner(trace, scheduler, exp.engine, exp.model, progress=cb)
+        results[name] = exp.runner(trace, arm, exp.engine, exp.model, progress=cb)
     load = None
     if len(trace) >= 2 and trace.duration_s > 0:
         load = round(offered_load(trace, exp.engine, exp.model), 4)

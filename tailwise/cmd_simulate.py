@@ -11,14 +11,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from learner.local import LocalLearner
 from scorer.frozen import FrozenPolicyError
 from scorer.frozen import load as load_frozen
-from scorer.interface import SchedulingPolicy
 from scorer.policy import PolicyError
-from scorer.registry import POLICY_NAMES, UnknownPolicyError, build_scheduler, make_named
-from scorer.step_time import StepTimeModelError
+from scorer.registry import (
+    ADAPTIVE_NAMES,
+    POLICY_NAMES,
+    UnknownPolicyError,
+    build_scheduler,
+    default_policy,
+    make_named,
+)
+from scorer.step_time import StepTimeModel, StepTimeModelError
 from simulator.engine import EngineConfig, EngineConfigError
-from simulator.experiment import Experiment, run_experiment
+from simulator.experiment import Arm, Experiment, run_experiment
 from simulator.metrics import MetricsConfig
 from simulator.report import lookup, make_runs, write_report
 from simulator.step_models import load_step_model
@@ -30,7 +37,7 @@ _USER_ERRORS = (TraceError, StepTimeModelError, EngineConfigError, UnknownPolicy
 
 def fail(msg: str) -> None:
     """One line on stderr, exit status 2 (bad input), no traceback."""
-    Console(stderr=True).print(f"[bold red]error:[/] {msg}", highlight=False)
+    typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(2)
 
 
@@ -58,6 +65,16 @@ def parse_policies(spec: str) -> list[str]:
     if len(set(names)) != len(names):
         fail("--policy: a policy is listed twice")
     return names
+
+
+def make_arm(name: str, model: StepTimeModel) -> Arm:
+    """A named policy; adaptive ones get an in-process learner as source and sink."""
+    if name in ADAPTIVE_NAMES:
+        policy = default_policy(name, model)
+        assert policy is not None
+        learner = LocalLearner(policy)
+        return Arm(build_scheduler(policy), source=learner, sink=learner)
+    return Arm(make_named(name, model))
 
 
 def register(app: typer.Typer) -> None:
@@ -123,10 +140,10 @@ def register(app: typer.Typer) -> None:
             Console(stderr=True).print(
                 f"[yellow]skipped {tr.skipped} bad rows[/] (first: {tr.skip_reasons[0]})")
 
-        def factory(name: str) -> SchedulingPolicy:
+        def factory(name: str) -> Arm:
             if name in files:
-                return build_scheduler(files[name])
-            return make_named(name, model)
+                return Arm(build_scheduler(files[name]))
+            return make_arm(name, model)
 
         exp = Experiment(trace=tr, policies=names + list(files), factory=factory, engine=engine,
                          model=model, rate_scale=rate_scale, target_load=target_load)

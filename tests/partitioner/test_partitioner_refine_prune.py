@@ -75,16 +75,23 @@ def test_bootstrap_bimodal_puts_the_cut_between_the_modes() -> None:
 # Two queues A = {10, 20, 40} and B = {1000, 1100, 8000}: <= 3 distinct values each, so
 # the centres are exactly log1p of the values and the pooled mean gap is computable by hand.
 A, B = [10.0, 20.0, 40.0], [1000.0, 1100.0, 8000.0]
-GAPS = [math.log1p(20) - math.log1p(10), math.log1p(40) - math.log1p(20)] + [
-    math.log1p(1100) - math.log1p(1000),
-    math.log1p(8000) - math.log1p(1100),
-]
-MEAN_GAP = sum(GAPS) / 4  # 0.8486: pooled over both queues
+
+
+def hand_gaps() -> list[float]:
+    """Adjacent centre gaps in log1p space: two in A, two in B."""
+    u = [math.log1p(x) for x in A + B]
+    return [u[1] - u[0], u[2] - u[1], u[4] - u[3], u[5] - u[4]]
 
 
 def test_hand_computed_gaps() -> None:
-    assert GAPS == pytest.approx([0.646627, 0.669050, 0.095219, 1.983348], abs=1e-6)
-    assert MEAN_GAP == pytest.approx(0.848561, abs=1e-6)
+    gaps = hand_gaps()
+    assert gaps == pytest.approx([0.646627, 0.669050, 0.095219, 1.983348], abs=1e-6)
+    mean_gap = sum(gaps) / 4  # pooled over both queues
+    assert mean_gap == pytest.approx(0.848561, abs=1e-6)
+    assert 1.5 * mean_gap < gaps[3]
+    assert gaps[0] < 0.775 * mean_gap < gaps[1]
+    assert gaps[2] < 0.7 * mean_gap < gaps[0]
+    assert 3.0 * mean_gap > max(gaps)
 
 
 @pytest.mark.parametrize(
