@@ -33,12 +33,13 @@ the new γ as a new policy version.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
 
 from scorer.interface import KeyedQueue
-from scorer.policy import BoostParams, Policy
-from scorer.preemption import memguard_level, quantized_work, rank_running, readmission_cost_s
+from scorer.policy import BoostParams, Policy, PreemptMode
+from scorer.preemption import SWAP_S_PER_TOKEN, memguard_level, quantized_work
 from scorer.request import ReqInfo
 
 
@@ -74,13 +75,24 @@ class BoostPolicy(KeyedQueue):
         self.cache_aware = policy.preemption.cache_aware
         self.anti_thrash = policy.preemption.anti_thrash
         self.band_s = policy.preemption.priority_band_s
+        theta, ratio = policy.boost.memguard_theta_s, policy.boost.memguard_ratio
+        #: MemGuard thresholds θ·r^k; the level of w is the number of thresholds <= w
+        self._thr: list[float] = []
+        while len(self._thr) < 4096 and theta * ratio ** len(self._thr) < 1e7:
+            self._thr.append(theta * ratio ** len(self._thr))
+        self._qw = [quantized_work(k, theta, ratio) for k in range(len(self._thr) + 1)]
+        self._bcache: dict[float, float] = {}
         self.name = {"uni": "uniboost", "dist": "distboost", "ada": "gamma-ada"}[
             policy.boost.variant.value]
 
     # -- priority -------------------------------------------------------------------------
     def level(self, req: ReqInfo) -> int:
-        return memguard_level(req.attained_s(self.cp, self.cd), self.params.memguard_theta_s,
-                              self.params.memguard_ratio)
+        """MemGuard level of the attained work (== :func:`memguard_level`, by bisection)."""
+        w = req.attained_s(self.cp, self.cd)
+        if w >= self._thr[-1]:  # beyond the table (absurd work values): exact formula
+            return min(memguard_level(w, self._thr[0], self.params.memguard_ratio),
+                       len(self._qw) - 1)
+        return bisect_right(self._thr, w)
 
     def committed_work(self, req: ReqInfo) -> float:
         """Work the engine is committed to before the first token: the uncached prompt."""
@@ -88,12 +100,24 @@ class BoostPolicy(KeyedQueue):
 
     def effective_work(self, req: ReqInfo) -> float:
         """``max(quantised attained work, committed prompt work)``: what the boost uses."""
-        attained = quantized_work(self.level(req), self.params.memguard_theta_s,
-                                  self.params.memguard_ratio)
-        return max(attained, self.committed_work(req))
+        return max(self._qw[self.level(req)], self.committed_work(req))
+
+    def boost_of(self, w: float) -> float:
+        """``boost(w, γ, max_boost)``, memoised (a running set has few distinct values)."""
+        b = self._bcache.get(w)
+        if b is None:
+            if len(self._bcache) > 8192:
+                self._bcache.clear()
+            b = self._bcache[w] = boost(w, self.gamma, self.max_boost)
+        return b
+
+    def deadline_offset(self, req: ReqInfo) -> float:
+        """Added to the arrival time before subtracting the boost (tailwise SLO urgency)."""
+        return 0.0
 
     def priority_key(self, req: ReqInfo) -> float:
-        return req.arrival_time - boost(self.effective_work(req), self.gamma, self.max_boost)
+        return req.arrival_time + self.deadline_offset(req) - self.boost_of(
+            self.effective_work(req))
 
     def waiting_key(self, req: ReqInfo, now: float) -> float:
         return self.priority_key(req)
@@ -104,11 +128,28 @@ class BoostPolicy(KeyedQueue):
             self.level(req) <= req.sched_protect_level
 
     def order_running(self, running: Sequence[ReqInfo], now: float) -> list[ReqInfo]:
-        cost = None
-        if self.cache_aware:
-            def cost(r: ReqInfo) -> float:
-                return readmission_cost_s(r, self.cp, self.mode)
-        return rank_running(running, self.priority_key, cost, self.protected, self.band_s)
+        """:func:`scorer.preemption.rank_running` with this policy's key, cost and
+        protection, computed in one pass (it runs every engine step in the adapter)."""
+        cp, cd, thr, qw, band = self.cp, self.cd, self._thr, self._qw, self.band_s
+        swap = self.mode is PreemptMode.SWAP
+        ranked = []
+        for i, r in enumerate(running):
+            lvl = bisect_right(thr, r.prefill_tokens_done * cp + r.num_output_tokens * cd)
+            if lvl == len(thr):
+                lvl = self.level(r)
+            w = qw[lvl]
+            cw = self.committed_work(r)
+            key = r.arrival_time + self.deadline_offset(r) - self.boost_of(w if w > cw else cw)
+            prot = self.anti_thrash and 0 <= r.sched_protect_level and lvl <= r.sched_protect_level
+            if not self.cache_aware:
+                cost = 0.0
+            elif swap:
+                cost = r.num_computed_tokens * 2.0 * SWAP_S_PER_TOKEN
+            else:
+                cost = max(r.num_computed_tokens - r.cached_tokens, 0) * cp
+            ranked.append((not prot, math.floor(key / band) if band > 0 else key, -cost, key, i))
+        ranked.sort()
+        return [running[t[4]] for t in ranked]
 
     def on_admit(self, req: ReqInfo, now: float) -> None:
         if req.num_preemptions > 0 and self.anti_thrash:

@@ -236,6 +236,10 @@ class Policy:
         _finite("boost.memguard_ratio", b.memguard_ratio, lo=1.0001, hi=100.0)
         _check_enum("preemption.mode", self.preemption.mode, PreemptMode)
         _finite("preemption.priority_band_s", self.preemption.priority_band_s, lo=0.0, hi=3600.0)
+        if 0 < self.preemption.priority_band_s < 1e-3:
+            raise PolicyError("preemption.priority_band_s",
+                              f"must be 0 (exact priorities) or >= 0.001, got "
+                              f"{self.preemption.priority_band_s!r}")
         s = self.slo
         _finite("slo.ttft_s", s.ttft_s, lo=1e-3, hi=86400.0)
         _finite("slo.tpot_s", s.tpot_s, lo=1e-4, hi=3600.0)

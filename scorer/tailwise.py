@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from scorer.boost import BoostPolicy, boost
+from scorer.boost import BoostPolicy
 from scorer.policy import Policy
 from scorer.request import ReqInfo
 
@@ -59,11 +59,8 @@ class TailwisePolicy(BoostPolicy):
             return super().committed_work(req)
         return self.queues[q].mean_len * self.cp
 
-    def priority_key(self, req: ReqInfo) -> float:
-        start = req.arrival_time
-        if self.slo.urgency:
-            start += self.slo.targets(req.slo_class)[0]
-        return start - boost(self.effective_work(req), self.gamma, self.max_boost)
+    def deadline_offset(self, req: ReqInfo) -> float:
+        return self.slo.targets(req.slo_class)[0] if self.slo.urgency else 0.0
 
     def add(self, req: ReqInfo, now: float) -> None:
         req.sched_queue = self.route(float(req.uncached_prompt_tokens))
