@@ -140,7 +140,7 @@ class BoostPolicy(KeyedQueue):
             w = qw[lvl]
             cw = self.committed_work(r)
             key = r.arrival_time + self.deadline_offset(r) - self.boost_of(w if w > cw else cw)
-            prot = self.anti_thrash and 0 <= r.sched_protect_level and lvl <= r.sched_protect_level
+            prot = self.anti_thrash and r.sched_protect_level >= 0 and lvl <= r.sched_protect_level
             if not self.cache_aware:
                 cost = 0.0
             elif swap:
