@@ -173,6 +173,8 @@ class SimResult:
     wall_s: float
     #: (engine time, policy version) each time the policy in force changed
     policy_changes: list[tuple[float, int]] = field(default_factory=list)
+    #: (engine time, policy) each time the policy in force changed (timeline reports)
+    policy_timeline: list[tuple[float, Policy]] = field(default_factory=list)
 
 
 class KvPool:
@@ -275,6 +277,7 @@ class Simulator:
         self._policy_obj: Policy | None = None
         self._old_counters: Counter[str] = Counter()
         self.policy_changes: list[tuple[float, int]] = []
+        self.policy_timeline: list[tuple[float, Policy]] = []
         self._swap_ms = 0.0
         self._hash = trace.hash_ids if config.enable_prefix_caching else None
         self._slo = trace.slo_classes
@@ -319,7 +322,7 @@ class Simulator:
             counters={**self.counters, **{f"policy.{k}": v for k, v in
                                           (self._old_counters + self.policy.counters).items()}},
             end_time=self.now, wall_s=time.perf_counter() - t0,
-            policy_changes=self.policy_changes,
+            policy_changes=self.policy_changes, policy_timeline=self.policy_timeline,
         )
 
     def _admit_arrivals(self) -> None:
@@ -369,6 +372,7 @@ class Simulator:
         self._old_counters.update(self.policy.counters)
         self.policy = new
         self.policy_changes.append((self.now, p.version))
+        self.policy_timeline.append((self.now, p))
         if not first:
             self.counters["policy_swaps"] += 1
 
