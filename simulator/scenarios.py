@@ -59,8 +59,8 @@ def build(name: str, cfg: EngineConfig, model: StepTimeModel, *, load: float = 0
         target = np.linspace(0.5, 1.2, len(gaps))
         arr = np.cumsum(gaps / target)
         tr = replace(base, name="load-ramp", arrival_s=arr - arr[0])
-        mid = int(np.searchsorted(target, 1.0))
-        return Scenario(name, tr, float(tr.arrival_s[mid]), "conversation, load 50% → 120%")
+        cross = int(np.searchsorted(target, 1.0))
+        return Scenario(name, tr, float(tr.arrival_s[cross]), "conversation, load 50% → 120%")
     if name == "long-burst":
         base = _at_load(load_trace("azure-code").head(2 * requests), load, cfg, model)
         mid = float(base.arrival_s[len(base) // 2])
