@@ -77,7 +77,7 @@ from typing import Any, Self
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.cluster import KMeans
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+from threadpoolctl import threadpool_limits
 
 from partitioner.interface import Partitioner, PartitionerStateError
 from scorer.policy import SCHEMA_VERSION, EwsjfParams, Policy, PolicyError, QueueSpec
