@@ -1,0 +1,318 @@
+"""Engine side of ``PolicyService.Subscribe``: the policy the engine reads each step.
+
+:class:`PolicyClient` implements :class:`scorer.hooks.PolicySource`. A background
+thread keeps a subscription open, decodes and validates every ``PolicyUpdate``
+(:func:`proto.codec.decode_update` → ``Policy.validate()``), answers ACK or NACK with
+the reason, and swaps one immutable reference; :meth:`PolicyClient.current` only reads
+that reference, so the engine thread never waits on the network.
+
+Reliability (CONVENTIONS §Reliability rules):
+
+* fail-static — when the sidecar goes away the last good policy stays in force;
+* start-up without a sidecar — the frozen file if given (and valid), else FCFS
+  (:func:`scorer.policy.neutral_policy`);
+* reconnect with capped exponential backoff + jitter (:class:`Backoff`); a stream that
+  ends at its deadline (``stream_max_age_s``) is reopened at once;
+* a NACKed version is never applied, and is listed in the next HELLO so even a
+  restarted sidecar does not send it again.
+
+This module never imports vLLM: the simulator uses it too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from proto import codec, rpc
+from proto.errors import DeadlineExceeded, SidecarError, Unauthenticated, from_rpc_error
+from proto.tailwise.v1 import policy_pb2 as pb
+from scorer.frozen import FrozenPolicyError
+from scorer.frozen import load as load_frozen
+from scorer.policy import Policy, PolicyError, neutral_policy
+
+log = logging.getLogger(__name__)
+
+_MAX_NACKED_REMEMBERED = 256
+
+
+class Backoff:
+    """Delay ``min(max_s, initial_s·2^k)`` scaled by a uniform factor in [0.5, 1]
+    ("equal jitter"), so adapters reconnecting to a restarted sidecar spread out.
+
+    >>> b = Backoff(initial_s=0.1, max_s=1.0, rng=random.Random(0))
+    >>> [round(b.next(), 3) for _ in range(6)]
+    [0.092, 0.176, 0.284, 0.504, 0.756, 0.702]
+    """
+
+    def __init__(self, initial_s: float = 0.1, max_s: float = 10.0,
+                 rng: random.Random | None = None) -> None:
+        if not 0 < initial_s <= max_s:
+            raise ValueError(f"backoff: need 0 < initial_s <= max_s, got {initial_s}, {max_s}")
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        base = min(self.max_s, self.initial_s * (2.0 ** min(self.attempt, 62)))
+        self.attempt += 1
+        return base * (0.5 + 0.5 * self._rng.random())
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCounters:
+    received: int = 0
+    acked: int = 0
+    nacked: int = 0
+    #: streams (re)opened after the first one
+    reconnects: int = 0
+    connected: bool = False
+    #: the frozen file given at start could not be loaded (FCFS used instead)
+    frozen_error: str = ""
+    last_error: str = ""
+    last_nack: str = ""
+
+
+def _read_ca(tls_ca: str | os.PathLike[str] | bytes | None) -> bytes | None:
+    if tls_ca is None or isinstance(tls_ca, bytes):
+        return tls_ca
+    return Path(tls_ca).read_bytes()
+
+
+def initial_policy(frozen_file: str | os.PathLike[str] | None) -> tuple[Policy, str]:
+    """The policy before any sidecar answers: the frozen file, else FCFS (+ error text)."""
+    if frozen_file is None:
+        return neutral_policy(), ""
+    try:
+        return load_frozen(frozen_file), ""
+    except FrozenPolicyError as exc:
+        log.error("frozen policy refused, falling back to FCFS: %s", exc)
+        return neutral_policy(), str(exc)
+
+
+class PolicyClient:
+    """``PolicySource`` fed by a sidecar; see the module docstring."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        tls_ca: str | os.PathLike[str] | bytes | None = None,
+        tls_server_name: str | None = None,
+        frozen_file: str | os.PathLike[str] | None = None,
+        adapter_id: str | None = None,
+        initial_backoff_s: float = 0.1,
+        max_backoff_s: float = 10.0,
+        stream_max_age_s: float = 3600.0,
+        max_message_bytes: int = 4 * 1024 * 1024,
+        rng: random.Random | None = None,
+        on_update: Callable[[Policy], None] | None = None,
+    ) -> None:
+        self.address = address
+        self.adapter_id = adapter_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._md = rpc.bearer_metadata(token)
+        self._tls_ca = _read_ca(tls_ca)
+        self._tls_server_name = tls_server_name
+        self._options = rpc.client_channel_options(max_message_bytes,
+                                                   max_reconnect_backoff_s=max_backoff_s)
+        self._backoff = Backoff(initial_backoff_s, max_backoff_s, rng)
+        self._stream_max_age_s = stream_max_age_s
+        self._on_update = on_update
+        policy, frozen_error = initial_policy(frozen_file)
+        #: the one reference the engine reads; replaced, never mutated
+        self._policy: Policy = policy
+        self._counters = ClientCounters(frozen_error=frozen_error)
+        self._nacked: dict[int, str] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._call: Any = None
+        self._thread: threading.Thread | None = None
+
+    # -- PolicySource ---------------------------------------------------------------------
+    def current(self) -> Policy:
+        """The policy in force (a plain attribute read: never blocks)."""
+        return self._policy
+
+    # -- observation ----------------------------------------------------------------------
+    @property
+    def counters(self) -> ClientCounters:
+        with self._cond:
+            return self._counters
+
+    def nacked_versions(self) -> dict[int, str]:
+        """Versions this client refused, with the reason."""
+        with self._cond:
+            return dict(self._nacked)
+
+    def wait_for(self, predicate: Callable[[PolicyClient], bool], timeout: float) -> bool:
+        """Block until ``predicate(self)`` holds (re-checked on every state change)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self), timeout=timeout)
+
+    def _count(self, **changes: Any) -> None:
+        with self._cond:
+            c = self._counters
+            values = {k: (getattr(c, k) + v if isinstance(v, int) and not isinstance(v, bool)
+                          else v) for k, v in changes.items()}
+            self._counters = dataclasses.replace(c, **values)
+            self._cond.notify_all()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> PolicyClient:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tailwise-policy-client",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> PolicyClient:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the subscription thread ----------------------------------------------------------
+    def _run(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            if not first:
+                self._count(reconnects=1)
+            first = False
+            channel = rpc.open_channel(self.address, tls_ca=self._tls_ca,
+                                       tls_server_name=self._tls_server_name,
+                                       options=self._options)
+            delay = 0.0
+            try:
+                self._stream(channel)  # returns at a normal end (deadline rotation)
+            except SidecarError as exc:
+                if self._stop.is_set():
+                    break
+                delay = self._backoff.next()
+                if isinstance(exc, Unauthenticated):
+                    delay = self._backoff.max_s
+                    log.error("sidecar %s refused our token: %s", self.address, exc)
+                else:
+                    log.info("policy stream to %s failed (%s: %s); retry in %.2fs",
+                             self.address, type(exc).__name__, exc, delay)
+                self._count(last_error=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # never let the thread die: keep serving fail-static
+                delay = self._backoff.next()
+                log.exception("policy client error; retry in %.2fs", delay)
+                self._count(last_error=repr(exc))
+            finally:
+                self._call = None
+                self._count(connected=False)
+                channel.close()
+            if delay > 0 and self._stop.wait(delay):
+                break
+
+    def _stream(self, channel: Any) -> None:
+        stub = rpc.PolicyStub(channel)
+        outbox: queue.Queue[pb.Ack | None] = queue.Queue()
+        with self._cond:
+            nacked = sorted(self._nacked)[-_MAX_NACKED_REMEMBERED:]
+        outbox.put(pb.Ack(kind=pb.ACK_KIND_HELLO, adapter_id=self.adapter_id,
+                          version=self._policy.version, nacked_versions=nacked))
+
+        def acks() -> Iterator[pb.Ack]:
+            while True:
+                item = outbox.get()
+                if item is None:
+                    return
+                yield item
+
+        call = stub.subscribe(acks(), timeout=self._stream_max_age_s, metadata=self._md)
+        self._call = call
+        if self._stop.is_set():
+            call.cancel()
+        got_any = False
+        try:
+            for update in call:
+                if not got_any:
+                    got_any = True
+                    self._backoff.reset()
+                    self._count(connected=True)
+                outbox.put(self._handle(update))
+        except grpc.RpcError as exc:
+            err = from_rpc_error(exc)
+            if isinstance(err, DeadlineExceeded) and got_any:
+                return  # the stream reached its maximum age: reopen at once
+            raise err from exc
+        finally:
+            outbox.put(None)
+        if not got_any:
+            raise DeadlineExceeded("stream ended before the first update")
+
+    def _handle(self, update: pb.PolicyUpdate) -> pb.Ack:
+        version, nonce = int(update.version), update.nonce
+        self._count(received=1)
+        try:
+            if version in self._nacked:
+                raise PolicyError("version", f"{version} was refused before: "
+                                             f"{self._nacked[version]}")
+            policy = codec.decode_update(update)
+        except Exception as exc:  # PolicyError, or anything a malformed message provokes
+            detail = str(exc) if isinstance(exc, PolicyError) else f"policy: {exc!r}"
+            with self._cond:
+                self._nacked.setdefault(version, detail)
+                while len(self._nacked) > _MAX_NACKED_REMEMBERED:
+                    self._nacked.pop(min(self._nacked))
+            self._count(nacked=1, last_nack=f"v{version}: {detail}")
+            log.warning("NACK policy version %d: %s", version, detail)
+            return pb.Ack(kind=pb.ACK_KIND_NACK, nonce=nonce, version=version,
+                          error_detail=detail, adapter_id=self.adapter_id)
+        if policy != self._policy:
+            with self._cond:
+                self._policy = policy  # the atomic swap the engine thread observes
+            log.info("policy version %d in force (mode=%s)", version, policy.mode.value)
+            if self._on_update is not None:
+                try:
+                    self._on_update(policy)
+                except Exception:
+                    log.exception("on_update callback failed")
+        self._count(acked=1)
+        return pb.Ack(kind=pb.ACK_KIND_ACK, nonce=nonce, version=version,
+                      adapter_id=self.adapter_id)
+
+
+def connect(
+    address: str,
+    *,
+    token: str | None = None,
+    tls_ca: str | os.PathLike[str] | bytes | None = None,
+    frozen_file: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> PolicyClient:
+    """Start a :class:`PolicyClient` for ``address`` (what the vLLM adapter calls).
+
+    Returns at once; until the sidecar answers, ``current()`` is the frozen policy or
+    FCFS.
+    """
+    return PolicyClient(address, token=token, tls_ca=tls_ca, frozen_file=frozen_file,
+                        **kwargs).start()

@@ -1,0 +1,76 @@
+"""Admin client of a running sidecar: kill switch, manual policy, resume, read.
+
+Used by ``tailwise policy kill|push|resume|current``; every call has a deadline and a
+failed call raises the domain error of :mod:`proto.errors`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from proto import codec, rpc
+from proto.errors import SidecarError, from_rpc_error
+from proto.tailwise.v1 import policy_pb2 as pb
+from scorer.policy import Policy
+
+
+class AdminClient:
+    def __init__(self, address: str, *, token: str | None = None,
+                 tls_ca: Path | bytes | None = None, tls_server_name: str | None = None,
+                 timeout_s: float = 10.0) -> None:
+        ca = tls_ca.read_bytes() if isinstance(tls_ca, Path) else tls_ca
+        self._channel: Any = rpc.open_channel(address, tls_ca=ca,
+                                              tls_server_name=tls_server_name)
+        self._stub = rpc.PolicyStub(self._channel)
+        self._md = rpc.bearer_metadata(token)
+        self.timeout_s = timeout_s
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _set(self, req: pb.SetPolicyRequest) -> pb.SetPolicyResponse:
+        try:
+            return self._stub.set_policy(req, timeout=self.timeout_s, metadata=self._md)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    def kill(self, reason: str = "") -> int:
+        """Kill switch: the sidecar publishes mode=fcfs now; returns its version."""
+        return int(self._set(pb.SetPolicyRequest(action=pb.SET_POLICY_ACTION_KILL,
+                                                 reason=reason)).version)
+
+    def resume(self) -> bool:
+        """Re-enable automatic promotion; returns the paused flag (False)."""
+        return bool(self._set(pb.SetPolicyRequest(action=pb.SET_POLICY_ACTION_RESUME)).paused)
+
+    def push(self, policy: Policy, reason: str = "") -> int:
+        """Publish ``policy`` (validated on both ends) as the next version."""
+        return int(self._set(pb.SetPolicyRequest(
+            action=pb.SET_POLICY_ACTION_SET, policy=codec.policy_to_proto(policy),
+            reason=reason)).version)
+
+    def push_unchecked(self, msg: pb.Policy, reason: str = "") -> int:
+        """Testing hook: publish a wire policy without validation (adapters NACK it)."""
+        return int(self._set(pb.SetPolicyRequest(
+            action=pb.SET_POLICY_ACTION_SET, policy=msg, unchecked=True,
+            reason=reason)).version)
+
+    def current(self) -> tuple[int, Policy]:
+        """Version and (validated) policy in force on the sidecar."""
+        try:
+            upd = self._stub.get_policy(timeout=self.timeout_s, metadata=self._md)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return int(upd.version), codec.policy_from_proto(upd.policy)
+
+
+__all__ = ["AdminClient", "SidecarError"]

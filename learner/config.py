@@ -1,0 +1,201 @@
+"""Typed sidecar configuration, loaded once at the edge (CLI) from TOML/JSON + flags.
+
+A config file holds the same keys as :class:`SidecarConfig` (nested tables for
+``[window]``, ``[loop]`` and ``[tuner]``); unknown keys are an error naming the key.
+Nothing here reads the environment.
+
+>>> cfg = config_from_mapping({"listen": "127.0.0.1:0", "window": {"trial_window_s": 60}})
+>>> cfg.window.trial_window_s, cfg.loop.round_every_s
+(60.0, None)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A sidecar config file or flag is invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowConfig:
+    """The recent-telemetry window (all durations in ENGINE seconds)."""
+
+    #: requests that finished in the last ``trial_window_s`` are replayed by a round
+    trial_window_s: float = 600.0
+    #: at most this many finished requests are kept (oldest evicted, counted)
+    max_requests: int = 50_000
+    #: at most this many arrived-but-unfinished requests are tracked
+    max_pending: int = 100_000
+    #: a round needs at least this many finished requests in the window
+    min_requests: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class LoopConfig:
+    enabled: bool = True
+    #: engine seconds between tuning rounds (None → the trial window)
+    round_every_s: float | None = None
+    #: Optuna trials per round
+    n_trials: int = 8
+    #: a partition refresh triggers an extra round as soon as the window allows one
+    tune_on_partition_change: bool = True
+    #: wall seconds the loop waits for new telemetry before re-checking stop/state
+    idle_wait_s: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarConfig:
+    listen: str = "127.0.0.1:50051"
+    metrics_host: str = "127.0.0.1"
+    #: Prometheus HTTP port; 0 picks a free one, -1 disables the endpoint
+    metrics_port: int = 9464
+    state_dir: Path = Path("tailwise-state")
+    #: Optuna storage: a JournalStorage file path or an RDB URL; None → state_dir/study.journal
+    storage: str | None = None
+    study: str = "tailwise"
+    token: str | None = field(default=None, repr=False)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: allow a non-local bind without TLS or token
+    insecure: bool = False
+    #: frozen policy file published as the first version (default: FCFS)
+    initial_policy: Path | None = None
+    max_message_bytes: int = 4 * 1024 * 1024
+    #: gRPC worker threads; every open Subscribe/Report stream holds one for its lifetime,
+    #: so size it above 2 × (engines served) plus room for admin/health calls
+    max_workers: int = 128
+    #: further RPCs get RESOURCE_EXHAUSTED at once instead of queueing behind streams
+    max_concurrent_rpcs: int = 120
+    keepalive_time_s: float = 30.0
+    keepalive_timeout_s: float = 10.0
+    #: Subscribe streams end after this many wall seconds (their deadline); clients resume
+    stream_max_age_s: float = 3600.0
+    #: telemetry batches buffered between the RPC threads and the ingest thread
+    ingest_buffer_batches: int = 2048
+    window: WindowConfig = WindowConfig()
+    loop: LoopConfig = LoopConfig()
+    #: passed to ``bayes_opt.tuner.TunerConfig`` as keyword arguments
+    tuner: dict[str, Any] = field(default_factory=dict)
+    #: testing hook: SetPolicy(unchecked=True) may publish an unvalidated policy
+    testing_allow_unchecked_push: bool = False
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or str(self.state_dir / "study.journal")
+
+    def validate(self) -> None:
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"listen: expected HOST:PORT, got {self.listen!r}")
+        if not -1 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port: must be in [-1, 65535], got {self.metrics_port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert/tls_key: give both or neither")
+        for name in ("max_message_bytes", "max_workers", "max_concurrent_rpcs",
+                     "ingest_buffer_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("keepalive_time_s", "keepalive_timeout_s", "stream_max_age_s"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"{name}: must be a positive number, got {v}")
+        w = self.window
+        if not math.isfinite(w.trial_window_s) or w.trial_window_s <= 0:
+            raise ConfigError(f"window.trial_window_s: must be > 0, got {w.trial_window_s}")
+        for name in ("max_requests", "max_pending", "min_requests"):
+            if getattr(w, name) < 1:
+                raise ConfigError(f"window.{name}: must be >= 1, got {getattr(w, name)}")
+        lp = self.loop
+        if lp.round_every_s is not None and not (
+            math.isfinite(lp.round_every_s) and lp.round_every_s > 0
+        ):
+            raise ConfigError(f"loop.round_every_s: must be > 0, got {lp.round_every_s}")
+        if lp.n_trials < 1:
+            raise ConfigError(f"loop.n_trials: must be >= 1, got {lp.n_trials}")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("token: must not be empty")
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Raw mapping from a ``.toml`` or ``.json`` file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a table/object")
+    return data
+
+
+def config_from_mapping(data: dict[str, Any], base: SidecarConfig | None = None) -> SidecarConfig:
+    """Apply ``data`` (file contents, then flags) over ``base`` and validate."""
+    cfg = _apply(base or SidecarConfig(), data, "")
+    assert isinstance(cfg, SidecarConfig)
+    cfg.validate()
+    return cfg
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    changes: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{path}: unknown key")
+        tp = hints[key]
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: must be a table")
+            changes[key] = _apply(current, value, f"{path}.")
+        else:
+            changes[key] = _coerce(tp, value, path)
+    return dataclasses.replace(obj, **changes)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    args = typing.get_args(tp)
+    if type(None) in args:
+        if value is None:
+            return None
+        tp = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: must be a table")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: must be a string, got {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, str | Path):
+            raise ConfigError(f"{path}: must be a path string, got {value!r}")
+        return Path(value)
+    raise ConfigError(f"{path}: unsupported type {tp!r}")  # pragma: no cover

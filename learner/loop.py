@@ -1,0 +1,365 @@
+"""The continuous learning loop of the sidecar, driven by ENGINE time.
+
+Each iteration (:meth:`LearningLoop.step`) reads the engine clock from telemetry
+(:meth:`TelemetryWindow.engine_now`, the latest engine timestamp seen — never the wall
+clock), then:
+
+1. feeds the routing feature (uncached prompt tokens) of every request that arrived since
+   the last iteration to the Refine-and-Prune partitioner (``learn_one``) and asks it to
+   ``refresh(now)`` with the engine time; a changed partition is persisted
+   (``to_state``) and, optionally, triggers a round;
+2. when ``round_every_s`` engine seconds have passed since the last round (or the
+   partition changed) and the window holds at least ``min_requests`` finished requests,
+   it rebuilds a :class:`~simulator.traces.Trace` of the last ``trial_window_s`` engine
+   seconds and calls ``tuner.tune(window, current, partition, n_trials)``;
+3. a promoted challenger is published (new version, ``created_at``, ``source=learned``)
+   only if its objective is finite, it validates, and promotion is not paused (kill
+   switch / manual policy).
+
+Because the schedule is in engine time, a simulator emitting virtual timestamps replays
+an hour of workload through the real loop in as long as the tuning takes; the thread
+only waits for *telemetry progress* (a condition variable), with a wall-clock timeout
+used solely to notice shutdown. Tests call :meth:`step` directly.
+
+The loop never dies on a tuner or partitioner exception: it counts the error
+(``tailwise_loop_errors{stage}``), logs it, and tries again at the next round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from learner.config import LoopConfig, WindowConfig
+from learner.metrics import SidecarMetrics
+from learner.publisher import PolicyStore, PromotionPaused
+from learner.state import StateFile
+from learner.window import TelemetryWindow
+from scorer.policy import EwsjfParams, Policy, PolicyError, QueueSpec, Source
+from simulator.traces import Trace
+
+log = logging.getLogger(__name__)
+
+
+class RoundResultLike(Protocol):
+    """What ``bayes_opt.tuner.RoundResult`` provides."""
+
+    @property
+    def promoted(self) -> Policy | None: ...
+    @property
+    def trials(self) -> Sequence[Any]: ...
+    @property
+    def best_value(self) -> float | None: ...
+    @property
+    def drift(self) -> float | None: ...
+
+
+class TunerLike(Protocol):
+    """``bayes_opt.tuner.Tuner``: one tuning round on a replay window."""
+
+    def tune(self, window: Trace, current: Policy, partition: tuple[QueueSpec, ...],
+             n_trials: int) -> RoundResultLike: ...
+
+    @property
+    def study(self) -> Any: ...
+
+
+class PartitionerLike(Protocol):
+    """``partitioner.refine_prune.RefinePrune`` (river-style streaming partitioner)."""
+
+    def learn_one(self, x: Any) -> Any: ...
+    def refresh(self, now: float) -> bool: ...
+    def partition(self) -> tuple[QueueSpec, ...]: ...
+    def to_state(self) -> Any: ...
+
+
+TunerFactory = Callable[[Policy], TunerLike]
+PartitionerFactory = Callable[[EwsjfParams], PartitionerLike]
+
+
+def restore_partitioner(part: PartitionerLike, state: Any) -> PartitionerLike:
+    """Apply ``from_state`` whether the partitioner defines it as a classmethod
+    (returns a new object) or an instance method (restores in place)."""
+    attr = inspect.getattr_static(type(part), "from_state", None)
+    if attr is None:
+        return part
+    owner: Any = type(part) if isinstance(attr, classmethod | staticmethod) else part
+    fn: Callable[[Any], Any] = getattr(owner, "from_state", lambda _s: None)
+    result = fn(state)
+    if result is None:
+        return part
+    restored: PartitionerLike = result
+    return restored
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRecord:
+    """One tuning round, for timelines (``LearningLoop.history``)."""
+
+    engine_time: float
+    outcome: str
+    window_requests: int
+    best_value: float | None
+    drift: float | None
+    published_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What one loop iteration did (for tests and logs)."""
+
+    engine_now: float | None
+    learned: int = 0
+    partition_changed: bool = False
+    round_run: bool = False
+    outcome: str = ""
+    published_version: int | None = None
+
+
+class LearningLoop:
+    def __init__(self, window: TelemetryWindow, store: PolicyStore, state: StateFile,
+                 metrics: SidecarMetrics, *, loop_cfg: LoopConfig | None = None,
+                 window_cfg: WindowConfig | None = None,
+                 tuner_factory: TunerFactory | None = None,
+                 partitioner_factory: PartitionerFactory | None = None) -> None:
+        self.window = window
+        self.store = store
+        self.state = state
+        self.metrics = metrics
+        self.cfg = loop_cfg or LoopConfig()
+        self.wcfg = window_cfg or WindowConfig()
+        self._tuner_factory = tuner_factory
+        self._tuner: TunerLike | None = None
+        self._tuner_failed = False
+        self.partitioner: PartitionerLike | None = None
+        if partitioner_factory is not None:
+            self.partitioner = self._make_partitioner(partitioner_factory)
+        self._last_round: float | None = state.state.last_round_engine_time
+        self._partition_dirty = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rounds = state.state.rounds
+        #: the tuner's result of the latest round, and a bounded history of rounds
+        self.last_result: RoundResultLike | None = None
+        self.history: deque[RoundRecord] = deque(maxlen=10_000)
+
+    @property
+    def round_every_s(self) -> float:
+        return self.cfg.round_every_s or self.wcfg.trial_window_s
+
+    def _make_partitioner(self, factory: PartitionerFactory) -> PartitionerLike | None:
+        try:
+            part = factory(self.store.last_good().ewsjf)
+            saved = self.state.state.partition
+            if saved is not None:
+                part = restore_partitioner(part, saved)
+                log.info("partitioner state restored")
+            return part
+        except Exception:
+            log.exception("partitioner unavailable; the loop tunes on the current partition")
+            self.metrics.loop_errors.labels("partitioner").inc()
+            return None
+
+    # -- thread ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if not self.cfg.enabled:
+            log.info("learning loop disabled by config")
+            return
+        self._thread = threading.Thread(target=self._run, name="tailwise-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.window.kick()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        close: Callable[[], Any] | None = getattr(self._tuner, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.exception("tuner.close() failed")
+
+    def _run(self) -> None:
+        seen = -1
+        while not self._stop.is_set():
+            seen = self.window.wait_for_progress(seen, timeout=self.cfg.idle_wait_s)
+            if self._stop.is_set():
+                return
+            try:
+                self.step()
+            except Exception:  # pragma: no cover - step() already guards its stages
+                log.exception("learning loop iteration failed")
+                self.metrics.loop_errors.labels("loop").inc()
+
+    # -- one iteration --------------------------------------------------------------------
+    def step(self) -> StepOutcome:
+        now = self.window.engine_now()
+        if now is None:
+            return StepOutcome(None)
+        learned, changed = self._feed_partitioner(now)
+        if self._last_round is None or now < self._last_round:
+            # first telemetry: the period starts at the engine's first timestamp; an engine
+            # clock behind the last round (a new run) restarts it from the window's start
+            start = self.window.engine_start()
+            self._last_round = start if start is not None and start <= now else now
+            self.state.update(last_round_engine_time=self._last_round)
+        due = now - self._last_round >= self.round_every_s
+        eager = self._partition_dirty and self.cfg.tune_on_partition_change
+        if not (due or eager):
+            return StepOutcome(now, learned, changed)
+        since = now - self.wcfg.trial_window_s
+        n = self.window.count_since(since)
+        self.metrics.window_requests.set(n)
+        if n < self.wcfg.min_requests:
+            if due:
+                self._finish_round(now, "too_few_requests")
+                return StepOutcome(now, learned, changed, False, "too_few_requests")
+            return StepOutcome(now, learned, changed)
+        outcome, version = self._round(now, since)
+        return StepOutcome(now, learned, changed, True, outcome, version)
+
+    def _feed_partitioner(self, now: float) -> tuple[int, bool]:
+        new = self.window.take_unlearned()
+        part = self.partitioner
+        if part is None:
+            return len(new), False
+        try:
+            for x in new:
+                part.learn_one(x)
+            changed = bool(part.refresh(now))
+        except Exception:
+            log.exception("partitioner failed")
+            self.metrics.loop_errors.labels("partitioner").inc()
+            return len(new), False
+        if changed:
+            self._partition_dirty = True
+            self.metrics.partition_refreshes.inc()
+            try:
+                self.state.update(partition=part.to_state())
+            except (TypeError, ValueError) as exc:
+                log.error("partition state is not JSON-serialisable (%s); not persisted", exc)
+                self.metrics.loop_errors.labels("persist").inc()
+        return len(new), changed
+
+    def _current_partition(self, current: Policy) -> tuple[QueueSpec, ...]:
+        if self.partitioner is None:
+            return current.queues
+        try:
+            return tuple(self.partitioner.partition())
+        except Exception:
+            log.exception("partitioner.partition() failed; using the current queues")
+            self.metrics.loop_errors.labels("partitioner").inc()
+            return current.queues
+
+    def _get_tuner(self) -> TunerLike | None:
+        if self._tuner is None and self._tuner_factory is not None and not self._tuner_failed:
+            try:
+                self._tuner = self._tuner_factory(self.store.last_good())
+            except Exception:
+                log.exception("tuner unavailable; tuning disabled until restart")
+                self.metrics.loop_errors.labels("tuner_init").inc()
+                self._tuner_failed = True
+        return self._tuner
+
+    def _round(self, now: float, since: float) -> tuple[str, int | None]:
+        tuner = self._get_tuner()
+        if tuner is None:
+            self._finish_round(now, "no_tuner")
+            return "no_tuner", None
+        trace = self.window.trace(since, name=f"window@{now:.1f}")
+        if trace is None:  # pragma: no cover - count_since said otherwise
+            self._finish_round(now, "too_few_requests")
+            return "too_few_requests", None
+        current = self.store.last_good()
+        partition = self._current_partition(current)
+        try:
+            res = tuner.tune(trace, current, partition, self.cfg.n_trials)
+        except Exception:
+            log.exception("tuning round failed")
+            self.metrics.loop_errors.labels("tune").inc()
+            self._finish_round(now, "error")
+            return "error", None
+        self._partition_dirty = False
+        self.last_result = res
+        self._record_study(tuner, res)
+        outcome, version = self._maybe_publish(res, now)
+        self.history.append(RoundRecord(now, outcome, len(trace), res.best_value, res.drift,
+                                        version))
+        self._finish_round(now, outcome)
+        return outcome, version
+
+    def _maybe_publish(self, res: RoundResultLike, now: float) -> tuple[str, int | None]:
+        promoted = res.promoted
+        if promoted is None:
+            return "kept_champion", None
+        best = res.best_value
+        if best is None or not isinstance(best, int | float) or not math.isfinite(best):
+            log.error("tuner promoted a policy with objective %r; not publishing", best)
+            self.metrics.policies_rejected.inc()
+            return "rejected_nonfinite", None
+        if not isinstance(promoted, Policy):
+            self.metrics.policies_rejected.inc()
+            return "rejected_invalid", None
+        extra = dict(promoted.extra)
+        extra["engine_time"] = f"{now:.3f}"
+        extra["objective"] = repr(float(best))
+        try:
+            pub = self.store.publish(
+                dataclasses.replace(promoted, extra=tuple(sorted(extra.items()))),
+                source=Source.LEARNED, note=promoted.note or f"round {self.rounds + 1}",
+                automatic=True)
+        except PromotionPaused:
+            return "paused", None
+        except PolicyError as exc:
+            log.error("tuner promoted an invalid policy (%s); not publishing", exc)
+            self.metrics.policies_rejected.inc()
+            return "rejected_invalid", None
+        if pub.policy is not None:
+            self._adopt(pub.policy)
+        return "promoted", pub.version
+
+    def _adopt(self, policy: Policy) -> None:
+        """Tell the tuner and the partitioner about the policy now in force (optional
+        hooks: ``Tuner.set_champion``, ``RefinePrune.update_params``)."""
+        for target, name, arg in ((self._tuner, "set_champion", policy),
+                                  (self.partitioner, "update_params", policy.ewsjf)):
+            hook: Callable[[Any], Any] | None = getattr(target, name, None)
+            if hook is None:
+                continue
+            try:
+                hook(arg)
+            except Exception:
+                log.exception("%s(...) failed", name)
+                self.metrics.loop_errors.labels(name).inc()
+
+    def _record_study(self, tuner: TunerLike, res: RoundResultLike) -> None:
+        best = res.best_value
+        if best is not None and isinstance(best, int | float) and math.isfinite(best):
+            self.metrics.best_objective.set(float(best))
+        if res.drift is not None and math.isfinite(res.drift):
+            self.metrics.drift.set(res.drift)
+        try:
+            counts: dict[str, int] = {}
+            for t in tuner.study.get_trials(deepcopy=False):
+                name = str(getattr(t.state, "name", t.state)).lower()
+                counts[name] = counts.get(name, 0) + 1
+            for name in ("complete", "fail", "pruned", "running", "waiting"):
+                self.metrics.trials.labels(name).set(counts.get(name, 0))
+        except Exception:
+            log.debug("study trial counts unavailable", exc_info=True)
+
+    def _finish_round(self, now: float, outcome: str) -> None:
+        self._last_round = now
+        self.rounds += 1
+        self.metrics.rounds.labels(outcome).inc()
+        self.state.update(last_round_engine_time=now, rounds=self.rounds)
+        log.info("round %d at engine t=%.1f: %s", self.rounds, now, outcome)

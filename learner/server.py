@@ -1,0 +1,223 @@
+"""The sidecar process: gRPC server + ingest thread + learning loop + metrics endpoint.
+
+:class:`Sidecar` wires the pieces and owns their lifecycle; :func:`run_sidecar` is the
+blocking entry point used by ``tailwise sidecar``. On start it prints one JSON line to
+stdout (``{"event": "listening", "address": ..., "port": ..., "metrics_port": ...}``)
+so a supervisor or test learns the bound ports when it asked for port 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import threading
+from concurrent import futures
+from types import FrameType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from learner.config import ConfigError, SidecarConfig
+from learner.ingest import TelemetryIngest
+from learner.loop import LearningLoop, PartitionerFactory, TunerFactory, TunerLike
+from learner.metrics import SidecarMetrics
+from learner.policy_service import PolicyServicer
+from learner.publisher import PolicyStore
+from learner.security import TokenInterceptor, check_bind, server_credentials, split_host_port
+from learner.state import StateFile
+from learner.window import TelemetryWindow
+from proto import rpc
+from scorer.frozen import FrozenPolicyError
+from scorer.frozen import load as load_frozen
+from scorer.policy import EwsjfParams, Policy
+
+log = logging.getLogger(__name__)
+
+
+def server_options(cfg: SidecarConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", cfg.max_message_bytes),
+        ("grpc.max_send_message_length", cfg.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(cfg.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # accept client keepalive pings every >= 10 s (our clients ping every 30 s)
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        # a second sidecar on the same port must fail, not share it
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def default_tuner_factory(cfg: SidecarConfig) -> TunerFactory:
+    """Build ``bayes_opt.tuner.Tuner`` lazily (imported on the first round)."""
+
+    def make(base: Policy) -> TunerLike:
+        from bayes_opt.tuner import Tuner, TunerConfig
+
+        kwargs: dict[str, Any] = {"storage": cfg.storage_url, "study_name": cfg.study}
+        kwargs.update(_nested_config(TunerConfig, cfg.tuner))
+        tuner: TunerLike = Tuner(TunerConfig(**kwargs), base)
+        return tuner
+
+    return make
+
+
+def _nested_config(cls: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with sub-tables turned into the dataclass of the matching field
+    (``[tuner.objective]`` → ``ObjectiveConfig(**...)``)."""
+    out: dict[str, Any] = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    for key, value in values.items():
+        f = fields.get(key)
+        if isinstance(value, dict) and f is not None:
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            if dataclasses.is_dataclass(default) and not isinstance(default, type):
+                value = dataclasses.replace(default, **_nested_config(type(default), value))
+        out[key] = value
+    return out
+
+
+def default_partitioner_factory() -> PartitionerFactory | None:
+    """``partitioner.refine_prune.RefinePrune`` when it is installed, else None."""
+    try:
+        from partitioner.refine_prune import RefinePrune
+    except ImportError:
+        log.warning("partitioner.refine_prune is not available; partition refresh disabled")
+        return None
+
+    def make(params: EwsjfParams) -> Any:
+        return RefinePrune(params)
+
+    return make
+
+
+class Sidecar:
+    """One sidecar instance (in-process: tests and benchmarks build it directly)."""
+
+    def __init__(self, cfg: SidecarConfig, *, tuner_factory: TunerFactory | None = None,
+                 partitioner_factory: PartitionerFactory | None = None,
+                 use_default_learners: bool = True) -> None:
+        cfg.validate()
+        check_bind(cfg)
+        self.cfg = cfg
+        self.metrics = SidecarMetrics()
+        self.state = StateFile(cfg.state_dir)
+        initial: Policy | None = None
+        if cfg.initial_policy is not None:
+            try:
+                initial = load_frozen(cfg.initial_policy)
+            except FrozenPolicyError as exc:
+                raise ConfigError(f"initial_policy: {exc}") from exc
+        self.store = PolicyStore(self.state, self.metrics, initial)
+        m = self.metrics
+        self.window = TelemetryWindow(
+            cfg.window.max_requests, cfg.window.max_pending,
+            on_reject=lambda reason, n: m.events_rejected.labels(reason).inc(n),
+            on_evict=lambda what, n: m.window_evicted.labels(what).inc(n))
+        self.ingest = TelemetryIngest(self.window, self.metrics, cfg.ingest_buffer_batches)
+        self.policy_service = PolicyServicer(
+            self.store, self.metrics, stream_max_age_s=cfg.stream_max_age_s,
+            allow_unchecked=cfg.testing_allow_unchecked_push)
+        if use_default_learners:
+            tuner_factory = tuner_factory or default_tuner_factory(cfg)
+            partitioner_factory = partitioner_factory or default_partitioner_factory()
+        self.loop = LearningLoop(
+            self.window, self.store, self.state, self.metrics, loop_cfg=cfg.loop,
+            window_cfg=cfg.window, tuner_factory=tuner_factory,
+            partitioner_factory=partitioner_factory)
+        self.health = health.HealthServicer()
+        self._server: Any = None
+        self.port = 0
+        self.metrics_port: int | None = None
+        self._stopped = threading.Event()
+        self._done = threading.Event()
+
+    @property
+    def address(self) -> str:
+        host, _ = split_host_port(self.cfg.listen)
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def start(self) -> Sidecar:
+        cfg = self.cfg
+        interceptors = []
+        if cfg.token:
+            interceptors.append(TokenInterceptor(cfg.token, self.metrics.auth_failures.inc))
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=cfg.max_workers,
+                                       thread_name_prefix="tailwise-rpc"),
+            interceptors=interceptors, options=server_options(cfg),
+            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
+        rpc.add_policy_service(self.policy_service, server)
+        rpc.add_telemetry_service(self.ingest, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*rpc.SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        if cfg.tls_cert is not None and cfg.tls_key is not None:
+            port = server.add_secure_port(cfg.listen, server_credentials(cfg.tls_cert,
+                                                                         cfg.tls_key))
+        else:
+            port = server.add_insecure_port(cfg.listen)
+        if not port:
+            raise ConfigError(f"listen: could not bind {cfg.listen}")
+        self.port = int(port)
+        self.ingest.start()
+        server.start()
+        self._server = server
+        for name in ("", *rpc.SERVICE_NAMES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if cfg.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
+        self.loop.start()
+        log.info("sidecar listening on %s (policy version %d)", self.address,
+                 self.store.current().version)
+        return self
+
+    def stop(self, grace: float = 2.0) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        self.loop.stop()
+        if self._server is not None:
+            self.store.kick()
+            self._server.stop(grace).wait(grace + 1.0)
+        self.ingest.stop()
+        self.metrics.close()
+        self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`stop` has finished."""
+        return self._done.wait(timeout)
+
+    def __enter__(self) -> Sidecar:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_sidecar(cfg: SidecarConfig) -> int:
+    """Run until SIGINT/SIGTERM; prints the ready line; returns an exit status."""
+    sidecar = Sidecar(cfg).start()
+    ready = {"event": "listening", "address": sidecar.address, "port": sidecar.port,
+             "metrics_port": sidecar.metrics_port,
+             "policy_version": sidecar.store.current().version,
+             "state_dir": str(cfg.state_dir), "storage": cfg.storage_url}
+    sys.stdout.write(json.dumps(ready) + "\n")
+    sys.stdout.flush()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: shutting down", signum)
+        threading.Thread(target=sidecar.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    sidecar.wait()
+    return 0

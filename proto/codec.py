@@ -1,0 +1,311 @@
+"""Conversion between :class:`scorer.policy.Policy` and the wire messages.
+
+The codec is the validation boundary of the wire: :func:`policy_from_proto` and
+:func:`decode_update` build every nested dataclass field by field and finish with
+``Policy.validate()``, so whatever arrives (NaN, negative sizes, non-monotone queues,
+an unspecified enum, a missing sub-message, truncated bytes) raises
+:class:`~scorer.policy.PolicyError` naming the field and value instead of reaching a
+scheduler. Encoding validates first, so a sender cannot put a bad policy on the wire by
+accident (the sidecar's testing hook uses ``check=False`` deliberately).
+
+Events: :func:`request_event` / :func:`step_event` build telemetry messages from plain
+values (used by the engine-side emitter), :func:`step_stats_from_proto` goes back.
+
+>>> from scorer.policy import neutral_policy
+>>> p = neutral_policy().replace(version=3)
+>>> policy_from_proto(policy_to_proto(p)) == p
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError
+
+from proto.tailwise.v1 import policy_pb2 as pb
+from scorer.hooks import StepStats
+from scorer.policy import (
+    BoostParams,
+    BoostVariant,
+    EwsjfParams,
+    LinearWeight,
+    Mode,
+    Policy,
+    PolicyError,
+    PreemptionParams,
+    PreemptMode,
+    QueueSpec,
+    SafetyParams,
+    SloClass,
+    SloParams,
+    Source,
+)
+from scorer.step_time import StepTimeModel, StepTimeModelError
+
+__all__ = [
+    "decode_update",
+    "policy_from_bytes",
+    "policy_from_proto",
+    "policy_to_proto",
+    "request_event",
+    "step_event",
+    "step_stats_from_proto",
+]
+
+_E = TypeVar("_E")
+
+_MODE_TO: dict[Mode, pb.Mode] = {
+    Mode.FCFS: pb.MODE_FCFS,
+    Mode.EWSJF: pb.MODE_EWSJF,
+    Mode.BOOST: pb.MODE_BOOST,
+    Mode.KAIROS: pb.MODE_KAIROS,
+    Mode.TAILWISE: pb.MODE_TAILWISE,
+}
+_SOURCE_TO: dict[Source, pb.Source] = {
+    Source.BASELINE: pb.SOURCE_BASELINE,
+    Source.LEARNED: pb.SOURCE_LEARNED,
+    Source.FROZEN: pb.SOURCE_FROZEN,
+}
+_VARIANT_TO: dict[BoostVariant, pb.BoostVariant] = {
+    BoostVariant.UNI: pb.BOOST_VARIANT_UNI,
+    BoostVariant.DIST: pb.BOOST_VARIANT_DIST,
+    BoostVariant.ADA: pb.BOOST_VARIANT_ADA,
+}
+_PREEMPT_TO: dict[PreemptMode, pb.PreemptMode] = {
+    PreemptMode.RECOMPUTE: pb.PREEMPT_MODE_RECOMPUTE,
+    PreemptMode.SWAP: pb.PREEMPT_MODE_SWAP,
+}
+
+
+def _inverse(table: Mapping[_E, int]) -> dict[int, _E]:
+    return {int(v): k for k, v in table.items()}
+
+
+_MODE_FROM = _inverse(_MODE_TO)
+_SOURCE_FROM = _inverse(_SOURCE_TO)
+_VARIANT_FROM = _inverse(_VARIANT_TO)
+_PREEMPT_FROM = _inverse(_PREEMPT_TO)
+
+
+# -- encode ---------------------------------------------------------------------------------
+def _queue_to_proto(q: QueueSpec) -> pb.QueueSpec:
+    return pb.QueueSpec(lo=q.lo, hi=q.hi, mean_len=q.mean_len, density=q.density,
+                        w_base=q.w_base, w_urg=q.w_urg, w_fair=q.w_fair)
+
+
+def _weight_to_proto(w: LinearWeight) -> pb.LinearWeight:
+    return pb.LinearWeight(a=w.a, c=w.c)
+
+
+def policy_to_proto(policy: Policy, *, check: bool = True) -> pb.Policy:
+    """Encode ``policy``; validates it first unless ``check=False`` (testing hook only)."""
+    if check:
+        policy.validate()
+    e, b, s, st = policy.ewsjf, policy.boost, policy.slo, policy.step_time
+    return pb.Policy(
+        schema_version=policy.schema_version,
+        version=policy.version,
+        created_at=policy.created_at,
+        source=_SOURCE_TO[policy.source],
+        mode=_MODE_TO[policy.mode],
+        queues=[_queue_to_proto(q) for q in policy.queues],
+        ewsjf=pb.EwsjfParams(
+            base=_weight_to_proto(e.base), urg=_weight_to_proto(e.urg),
+            fair=_weight_to_proto(e.fair), alpha=e.alpha, max_queues=e.max_queues,
+            refresh_requests=e.refresh_requests, refresh_s=e.refresh_s,
+            reservoir_size=e.reservoir_size, bubble=_queue_to_proto(e.bubble),
+        ),
+        boost=pb.BoostParams(
+            variant=_VARIANT_TO[b.variant], gamma=b.gamma, gamma_min=b.gamma_min,
+            gamma_max=b.gamma_max, ada_target_s=b.ada_target_s, ada_quantile=b.ada_quantile,
+            ada_window=b.ada_window, ada_step=b.ada_step, memguard_theta_s=b.memguard_theta_s,
+            memguard_ratio=b.memguard_ratio, partition_aware=b.partition_aware,
+        ),
+        preemption=pb.PreemptionParams(
+            cache_aware=policy.preemption.cache_aware, mode=_PREEMPT_TO[policy.preemption.mode],
+            anti_thrash=policy.preemption.anti_thrash,
+        ),
+        slo=pb.SloParams(
+            ttft_s=s.ttft_s, tpot_s=s.tpot_s,
+            classes=[pb.SloClass(name=c.name, ttft_s=c.ttft_s, tpot_s=c.tpot_s)
+                     for c in s.classes],
+            decode_cap=s.decode_cap, urgency=s.urgency, window=s.window,
+        ),
+        safety=pb.SafetyParams(max_boost_s=policy.safety.max_boost_s,
+                               aging_s=policy.safety.aging_s),
+        step_time=pb.StepTimeModel(
+            name=st.name, prefill_fixed_ms=st.prefill_fixed_ms,
+            prefill_per_token_ms=st.prefill_per_token_ms, prefill_quad_ms=st.prefill_quad_ms,
+            decode_fixed_ms=st.decode_fixed_ms, decode_per_req_ms=st.decode_per_req_ms,
+            decode_per_ctx_ms=st.decode_per_ctx_ms, provenance=st.provenance,
+        ),
+        note=policy.note,
+        extra=[pb.KeyValue(key=k, value=v) for k, v in policy.extra],
+    )
+
+
+# -- decode ---------------------------------------------------------------------------------
+def _enum(name: str, value: int, table: Mapping[int, _E]) -> _E:
+    try:
+        return table[value]
+    except KeyError:
+        raise PolicyError(name, f"unspecified or unknown enum value {value}") from None
+
+
+def _need(present: bool, path: str) -> None:
+    if not present:
+        raise PolicyError(path, "missing (required sub-message)")
+
+
+def _queue_from_proto(q: pb.QueueSpec) -> QueueSpec:
+    return QueueSpec(lo=q.lo, hi=q.hi, mean_len=q.mean_len, density=q.density,
+                     w_base=q.w_base, w_urg=q.w_urg, w_fair=q.w_fair)
+
+
+def _weight_from_proto(w: pb.LinearWeight) -> LinearWeight:
+    return LinearWeight(a=w.a, c=w.c)
+
+
+def policy_from_proto(msg: pb.Policy) -> Policy:
+    """Decode and validate; raises :class:`PolicyError` naming the first bad field."""
+    _need(msg.HasField("ewsjf"), "ewsjf")
+    _need(msg.HasField("boost"), "boost")
+    _need(msg.HasField("preemption"), "preemption")
+    _need(msg.HasField("slo"), "slo")
+    _need(msg.HasField("safety"), "safety")
+    _need(msg.HasField("step_time"), "step_time")
+    _need(msg.ewsjf.HasField("base"), "ewsjf.base")
+    _need(msg.ewsjf.HasField("urg"), "ewsjf.urg")
+    _need(msg.ewsjf.HasField("fair"), "ewsjf.fair")
+    _need(msg.ewsjf.HasField("bubble"), "ewsjf.bubble")
+    e, b, s = msg.ewsjf, msg.boost, msg.slo
+    st = msg.step_time
+    try:
+        step_time = StepTimeModel(
+            name=st.name, prefill_fixed_ms=st.prefill_fixed_ms,
+            prefill_per_token_ms=st.prefill_per_token_ms, prefill_quad_ms=st.prefill_quad_ms,
+            decode_fixed_ms=st.decode_fixed_ms, decode_per_req_ms=st.decode_per_req_ms,
+            decode_per_ctx_ms=st.decode_per_ctx_ms, provenance=st.provenance,
+        )
+    except StepTimeModelError as exc:
+        raise PolicyError("step_time", str(exc)) from exc
+    if msg.schema_version < 1:
+        raise PolicyError("schema_version", f"must be >= 1, got {msg.schema_version}")
+    policy = Policy(
+        mode=_enum("mode", msg.mode, _MODE_FROM),
+        version=msg.version,
+        created_at=msg.created_at,
+        source=_enum("source", msg.source, _SOURCE_FROM),
+        # the wire carries only the current schema's fields, so older senders'
+        # messages are already migrated; validate() rejects anything newer
+        schema_version=msg.schema_version,
+        queues=tuple(_queue_from_proto(q) for q in msg.queues),
+        ewsjf=EwsjfParams(
+            base=_weight_from_proto(e.base), urg=_weight_from_proto(e.urg),
+            fair=_weight_from_proto(e.fair), alpha=e.alpha, max_queues=e.max_queues,
+            refresh_requests=e.refresh_requests, refresh_s=e.refresh_s,
+            reservoir_size=e.reservoir_size, bubble=_queue_from_proto(e.bubble),
+        ),
+        boost=BoostParams(
+            variant=_enum("boost.variant", b.variant, _VARIANT_FROM), gamma=b.gamma,
+            gamma_min=b.gamma_min, gamma_max=b.gamma_max, ada_target_s=b.ada_target_s,
+            ada_quantile=b.ada_quantile, ada_window=b.ada_window, ada_step=b.ada_step,
+            memguard_theta_s=b.memguard_theta_s, memguard_ratio=b.memguard_ratio,
+            partition_aware=b.partition_aware,
+        ),
+        preemption=PreemptionParams(
+            cache_aware=msg.preemption.cache_aware,
+            mode=_enum("preemption.mode", msg.preemption.mode, _PREEMPT_FROM),
+            anti_thrash=msg.preemption.anti_thrash,
+        ),
+        slo=SloParams(
+            ttft_s=s.ttft_s, tpot_s=s.tpot_s,
+            classes=tuple(SloClass(name=c.name, ttft_s=c.ttft_s, tpot_s=c.tpot_s)
+                          for c in s.classes),
+            decode_cap=s.decode_cap, urgency=s.urgency, window=s.window,
+        ),
+        safety=SafetyParams(max_boost_s=msg.safety.max_boost_s, aging_s=msg.safety.aging_s),
+        step_time=step_time,
+        note=msg.note,
+        extra=tuple((kv.key, kv.value) for kv in msg.extra),
+    )
+    policy.validate()
+    return policy
+
+
+def policy_from_bytes(data: bytes) -> Policy:
+    """Parse a serialized ``tailwise.v1.Policy``; truncated or garbage bytes → PolicyError."""
+    msg = pb.Policy()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as exc:
+        raise PolicyError("policy", f"not a valid tailwise.v1.Policy message ({exc})") from exc
+    return policy_from_proto(msg)
+
+
+def decode_update(update: pb.PolicyUpdate) -> Policy:
+    """The validated policy of an update; its version must match the envelope's."""
+    if not update.nonce:
+        raise PolicyError("nonce", "missing")
+    if not update.HasField("policy"):
+        raise PolicyError("policy", "missing")
+    policy = policy_from_proto(update.policy)
+    if policy.version != update.version:
+        raise PolicyError(
+            "version", f"envelope version {update.version} != policy.version {policy.version}"
+        )
+    return policy
+
+
+# -- telemetry ------------------------------------------------------------------------------
+def request_event(
+    kind: pb.RequestEventKind,
+    request_id: str,
+    time: float,
+    *,
+    arrival_time: float = 0.0,
+    prompt_tokens: int = 0,
+    cached_tokens: int = 0,
+    slo_class: str = "",
+    priority: int = 0,
+    output_tokens: int = 0,
+    num_preemptions: int = 0,
+    first_token_time: float = 0.0,
+) -> pb.RequestEvent:
+    """One per-request telemetry event (engine timestamps in seconds)."""
+    return pb.RequestEvent(
+        kind=kind, request_id=request_id, time=time, arrival_time=arrival_time,
+        prompt_tokens=prompt_tokens, cached_tokens=cached_tokens, slo_class=slo_class,
+        priority=priority, output_tokens=output_tokens, num_preemptions=num_preemptions,
+        first_token_time=first_token_time,
+    )
+
+
+def step_event(stats: StepStats, batch_size: int | None = None) -> pb.StepEvent:
+    """A per-step event from the engine's :class:`StepStats`."""
+    return pb.StepEvent(
+        time=stats.now, step_time_s=stats.step_time_s, prefill_tokens=stats.prefill_tokens,
+        decode_requests=stats.decode_requests, running=stats.running, waiting=stats.waiting,
+        kv_usage=stats.kv_usage, preempted=stats.preempted,
+        policy_version=stats.policy_version,
+        batch_size=stats.running if batch_size is None else batch_size,
+    )
+
+
+def step_stats_from_proto(ev: pb.StepEvent) -> StepStats:
+    """Back to :class:`StepStats`; rejects non-finite times and negative counts."""
+    for name in ("time", "step_time_s", "kv_usage"):
+        v = getattr(ev, name)
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"step.{name}: must be a finite number >= 0, got {v!r}")
+    for name in ("prefill_tokens", "decode_requests", "running", "waiting", "preempted"):
+        if getattr(ev, name) < 0:
+            raise ValueError(f"step.{name}: must be >= 0, got {getattr(ev, name)}")
+    return StepStats(
+        now=ev.time, step_time_s=ev.step_time_s, prefill_tokens=ev.prefill_tokens,
+        decode_requests=ev.decode_requests, running=ev.running, waiting=ev.waiting,
+        kv_usage=ev.kv_usage, preempted=ev.preempted, policy_version=ev.policy_version,
+    )

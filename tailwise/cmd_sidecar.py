@@ -1,0 +1,134 @@
+"""``tailwise sidecar``: run the learner sidecar (gRPC policy push + telemetry + tuning).
+
+Configuration is loaded once here: the config file (TOML or JSON, keys of
+:class:`learner.config.SidecarConfig`), then the flags on top. Runnable on its own as
+``python -m tailwise.cmd_sidecar sidecar ...`` (tests use that).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``sidecar`` command to ``app``."""
+
+    @app.command("sidecar")
+    def sidecar(
+        config: Annotated[Path | None, typer.Option(
+            "--config", "-c", help="Config file (.toml or .json).")] = None,
+        listen: Annotated[str | None, typer.Option(
+            "--listen", help="HOST:PORT to bind (default 127.0.0.1:50051; port 0 = any).")] = None,
+        metrics_port: Annotated[int | None, typer.Option(
+            "--metrics-port", help="Prometheus port (default 9464; 0 = any; -1 = off).")] = None,
+        metrics_host: Annotated[str | None, typer.Option(
+            "--metrics-host", help="Prometheus bind address (default 127.0.0.1).")] = None,
+        storage: Annotated[str | None, typer.Option(
+            "--storage", help="Optuna storage: journal file or RDB URL "
+                              "(default STATE_DIR/study.journal).")] = None,
+        study: Annotated[str | None, typer.Option("--study", help="Study name.")] = None,
+        state_dir: Annotated[Path | None, typer.Option(
+            "--state-dir", help="Where version counter, policy and partition persist.")] = None,
+        token: Annotated[str | None, typer.Option(
+            "--token", help="Bearer token clients must send (visible in ps: prefer "
+                            "--token-file).")] = None,
+        token_file: Annotated[Path | None, typer.Option(
+            "--token-file", help="File holding the bearer token.")] = None,
+        tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="PEM certificate.")] = None,
+        tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key.")] = None,
+        insecure: Annotated[bool, typer.Option(
+            "--insecure", help="Allow a non-local bind without TLS or token.")] = False,
+        initial_policy: Annotated[Path | None, typer.Option(
+            "--initial-policy", help="Frozen policy file to publish first (default FCFS).")] = None,
+        trial_window_s: Annotated[float | None, typer.Option(
+            "--trial-window-s", help="Replay window, engine seconds.")] = None,
+        round_every_s: Annotated[float | None, typer.Option(
+            "--round-every-s", help="Engine seconds between rounds (default: the window).")] = None,
+        n_trials: Annotated[int | None, typer.Option(
+            "--n-trials", help="Optuna trials per round.")] = None,
+        min_requests: Annotated[int | None, typer.Option(
+            "--min-requests", help="Finished requests a round needs in the window.")] = None,
+        no_loop: Annotated[bool, typer.Option(
+            "--no-loop", help="Serve policies and ingest telemetry, but do not tune.")] = False,
+        testing_allow_unchecked_push: Annotated[bool, typer.Option(
+            "--testing-allow-unchecked-push", hidden=True,
+            help="TESTING ONLY: SetPolicy(unchecked) may publish unvalidated policies.")] = False,
+        log_level: Annotated[str, typer.Option("--log-level", help="Logging level.")] = "INFO",
+    ) -> None:
+        """Run the learner sidecar beside one or more engines."""
+        from learner.config import (
+            ConfigError,
+            SidecarConfig,
+            config_from_mapping,
+            load_config_file,
+        )
+        from learner.server import run_sidecar
+        from learner.state import StateError
+
+        err = Console(stderr=True)
+        logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            data: dict[str, Any] = load_config_file(config) if config else {}
+            flags: dict[str, Any] = {
+                "listen": listen, "metrics_port": metrics_port, "metrics_host": metrics_host,
+                "storage": storage, "study": study, "state_dir": state_dir,
+                "tls_cert": tls_cert, "tls_key": tls_key, "initial_policy": initial_policy,
+            }
+            data.update({k: v for k, v in flags.items() if v is not None})
+            if token is not None and token_file is not None:
+                raise ConfigError("token: give --token or --token-file, not both")
+            if token_file is not None:
+                try:
+                    data["token"] = token_file.read_text().strip()
+                except OSError as exc:
+                    raise ConfigError(f"token_file: cannot read {token_file} "
+                                      f"({exc.strerror})") from exc
+            elif token is not None:
+                data["token"] = token
+            if insecure:
+                data["insecure"] = True
+            if testing_allow_unchecked_push:
+                data["testing_allow_unchecked_push"] = True
+            window = dict(data.get("window") or {})
+            if trial_window_s is not None:
+                window["trial_window_s"] = trial_window_s
+            if min_requests is not None:
+                window["min_requests"] = min_requests
+            if window:
+                data["window"] = window
+            loop = dict(data.get("loop") or {})
+            if round_every_s is not None:
+                loop["round_every_s"] = round_every_s
+            if n_trials is not None:
+                loop["n_trials"] = n_trials
+            if no_loop:
+                loop["enabled"] = False
+            if loop:
+                data["loop"] = loop
+            cfg = config_from_mapping(data, SidecarConfig())
+            code = run_sidecar(cfg)
+        except (ConfigError, StateError) as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+        raise typer.Exit(code)
+
+
+def _standalone() -> typer.Typer:  # pragma: no cover - exercised through subprocesses
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+    @app.callback()
+    def _main() -> None:
+        """tailwise sidecar (standalone entry point)."""
+
+    register(app)
+    return app
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _standalone()()

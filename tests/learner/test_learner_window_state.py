@@ -1,0 +1,200 @@
+"""Telemetry window (engine-time, trace reconstruction, counted rejects) and persistence."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from learner_helpers import events_batch
+
+from learner.metrics import SidecarMetrics
+from learner.publisher import PolicyStore, PromotionPaused
+from learner.state import StateError, StateFile
+from learner.window import TelemetryWindow
+from proto.tailwise.v1 import policy_pb2 as pb
+from scorer.policy import Mode, PolicyError, Source, neutral_policy
+
+
+def test_trace_is_rebuilt_from_arrival_and_finish_events() -> None:
+    w = TelemetryWindow()
+    b = pb.EngineEvent(engine_id="e")
+    # r1 arrives at 10 (prompt 300, 100 cached), r2 at 11.5; finishes out of order
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="r1", time=10.0,
+                   arrival_time=10.0, prompt_tokens=300, cached_tokens=100, slo_class="batch")
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="r2", time=11.5,
+                   arrival_time=11.5, prompt_tokens=50)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_FIRST_TOKEN, request_id="r2", time=12.0)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_FINISHED, request_id="r2", time=13.0,
+                   output_tokens=7)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_FINISHED, request_id="r1", time=20.0,
+                   output_tokens=90)
+    assert w.apply(b) == 5
+    assert w.engine_now() == 20.0 and w.engine_start() == 10.0
+    tr = w.trace(since=0.0)
+    assert tr is not None
+    assert list(tr.arrival_s) == [0.0, 1.5]
+    assert list(tr.prompt_tokens) == [300, 50]
+    assert list(tr.output_tokens) == [90, 7]
+    assert tr.slo_classes == ["batch", ""]
+    assert tr.meta["cached_tokens"] == [100, 0]
+    assert tr.meta["engine_t0"] == 10.0
+    # only arrivals inside the window
+    tr2 = w.trace(since=11.0)
+    assert tr2 is not None and list(tr2.prompt_tokens) == [50]
+    # routing features: uncached prompt tokens, in arrival order
+    assert w.take_unlearned() == [200.0, 50.0]
+    assert w.take_unlearned() == []
+
+
+def test_finish_without_seen_arrival_still_counts_when_it_carries_the_fields() -> None:
+    w = TelemetryWindow()
+    b = pb.EngineEvent(engine_id="e")
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_FINISHED, request_id="lost-arrival", time=5.0,
+                   arrival_time=2.0, prompt_tokens=40, output_tokens=3)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_FINISHED, request_id="unknown", time=6.0,
+                   output_tokens=3)  # no arrival anywhere: cannot be replayed
+    rejected: list[str] = []
+    w._on_reject = lambda reason, n: rejected.append(reason)
+    assert w.apply(b) == 1
+    assert rejected == ["incomplete_finish"]
+    assert w.take_unlearned() == [40.0]
+
+
+@pytest.mark.parametrize(("mutate", "reason"), [
+    (lambda e: setattr(e, "time", math.nan), "bad_time"),
+    (lambda e: setattr(e, "time", -1.0), "bad_time"),
+    (lambda e: setattr(e, "time", 1e300), "bad_time"),
+    (lambda e: setattr(e, "request_id", ""), "bad_request_id"),
+    (lambda e: setattr(e, "request_id", "x" * 10_000), "bad_request_id"),
+    (lambda e: setattr(e, "prompt_tokens", -5), "negative_count"),
+    (lambda e: setattr(e, "prompt_tokens", 0), "bad_prompt_tokens"),
+    (lambda e: setattr(e, "kind", 0), "unknown_kind"),
+    (lambda e: setattr(e, "kind", 42), "unknown_kind"),
+])
+def test_malformed_events_are_counted_not_raised(mutate: object, reason: str) -> None:
+    seen: list[str] = []
+    w = TelemetryWindow(on_reject=lambda r, n: seen.append(r))
+    b = pb.EngineEvent(engine_id="e")
+    ev = b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="r", time=1.0,
+                        arrival_time=1.0, prompt_tokens=10)
+    mutate(ev)  # type: ignore[operator]
+    assert w.apply(b) == 0
+    assert seen == [reason]
+    assert w.engine_now() is None  # a rejected stamp never moves the engine clock
+
+
+def test_malformed_steps_are_counted() -> None:
+    seen: list[str] = []
+    w = TelemetryWindow(on_reject=lambda r, n: seen.append(r))
+    b = pb.EngineEvent(engine_id="e")
+    b.steps.add(time=1.0, step_time_s=math.inf)
+    b.steps.add(time=1.0, step_time_s=0.01, kv_usage=7.0)
+    b.steps.add(time=1.0, step_time_s=0.01, waiting=-3)
+    b.steps.add(time=2.0, step_time_s=0.01, kv_usage=0.5, running=3)
+    assert w.apply(b) == 1
+    assert seen == ["bad_step_time", "bad_kv_usage", "negative_count"]
+    assert [s.running for s in w.recent_steps()] == [3]
+
+
+def test_window_bounds_evict_and_count() -> None:
+    evicted: list[str] = []
+    w = TelemetryWindow(max_requests=10, max_pending=5,
+                        on_evict=lambda what, n: evicted.append(what))
+    w.apply(events_batch(25))
+    assert len(w) == 10
+    assert evicted.count("finished") == 15
+    b = pb.EngineEvent(engine_id="e")
+    for i in range(8):
+        b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id=f"p{i}", time=100.0 + i,
+                       prompt_tokens=5)
+    w.apply(b)
+    assert evicted.count("pending") == 3
+
+
+def test_engines_do_not_mix_request_ids() -> None:
+    w = TelemetryWindow()
+    a = pb.EngineEvent(engine_id="A")
+    a.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="r", time=1.0, prompt_tokens=10)
+    b = pb.EngineEvent(engine_id="B")
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="r", time=2.0, prompt_tokens=99)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_FINISHED, request_id="r", time=3.0, output_tokens=1)
+    w.apply(a)
+    w.apply(b)
+    tr = w.trace(0.0)
+    assert tr is not None and list(tr.prompt_tokens) == [99]
+
+
+# -- persistence -----------------------------------------------------------------------------
+def test_version_counter_and_policy_survive_a_restart(tmp_path: Path) -> None:
+    st = StateFile(tmp_path)
+    store = PolicyStore(st, SidecarMetrics())
+    assert store.current().version == 1
+    pub = store.publish(neutral_policy().replace(mode=Mode.BOOST), source=Source.LEARNED)
+    assert pub.version == 2 and pub.policy is not None and pub.policy.source is Source.LEARNED
+    # reopen: the same version and policy are in force, the counter continues
+    store2 = PolicyStore(StateFile(tmp_path), SidecarMetrics())
+    assert store2.current().version == 2
+    assert store2.last_good() == pub.policy
+    assert store2.publish(neutral_policy(), source=Source.BASELINE).version == 3
+
+
+def test_invalid_publish_burns_no_version(tmp_path: Path) -> None:
+    import dataclasses
+
+    from scorer.policy import SafetyParams
+
+    store = PolicyStore(StateFile(tmp_path), SidecarMetrics())
+    bad = dataclasses.replace(neutral_policy(), safety=SafetyParams(max_boost_s=10, aging_s=5))
+    with pytest.raises(PolicyError, match=r"safety\.max_boost_s"):
+        store.publish(bad, source=Source.LEARNED)
+    assert store.current().version == 1
+    assert StateFile(tmp_path).state.version == 1
+
+
+def test_unchecked_publish_keeps_last_good_and_advances_the_counter(tmp_path: Path) -> None:
+    from proto import codec
+
+    store = PolicyStore(StateFile(tmp_path), SidecarMetrics())
+    msg = codec.policy_to_proto(neutral_policy())
+    msg.boost.gamma = math.nan
+    pub = store.publish_unchecked(msg)
+    assert pub.version == 2 and pub.policy is None and math.isnan(pub.msg.boost.gamma)
+    assert store.last_good().version == 1
+    # restart: the unchecked version is never re-issued and never restored
+    store2 = PolicyStore(StateFile(tmp_path), SidecarMetrics())
+    assert store2.current().version == 1
+    assert store2.publish(neutral_policy(), source=Source.BASELINE).version == 3
+
+
+def test_kill_switch_pauses_promotion_and_persists(tmp_path: Path) -> None:
+    store = PolicyStore(StateFile(tmp_path), SidecarMetrics())
+    store.publish(neutral_policy().replace(mode=Mode.BOOST), source=Source.LEARNED)
+    pub = store.kill("incident 42")
+    assert pub.policy is not None and pub.policy.mode is Mode.FCFS
+    assert "incident 42" in pub.policy.note
+    with pytest.raises(PromotionPaused):
+        store.publish(neutral_policy(), source=Source.LEARNED, automatic=True)
+    store2 = PolicyStore(StateFile(tmp_path), SidecarMetrics())
+    assert store2.paused
+    store2.set_paused(False)
+    assert store2.publish(neutral_policy().replace(mode=Mode.BOOST), source=Source.LEARNED,
+                          automatic=True).version == 4
+
+
+def test_corrupt_state_is_refused_not_reset(tmp_path: Path) -> None:
+    StateFile(tmp_path).update(version=41)
+    path = tmp_path / "sidecar_state.json"
+    doc = json.loads(path.read_text())
+    assert doc["state"]["version"] == 41
+    path.write_text(path.read_text()[:20])
+    with pytest.raises(StateError, match="refusing to start"):
+        StateFile(tmp_path)
+
+
+def test_state_writes_are_atomic_files(tmp_path: Path) -> None:
+    st = StateFile(tmp_path)
+    for v in range(1, 30):
+        assert st.issue_version() == v
+    assert [p.name for p in tmp_path.iterdir()] == ["sidecar_state.json"]
