@@ -51,7 +51,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 
 class ObjectiveError(ValueError):
@@ -65,7 +65,7 @@ class ObjectiveKind(StrEnum):
 
 
 #: Optuna study direction of each objective
-DIRECTIONS: dict[ObjectiveKind, str] = {
+DIRECTIONS: dict[ObjectiveKind, Literal["maximize", "minimize"]] = {
     ObjectiveKind.REWARD: "maximize",
     ObjectiveKind.P99_TTLT: "minimize",
     ObjectiveKind.GOODPUT: "maximize",
@@ -98,6 +98,13 @@ class ObjectiveConfig:
     short_threshold: int = 1024
 
     def __post_init__(self) -> None:
+        if isinstance(self.latency_stats, list):  # from a config file
+            object.__setattr__(self, "latency_stats", tuple(self.latency_stats))
+        if isinstance(self.lambdas, Mapping):
+            try:
+                object.__setattr__(self, "lambdas", Lambdas(**self.lambdas))
+            except TypeError as exc:
+                raise ObjectiveError(f"objective.lambdas: {exc}") from None
         if not isinstance(self.kind, ObjectiveKind):
             try:
                 object.__setattr__(self, "kind", ObjectiveKind(self.kind))
@@ -129,7 +136,7 @@ class ObjectiveConfig:
             )
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Literal["maximize", "minimize"]:
         return DIRECTIONS[self.kind]
 
 

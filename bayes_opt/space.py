@@ -1,65 +1,84 @@
 """The search space: which policy parameters a study tunes, per mode (define-by-run).
 
-:func:`suggest_params` asks an Optuna trial for the parameters of ``cfg.mode`` (only those
-the mode uses: a boost variant that sets γ itself does not get a γ, EWSJF does not get
-MemGuard, ...); :func:`params_to_policy` turns them into a validated
+:func:`suggest_params` asks an Optuna trial for exactly the parameters the mode's
+scheduler reads (``scorer/{boost,ewsjf,kairos,tailwise}.py``), conditionally: DistBoost
+fits γ itself so it gets no γ; tailwise asks for α and ``max_queues`` only when its
+boosts are partition-aware. Parameters a mode ignores would be pure noise dimensions for
+the sampler. :func:`params_to_policy` turns the answers into a validated
 :class:`~scorer.policy.Policy` on top of a base policy; :func:`policy_to_params` is the
-inverse used to enqueue the champion, clipped into the space. Anything invalid (a
-parameter out of the policy's range, NaN, a missing or mistyped value, a partition with
-more queues than ``max_queues``) raises :class:`~scorer.policy.PolicyError` — the trial
-fails cleanly and the candidate is never pushed.
+inverse used to enqueue the champion, clipped into the space. Anything invalid (a value
+out of the policy's range, NaN, a missing or mistyped value, a partition with more queues
+than ``max_queues``) raises :class:`~scorer.policy.PolicyError` naming the parameter —
+the trial fails cleanly and the candidate is never pushed.
 
 Parameters (names are what optuna-dashboard shows):
 
-=========================== ========================= ==================================
-name                        modes                     maps to
-=========================== ========================= ==================================
-``ewsjf.{w}.a``             ewsjf, tailwise           ``ewsjf.{w}.a``, w ∈ base/urg/fair
-``ewsjf.{w}.c_per_1k``      ewsjf, tailwise           ``ewsjf.{w}.c = c_per_1k / 1000``
-``ewsjf.alpha``             ewsjf, tailwise [*]       Refine split threshold α
-``ewsjf.max_queues``        ewsjf, tailwise [*]       Prune bound
-``boost.gamma`` (log)       boost, tailwise (uni)     γ of b_γ(w)
-``boost.ada_target_s``      boost, tailwise (ada)     γ-Ada target tail TTLT
-``boost.memguard_theta_s``  boost, tailwise           MemGuard θ (log)
-``boost.memguard_ratio``    boost, tailwise           MemGuard r (log)
-``boost.partition_aware``   tailwise                  scale boosts by partition queue
-``slo.urgency``             tailwise                  add SLO urgency to the order
-``slo.window`` / decode_cap kairos                    Kairos scoring window / decode cap
-``safety.aging_s`` (log)    all                       aging bound
-``safety.max_boost_frac``   all                       ``max_boost_s = frac · aging_s``
-``preemption.cache_aware``  all                       victim by re-admission cost
-``preemption.anti_thrash``  all                       protect restored requests
-=========================== ========================= ==================================
+=============================== ====================== ===============================
+name                            modes                  maps to
+=============================== ====================== ===============================
+``ewsjf.{w}.a``                 ewsjf                  ``ewsjf.{w}.a``, w: base/urg/fair
+``ewsjf.{w}.c_per_1k``          ewsjf                  ``ewsjf.{w}.c = c_per_1k / 1000``
+``ewsjf.alpha`` (log)           ewsjf, tailwise [*]    Refine split threshold α
+``ewsjf.max_queues`` (log)      ewsjf, tailwise [*]    Prune bound
+``boost.gamma`` (log)           boost, tailwise [†]    γ of b_γ(w)
+``boost.memguard_theta_s`` (log) boost, tailwise       MemGuard θ
+``boost.memguard_ratio`` (log)  boost, tailwise        MemGuard r
+``boost.partition_aware``       tailwise               committed work from the queue's b̄
+``slo.urgency``                 tailwise               EDF on TTFT deadlines, boosted
+``safety.max_boost_frac``       boost, tailwise        ``max_boost_s = frac · aging_s``
+``safety.aging_s`` (log)        ewsjf, boost, tailwise aging bound
+``preemption.cache_aware``      boost, tailwise        victim by re-admission cost
+``preemption.anti_thrash``      boost, tailwise        protect restored requests
+``preemption.priority_band_s``  boost, tailwise        equal-priority band (log)
+``slo.window`` (log)            kairos                 Kairos scoring window
+``slo.decode_cap``              kairos                 slack-guided decode cap
+=============================== ====================== ===============================
 
-[*] only with ``SpaceConfig.search_partition``: α and ``max_queues`` act through the
-partition, so they are searched only when the objective re-partitions the window with
-them (see :mod:`bayes_opt.tuner`); otherwise they are noise dimensions and keep the base
-policy's values. ``max_boost_s`` is searched as a fraction of ``aging_s`` so the safety
-envelope ``max_boost_s ≤ aging_s`` holds by construction. ``c`` is searched per 1000
-tokens so its range has the same scale as ``a`` (b̄ is in tokens).
+[*] With ``SpaceConfig.search_partition`` (default), and in tailwise mode only when
+``boost.partition_aware`` is on: α and ``max_queues`` act through the partition, so
+:func:`suggest_policy` gives each such candidate its own partition with
+:func:`refine_partition` (the learner's partition pruned to the candidate's
+``max_queues`` and, given the window, refined once with its α). Otherwise they keep the
+base policy's values and the learner's partition is used as is.
+[†] UniBoost, and γ-Ada, where it is the starting γ (what a replay sees); not DistBoost.
+
+By default (``around_base=4``) every log-scale parameter is searched within a factor 4
+of the base policy's value: the base (the shipped defaults, or an operator's frozen
+policy) is measured-good, and online tuning refines it rather than wandering over
+orders of magnitude — on a shifted workload random draws from the full ranges almost
+never beat the defaults, draws near them often do. ``around_base=None`` searches the
+full ranges.
+
+``max_boost_s`` is searched as a fraction of ``aging_s`` so the safety envelope
+``max_boost_s ≤ aging_s`` holds by construction (modes that do not boost keep the base
+value, clipped to ``aging_s``). ``c`` is searched per 1000 tokens so its range has the
+scale of ``a`` (b̄ is in tokens). Booleans are searched only with ``search_switches``.
 
 >>> from optuna.trial import FixedTrial
 >>> from scorer.policy import Policy, Mode
->>> cfg = SpaceConfig(mode=Mode.BOOST)
->>> params = {"boost.gamma": 2.0, "boost.memguard_theta_s": 0.1,
-...           "boost.memguard_ratio": 2.0, "safety.aging_s": 40.0,
-...           "safety.max_boost_frac": 0.5, "preemption.cache_aware": True,
-...           "preemption.anti_thrash": True}
+>>> cfg = SpaceConfig(mode=Mode.BOOST, search_switches=False)
+>>> params = {"boost.gamma": 0.2, "boost.memguard_theta_s": 0.1,
+...           "boost.memguard_ratio": 2.0, "safety.aging_s": 200.0,
+...           "safety.max_boost_frac": 0.5, "preemption.priority_band_s": 600.0}
 >>> p = suggest_policy(FixedTrial(params), Policy(), (), cfg)
 >>> p.mode.value, p.boost.gamma, p.safety.max_boost_s
-('boost', 2.0, 20.0)
+('boost', 0.2, 100.0)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import optuna
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped,unused-ignore]
 
+from partitioner.refine_prune import STATE_KIND, STATE_VERSION, RefinePrune
 from scorer.policy import (
     BoostVariant,
     EwsjfParams,
@@ -94,15 +113,19 @@ class SpaceConfig:
     alpha: Range = (0.25, 8.0)
     max_queues: tuple[int, int] = (2, 64)
     gamma: Range = (0.01, 50.0)
-    ada_target_s: Range = (1.0, 300.0)
     memguard_theta_s: Range = (0.001, 5.0)
     memguard_ratio: Range = (1.1, 8.0)
     aging_s: Range = (5.0, 600.0)
-    max_boost_frac: Range = (0.0, 1.0)
+    max_boost_frac: Range = (0.1, 1.0)
+    priority_band_s: Range = (1.0, 3600.0)
     kairos_window: tuple[int, int] = (8, 512)
     #: also search the booleans (cache-aware/anti-thrash preemption, partition-aware
-    #: boosts, SLO urgency); off keeps the base policy's choices
-    search_switches: bool = True
+    #: boosts, SLO urgency, Kairos decode cap); off (default) keeps the base policy's
+    #: choices, which are design decisions measured offline
+    search_switches: bool = False
+    #: log-scale parameters are searched within [v / f, v · f] of the base policy's value
+    #: v (intersected with the ranges above); None searches the full ranges
+    around_base: float | None = 4.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, Mode):
@@ -114,11 +137,19 @@ class SpaceConfig:
             raise SpaceError("space.mode", "fcfs has no parameters to tune")
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if isinstance(v, list):  # from a config file
+                v = tuple(v)
+                object.__setattr__(self, f.name, v)
             if isinstance(v, tuple):
+                if len(v) != 2 or not all(
+                    isinstance(x, int | float) and not isinstance(x, bool) for x in v
+                ):
+                    raise SpaceError(f"space.{f.name}", f"must be a (low, high) pair, got {v!r}")
                 lo, hi = v
                 if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                     raise SpaceError(f"space.{f.name}", f"must be finite with low <= high, got {v!r}")
-        for name in ("gamma", "ada_target_s", "memguard_theta_s", "memguard_ratio", "aging_s"):
+        for name in ("alpha", "gamma", "memguard_theta_s", "memguard_ratio", "aging_s",
+                     "priority_band_s"):
             if getattr(self, name)[0] <= 0:
                 raise SpaceError(f"space.{name}", "log-scale range must be > 0")
         if self.memguard_ratio[0] <= 1.0:
@@ -127,55 +158,107 @@ class SpaceConfig:
             raise SpaceError("space.max_boost_frac", "must lie within [0, 1]")
         if self.max_queues[0] < 1 or self.kairos_window[0] < 1:
             raise SpaceError("space.max_queues", "integer ranges must start at >= 1")
+        fac = self.around_base
+        if fac is not None and (isinstance(fac, bool) or not isinstance(fac, int | float)
+                                or not math.isfinite(fac) or fac <= 1.0):
+            raise SpaceError("space.around_base",
+                             f"must be None or a finite number > 1, got {fac!r}")
 
-    def uses(self, part: str) -> bool:
-        """Whether the mode tunes a parameter group: ewsjf, boost, tailwise, kairos."""
-        m = self.mode
-        return {
-            "ewsjf": m in (Mode.EWSJF, Mode.TAILWISE),
-            "boost": m in (Mode.BOOST, Mode.TAILWISE),
-            "tailwise": m is Mode.TAILWISE,
-            "kairos": m is Mode.KAIROS,
-        }[part]
+    def box(self, rng: Range, value: float) -> Range:
+        """``rng`` narrowed to ``[value / f, value · f]`` (f = :attr:`around_base`).
+
+        >>> SpaceConfig().box((0.01, 50.0), 0.1)
+        (0.025, 0.4)
+        >>> SpaceConfig().box((0.01, 50.0), 100.0)  # a base value outside: its edge
+        (12.5, 50.0)
+        """
+        lo, hi = rng
+        f = self.around_base
+        if f is None or not (isinstance(value, int | float) and math.isfinite(value)) or value <= 0:
+            return rng
+        v = min(max(float(value), lo), hi)
+        return (max(lo, v / f), min(hi, v * f))
+
+    @property
+    def boosts(self) -> bool:
+        """Whether the mode's scheduler is a γ-boost (boost, tailwise)."""
+        return self.mode in (Mode.BOOST, Mode.TAILWISE)
 
 
 def suggest_params(trial: optuna.trial.BaseTrial, base: Policy, cfg: SpaceConfig) -> dict[str, Any]:
-    """Ask ``trial`` for this mode's parameters (define-by-run); returns name → value."""
+    """Ask ``trial`` for this mode's parameters (define-by-run); returns name → value.
+
+    Raises :class:`SpaceError` naming the parameter when the trial cannot answer (a
+    fixed value that is missing, NaN, not a number or not one of the choices).
+    """
     p: dict[str, Any] = {}
-    fl = trial.suggest_float
-    if cfg.uses("ewsjf"):
+    ask = _Asker(trial, p)
+    mode = cfg.mode
+    if mode is Mode.EWSJF:
         for w in WEIGHTS:
-            p[f"ewsjf.{w}.a"] = fl(f"ewsjf.{w}.a", *cfg.weight_a)
-            p[f"ewsjf.{w}.c_per_1k"] = fl(f"ewsjf.{w}.c_per_1k", *cfg.weight_c_per_1k)
-        if cfg.search_partition:
-            p["ewsjf.alpha"] = fl("ewsjf.alpha", *cfg.alpha, log=True)
-            p["ewsjf.max_queues"] = trial.suggest_int("ewsjf.max_queues", *cfg.max_queues, log=True)
-    if cfg.uses("boost"):
-        variant = base.boost.variant
-        if variant is BoostVariant.UNI:
+            ask.real(f"ewsjf.{w}.a", cfg.weight_a)
+            ask.real(f"ewsjf.{w}.c_per_1k", cfg.weight_c_per_1k)
+    partitioned = mode is Mode.EWSJF
+    if mode is Mode.TAILWISE:
+        if cfg.search_switches:
+            ask.switch("boost.partition_aware", (False, True))
+        partitioned = bool(p.get("boost.partition_aware", base.boost.partition_aware))
+    if partitioned and cfg.search_partition:
+        e = base.ewsjf
+        ask.real("ewsjf.alpha", cfg.box(cfg.alpha, e.alpha), log=True)
+        mq = cfg.box(cfg.max_queues, e.max_queues)
+        ask.integer("ewsjf.max_queues", (math.floor(mq[0]), math.ceil(mq[1])), log=True)
+    if cfg.boosts:
+        if base.boost.variant is not BoostVariant.DIST:
             lo = max(cfg.gamma[0], base.boost.gamma_min)
             hi = min(cfg.gamma[1], base.boost.gamma_max)
             if lo > hi:
                 raise SpaceError("boost.gamma", f"space {cfg.gamma} and the base policy's "
                                  f"[gamma_min, gamma_max] do not overlap")
-            p["boost.gamma"] = fl("boost.gamma", lo, hi, log=True)
-        elif variant is BoostVariant.ADA:
-            p["boost.ada_target_s"] = fl("boost.ada_target_s", *cfg.ada_target_s, log=True)
-        p["boost.memguard_theta_s"] = fl("boost.memguard_theta_s", *cfg.memguard_theta_s, log=True)
-        p["boost.memguard_ratio"] = fl("boost.memguard_ratio", *cfg.memguard_ratio, log=True)
-    if cfg.uses("tailwise") and cfg.search_switches:
-        p["boost.partition_aware"] = trial.suggest_categorical("boost.partition_aware", (True, False))
-        p["slo.urgency"] = trial.suggest_categorical("slo.urgency", (False, True))
-    if cfg.uses("kairos"):
-        p["slo.window"] = trial.suggest_int("slo.window", *cfg.kairos_window, log=True)
+            ask.real("boost.gamma", cfg.box((lo, hi), base.boost.gamma), log=True)
+        b = base.boost
+        ask.real("boost.memguard_theta_s", cfg.box(cfg.memguard_theta_s, b.memguard_theta_s),
+                 log=True)
+        ask.real("boost.memguard_ratio", cfg.box(cfg.memguard_ratio, b.memguard_ratio), log=True)
+        ask.real("safety.max_boost_frac", cfg.max_boost_frac)
+        band = cfg.box(cfg.priority_band_s, base.preemption.priority_band_s)
+        ask.real("preemption.priority_band_s", band, log=True)
         if cfg.search_switches:
-            p["slo.decode_cap"] = trial.suggest_categorical("slo.decode_cap", (True, False))
-    p["safety.aging_s"] = fl("safety.aging_s", *cfg.aging_s, log=True)
-    p["safety.max_boost_frac"] = fl("safety.max_boost_frac", *cfg.max_boost_frac)
-    if cfg.search_switches:
-        p["preemption.cache_aware"] = trial.suggest_categorical("preemption.cache_aware", (True, False))
-        p["preemption.anti_thrash"] = trial.suggest_categorical("preemption.anti_thrash", (True, False))
+            ask.switch("preemption.cache_aware", (True, False))
+            ask.switch("preemption.anti_thrash", (True, False))
+    if mode is Mode.TAILWISE and cfg.search_switches:
+        ask.switch("slo.urgency", (False, True))
+    if mode is Mode.KAIROS:
+        win = cfg.box(cfg.kairos_window, base.slo.window)
+        ask.integer("slo.window", (math.floor(win[0]), math.ceil(win[1])), log=True)
+        if cfg.search_switches:
+            ask.switch("slo.decode_cap", (True, False))
+    if mode is not Mode.KAIROS:
+        ask.real("safety.aging_s", cfg.box(cfg.aging_s, base.safety.aging_s), log=True)
     return p
+
+
+class _Asker:
+    """Wraps a trial's ``suggest_*`` so every failure names its parameter."""
+
+    def __init__(self, trial: optuna.trial.BaseTrial, out: dict[str, Any]) -> None:
+        self.trial = trial
+        self.out = out
+
+    def real(self, name: str, rng: Range, log: bool = False) -> None:
+        self._ask(name, lambda: self.trial.suggest_float(name, rng[0], rng[1], log=log))
+
+    def integer(self, name: str, rng: tuple[int, int], log: bool = False) -> None:
+        self._ask(name, lambda: self.trial.suggest_int(name, rng[0], rng[1], log=log))
+
+    def switch(self, name: str, choices: tuple[bool, bool]) -> None:
+        self._ask(name, lambda: self.trial.suggest_categorical(name, choices))
+
+    def _ask(self, name: str, fn: Callable[[], Any]) -> None:
+        try:
+            self.out[name] = fn()
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SpaceError(name, str(exc)) from exc
 
 
 def params_to_policy(
@@ -202,7 +285,6 @@ def params_to_policy(
         boost = dataclasses.replace(
             b,
             gamma=_f(params, "boost.gamma", b.gamma),
-            ada_target_s=_f(params, "boost.ada_target_s", b.ada_target_s),
             memguard_theta_s=_f(params, "boost.memguard_theta_s", b.memguard_theta_s),
             memguard_ratio=_f(params, "boost.memguard_ratio", b.memguard_ratio),
             partition_aware=_b(params, "boost.partition_aware", b.partition_aware),
@@ -220,12 +302,13 @@ def params_to_policy(
                 raise SpaceError("safety.max_boost_frac", f"must be in [0, 1], got {frac!r}")
             max_boost = min(frac * aging, aging)
         else:
-            max_boost = base.safety.max_boost_s
+            max_boost = min(base.safety.max_boost_s, aging)  # unused by the mode
         safety = SafetyParams(max_boost_s=max_boost, aging_s=aging)
         pr = base.preemption
         preemption = dataclasses.replace(
             pr, cache_aware=_b(params, "preemption.cache_aware", pr.cache_aware),
             anti_thrash=_b(params, "preemption.anti_thrash", pr.anti_thrash),
+            priority_band_s=_f(params, "preemption.priority_band_s", pr.priority_band_s),
         )
         queues = reweight(partition, ewsjf)
         return base.replace(
@@ -239,28 +322,36 @@ def params_to_policy(
 
 
 def suggest_policy(
-    trial: optuna.trial.BaseTrial, base: Policy, partition: Sequence[QueueSpec], cfg: SpaceConfig
+    trial: optuna.trial.BaseTrial,
+    base: Policy,
+    partition: Sequence[QueueSpec],
+    cfg: SpaceConfig,
+    values: npt.NDArray[Any] | None = None,
+    seed: int = 0,
 ) -> Policy:
-    """:func:`suggest_params` then :func:`params_to_policy`; Optuna's own complaints about
-    a fixed value (missing, not a number, not a choice) become :class:`SpaceError`."""
-    try:
-        params = suggest_params(trial, base, cfg)
-    except PolicyError:
-        raise
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise SpaceError("params", str(exc)) from exc
+    """The candidate policy of ``trial``: :func:`suggest_params`, then
+    :func:`params_to_policy` on ``partition`` — first passed through
+    :func:`refine_partition` with the candidate's α and ``max_queues`` when the space
+    searches them (``values``: the window's routing-feature values to refine on).
+    """
+    params = suggest_params(trial, base, cfg)
+    if "ewsjf.max_queues" in params:
+        shape = params_to_policy(params, base, (), cfg.mode)
+        partition = refine_partition(partition, shape.ewsjf, values, seed)
     return params_to_policy(params, base, partition, cfg.mode)
 
 
-def policy_to_params(policy: Policy, cfg: SpaceConfig) -> dict[str, Any]:
+def policy_to_params(policy: Policy, cfg: SpaceConfig, base: Policy | None = None) -> dict[str, Any]:
     """The space's parameters of ``policy``, clipped into the space (to enqueue it).
 
-    The tuner evaluates the champion itself, not its clipped image; the params only tell
-    the sampler where the champion sits.
+    ``base`` is the base policy the space is built on (default: ``policy`` itself); it
+    decides the ranges (see ``around_base``) and, with switches off, which conditional
+    parameters exist. The tuner evaluates the champion itself, not its clipped image;
+    the params only tell the sampler where the champion sits.
     """
     sampled: dict[str, Any] = {}
     probe = _Probe(policy, cfg)
-    suggest_params(probe, policy, cfg)  # records the distributions the mode uses
+    suggest_params(probe, base if base is not None else policy, cfg)  # records distributions
     for name, dist in probe.dists.items():
         sampled[name] = _clip(probe.values[name], dist)
     return sampled
@@ -275,6 +366,54 @@ def reweight(queues: Sequence[QueueSpec], ewsjf: EwsjfParams) -> tuple[QueueSpec
         )
         for q in queues
     )
+
+
+def refine_partition(
+    partition: Sequence[QueueSpec],
+    ewsjf: EwsjfParams,
+    values: npt.NDArray[Any] | None = None,
+    seed: int = 0,
+) -> tuple[QueueSpec, ...]:
+    """``partition`` pruned to ``ewsjf.max_queues`` and, with ``values``, refined once.
+
+    One Refine-and-Prune pass (:class:`partitioner.refine_prune.RefinePrune`) with the
+    candidate's α and ``max_queues``, starting from the learner's current partition, over
+    the window's prompt lengths (the routing feature; prefix-cache hits are unknown before
+    replay, so uncached = prompt). That is what the partition would become at the next
+    refresh if the candidate were in force, so α and ``max_queues`` act on the replay as
+    they would online. Weights come from ``ewsjf``'s linear weights. Raises
+    :class:`~scorer.policy.PolicyError` for parameters the partitioner rejects.
+    """
+    loose = dataclasses.replace(
+        ewsjf,
+        max_queues=max(ewsjf.max_queues, len(partition), 1),
+        reservoir_size=max(ewsjf.reservoir_size, 16),
+    )
+    plain = Policy(ewsjf=loose, queues=tuple(partition)).to_dict()
+    reservoir: list[float] = []
+    if values is not None and len(values):
+        v = np.asarray(values, dtype=np.float64)
+        reservoir = [float(x) for x in v[np.isfinite(v) & (v >= 0)][-loose.reservoir_size:]]
+    state = {
+        "kind": STATE_KIND,
+        "state_version": STATE_VERSION,
+        "seed": seed,
+        "params": plain["ewsjf"],
+        "reservoir": reservoir,
+        "since_refresh": 0,
+        "last_refresh_t": None,
+        "skipped": 0,
+        "refreshes": 0,
+        "queues": plain["queues"],
+    }
+    rp = RefinePrune.from_state(state)
+    # one OpenMP thread: scikit-learn's k-means on a few thousand 1-D points is ~100x
+    # slower with its default thread pool (thread start-up/spin dominates the work)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        rp.update_params(dataclasses.replace(ewsjf, reservoir_size=loose.reservoir_size))
+        if reservoir:
+            rp.refresh(0.0, force=True)
+    return rp.partition()
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -303,7 +442,7 @@ def _clip(value: Any, dist: optuna.distributions.BaseDistribution) -> Any:
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         return value if value in dist.choices else dist.choices[0]
     if isinstance(dist, optuna.distributions.IntDistribution):
-        return int(min(max(int(round(value)), dist.low), dist.high))
+        return min(max(round(float(value)), dist.low), dist.high)
     if isinstance(dist, optuna.distributions.FloatDistribution):
         v = float(value)
         return dist.low if not math.isfinite(v) else min(max(v, dist.low), dist.high)
@@ -350,6 +489,7 @@ __all__ = [
     "SpaceError",
     "params_to_policy",
     "policy_to_params",
+    "refine_partition",
     "reweight",
     "suggest_params",
     "suggest_policy",

@@ -29,13 +29,15 @@ continues the same study (same trials, same attributes) from either backend.
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -75,10 +77,8 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         self._clock = clock
 
     def record_heartbeat(self, trial_id: int) -> None:
-        try:
+        with contextlib.suppress(UpdateFinishedTrialError):  # finished between two beats
             self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, float(self._clock()))
-        except UpdateFinishedTrialError:
-            pass  # the trial finished between two beats
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         assert self.heartbeat_interval is not None
@@ -154,13 +154,15 @@ def open_storage(
         if spec.startswith("sqlite"):
             kwargs["engine_kwargs"] = {"connect_args": {"timeout": 30}}
         try:
-            return RDBStorage(
-                spec,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=heartbeat_stale_trial_callback,
-                **kwargs,
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat_interval
+                return RDBStorage(
+                    spec,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=heartbeat_stale_trial_callback,
+                    **kwargs,
+                )
         except Exception as exc:  # SQLAlchemy / driver errors
             raise StorageError(f"storage {spec!r}: cannot open ({exc})") from exc
     path = journal_path(spec)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from tailwise import __version__, cmd_policy, cmd_sidecar, cmd_simulate
+from tailwise import (
+    __version__,
+    cmd_dashboard,
+    cmd_freeze,
+    cmd_policy,
+    cmd_sidecar,
+    cmd_simulate,
+)
 
 app = typer.Typer(
     name="tailwise",
@@ -32,6 +39,8 @@ def main(
 cmd_simulate.register(app)
 cmd_sidecar.register(app)
 cmd_policy.register(app)
+cmd_freeze.register(app)
+cmd_dashboard.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,96 @@
+"""Freeze a study's policy into a frozen policy file (schema-versioned, sha256-hashed).
+
+``which="champion"``: the policy the tuner last recorded as in force (study user attribute
+``tailwise:champion``: the promoted challenger of the latest round, the champion it kept,
+or what the learner recorded with :meth:`bayes_opt.tuner.Tuner.set_champion`).
+
+``which="best"``: the best COMPLETE trial of the *latest round* that has a policy.
+Objective values of different rounds come from different windows (different load and
+mix), so they are not compared with each other; within a round every trial replayed the
+same window. A study with no rounds (live-only trials) falls back to the best trial of
+the whole study.
+
+The file is written by :func:`scorer.frozen.save` (atomic, ``source=frozen``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from bayes_opt.storage import StorageError, open_storage
+from bayes_opt.tuner import ATTR_CHAMPION
+from scorer import frozen
+from scorer.policy import Policy, PolicyError
+
+WHICH = ("best", "champion")
+
+
+class FreezeError(ValueError):
+    """No policy can be frozen from the study; the message says why."""
+
+
+def load_study(storage: str, study_name: str) -> optuna.Study:
+    """Open an existing study read-only-ish (no heartbeat, no new storage created)."""
+    try:
+        st = open_storage(storage, heartbeat_interval=None, must_exist=True)
+    except StorageError as exc:
+        raise FreezeError(str(exc)) from exc
+    try:
+        return optuna.load_study(study_name=study_name, storage=st)
+    except KeyError:
+        names = [s.study_name for s in st.get_all_studies()]
+        raise FreezeError(
+            f"study {study_name!r} not found in {storage!r}; studies there: {names or 'none'}"
+        ) from None
+
+
+def select_policy(study: optuna.Study, which: str = "best") -> tuple[Policy, str]:
+    """The policy to freeze and a one-line description of where it came from."""
+    if which not in WHICH:
+        raise FreezeError(f"which: must be one of {list(WHICH)}, got {which!r}")
+    if which == "champion":
+        data = study.user_attrs.get(ATTR_CHAMPION)
+        if data is None:
+            raise FreezeError(f"study {study.study_name!r} has no champion recorded yet "
+                              "(no tuning round finished)")
+        return _policy(data, "champion"), f"champion of study {study.study_name!r}"
+    trials = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if isinstance(t.user_attrs.get("policy"), dict)
+        and t.value is not None and math.isfinite(t.value)
+    ]
+    rounds = [t.user_attrs["round"] for t in trials if isinstance(t.user_attrs.get("round"), int)]
+    if rounds:
+        last = max(rounds)
+        trials = [t for t in trials if t.user_attrs.get("round") == last]
+    if not trials:
+        raise FreezeError(f"study {study.study_name!r} has no completed trial with a policy")
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+    best: FrozenTrial = max(trials, key=lambda t: sign * float(t.values[0]))
+    where = f"trial {best.number} (value {best.values[0]:.6g}"
+    where += f", round {last})" if rounds else ")"
+    return _policy(best.user_attrs["policy"], f"trial {best.number}"), where
+
+
+def freeze_study(
+    storage: str, study_name: str, out: str | Path, which: str = "best"
+) -> tuple[Path, Policy, str]:
+    """Write the selected policy of ``study_name`` to ``out``; returns path, policy, origin."""
+    study = load_study(storage, study_name)
+    policy, where = select_policy(study, which)
+    note = policy.note or f"frozen from study {study_name!r}, {where}"
+    path = frozen.save(policy.replace(note=note), out)
+    return path, frozen.load(path), where
+
+
+def _policy(data: object, what: str) -> Policy:
+    if not isinstance(data, dict):
+        raise FreezeError(f"{what}: stored policy is not an object")
+    try:
+        return Policy.from_dict(data)
+    except PolicyError as exc:
+        raise FreezeError(f"{what}: stored policy is invalid: {exc}") from exc

@@ -1,0 +1,600 @@
+"""The tuner: one Optuna study, tuned round by round on replay windows (or live).
+
+A **round** (:meth:`Tuner.tune`) scores candidate policies on one window of recent
+traffic:
+
+1. The window is capped (:func:`bayes_opt.window.cap_window`), fingerprinted, and its
+   drift from the previous round's window is measured (KS on prompt and output lengths;
+   the reference sketch is persisted in the study, so drift survives restarts).
+2. The FCFS baseline is replayed once for the window (cached by the evaluator).
+3. The **champion** — the policy in force, ``current``, exactly as given — is enqueued as
+   the round's first trial with its parameters (clipped into the space, so the sampler
+   knows where it sits) and measured on the new window.
+4. ``n_trials − 1`` **challengers** are sampled by Optuna (TPE by default, seeded and
+   modelling after ``n_startup_trials`` = 4 trials; the GP sampler with ``sampler="gp"``;
+   never a hand-written optimizer) from :mod:`bayes_opt.space` — by default a box of ×/÷4
+   around ``base_policy``'s values. A challenger is ``base_policy`` + the trial's
+   parameters + its partition (the learner's partition, refined once with the
+   candidate's α/max_queues over the window when the space searches them; see
+   :func:`bayes_opt.space.refine_partition`). Invalid candidates raise
+   :class:`~scorer.policy.PolicyError` and the trial FAILs; an objective that is NaN or
+   infinite is returned as NaN, which Optuna records as FAILED.
+5. **Gate**: the best COMPLETE challenger is promoted only if it beats the champion's value
+   on the same window by more than ``cfg.margin`` (relative, see
+   :func:`bayes_opt.objective.improvement`). No finite champion value ⇒ no promotion.
+
+Every trial carries user attributes for optuna-dashboard: ``round``, ``window_id``,
+``window_requests``, ``role`` (champion/challenger/live), the drift figures, the reward
+components ``C``/``L``/``S``/``U``, headline metrics and the candidate ``policy`` (a dict,
+used by :mod:`bayes_opt.freeze`). The study's user attributes hold the round counter, the
+objective kind and the champion policy.
+
+**Live mode** (:meth:`Tuner.ask_live` / :meth:`Tuner.tell_live`, Optuna's ask-and-tell
+interface): the learner pushes the asked policy, lets the engine serve a trial window,
+and tells the engine's own metrics summary; a heartbeat thread keeps the RUNNING trial
+alive meanwhile, so a sidecar that dies mid-window leaves a trial that heartbeat logic
+fails later.
+
+Replay cost is bounded by ``max_window_requests`` (default 2000; ~0.1 s per trial for
+1000 requests on the H100 model) and, optionally, ``round_timeout_s``. The sampler's seed
+is offset by the number of trials already in the study, so a restarted sidecar does not
+repeat its earlier random draws. Trial values of different rounds come from different
+windows; only values within a round are compared (the gate, :mod:`bayes_opt.freeze`).
+
+The tuner is not thread-safe; the learner calls it from one background thread.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.trial import FrozenTrial, TrialState
+
+from bayes_opt.objective import (
+    ObjectiveConfig,
+    evaluate,
+    improvement,
+)
+from bayes_opt.replay import Evaluator, ReplayEvaluator, metrics_config
+from bayes_opt.space import SpaceConfig, policy_to_params, suggest_params, suggest_policy
+from bayes_opt.storage import DEFAULT_HEARTBEAT_S, open_storage
+from bayes_opt.window import Drift, LengthSketch, WindowError, cap_window, drift, fingerprint
+from scorer.policy import Policy, PolicyError, QueueSpec
+from scorer.step_time import StepTimeModel, StepTimeModelError
+from simulator.engine import EngineConfig
+from simulator.traces import Trace
+
+ATTR_ROUND = "tailwise:round"
+ATTR_OBJECTIVE = "tailwise:objective"
+ATTR_CHAMPION = "tailwise:champion"
+ATTR_LAST_ROUND = "tailwise:last_round"
+SYS_DRIFT_REF = "tailwise:drift_ref"
+#: enqueued-trial marker: the champion of the round with this token
+ATTR_CHAMPION_TOKEN = "champion_token"
+
+SAMPLERS = ("tpe", "gp", "random")
+
+
+class TunerError(RuntimeError):
+    """The tuner cannot proceed (misconfiguration, incompatible study, unknown trial)."""
+
+
+class TunerConfigError(ValueError):
+    """A tuner configuration value is out of range; the message names the field."""
+
+
+@dataclass(frozen=True)
+class TunerConfig:
+    #: journal file path (default), ``sqlite:///...`` / ``postgresql://...``, or ``memory``
+    storage: str = "tailwise-study.journal"
+    study_name: str = "tailwise"
+    #: "tpe" (default), "gp" (needs torch), "random"
+    sampler: str = "tpe"
+    seed: int = 0
+    #: trials the sampler draws at random before modelling (Optuna's default is 10; EWSJF
+    #: converges in 5-8 trials, so we start modelling early)
+    n_startup_trials: int = 4
+    #: relative improvement a challenger needs over the champion to be promoted
+    margin: float = 0.02
+    max_window_requests: int = 2000
+    #: "tail" (most recent requests) or "thin" (every k-th, time-compressed)
+    window_cap: str = "tail"
+    #: windows with fewer requests are not tuned on (too noisy)
+    min_window_requests: int = 20
+    #: wall-clock bound of one round, seconds (None: only n_trials bounds it)
+    round_timeout_s: float | None = None
+    heartbeat_interval: int | None = DEFAULT_HEARTBEAT_S
+    grace_period: int | None = None
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    #: engine step-time model for replay; None = the base policy's
+    model: StepTimeModel | None = None
+    #: k-means seed of the per-candidate Refine-and-Prune pass
+    partition_seed: int = 0
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, value: Any, what: str) -> None:
+            if not ok:
+                raise TunerConfigError(f"tuner.{name}: must be {what}, got {value!r}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        # sub-configs given as plain tables (a config file) become their dataclasses
+        for name, cls in (("objective", ObjectiveConfig), ("space", SpaceConfig),
+                          ("engine", EngineConfig)):
+            v = getattr(self, name)
+            if isinstance(v, Mapping):
+                try:
+                    object.__setattr__(self, name, cls(**v))
+                except TypeError as exc:
+                    raise TunerConfigError(f"tuner.{name}: {exc}") from None
+        if isinstance(self.model, Mapping):
+            try:
+                object.__setattr__(self, "model", StepTimeModel.from_dict(dict(self.model)))
+            except StepTimeModelError as exc:
+                raise TunerConfigError(f"tuner.model: {exc}") from None
+        need(self.model is None or isinstance(self.model, StepTimeModel), "model", self.model,
+             "None or a step-time model")
+        for name, cls in (("objective", ObjectiveConfig), ("space", SpaceConfig),
+                          ("engine", EngineConfig)):
+            need(isinstance(getattr(self, name), cls), name, getattr(self, name),
+                 f"a {cls.__name__}")
+        try:
+            self.engine.validate()
+        except ValueError as exc:
+            raise TunerConfigError(f"tuner.engine: {exc}") from None
+        need(isinstance(self.storage, str) and bool(self.storage), "storage", self.storage,
+             "a non-empty string")
+        need(isinstance(self.study_name, str) and bool(self.study_name), "study_name",
+             self.study_name, "a non-empty string")
+        need(self.sampler in SAMPLERS, "sampler", self.sampler, f"one of {list(SAMPLERS)}")
+        need(is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        need(is_int(self.n_startup_trials) and self.n_startup_trials >= 0, "n_startup_trials",
+             self.n_startup_trials, "an integer >= 0")
+        need(isinstance(self.margin, int | float) and math.isfinite(self.margin)
+             and self.margin >= 0, "margin", self.margin, "finite and >= 0")
+        need(is_int(self.max_window_requests) and self.max_window_requests >= 1,
+             "max_window_requests", self.max_window_requests, "an integer >= 1")
+        need(self.window_cap in ("tail", "thin"), "window_cap", self.window_cap,
+             "'tail' or 'thin'")
+        need(is_int(self.min_window_requests) and self.min_window_requests >= 1,
+             "min_window_requests", self.min_window_requests, "an integer >= 1")
+        need(self.round_timeout_s is None or (isinstance(self.round_timeout_s, int | float)
+             and math.isfinite(self.round_timeout_s) and self.round_timeout_s > 0),
+             "round_timeout_s", self.round_timeout_s, "None or > 0")
+        for name in ("heartbeat_interval", "grace_period"):
+            v = getattr(self, name)
+            need(v is None or (is_int(v) and v > 0), name, v, "None or an integer > 0")
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    number: int
+    state: str
+    value: float | None
+    role: str
+    params: dict[str, Any]
+    components: dict[str, float | None]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    #: challenger that beat the champion by the margin (version/created_at are the
+    #: learner's to set), else None
+    promoted: Policy | None
+    trials: list[TrialSummary]
+    best_value: float | None
+    drift: float | None
+    champion_value: float | None = None
+    #: relative improvement of the best challenger over the champion (> 0 = better)
+    improvement: float | None = None
+    best_trial: int | None = None
+    window_id: str = ""
+    window_requests: int = 0
+    round: int = 0
+    reason: str = ""
+
+
+class Tuner:
+    """Bayesian meta-optimization of policies over one Optuna study (module docstring)."""
+
+    def __init__(
+        self,
+        cfg: TunerConfig,
+        base_policy: Policy,
+        *,
+        evaluator: Evaluator | None = None,
+        storage: BaseStorage | None = None,
+    ) -> None:
+        base_policy.validate()
+        self.cfg = cfg
+        self.base = base_policy
+        self.storage = storage if storage is not None else open_storage(
+            cfg.storage, heartbeat_interval=cfg.heartbeat_interval, grace_period=cfg.grace_period
+        )
+        direction = cfg.objective.direction
+        try:
+            self.study = optuna.create_study(
+                storage=self.storage, study_name=cfg.study_name, direction=direction,
+                load_if_exists=True,
+            )
+        except ValueError as exc:
+            raise TunerError(f"study {cfg.study_name!r}: {exc}") from exc
+        have = self.study.direction.name.lower()
+        if have != direction:
+            raise TunerError(
+                f"study {cfg.study_name!r} was created to {have} but objective "
+                f"{cfg.objective.kind.value!r} needs to {direction}; use another study name"
+            )
+        kind = self.study.user_attrs.get(ATTR_OBJECTIVE)
+        if kind is None:
+            self.study.set_user_attr(ATTR_OBJECTIVE, cfg.objective.kind.value)
+        elif kind != cfg.objective.kind.value:
+            raise TunerError(
+                f"study {cfg.study_name!r} holds {kind!r} values; objective "
+                f"{cfg.objective.kind.value!r} would not be comparable; use another study name"
+            )
+        # offset the seed by the trials already there, so a restarted sidecar does not
+        # replay the random draws it made before the restart
+        n_existing = len(self.study.get_trials(deepcopy=False))
+        self.study.sampler = make_sampler(cfg, cfg.seed + n_existing)
+        self.evaluator: Evaluator = evaluator if evaluator is not None else ReplayEvaluator(
+            cfg.engine, metrics_config(base_policy, cfg.objective.short_threshold), cfg.model
+        )
+        self._current = base_policy
+        self._partition: tuple[QueueSpec, ...] = base_policy.queues
+        self._live: dict[int, tuple[optuna.Trial, _Beat, Policy]] = {}
+        self._live_baseline: Mapping[str, Any] | None = None
+        self.fail_stale_trials()
+
+    # -- rounds ---------------------------------------------------------------------------
+    def tune(
+        self, window: Trace, current: Policy, partition: tuple[QueueSpec, ...], n_trials: int
+    ) -> RoundResult:
+        """One round on ``window``; see the module docstring. ``n_trials`` counts the
+        champion's trial."""
+        if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+            raise TunerConfigError(f"n_trials: must be an integer >= 1, got {n_trials!r}")
+        current.validate()
+        self._current, self._partition = current, tuple(partition)
+        window = cap_window(window, self.cfg.max_window_requests, self.cfg.window_cap)
+        wid = fingerprint(window)
+        rnd = self._next_round()
+        if len(window) < self.cfg.min_window_requests:
+            return RoundResult(None, [], None, None, window_id=wid, window_requests=len(window),
+                               round=rnd, reason=f"window has {len(window)} requests, fewer "
+                               f"than min_window_requests={self.cfg.min_window_requests}")
+        dr = self._drift(window)
+        base_summary = self.evaluator.baseline(window)
+        token = uuid.uuid4().hex
+        common: dict[str, Any] = {
+            "round": rnd, "round_token": token, "window_id": wid,
+            "window_requests": len(window), **(dr.as_attrs() if dr else {"drift": None}),
+        }
+        self.study.enqueue_trial(
+            policy_to_params(current, self.cfg.space, self.base),
+            user_attrs={ATTR_CHAMPION_TOKEN: token, "role": "champion"},
+        )
+        policies: dict[int, Policy] = {}
+        prompts = window.prompt_tokens
+
+        def objective(trial: optuna.Trial) -> float:
+            champion = trial.user_attrs.get(ATTR_CHAMPION_TOKEN) == token
+            for k, v in common.items():
+                trial.set_user_attr(k, v)
+            trial.set_user_attr("role", "champion" if champion else "challenger")
+            try:
+                if champion:
+                    suggest_params(trial, self.base, self.cfg.space)  # fixed: records params
+                    policy = current
+                else:
+                    policy = self._candidate(trial, prompts)
+                policies[trial.number] = policy
+                trial.set_user_attr("policy", policy.to_dict())
+                summary = self.evaluator.run(window, policy)
+            except Exception as exc:
+                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+                raise
+            return _score(trial, summary, base_summary, self.cfg.objective)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            self.study.optimize(
+                objective, n_trials=n_trials, timeout=self.cfg.round_timeout_s,
+                catch=(Exception,), gc_after_trial=False,
+            )
+        trials = [
+            t for t in self.study.get_trials(deepcopy=False)
+            if t.user_attrs.get("round_token") == token
+        ]
+        result = self._gate(trials, policies, rnd, wid, len(window), dr)
+        self._record_round(result, current)
+        return result
+
+    def _candidate(self, trial: optuna.trial.BaseTrial, prompts: Any) -> Policy:
+        return suggest_policy(trial, self.base, self._partition, self.cfg.space, prompts,
+                              self.cfg.partition_seed)
+
+    def _gate(self, trials: Sequence[FrozenTrial], policies: Mapping[int, Policy], rnd: int,
+              wid: str, n: int, dr: Drift | None) -> RoundResult:
+        direction = self.cfg.objective.direction
+        sign = 1.0 if direction == "maximize" else -1.0
+        champ = next((t for t in trials if t.user_attrs.get("role") == "champion"), None)
+        champ_value = _finite_value(champ)
+        done = [t for t in trials
+                if t.user_attrs.get("role") == "challenger" and _finite_value(t) is not None]
+        best = max(done, key=lambda t: sign * float(t.values[0])) if done else None
+        best_value = _finite_value(best)
+        values = [v for v in (champ_value, best_value) if v is not None]
+
+        def result(reason: str, promoted: Policy | None = None,
+                   imp: float | None = None) -> RoundResult:
+            return RoundResult(
+                promoted=promoted, trials=[_summarise(t) for t in trials],
+                best_value=max(values, key=lambda v: sign * v) if values else None,
+                drift=dr.value if dr else None, champion_value=champ_value,
+                improvement=imp if imp is not None and math.isfinite(imp) else None,
+                best_trial=best.number if best is not None else None, window_id=wid,
+                window_requests=n, round=rnd, reason=reason,
+            )
+
+        if best is None or best_value is None:
+            return result("no challenger completed")
+        if champ_value is None:
+            return result("the champion has no finite value on this window; nothing is promoted")
+        imp = improvement(best_value, champ_value, direction)
+        if not imp > self.cfg.margin:
+            return result(f"best challenger (trial {best.number}) improves by {imp:.4g}, "
+                          f"not more than the margin {self.cfg.margin}", imp=imp)
+        policy = policies.get(best.number) or Policy.from_dict(best.user_attrs["policy"])
+        policy = policy.replace(note=f"study={self.cfg.study_name} round={rnd} trial={best.number}")
+        return result(f"trial {best.number} beats the champion by {imp:.4g} > margin "
+                      f"{self.cfg.margin}", promoted=policy, imp=imp)
+
+    def _record_round(self, res: RoundResult, current: Policy) -> None:
+        champion = res.promoted if res.promoted is not None else current
+        self.study.set_user_attr(ATTR_CHAMPION, champion.to_dict())
+        self.study.set_user_attr(ATTR_LAST_ROUND, {
+            "round": res.round, "window_id": res.window_id, "drift": res.drift,
+            "champion_value": res.champion_value, "best_value": res.best_value,
+            "best_trial": res.best_trial, "promoted": res.promoted is not None,
+            "improvement": res.improvement, "reason": res.reason,
+        })
+
+    def set_champion(self, policy: Policy) -> None:
+        """Record the policy actually in force (after the learner stamped its version)."""
+        policy.validate()
+        self._current = policy
+        self.study.set_user_attr(ATTR_CHAMPION, policy.to_dict())
+
+    def _next_round(self) -> int:
+        rnd = int(self.study.user_attrs.get(ATTR_ROUND, 0)) + 1
+        self.study.set_user_attr(ATTR_ROUND, rnd)
+        return rnd
+
+    def _drift(self, window: Trace) -> Drift | None:
+        sysattrs = self.study._storage.get_study_system_attrs(self.study._study_id)
+        ref: LengthSketch | None = None
+        if SYS_DRIFT_REF in sysattrs:
+            try:
+                ref = LengthSketch.from_json(sysattrs[SYS_DRIFT_REF])
+            except WindowError:
+                ref = None  # a corrupt reference only costs one drift figure
+        dr = drift(ref, window) if ref is not None else None
+        self.study._storage.set_study_system_attr(
+            self.study._study_id, SYS_DRIFT_REF, LengthSketch.of(window).to_json()
+        )
+        return dr
+
+    # -- live reward ----------------------------------------------------------------------
+    def ask_live(
+        self, current: Policy | None = None, partition: tuple[QueueSpec, ...] | None = None,
+        *, max_tries: int = 16,
+    ) -> tuple[int, Policy]:
+        """A trial to serve live: (trial number, policy). Tell its metrics with
+        :meth:`tell_live`. Invalid candidates are failed and re-asked (``max_tries``)."""
+        if current is not None:
+            current.validate()
+            self._current = current
+        if partition is not None:
+            self._partition = tuple(partition)
+        self.fail_stale_trials()
+        last: Exception | None = None
+        for _ in range(max_tries):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "heartbeat is supposed to be used with optimize"
+                trial = self.study.ask()
+            beat = _Beat(self.study._storage, trial._trial_id)
+            trial.set_user_attr("role", "live")
+            try:
+                policy = self._candidate(trial, None)
+            except PolicyError as exc:
+                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+                beat.stop()
+                self.study.tell(trial, state=TrialState.FAIL)
+                last = exc
+                continue
+            trial.set_user_attr("policy", policy.to_dict())
+            self._live[trial.number] = (trial, beat, policy)
+            return trial.number, policy
+        raise TunerError(f"no valid live candidate in {max_tries} tries (last: {last})")
+
+    def tell_live(
+        self, trial_number: int, summary: Mapping[str, Any],
+        baseline: Mapping[str, Any] | None = None,
+    ) -> TrialSummary:
+        """Score a live trial from the engine's metrics summary over its window.
+
+        ``baseline`` (the same schema, e.g. the champion's previous window) feeds the
+        latency-gain and unfairness terms; it is remembered for later calls. A non-finite
+        objective FAILs the trial.
+        """
+        if baseline is not None:
+            self._live_baseline = baseline
+        entry = self._live.pop(trial_number, None)
+        if entry is not None:
+            trial: optuna.Trial | int = entry[0]
+            entry[1].stop()
+        else:  # asked before a restart: tell by number if it is still RUNNING
+            trial = trial_number
+            try:
+                state = self.study.get_trials(deepcopy=False)[trial_number].state
+            except IndexError:
+                raise TunerError(f"trial {trial_number} does not exist") from None
+            if state is not TrialState.RUNNING:
+                raise TunerError(f"trial {trial_number} is {state.name}, not RUNNING")
+        storage = self.study._storage
+        tid = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, trial_number)
+        handle = optuna.Trial(self.study, tid)
+        value, comp = evaluate(summary, self._live_baseline, self.cfg.objective)
+        for k, v in {**comp.as_attrs(), **_headline(summary),
+                     "has_baseline": self._live_baseline is not None}.items():
+            handle.set_user_attr(k, v)
+        if math.isfinite(value):
+            self.study.tell(trial, value)
+        else:
+            handle.set_user_attr("error", "objective is not finite")
+            self.study.tell(trial, state=TrialState.FAIL)
+        return _summarise(storage.get_trial(tid))
+
+    # -- housekeeping ---------------------------------------------------------------------
+    def fail_stale_trials(self) -> None:
+        """Fail RUNNING trials whose heartbeat is older than the grace period."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+
+    def close(self, *, fail_pending: bool = True) -> None:
+        """Stop live heartbeats; pending live trials are FAILed unless ``fail_pending``
+        is False (then they stay RUNNING and go stale after the grace period)."""
+        for number, (trial, beat, _) in list(self._live.items()):
+            beat.stop()
+            if fail_pending:
+                self.study.tell(trial, state=TrialState.FAIL)
+            del self._live[number]
+        remove = getattr(self.storage, "remove_session", None)
+        if callable(remove):
+            remove()
+
+
+# -- helpers ------------------------------------------------------------------------------
+def make_sampler(cfg: TunerConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """TPE (seeded, multivariate), GP (needs torch), or random."""
+    if cfg.sampler == "gp":
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise TunerConfigError(
+                "tuner.sampler: 'gp' needs PyTorch (pip install torch); use 'tpe' otherwise"
+            ) from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=cfg.n_startup_trials)
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=cfg.n_startup_trials, multivariate=True,
+        )
+
+
+def _score(trial: optuna.Trial, summary: Mapping[str, Any], baseline: Mapping[str, Any],
+           cfg: ObjectiveConfig) -> float:
+    value, comp = evaluate(summary, baseline, cfg)
+    for k, v in {**comp.as_attrs(), **_headline(summary)}.items():
+        trial.set_user_attr(k, v)
+    if not math.isfinite(value):
+        trial.set_user_attr("error", "objective is not finite")
+        return math.nan  # Optuna records the trial as FAILED
+    return value
+
+
+def _headline(summary: Mapping[str, Any]) -> dict[str, float | None]:
+    ov = summary.get("overall") if isinstance(summary, Mapping) else None
+    ov = ov if isinstance(ov, Mapping) else {}
+
+    def get(*path: str) -> float | None:
+        x: Any = ov
+        for p in path:
+            x = x.get(p) if isinstance(x, Mapping) else None
+        ok = isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+        return float(x) if ok else None
+
+    return {
+        "ttlt_mean": get("ttlt", "mean"), "ttlt_p99": get("ttlt", "p99"),
+        "ttft_mean": get("ttft", "mean"), "goodput_rps": get("goodput_rps"),
+        "slo_attainment": get("slo_attainment"),
+    }
+
+
+def _finite_value(t: FrozenTrial | None) -> float | None:
+    if t is None or t.state is not TrialState.COMPLETE or t.value is None:
+        return None
+    return float(t.value) if math.isfinite(t.value) else None
+
+
+def _summarise(t: FrozenTrial) -> TrialSummary:
+    comp = {k: t.user_attrs.get(k) for k in ("C", "L", "S", "U")}
+    return TrialSummary(
+        number=t.number, state=t.state.name,
+        value=float(t.value) if t.value is not None else None,
+        role=str(t.user_attrs.get("role", "")), params=dict(t.params), components=comp,
+        error=t.user_attrs.get("error"),
+    )
+
+
+class _Beat:
+    """A daemon thread recording a live trial's heartbeat until stopped (no-op without
+    heartbeat). Optuna's own heartbeat thread is non-daemon and tied to ``optimize``."""
+
+    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if is_heartbeat_enabled(storage):
+            assert isinstance(storage, BaseHeartbeat)
+            interval = storage.get_heartbeat_interval()
+            assert interval is not None
+            storage.record_heartbeat(trial_id)
+            self._thread = threading.Thread(
+                target=self._run, args=(storage, trial_id, float(interval)),
+                name=f"tailwise-heartbeat-{trial_id}", daemon=True,
+            )
+            self._thread.start()
+
+    def _run(self, storage: BaseHeartbeat, trial_id: int, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception:  # a storage hiccup must not kill the sidecar; next beat retries
+                time.sleep(0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+
+__all__ = [
+    "RoundResult",
+    "TrialSummary",
+    "Tuner",
+    "TunerConfig",
+    "TunerConfigError",
+    "TunerError",
+    "make_sampler",
+]

@@ -1,0 +1,287 @@
+"""Tuner rounds on a fake evaluator: gate, NaN handling, drift, resume, live mode."""
+
+from __future__ import annotations
+
+import builtins
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from bo_fakes import FakeEvaluator, make_trace, summary
+
+from bayes_opt.objective import ObjectiveConfig, ObjectiveKind, evaluate
+from bayes_opt.replay import ReplayEvaluator, metrics_config
+from bayes_opt.space import SpaceConfig
+from bayes_opt.tuner import Tuner, TunerConfig, TunerConfigError, TunerError
+from scorer.policy import (
+    BoostParams,
+    EwsjfParams,
+    Mode,
+    Policy,
+    PolicyError,
+    QueueSpec,
+    neutral_policy,
+)
+from scorer.step_time import H100_LLAMA3_8B
+from simulator.engine import EngineConfig
+
+CURRENT = Policy(mode=Mode.TAILWISE)  # γ = 0.1, off the fake's optimum γ = 0.3
+PARTITION = (QueueSpec(1, 1024, 200, 0.001), QueueSpec(1024, 20000, 3000, 0.00001))
+
+
+def tuner(tmp_path: Path | None = None, evaluator: Any = None, **cfg: Any) -> Tuner:
+    storage = str(tmp_path / "study.journal") if tmp_path is not None else "memory"
+    return Tuner(TunerConfig(storage=storage, **cfg), Policy(),
+                 evaluator=evaluator if evaluator is not None else FakeEvaluator())
+
+
+def test_a_challenger_that_beats_the_champion_by_the_margin_is_promoted() -> None:
+    fake = FakeEvaluator()
+    tu = tuner(evaluator=fake)
+    res = tu.tune(make_trace(), CURRENT, PARTITION, n_trials=10)
+    assert fake.policies[0] is CURRENT  # the champion is measured as it is
+    assert res.trials[0].role == "champion" and len(res.trials) == 10
+    assert {t.role for t in res.trials[1:]} == {"challenger"}
+    champ = evaluate(summary(fake.latency(CURRENT)), summary(4.0), ObjectiveConfig())[0]
+    assert res.champion_value == pytest.approx(champ)
+    assert res.promoted is not None and res.improvement is not None
+    assert res.improvement > tu.cfg.margin
+    assert res.best_value is not None and res.best_value > champ * (1 + tu.cfg.margin)
+    p = res.promoted
+    p.validate()
+    assert fake.latency(p) < fake.latency(CURRENT)
+    assert p.mode is Mode.TAILWISE and "round=1" in p.note
+    assert 1 <= len(p.queues) <= p.ewsjf.max_queues  # its own refined partition
+
+
+def test_a_champion_at_the_optimum_is_never_replaced() -> None:
+    best = CURRENT.replace(boost=BoostParams(gamma=FakeEvaluator.OPTIMUM))
+    res = tuner().tune(make_trace(), best, PARTITION, n_trials=12)
+    assert res.promoted is None
+    assert res.champion_value is not None and "margin" in res.reason
+    assert res.improvement is not None and res.improvement <= 0.02
+
+
+def test_the_margin_gates_small_improvements() -> None:
+    res = tuner(margin=10.0).tune(make_trace(), CURRENT, PARTITION, n_trials=8)
+    assert res.promoted is None and res.improvement is not None and 0 < res.improvement < 10
+
+
+def test_nan_objective_fails_the_trial_and_is_never_promoted() -> None:
+    # the good region (γ > 0.15) replays to NaN: those trials FAIL and cannot be promoted
+    fake = FakeEvaluator(nan_if=lambda p: p.boost.gamma > 0.15)
+    tu = tuner(evaluator=fake)
+    res = tu.tune(make_trace(), CURRENT, PARTITION, n_trials=16)
+    by_number = {t.number: t for t in tu.study.trials}
+    failed = [t for t in res.trials if t.state == "FAIL"]
+    assert failed, "the sampler should have tried γ > 1"
+    for t in res.trials:
+        gamma = by_number[t.number].params["boost.gamma"]
+        assert (t.state == "FAIL") == (gamma > 0.15)
+        if t.state == "FAIL":
+            assert t.value is None and t.error == "objective is not finite"
+    if res.promoted is not None:
+        assert res.promoted.boost.gamma <= 0.15
+
+
+def test_all_challengers_nan_means_no_promotion() -> None:
+    fake = FakeEvaluator(nan_if=lambda p: p is not CURRENT)
+    res = tuner(evaluator=fake).tune(make_trace(), CURRENT, PARTITION, n_trials=6)
+    assert [t.state for t in res.trials] == ["COMPLETE"] + ["FAIL"] * 5
+    assert res.promoted is None and res.reason == "no challenger completed"
+
+
+def test_a_champion_without_a_finite_value_blocks_promotion() -> None:
+    fake = FakeEvaluator(nan_if=lambda p: p is CURRENT)
+    res = tuner(evaluator=fake).tune(make_trace(), CURRENT, PARTITION, n_trials=6)
+    assert res.trials[0].state == "FAIL" and res.champion_value is None
+    assert any(t.state == "COMPLETE" for t in res.trials[1:])
+    assert res.promoted is None and "champion" in res.reason
+
+
+def test_invalid_candidates_fail_cleanly() -> None:
+    # without partition search, the learner's 2 queues exceed max_queues = 1 of the base
+    tu = Tuner(TunerConfig(storage="memory", space=SpaceConfig(search_partition=False)),
+               Policy(ewsjf=EwsjfParams(max_queues=1)), evaluator=FakeEvaluator())
+    res = tu.tune(make_trace(), CURRENT, PARTITION, n_trials=4)
+    assert res.trials[0].state == "COMPLETE"  # the champion is what runs, valid
+    assert all(t.state == "FAIL" and t.error and "queues" in t.error for t in res.trials[1:])
+    assert res.promoted is None
+
+
+def test_replay_window_is_capped_deterministically() -> None:
+    fake = FakeEvaluator()
+    tu = tuner(evaluator=fake, max_window_requests=50)
+    res = tu.tune(make_trace(300), CURRENT, PARTITION, n_trials=3)
+    assert fake.windows == [50, 50, 50] and res.window_requests == 50
+    assert all(t.user_attrs["window_requests"] == 50 for t in tu.study.trials)
+
+
+def test_too_small_window_is_not_tuned_on() -> None:
+    fake = FakeEvaluator()
+    res = tuner(evaluator=fake, min_window_requests=100).tune(
+        make_trace(40), CURRENT, PARTITION, n_trials=3)
+    assert res.trials == [] and res.promoted is None and "min_window_requests" in res.reason
+    assert fake.windows == []
+
+
+def test_trials_carry_dashboard_attributes() -> None:
+    tu = tuner()
+    tu.tune(make_trace(), CURRENT, PARTITION, n_trials=3)
+    for t in tu.study.trials:
+        a = t.user_attrs
+        assert a["round"] == 1 and len(a["window_id"]) == 16 and a["drift"] is None
+        assert {"C", "L", "S", "U", "ttlt_p99", "role", "policy"} <= set(a)
+        Policy.from_dict(a["policy"]).validate()
+    assert tu.study.user_attrs["tailwise:objective"] == "reward"
+    assert tu.study.user_attrs["tailwise:last_round"]["round"] == 1
+
+
+def test_drift_is_tracked_between_windows_and_survives_restart(tmp_path: Path) -> None:
+    w = make_trace(400, seed=1)
+    r1 = tuner(tmp_path).tune(w, CURRENT, PARTITION, n_trials=2)
+    assert r1.drift is None  # nothing to compare with yet
+    r2 = tuner(tmp_path).tune(make_trace(400, seed=2), CURRENT, PARTITION, n_trials=2)
+    assert r2.drift is not None and r2.drift < 0.15  # same workload, other sample
+    shifted = make_trace(400, seed=3, long_share=0.8)
+    r3 = tuner(tmp_path).tune(shifted, CURRENT, PARTITION, n_trials=2)
+    assert r3.drift is not None and r3.drift > 0.4
+    assert r3.drift > 3 * r2.drift
+    last = [t for t in tuner(tmp_path).study.trials if t.user_attrs["round"] == 3]
+    assert all(t.user_attrs["drift"] == pytest.approx(r3.drift) for t in last)
+
+
+def test_restart_resumes_the_study(tmp_path: Path) -> None:
+    t1 = tuner(tmp_path)
+    r1 = t1.tune(make_trace(), CURRENT, PARTITION, n_trials=4)
+    done = [(t.number, t.value) for t in t1.study.trials]
+    t1.close()
+    t2 = tuner(tmp_path)
+    assert [(t.number, t.value) for t in t2.study.trials] == done
+    r2 = t2.tune(make_trace(seed=5), CURRENT, PARTITION, n_trials=3)
+    assert (r1.round, r2.round) == (1, 2)
+    assert len(t2.study.trials) == 7
+    # the restarted sampler does not replay the random draws of the first process
+    p1 = [t.params["boost.gamma"] for t in t2.study.trials[1:4]]
+    p2 = [t.params["boost.gamma"] for t in t2.study.trials[5:7]]
+    assert not set(p1) & set(p2)
+
+
+def test_a_study_of_another_objective_is_refused(tmp_path: Path) -> None:
+    tuner(tmp_path).close()
+    with pytest.raises(TunerError, match="minimize"):
+        tuner(tmp_path, objective=ObjectiveConfig(kind=ObjectiveKind.P99_TTLT))
+    with pytest.raises(TunerError, match="goodput"):
+        tuner(tmp_path, objective=ObjectiveConfig(kind=ObjectiveKind.GOODPUT))
+
+
+def test_p99_objective_minimises() -> None:
+    tu = tuner(objective=ObjectiveConfig(kind=ObjectiveKind.P99_TTLT))
+    res = tu.tune(make_trace(), CURRENT, PARTITION, n_trials=8)
+    assert res.promoted is not None and res.best_value is not None
+    assert res.champion_value is not None and res.best_value < res.champion_value
+
+
+def test_gp_sampler(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    tu = tuner(sampler="gp", n_startup_trials=2)
+    res = tu.tune(make_trace(), CURRENT, PARTITION, n_trials=5)
+    assert type(tu.study.sampler).__name__ == "GPSampler"
+    assert sum(t.state == "COMPLETE" for t in res.trials) == 5
+
+    real_import = builtins.__import__
+
+    def no_torch(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "torch":
+            raise ImportError("No module named 'torch'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    with pytest.raises(TunerConfigError, match="pip install torch"):
+        tuner(sampler="gp")
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"sampler": "cmaes"}, "sampler"), ({"margin": -0.1}, "margin"),
+    ({"max_window_requests": 0}, "max_window_requests"), ({"window_cap": "head"}, "window_cap"),
+    ({"heartbeat_interval": 0}, "heartbeat_interval"), ({"seed": -1}, "seed"),
+])
+def test_config_errors_name_the_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(TunerConfigError, match=field):
+        TunerConfig(**kwargs)
+    with pytest.raises(TunerConfigError, match="n_trials"):
+        tuner().tune(make_trace(), CURRENT, PARTITION, n_trials=0)
+
+
+# -- live reward ----------------------------------------------------------------------------
+def test_live_ask_tell_scores_from_engine_metrics(tmp_path: Path) -> None:
+    tu = tuner(tmp_path)
+    n, policy = tu.ask_live(CURRENT, PARTITION)
+    policy.validate()
+    assert policy.mode is Mode.TAILWISE
+    running = tu.study.trials[n]
+    assert running.state.name == "RUNNING" and "tailwise:heartbeat" in running.system_attrs
+    got = tu.tell_live(n, summary(2.0), baseline=summary(4.0))
+    want = evaluate(summary(2.0), summary(4.0), ObjectiveConfig())[0]
+    assert got.state == "COMPLETE" and got.value == pytest.approx(want) and got.role == "live"
+    # NaN metrics ⇒ FAILED; the remembered baseline is used
+    n2, _ = tu.ask_live()
+    bad = tu.tell_live(n2, summary(None))
+    assert bad.state == "FAIL" and bad.value is None
+    with pytest.raises(TunerError, match="not RUNNING"):
+        tu.tell_live(n2, summary(2.0))
+    with pytest.raises(TunerError, match="does not exist"):
+        tu.tell_live(99, summary(2.0))
+
+
+def test_live_trial_can_be_told_after_a_restart(tmp_path: Path) -> None:
+    t1 = tuner(tmp_path)
+    n, _ = t1.ask_live(CURRENT, PARTITION)
+    t1.close(fail_pending=False)
+    t2 = tuner(tmp_path)
+    res = t2.tell_live(n, summary(2.0), baseline=summary(4.0))
+    assert res.state == "COMPLETE"
+
+
+def test_close_fails_pending_live_trials() -> None:
+    tu = tuner()
+    n, _ = tu.ask_live(CURRENT, PARTITION)
+    tu.close()
+    assert tu.study.trials[n].state.name == "FAIL"
+
+
+# -- the real replay evaluator -----------------------------------------------------------------
+def test_replay_evaluator_caches_the_fcfs_baseline() -> None:
+    ev = ReplayEvaluator(EngineConfig(), metrics_config(Policy()))
+    w = make_trace(150)
+    b1 = ev.baseline(w)
+    b2 = ev.baseline(make_trace(150))  # equal arrays ⇒ same fingerprint
+    assert ev.baseline_runs == 1 and b1 is b2
+    # differential: the neutral policy replays exactly like the baseline
+    run = ev.run(w, neutral_policy())
+    assert run["overall"]["ttlt"] == b1["overall"]["ttlt"]
+    assert math.isfinite(run["overall"]["ttlt"]["p99"])
+    ev.baseline(make_trace(150, seed=9))
+    assert ev.baseline_runs == 2
+    assert np.isfinite(evaluate(run, b1, ObjectiveConfig())[0])
+
+
+def test_config_from_plain_tables_as_a_config_file_gives_them() -> None:
+    cfg = TunerConfig(
+        storage="memory", objective={"kind": "p99_ttlt", "lambdas": {"starvation": 1.0},
+                                     "latency_stats": ["p99"]},
+        space={"mode": "boost", "gamma": [0.05, 0.5], "around_base": None},
+        engine={"num_gpu_blocks": 1000}, model=H100_LLAMA3_8B.to_dict(),
+    )
+    assert cfg.objective.kind is ObjectiveKind.P99_TTLT
+    assert cfg.objective.lambdas.starvation == 1.0 and cfg.objective.latency_stats == ("p99",)
+    assert cfg.space.mode is Mode.BOOST and cfg.space.gamma == (0.05, 0.5)
+    assert cfg.engine.num_gpu_blocks == 1000 and cfg.model == H100_LLAMA3_8B
+    with pytest.raises(TunerConfigError, match=r"tuner\.space"):
+        TunerConfig(space={"nope": 1})
+    with pytest.raises(TunerConfigError, match=r"tuner\.engine"):
+        TunerConfig(engine={"block_size": 0})
+    with pytest.raises(PolicyError, match=r"space\.gamma"):
+        TunerConfig(space={"gamma": [1.0]})
