@@ -155,25 +155,14 @@ class EwsjfPolicy(SchedulingPolicy):
         self._choice = (now, best)
         return best
 
-    def pop(self, now: float) -> ReqInfo:
-        req = self.peek(now)
-        if req is None:
-            raise IndexError("pop from an empty waiting queue")
-        self._drop(req)
-        return req
-
-    def _drop(self, req: ReqInfo) -> None:
-        del self._live[req]
+    def remove(self, req: ReqInfo) -> bool:
+        if self._live.pop(req, None) is None:
+            return False
         slot = self._slot(req.sched_queue)
         self._count[slot] -= 1
         if req.sched_queue == BUBBLE:
             self._bubble_len_sum -= req.uncached_prompt_tokens
         self._choice = None
-
-    def remove(self, req: ReqInfo) -> bool:
-        if req not in self._live:
-            return False
-        self._drop(req)
         return True
 
     def __len__(self) -> int:

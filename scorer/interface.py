@@ -57,9 +57,13 @@ class SchedulingPolicy(ABC):
     def peek(self, now: float) -> ReqInfo | None:
         """The request the engine should try to admit next, or ``None`` if empty."""
 
-    @abstractmethod
     def pop(self, now: float) -> ReqInfo:
         """Remove and return ``peek(now)``."""
+        req = self.peek(now)
+        if req is None:
+            raise IndexError("pop from an empty waiting queue")
+        self.remove(req)
+        return req
 
     @abstractmethod
     def remove(self, req: ReqInfo) -> bool:

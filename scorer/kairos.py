@@ -93,13 +93,6 @@ class KairosPolicy(SchedulingPolicy):
         self._choice = (now, best)
         return best
 
-    def pop(self, now: float) -> ReqInfo:
-        req = self.peek(now)
-        if req is None:
-            raise IndexError("pop from an empty waiting queue")
-        self.remove(req)
-        return req
-
     def remove(self, req: ReqInfo) -> bool:
         entry = self._live.pop(req, None)
         if entry is None:

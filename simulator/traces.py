@@ -292,9 +292,8 @@ def load_azure_csv(path: Path, skip_bad: bool = False) -> Trace:
     return rows.build(path.stem, {"format": "azure"})
 
 
-def load_mooncake_jsonl(path: Path, skip_bad: bool = False) -> Trace:
-    """Mooncake / FAST'25: ``{"timestamp": ms, "input_length", "output_length", "hash_ids"}``."""
-    rows = _Rows(str(path), skip_bad)
+def _json_records(path: Path, rows: _Rows) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, object) for each JSONL line; blank lines skipped, bad ones reported."""
     for line, text in _open_lines(path):
         if not text.strip():
             continue
@@ -306,6 +305,13 @@ def load_mooncake_jsonl(path: Path, skip_bad: bool = False) -> Trace:
         if not isinstance(rec, dict):
             rows.bad(line, "expected a JSON object")
             continue
+        yield line, rec
+
+
+def load_mooncake_jsonl(path: Path, skip_bad: bool = False) -> Trace:
+    """Mooncake / FAST'25: ``{"timestamp": ms, "input_length", "output_length", "hash_ids"}``."""
+    rows = _Rows(str(path), skip_bad)
+    for line, rec in _json_records(path, rows):
         ts = _parse_number(rec.get("timestamp"))
         rows.add(line, None if ts is None else ts / 1000.0, rec.get("input_length"),
                  rec.get("output_length"), hashes=rec.get("hash_ids"),
@@ -330,17 +336,7 @@ def load_generic(path: Path, skip_bad: bool = False, columns: dict[str, str] | N
 
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
         cols: dict[str, str] | None = None
-        for line, text in _open_lines(path):
-            if not text.strip():
-                continue
-            try:
-                rec = json.loads(text)
-            except json.JSONDecodeError as exc:
-                rows.bad(line, f"invalid JSON ({exc.msg})")
-                continue
-            if not isinstance(rec, dict):
-                rows.bad(line, "expected a JSON object")
-                continue
+        for line, rec in _json_records(path, rows):
             if cols is None:
                 cols = _pick_columns(rec.keys(), str(path), columns)
             rows.add(line, stamp(rec.get(cols["arrival"])), rec.get(cols["prompt"]),
