@@ -31,7 +31,7 @@ from planner.model import (
     batch_peak,
     evaluate,
 )
-from planner.sorted_f import sorted_f, sorted_f_batches
+from planner.sorted_f import sorted_f_batches, sorted_f_schedule
 
 __all__ = [
     "EXACT_MAX_N",
@@ -56,6 +56,6 @@ __all__ = [
     "plan_backlog",
     "run_method",
     "solve_exact",
-    "sorted_f",
     "sorted_f_batches",
+    "sorted_f_schedule",
 ]

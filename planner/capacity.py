@@ -54,7 +54,7 @@ def capacity_sweep(prompts: IntArray, outputs: IntArray, target_mean: float,
             seen[m] = CapacityPoint(m, mean, mean <= target_mean)
         return seen[m]
 
-    grid = sorted({int(round(x)) for x in np.geomspace(lower, upper, max(points, 2))})
+    grid = sorted({round(x) for x in np.geomspace(lower, upper, max(points, 2))})
     first_ok: int | None = None
     last_bad: int | None = None
     for m in grid:

@@ -121,9 +121,3 @@ def eager(instance: Instance, order: Sequence[int] | IntArray, method: str,
     return Schedule(method=method, start=start, order=ids.copy(), batches=bt, dispatch="eager",
                     runtime_s=runtime_s + time.perf_counter() - t0)
 
-
-def order_from_starts(start: IntArray, tiebreak: IntArray | None = None) -> IntArray:
-    """Requests by start step; ties by ``tiebreak`` (e.g. dispatch position)."""
-    if tiebreak is None:
-        return np.argsort(start, kind="stable").astype(np.int64)
-    return np.lexsort((tiebreak, start)).astype(np.int64)

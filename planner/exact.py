@@ -14,8 +14,10 @@ Formulation (unit-time model, the paper's analysis): binary ``x[i,s] = 1`` iff r
     subject to Σ_s x[i,s] = 1                                   (each request starts once)
                Σ_i Σ_{s ≤ t < s+o_i} (p_i + t − s + 1)·x[i,s] ≤ M  for every step t
                Σ_i Σ_s s·x[i,s] ≤ U − Σ o_i                      (no worse than the incumbent)
+               Σ_s s·x[i,s] ≤ Σ_s s·x[j,s]      for identical requests i < j (symmetry)
 
-The horizon comes from an incumbent of value ``U`` (the best heuristic): every start
+The horizon comes from an incumbent of value ``U`` (the best heuristic, local search
+included, also passed to HiGHS as a MIP start): every start
 satisfies ``a_i ≤ U − Σ_j o_j`` because the other completions are each at least
 ``o_j``, so ``s`` ranges over ``0 … U − Σ o``. The result is re-checked with
 :func:`planner.model.evaluate`. The optimum is exact in unit time; under a step-time
@@ -31,6 +33,7 @@ import highspy
 import numpy as np
 
 from planner.dispatch import eager, sequential
+from planner.local_search import sorted_f_local_search
 from planner.model import UNIT, Instance, Schedule, evaluate
 from planner.sorted_f import sorted_f_batches
 
@@ -50,7 +53,7 @@ def _new_highs() -> Any:
     object is used when available.
     """
     core = getattr(getattr(highspy, "_core", None), "_Highs", None)
-    h = core() if core is not None else highspy.Highs()
+    h = core() if core is not None else highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", False)
     return h
 
@@ -65,6 +68,7 @@ def _incumbent(instance: Instance) -> Schedule:
     groups = [sorted(b.members, key=lambda i: (int(o[i]), i)) for b in sorted_f_batches(instance)]
     cands.append(sequential(instance, groups, "incumbent"))
     cands.append(eager(instance, [i for g in groups for i in g], "incumbent"))
+    cands.append(sorted_f_local_search(instance, UNIT, time_budget_s=0.5))
     return min(cands, key=lambda s: evaluate(instance, s).total)
 
 
@@ -79,7 +83,7 @@ def solve_exact(instance: Instance, time_limit_s: float = 60.0, max_n: int = 14)
     p = instance.prompts.astype(np.int64)
     o = instance.outputs.astype(np.int64)
     inc = _incumbent(instance)
-    upper = int(round(evaluate(instance, inc).total))
+    upper = round(evaluate(instance, inc).total)
     slack = upper - int(o.sum())
     if slack == 0:  # every request starts at step 0: nothing can beat Σ o
         return Schedule.from_starts("exact", inc.start, dispatch="exact",
@@ -89,8 +93,15 @@ def solve_exact(instance: Instance, time_limit_s: float = 60.0, max_n: int = 14)
     if n_var > MAX_VARIABLES:
         raise ExactSolverError(f"exact MILP would need {n_var} binaries (limit {MAX_VARIABLES})")
     horizon = slack + int(o.max())
-    n_rows = n + horizon + 1
+    # symmetry: of two identical requests the lower index starts no later
+    twins = [(i, j) for i in range(n) for j in range(i + 1, n)
+             if p[i] == p[j] and o[i] == o[j]]
+    n_rows = n + horizon + 1 + len(twins)
     cut_row = n + horizon
+    twin_rows: dict[int, list[tuple[int, float]]] = {}
+    for r, (i, j) in enumerate(twins):
+        twin_rows.setdefault(i, []).append((cut_row + 1 + r, 1.0))
+        twin_rows.setdefault(j, []).append((cut_row + 1 + r, -1.0))
 
     starts = [0]
     index: list[int] = []
@@ -107,6 +118,9 @@ def solve_exact(instance: Instance, time_limit_s: float = 60.0, max_n: int = 14)
             if s:
                 index.append(cut_row)
                 value.append(float(s))
+                for row, sign in twin_rows.get(i, ()):
+                    index.append(row)
+                    value.append(sign * s)
             starts.append(len(index))
 
     lp = highspy.HighsLp()
@@ -115,9 +129,11 @@ def solve_exact(instance: Instance, time_limit_s: float = 60.0, max_n: int = 14)
     lp.col_cost_ = cost
     lp.col_lower_ = np.zeros(n_var)
     lp.col_upper_ = np.ones(n_var)
-    lp.row_lower_ = np.concatenate([np.ones(n), np.full(horizon + 1, -highspy.kHighsInf)])
+    lp.row_lower_ = np.concatenate(
+        [np.ones(n), np.full(horizon + 1 + len(twins), -highspy.kHighsInf)])
     lp.row_upper_ = np.concatenate(
-        [np.ones(n), np.full(horizon, float(instance.kv_budget)), [float(slack)]])
+        [np.ones(n), np.full(horizon, float(instance.kv_budget)), [float(slack)],
+         np.zeros(len(twins))])
     lp.offset_ = float(o.sum())
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_ = np.asarray(starts, dtype=np.int32)
@@ -131,6 +147,12 @@ def solve_exact(instance: Instance, time_limit_s: float = 60.0, max_n: int = 14)
     h.setOptionValue("mip_abs_gap", 0.5)  # objective is integral: a gap < 1 proves optimality
     h.setOptionValue("threads", 1)
     h.passModel(lp)
+    warm = highspy.HighsSolution()  # the incumbent as a MIP start
+    x0 = np.zeros(n_var)
+    x0[np.arange(n) * n_start + inc.start] = 1.0
+    warm.col_value = x0.tolist()
+    warm.value_valid = True
+    h.setSolution(warm)
     h.run()
     status = h.getModelStatus()
     if status != highspy.HighsModelStatus.kOptimal:

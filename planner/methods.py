@@ -12,14 +12,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
 import numpy.typing as npt
 
 from planner.exact import solve_exact
 from planner.heuristics import fcfs, greedy_pack, shortest_output_first, shortest_prompt_first
 from planner.local_search import sorted_f_local_search
 from planner.model import UNIT, Evaluation, Instance, Schedule, TimeModel, evaluate
-from planner.sorted_f import sorted_f
+from planner.sorted_f import sorted_f_schedule
 
 #: largest backlog for which ``exact`` is offered by default in comparisons
 EXACT_MAX_N = 10
@@ -40,9 +39,9 @@ METHODS: dict[str, MethodSpec] = {
     m.name: m
     for m in (
         MethodSpec("sorted-f", "Sorted-F batches run back to back (the paper's schedule)",
-                   lambda i, t, b: sorted_f(i, "sequential")),
+                   lambda i, t, b: sorted_f_schedule(i, "sequential", t)),
         MethodSpec("sorted-f-eager", "Sorted-F order, each request admitted as memory frees",
-                   lambda i, t, b: sorted_f(i, "eager")),
+                   lambda i, t, b: sorted_f_schedule(i, "eager", t)),
         MethodSpec("sorted-f-ls", "Sorted-F improved by local search (Smith order + moves)",
                    _ls),
         MethodSpec("fcfs", "first come first served (arrival order)",
@@ -105,19 +104,21 @@ def plan_backlog(prompts: Sequence[int] | npt.ArrayLike, outputs: Sequence[int] 
     """Plan a backlog; the order is the plan's admission order (by start step)."""
     inst = Instance.from_lengths(prompts, outputs, kv_budget)
     sched = run_method(method, inst, time_model)
-    pos = np.empty(inst.n, dtype=np.int64)
-    pos[sched.order] = np.arange(inst.n)
-    order = np.lexsort((pos, sched.start)).tolist()
+    order = sched.admission_order().tolist()
     batches = None if sched.batches is None else [list(b) for b in sched.batches]
     return BacklogPlan(order=[int(i) for i in order], batches=batches, schedule=sched)
 
 
 def order_for_backlog(prompts: Sequence[int] | npt.ArrayLike,
                       outputs: Sequence[int] | npt.ArrayLike,
-                      kv_budget: int, method: str = "sorted-f") -> list[int]:
+                      kv_budget: int, method: str = "sorted-f", *,
+                      time_model: TimeModel = UNIT) -> list[int]:
     """Request indices in the order the planner would admit them.
+
+    For the simulator's backlog mode: feed this order to
+    :class:`planner.policy.PlannedOrder`; batch boundaries are in :func:`plan_backlog`.
 
     >>> order_for_backlog([8, 1, 1], [1, 4, 4], kv_budget=10, method="exact")
     [0, 1, 2]
     """
-    return plan_backlog(prompts, outputs, kv_budget, method).order
+    return plan_backlog(prompts, outputs, kv_budget, method, time_model).order

@@ -9,7 +9,8 @@ first token, every later step one more. During its ``j``-th step (``j = 1 … o_
 holds ``p_i + j`` KV tokens (prompt plus the token being generated — the paper's
 convention), so its peak is ``p_i + o_i`` in its last step, after which all is freed.
 A step is feasible when the KV held by all running requests is ``<= M``. There is no
-preemption and no chunked prefill: a schedule is just the start step of every request.
+preemption, and a whole prompt is prefilled in its start step: a schedule is just the
+start step of every request.
 
 Time models:
 
@@ -102,10 +103,11 @@ class Instance:
     ) -> Instance:
         """Validate at the boundary: positive integer lengths, every request fits alone.
 
-        >>> Instance.from_lengths([5, 3], [2, 9], kv_budget=10)
-        Traceback (most recent call last):
-        ...
-        planner.model.PlanInputError: request 1: prompt 3 + output 9 = 12 KV tokens exceeds the whole budget of 10 tokens
+        >>> try:
+        ...     Instance.from_lengths([5, 3], [2, 9], kv_budget=10)
+        ... except PlanInputError as exc:
+        ...     print(exc)
+        request 1: prompt 3 + output 9 = 12 KV tokens exceeds the whole budget of 10 tokens
         """
         if isinstance(kv_budget, bool) or not isinstance(kv_budget, int | np.integer):
             raise PlanInputError(f"kv budget must be an integer number of tokens, got {kv_budget!r}")
@@ -233,6 +235,13 @@ class Schedule:
         s = np.asarray(start, dtype=np.int64)
         order = np.argsort(s, kind="stable").astype(np.int64)
         return cls(method=method, start=s, order=order, dispatch=dispatch, runtime_s=runtime_s)
+
+    def admission_order(self) -> IntArray:
+        """Requests by start step; ties keep the dispatch order."""
+        pos = np.empty(len(self.order), dtype=np.int64)
+        pos[self.order] = np.arange(len(self.order), dtype=np.int64)
+        out: IntArray = np.lexsort((pos, self.start)).astype(np.int64)
+        return out
 
     def batch_of(self) -> IntArray:
         """Planned batch index per request (-1 when the method forms no batches)."""

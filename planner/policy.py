@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy.typing as npt
 
 from planner.methods import order_for_backlog
+from planner.model import UNIT, TimeModel
 from scorer.interface import KeyedQueue
 from scorer.request import ReqInfo
 
@@ -43,14 +44,17 @@ class PlannedOrder(KeyedQueue):
             self._rank[rid] = pos
 
     @classmethod
-    def from_backlog(cls, request_ids: Sequence[str], prompts: Sequence[int] | npt.ArrayLike,
+    def from_backlog(cls, prompts: Sequence[int] | npt.ArrayLike,
                      outputs: Sequence[int] | npt.ArrayLike, kv_budget: int,
-                     method: str = "sorted-f") -> PlannedOrder:
-        """Plan the backlog with ``method`` and wrap the order (ids parallel to lengths)."""
-        order = order_for_backlog(prompts, outputs, kv_budget, method)
-        if len(request_ids) != len(order):
-            raise ValueError(f"{len(request_ids)} request ids for {len(order)} requests")
-        return cls([request_ids[i] for i in order])
+                     method: str = "sorted-f", request_ids: Sequence[str] | None = None,
+                     time_model: TimeModel = UNIT) -> PlannedOrder:
+        """Plan the backlog with ``method`` and wrap the order. ``request_ids`` are
+        parallel to the lengths; by default ``str(index)``, the simulator's ids."""
+        order = order_for_backlog(prompts, outputs, kv_budget, method, time_model=time_model)
+        ids = [str(i) for i in range(len(order))] if request_ids is None else request_ids
+        if len(ids) != len(order):
+            raise ValueError(f"{len(ids)} request ids for {len(order)} requests")
+        return cls([ids[i] for i in order])
 
     def rank(self, request_id: str) -> int | None:
         return self._rank.get(request_id)

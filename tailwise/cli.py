@@ -8,6 +8,7 @@ from tailwise import (
     __version__,
     cmd_dashboard,
     cmd_freeze,
+    cmd_plan,
     cmd_policy,
     cmd_sidecar,
     cmd_simulate,
@@ -41,6 +42,7 @@ cmd_sidecar.register(app)
 cmd_policy.register(app)
 cmd_freeze.register(app)
 cmd_dashboard.register(app)
+cmd_plan.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from learner.local import LocalLearner
+from planner.methods import METHODS as PLAN_METHODS
+from planner.model import TimeModel
+from planner.policy import PlannedOrder
 from scorer.frozen import FrozenPolicyError
 from scorer.frozen import load as load_frozen
 from scorer.policy import PolicyError
@@ -116,8 +121,53 @@ def register(app: typer.Typer) -> None:
         window: Annotated[float, typer.Option(help="Window (s) of the P99-over-time plot.")] = 60.0,
         plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = True,
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+        scenario: Annotated[str | None, typer.Option(
+            help="Workload-shift scenario instead of --trace: code-to-conv, load-ramp, "
+                 "long-burst, reasoning.")] = None,
+        online: Annotated[bool, typer.Option(
+            help="Closed loop: compare static FCFS, a static best-of-papers policy tuned "
+                 "offline on the pre-shift workload, and online tailwise connected over "
+                 "gRPC to a real sidecar.")] = False,
+        sidecar: Annotated[str | None, typer.Option(
+            help="With --online: an existing sidecar HOST:PORT (default: start one).")] = None,
+        token: Annotated[str | None, typer.Option(
+            help="With --sidecar: bearer token.")] = None,
+        round_every_s: Annotated[float, typer.Option(
+            help="With --online: engine seconds between tuning rounds.")] = 60.0,
+        trials_per_round: Annotated[int, typer.Option(
+            help="With --online: Optuna trials per round.")] = 8,
+        seed: Annotated[int, typer.Option(help="Seed for scenarios and tuning.")] = 0,
+        backlog: Annotated[bool, typer.Option(
+            help="Backlog mode: every request waits at t=0 (timestamps ignored).")] = False,
+        plan: Annotated[str | None, typer.Option(
+            help="With --backlog: also run offline planner orders as policies, e.g. "
+                 "sorted-f,sorted-f-ls (named plan:<method>).")] = None,
     ) -> None:
         """Run policies on one trace (same trace and seed for all) and write a report."""
+        if online or scenario is not None:
+            from tailwise.online import OnlineOptions, run_online
+
+            try:
+                model = load_step_model(step_model)
+                engine = EngineConfig(num_gpu_blocks=num_gpu_blocks, block_size=block_size,
+                                      max_num_seqs=max_num_seqs,
+                                      max_num_batched_tokens=max_num_batched_tokens,
+                                      enable_prefix_caching=prefix_caching,
+                                      preemption_mode=preemption)
+                engine.validate()
+                path = run_online(OnlineOptions(
+                    scenario=scenario or "code-to-conv", online=online, sidecar=sidecar,
+                    token=token, out=out, engine=engine, model=model,
+                    load=target_load if target_load is not None else 0.9,
+                    window_s=window, round_every_s=round_every_s,
+                    trials_per_round=trials_per_round, seed=seed, plots=plots,
+                    metrics=MetricsConfig(short_threshold=short_threshold, ttft_slo_s=ttft_slo,
+                                          tpot_slo_s=tpot_slo)))
+            except _USER_ERRORS as exc:
+                fail(str(exc))
+                return
+            Console().print(f"report: {path}")
+            return
         names = parse_policies(policy)
         try:
             model = load_step_model(step_model)
@@ -136,6 +186,19 @@ def register(app: typer.Typer) -> None:
         except _USER_ERRORS as exc:
             fail(str(exc))
             return
+        plans: list[str] = []
+        if plan is not None:
+            if not backlog:
+                fail("--plan needs --backlog (plans are computed for a backlog at t=0)")
+            plans = [m.strip() for m in plan.split(",") if m.strip()]
+            unknown_plans = [m for m in plans if m not in PLAN_METHODS]
+            if unknown_plans:
+                fail(f"unknown plan method {unknown_plans[0]!r}; choose from: "
+                     f"{', '.join(PLAN_METHODS)}")
+        if backlog:
+            tr = dataclasses.replace(tr, arrival_s=np.zeros(len(tr)), name=f"{tr.name}-backlog")
+            if rate_scale is not None or target_load is not None:
+                fail("--backlog ignores timestamps: drop --rate-scale / --target-load")
         if tr.skipped:
             Console(stderr=True).print(
                 f"[yellow]skipped {tr.skipped} bad rows[/] (first: {tr.skip_reasons[0]})")
@@ -143,9 +206,14 @@ def register(app: typer.Typer) -> None:
         def factory(name: str) -> Arm:
             if name in files:
                 return Arm(build_scheduler(files[name]))
+            if name.startswith("plan:"):
+                return Arm(PlannedOrder.from_backlog(
+                    tr.prompt_tokens, tr.output_tokens, engine.kv_tokens, name[len("plan:"):],
+                    time_model=TimeModel(model)))
             return make_arm(name, model)
 
-        exp = Experiment(trace=tr, policies=names + list(files), factory=factory, engine=engine,
+        exp = Experiment(trace=tr, policies=names + list(files) + [f"plan:{m}" for m in plans],
+                         factory=factory, engine=engine,
                          model=model, rate_scale=rate_scale, target_load=target_load)
         mcfg = MetricsConfig(short_threshold=short_threshold, ttft_slo_s=ttft_slo,
                              tpot_slo_s=tpot_slo)
