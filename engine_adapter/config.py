@@ -20,16 +20,19 @@ Keys (all optional; unknown keys are refused so a typo never silently runs stock
 ``telemetry``
     Report per-request and per-step events to the sidecar (default: on when a sidecar
     is configured). Requires ``sidecar``.
+``sidecar_token``, ``sidecar_tls_ca``
+    Bearer token and CA bundle path for a sidecar that is not on localhost.
 
 Validation happens once, at scheduler construction, and raises :class:`ConfigError`
 naming the key and the value.
 
 >>> TailwiseConfig.from_additional_config({"tailwise": {"mode": "fcfs"}}).mode
 'fcfs'
->>> TailwiseConfig.from_additional_config({"tailwise": {"mdoe": "fcfs"}})
-Traceback (most recent call last):
-...
-engine_adapter.config.ConfigError: tailwise.mdoe: unknown key; expected one of: mode, policy_file, sidecar, telemetry
+>>> try:
+...     TailwiseConfig.from_additional_config({"tailwise": {"mdoe": "fcfs"}})
+... except ConfigError as exc:
+...     print(exc)  # doctest: +ELLIPSIS
+tailwise.mdoe: unknown key; expected one of: mode, policy_file, sidecar, ...
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from scorer.policy import Mode, Policy, Source
 
 #: the key under ``--additional-config`` that belongs to tailwise
 SECTION = "tailwise"
-_KEYS = ("mode", "policy_file", "sidecar", "telemetry")
+_KEYS = ("mode", "policy_file", "sidecar", "sidecar_tls_ca", "sidecar_token", "telemetry")
 
 
 class ConfigError(ValueError):
@@ -64,6 +67,8 @@ class TailwiseConfig:
     policy_file: Path | None = None
     mode: str | None = None
     telemetry: bool = False
+    sidecar_token: str | None = None
+    sidecar_tls_ca: Path | None = None
 
     @classmethod
     def from_additional_config(cls, additional_config: Any) -> TailwiseConfig:
@@ -118,7 +123,24 @@ class TailwiseConfig:
         if telemetry and sidecar is None:
             raise ConfigError("telemetry", "requires 'sidecar' (telemetry is sent to the sidecar)")
 
-        return cls(sidecar=sidecar, policy_file=path, mode=mode, telemetry=telemetry)
+        token = data.get("sidecar_token")
+        if token is not None and (not isinstance(token, str) or not token):
+            raise ConfigError("sidecar_token", "must be a non-empty string")
+        tls_ca = data.get("sidecar_tls_ca")
+        if tls_ca is not None and (not isinstance(tls_ca, str) or not tls_ca):
+            raise ConfigError("sidecar_tls_ca", f"must be a file path string, got {tls_ca!r}")
+        for key, value in (("sidecar_token", token), ("sidecar_tls_ca", tls_ca)):
+            if value is not None and sidecar is None:
+                raise ConfigError(key, "requires 'sidecar'")
+
+        return cls(
+            sidecar=sidecar,
+            policy_file=path,
+            mode=mode,
+            telemetry=telemetry,
+            sidecar_token=token,
+            sidecar_tls_ca=Path(tls_ca) if tls_ca is not None else None,
+        )
 
     def startup_policy(self) -> Policy:
         """The policy in force before (or without) a sidecar: frozen file, mode, or FCFS."""

@@ -23,7 +23,11 @@ thread). Then:
   whose head is the policy's ``peek(now)``; ``self.running`` is reordered by
   ``policy.order_running`` so that vLLM, which serves token budget in list order and
   evicts ``running[-1]`` when KV blocks run out, serves and evicts as the policy ranks
-  (a request never evicts one ranked above it). Under vLLM's ``priority`` scheduling
+  (a request never evicts one ranked above it). After the call ``self.running`` goes
+  back to admission order (stock vLLM's order between steps), so a policy always ranks
+  from the same order as in the simulator. When every running request will get all its
+  tokens and no preemption is possible (a conservative O(running) check), the order
+  cannot matter and ranking is skipped — the simulator's fast path, too. Under vLLM's ``priority`` scheduling
   policy the victim rule is switched to ``running[-1]`` for the duration of the call so
   the policy decides. With a ``decode_cap`` (Kairos), decode requests ranked past the
   cap sit out the step: they are taken out of ``self.running`` for the call (and
@@ -64,7 +68,7 @@ from engine_adapter.config import TailwiseConfig
 from engine_adapter.policy_queue import PolicyRequestQueue, reset_sched_state
 from engine_adapter.wiring import make_policy_source, make_telemetry_sink
 from scorer.hooks import NullSink, PolicySource, StepStats, TelemetrySink
-from scorer.interface import SchedulingPolicy
+from scorer.interface import FcfsQueue, SchedulingPolicy
 from scorer.policy import Mode, Policy
 from scorer.registry import build_scheduler
 from scorer.request import ReqInfo
@@ -85,7 +89,11 @@ class TailwiseSchedulerMixin(_Base):
 
     Extra keyword arguments (for tests and the harness; vLLM passes none of them):
     ``policy_source`` and ``telemetry_sink`` replace the ones built from
-    ``--additional-config``; ``clock`` is the time source (default ``time.time``, the
+    ``--additional-config``; ``builder`` turns a Policy into a SchedulingPolicy (default
+    :func:`scorer.registry.build_scheduler`); ``scheduling_policy`` pins one
+    SchedulingPolicy instance instead of reading a source (simulator baselines such as
+    the oracles, which are not Policy modes; an :class:`~scorer.interface.FcfsQueue`
+    means stock behaviour); ``clock`` is the time source (default ``time.time``, the
     clock of ``Request.arrival_time``).
     """
 
@@ -94,6 +102,8 @@ class TailwiseSchedulerMixin(_Base):
         *args: Any,
         policy_source: PolicySource | None = None,
         telemetry_sink: TelemetrySink | None = None,
+        builder: Callable[[Policy], SchedulingPolicy] | None = None,
+        scheduling_policy: SchedulingPolicy | None = None,
         clock: Callable[[], float] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -103,11 +113,14 @@ class TailwiseSchedulerMixin(_Base):
         )
         self.tailwise_counters: Counter[str] = Counter()
         self._tw_clock: Callable[[], float] = clock if clock is not None else time.time
-        self._tw_source = (
-            policy_source
-            if policy_source is not None
-            else make_policy_source(self.tailwise_config)
-        )
+        self._tw_builder = builder if builder is not None else build_scheduler
+        self._tw_source: PolicySource | None = None
+        if scheduling_policy is None:
+            self._tw_source = (
+                policy_source
+                if policy_source is not None
+                else make_policy_source(self.tailwise_config)
+            )
         self._tw_sink = (
             telemetry_sink
             if telemetry_sink is not None
@@ -122,10 +135,18 @@ class TailwiseSchedulerMixin(_Base):
         #: the active SchedulingPolicy and its queue; None = neutral (stock vLLM)
         self._tw_sched: SchedulingPolicy | None = None
         self._tw_queue: PolicyRequestQueue | None = None
-        #: id(SchedulerOutput) -> (schedule time, prefill tokens, decode requests)
-        self._tw_steps: dict[int, tuple[float, int, int]] = {}
+        #: admitted requests still prefilling (recompute included) / without a first token
+        self._tw_prefilling: dict[str, None] = {}
+        self._tw_first_pending: set[str] = set()
+        #: id(SchedulerOutput) -> (schedule time, prefill tokens, decodes, decode context)
+        self._tw_steps: dict[int, tuple[float, int, int, int]] = {}
         self._tw_logged: set[str] = set()
-        self._tw_refresh_policy(self._tw_clock())
+        self._tw_fast_ok = self._tw_fast_path_supported()
+        if scheduling_policy is not None:
+            if not isinstance(scheduling_policy, FcfsQueue):
+                self._tw_install(scheduling_policy, self._tw_clock())
+        else:
+            self._tw_refresh_policy(self._tw_clock())
 
     # -- public introspection ----------------------------------------------------------
     @property
@@ -137,6 +158,11 @@ class TailwiseSchedulerMixin(_Base):
     def tailwise_active(self) -> bool:
         """True when a non-neutral policy is reordering vLLM's queues."""
         return self._tw_sched is not None
+
+    @property
+    def tailwise_scheduling_policy(self) -> SchedulingPolicy | None:
+        """The SchedulingPolicy ordering vLLM's queues (``None``: stock vLLM)."""
+        return self._tw_sched
 
     def tailwise_info(self, request_id: str) -> ReqInfo | None:
         """Our view of a live request (for tests and debugging)."""
@@ -154,9 +180,13 @@ class TailwiseSchedulerMixin(_Base):
         entry = self._tw_live.get(request.request_id)
         if entry is not None and entry[0] is request:
             return entry[1]
-        info = _make_info(request)
+        info = self._tw_new_info(request)
         self._tw_live[request.request_id] = (request, info)
         return info
+
+    def _tw_new_info(self, request: Request) -> ReqInfo:
+        """Our view of a new request; the harness overrides it to add oracle fields."""
+        return _make_info(request)
 
     def _tw_prepare(self, request: Request, info: ReqInfo) -> None:
         """Refresh ``info`` before the policy (re)keys it: progress and prefix-cache hits."""
@@ -186,6 +216,8 @@ class TailwiseSchedulerMixin(_Base):
 
     # -- policy swaps ------------------------------------------------------------------
     def _tw_refresh_policy(self, now: float) -> None:
+        if self._tw_source is None:
+            return
         try:
             policy = self._tw_source.current()
         except Exception as exc:
@@ -200,7 +232,7 @@ class TailwiseSchedulerMixin(_Base):
         new_sched: SchedulingPolicy | None = None
         if policy.mode is not Mode.FCFS:
             try:
-                new_sched = build_scheduler(policy)
+                new_sched = self._tw_builder(policy)
             except Exception as exc:
                 self.tailwise_counters["swap_failures"] += 1
                 self._tw_log_once(
@@ -217,8 +249,11 @@ class TailwiseSchedulerMixin(_Base):
     def _tw_install(self, new_sched: SchedulingPolicy | None, now: float) -> None:
         """Switch the waiting queue to ``new_sched`` (None: vLLM's own queue)."""
         old_queue = self._tw_queue
-        for _, info in self._tw_live.values():
+        for req, info in self._tw_live.values():  # O(live), once per swap
             reset_sched_state(info)
+            info.num_computed_tokens = req.num_computed_tokens
+            info.num_output_tokens = req.num_output_tokens
+            info.num_preemptions = req.num_preemptions
         if new_sched is None:
             if old_queue is not None:
                 stock = create_request_queue(self.policy)
@@ -257,13 +292,22 @@ class TailwiseSchedulerMixin(_Base):
 
     # -- vLLM overrides ------------------------------------------------------------------
     def add_request(self, request: Request) -> None:
-        is_new = request.request_id not in self.requests
-        if is_new:
-            info = _make_info(request)
-            self._tw_live[request.request_id] = (request, info)
+        info: ReqInfo | None = None
+        if request.request_id not in self.requests:
+            try:
+                info = self._tw_new_info(request)
+            except Exception as exc:  # a request we cannot describe is still served
+                self.tailwise_counters["untracked_requests"] += 1
+                self._tw_log_once("info", "tailwise: cannot track request %s: %r",
+                                  request.request_id, exc)
+            else:
+                self._tw_live[request.request_id] = (request, info)
         super().add_request(request)
-        if is_new:
-            self._tw_sink.on_arrival(info, self._tw_clock())
+        if info is not None:
+            try:
+                self._tw_sink.on_arrival(info, self._tw_clock())
+            except Exception as exc:
+                self._tw_hook_error(exc)
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
         now = self._tw_clock()
@@ -281,11 +325,16 @@ class TailwiseSchedulerMixin(_Base):
     ) -> SchedulerOutput:
         queue = self._tw_queue
         assert queue is not None
+        admitted_order = self.running
         hidden: list[Request] = []
         try:
-            if self.running:
-                hidden = self._tw_order_running(sched, now)
+            if admitted_order:
+                if sched.caps_decode or not self._tw_running_fits():
+                    hidden = self._tw_order_running(sched, now)
+                else:
+                    self.tailwise_counters["rank_skipped"] += 1
         except Exception as exc:
+            self.running = admitted_order
             self._tw_degrade(exc)
             return super().schedule(throttle_prefills)
         saved_policy = self.policy
@@ -299,27 +348,76 @@ class TailwiseSchedulerMixin(_Base):
             queue.end_step()
             self.policy = saved_policy
             self.max_num_active_reqs = saved_active
-            if hidden:
-                self.running.extend(hidden)
+            self.running = _admission_order(admitted_order, self.running, hidden)
         if queue.failed is not None:
             self._tw_degrade(queue.failed)
         return out
 
+    def _tw_fast_path_supported(self) -> bool:
+        """Whether :meth:`_tw_running_fits` can bound this engine's KV needs exactly:
+        one full-attention KV group, no speculative/lookahead slots, no connectors or
+        encoders (anything else always takes the ranked path)."""
+        try:
+            from vllm.v1.kv_cache_interface import FullAttentionSpec
+
+            groups = self.kv_cache_config.kv_cache_groups
+            return (
+                len(groups) == 1
+                and type(groups[0].kv_cache_spec) is FullAttentionSpec
+                and groups[0].kv_cache_spec.block_size == self.block_size
+                and not self.num_spec_tokens
+                and not self.num_lookahead_tokens
+                and not self.num_prefill_lookahead
+                and self.connector is None
+                and self.ec_connector is None
+                and not self.max_num_encoder_input_tokens
+                and not self.has_mamba_layers
+                and self.dcp_world_size == 1
+                and self.pcp_world_size == 1
+            )
+        except Exception:
+            return False
+
+    def _tw_running_fits(self) -> bool:
+        """True when every running request gets all the tokens it wants this step and no
+        preemption can happen, whatever their order — then the order cannot change the
+        schedule and ranking is skipped (the simulator's fast path, too). Conservative:
+        ``n`` new tokens need at most ``n // block_size + 1`` new blocks. O(running)."""
+        if not self._tw_fast_ok:
+            return False
+        budget = min(self.max_num_scheduled_tokens, self.scheduler_config.max_num_batched_tokens)
+        bs = self.block_size
+        tokens = blocks = 0
+        for r in self.running:
+            n = r.num_tokens_with_spec + r.num_output_placeholders - r.num_computed_tokens
+            if n > 0:
+                tokens += n
+                blocks += n // bs + 1
+        if tokens > budget:
+            return False
+        return blocks <= self.kv_cache_manager.block_pool.get_num_free_blocks()
+
     def _tw_order_running(self, sched: SchedulingPolicy, now: float) -> list[Request]:
         """Put ``self.running`` in policy order; return the decodes held back by a cap."""
         running = self.running
+        live = self._tw_live
         infos: list[ReqInfo] = []
-        by_info: dict[ReqInfo, Request] = {}
         for req in running:
-            info = self._tw_info(req)
+            entry = live.get(req.request_id)
+            info = entry[1] if entry is not None and entry[0] is req else self._tw_info(req)
             info.num_computed_tokens = req.num_computed_tokens
             info.num_output_tokens = req.num_output_tokens
-            info.num_preemptions = req.num_preemptions
             infos.append(info)
-            by_info[info] = req
         ranked = sched.order_running(infos, now)
-        ordered = [by_info[i] for i in ranked if i in by_info]
-        if len(ordered) != len(running) or len(set(map(id, ordered))) != len(running):
+        ordered: list[Request] | None = None
+        if len(ranked) == len(running):
+            try:
+                ordered = [live[i.request_id][0] for i in ranked]
+            except (KeyError, AttributeError):
+                ordered = None
+            if ordered is not None and {id(r) for r in ordered} != {id(r) for r in running}:
+                ordered = None
+        if ordered is None:
             self.tailwise_counters["order_running_invalid"] += 1
             self._tw_log_once("order", "tailwise: order_running did not return a permutation")
             ordered, ranked = list(running), infos
@@ -345,24 +443,14 @@ class TailwiseSchedulerMixin(_Base):
     def _tw_observe(
         self, out: SchedulerOutput, now: float, sched: SchedulingPolicy | None
     ) -> None:
-        """Progress, admissions and preemptions from one SchedulerOutput."""
+        """Admissions, prefill progress and preemptions from one SchedulerOutput.
+
+        O(admitted + prefilling + preempted): decoding requests are not visited (their
+        progress is read when a policy ranks them, or at finish).
+        """
         live = self._tw_live
         num_sched = out.num_scheduled_tokens
-        sink = self._tw_sink
-        prefill_tokens = 0
-        decode_reqs = 0
-        for rid, n in num_sched.items():
-            entry = live.get(rid)
-            if entry is None:
-                continue
-            req, info = entry
-            before = req.num_computed_tokens - n
-            if before < req.num_tokens - 1:
-                info.prefill_tokens_done += n
-                prefill_tokens += n
-            else:
-                decode_reqs += 1
-            info.num_computed_tokens = req.num_computed_tokens
+        prefilling = self._tw_prefilling
         admitted: list[ReqInfo] = []
         for new in out.scheduled_new_reqs:
             entry = live.get(new.req_id)
@@ -371,6 +459,8 @@ class TailwiseSchedulerMixin(_Base):
                 info.cached_tokens = min(new.num_computed_tokens, info.prompt_tokens)
                 info.last_admit_time = now
                 admitted.append(info)
+                prefilling[new.req_id] = None
+                self._tw_first_pending.add(new.req_id)
         for rid in out.scheduled_cached_reqs.resumed_req_ids:
             entry = live.get(rid)
             if entry is not None:
@@ -379,24 +469,54 @@ class TailwiseSchedulerMixin(_Base):
                 info.cached_tokens = max(min(cached, info.prompt_tokens), 0)
                 info.last_admit_time = now
                 admitted.append(info)
+                prefilling[rid] = None
+        prefill_tokens = 0
+        in_prefill: list[str] = []
+        if prefilling:
+            done: list[str] = []
+            for rid in prefilling:
+                n = num_sched.get(rid)
+                if n is None:
+                    continue
+                entry = live.get(rid)
+                if entry is None:
+                    done.append(rid)
+                    continue
+                req, info = entry
+                info.prefill_tokens_done += n
+                info.num_computed_tokens = req.num_computed_tokens
+                prefill_tokens += n
+                in_prefill.append(rid)
+                if not req.is_prefill_chunk:
+                    done.append(rid)
+            for rid in done:
+                del prefilling[rid]
         try:
-            for rid in out.preempted_req_ids:
+            for rid in out.preempted_req_ids or ():
                 entry = live.get(rid)
                 if entry is not None:
                     req, info = entry
                     info.num_preemptions = req.num_preemptions
                     info.num_computed_tokens = req.num_computed_tokens
-                    sink.on_preempt(info, now)
+                    self._tw_sink.on_preempt(info, now)
             if sched is not None and sched is self._tw_sched:
                 for info in admitted:
                     sched.on_admit(info, now)
         except Exception as exc:
             self._tw_hook_error(exc)
-        if self._tw_emit_steps:
+        if self._tw_emit_steps:  # O(scheduled), only when someone listens
+            skip = set(in_prefill)
+            decode_reqs = decode_ctx = 0
+            for rid in num_sched:
+                if rid not in skip:
+                    entry = live.get(rid)
+                    if entry is not None:
+                        decode_reqs += 1
+                        decode_ctx += entry[0].num_tokens
             steps = self._tw_steps
             if len(steps) >= _MAX_INFLIGHT_STEPS:
                 steps.clear()
-            steps[id(out)] = (now, prefill_tokens, decode_reqs)
+            steps[id(out)] = (now, prefill_tokens, decode_reqs, decode_ctx)
 
     def _tw_hook_error(self, exc: BaseException) -> None:
         """A policy hook or the sink raised: sink errors are counted; policy errors degrade."""
@@ -414,31 +534,60 @@ class TailwiseSchedulerMixin(_Base):
         sink = self._tw_sink
         sched = self._tw_sched
         try:
-            for rid in scheduler_output.num_scheduled_tokens:
-                entry = live.get(rid)
-                if entry is None:
-                    continue
-                req, info = entry
-                n_out = req.num_output_tokens
-                info.num_output_tokens = n_out
-                if n_out and info.first_token_time is None:
-                    info.first_token_time = now
-                    if sched is not None:
-                        sched.on_first_token(info, now)
-                    sink.on_first_token(info, now)
-                if req.is_finished():
-                    del live[rid]
-                    if sched is not None:
-                        sched.on_finish(info, now)
-                    sink.on_finish(info, now)
+            pending = self._tw_first_pending
+            if pending:  # O(requests awaiting their first token)
+                scheduled = scheduler_output.num_scheduled_tokens
+                got: list[str] = []
+                for rid in pending:
+                    if rid not in scheduled:
+                        continue
+                    entry = live.get(rid)
+                    if entry is None:
+                        got.append(rid)
+                        continue
+                    req, info = entry
+                    n_out = req.num_output_tokens
+                    if n_out:
+                        got.append(rid)
+                        info.num_output_tokens = n_out
+                        if info.first_token_time is None:
+                            info.first_token_time = now
+                            if sched is not None:
+                                sched.on_first_token(info, now)
+                            sink.on_first_token(info, now)
+                pending.difference_update(got)
+            # vLLM lists every request freed since the last schedule(); aborts are
+            # already gone from `live` (finish_requests), so these are the stops
+            for rid in self.finished_req_ids:
+                entry = live.pop(rid, None)
+                if entry is not None:
+                    self._tw_finished(entry[0], entry[1], now, sched, ran=True)
             if self._tw_emit_steps:
                 self._tw_emit_step(scheduler_output, now)
         except Exception as exc:
             self._tw_hook_error(exc)
         return outputs
 
+    def _tw_finished(
+        self,
+        req: Request,
+        info: ReqInfo,
+        now: float,
+        sched: SchedulingPolicy | None,
+        ran: bool,
+    ) -> None:
+        self._tw_prefilling.pop(info.request_id, None)
+        self._tw_first_pending.discard(info.request_id)
+        info.num_output_tokens = req.num_output_tokens
+        info.num_computed_tokens = req.num_computed_tokens
+        if sched is not None and ran:
+            sched.on_finish(info, now)
+        self._tw_sink.on_finish(info, now)
+
     def _tw_emit_step(self, out: SchedulerOutput, now: float) -> None:
-        started, prefill_tokens, decode_reqs = self._tw_steps.pop(id(out), (now, 0, 0))
+        started, prefill_tokens, decode_reqs, decode_ctx = self._tw_steps.pop(
+            id(out), (now, 0, 0, 0)
+        )
         running, waiting = self.get_request_counts()
         self._tw_sink.on_step(
             StepStats(
@@ -449,8 +598,9 @@ class TailwiseSchedulerMixin(_Base):
                 running=running,
                 waiting=waiting,
                 kv_usage=float(self.kv_cache_manager.usage),
-                preempted=len(out.preempted_req_ids),
+                preempted=len(out.preempted_req_ids or ()),
                 policy_version=self._tw_policy.version if self._tw_policy is not None else 0,
+                decode_context=decode_ctx,
             )
         )
 
@@ -466,15 +616,30 @@ class TailwiseSchedulerMixin(_Base):
         try:
             for req in finished:
                 entry = self._tw_live.pop(req.request_id, None)
-                if entry is None:
-                    continue
-                info = entry[1]
-                if sched is not None and req.request_id in was_running:
-                    sched.on_finish(info, now)
-                self._tw_sink.on_finish(info, now)
+                if entry is not None:
+                    ran = req.request_id in was_running
+                    self._tw_finished(req, entry[1], now, sched, ran)
         except Exception as exc:
             self._tw_hook_error(exc)
         return finished
+
+
+def _admission_order(
+    before: list[Request], after: list[Request], hidden: list[Request]
+) -> list[Request]:
+    """``self.running`` back in admission order (stock vLLM's order between steps).
+
+    ``before`` is the running list in admission order at the start of the step, ``after``
+    the list vLLM left (policy order, minus preempted, plus admissions appended) and
+    ``hidden`` the decodes a cap held out. Policies thus always rank from admission order,
+    as in the simulator, so ties break the same way in both engines. O(running).
+    """
+    alive = {id(r) for r in after}
+    alive.update(id(r) for r in hidden)
+    seen = {id(r) for r in before}
+    kept = [r for r in before if id(r) in alive]
+    kept.extend(r for r in after if id(r) not in seen)
+    return kept
 
 
 def _make_info(request: Request) -> ReqInfo:

@@ -18,8 +18,10 @@ KV: ``num_gpu_blocks`` blocks of ``block_size`` tokens. A running request holds
 prefix segments. Prefix caching has two sources: Mooncake ``hash_ids`` segments
 (``hash_block_tokens`` each, shared across requests) and a preempted request's own full
 blocks (vLLM keeps freed full blocks cached until they are evicted, so a victim that is
-re-admitted soon recomputes little). Freed cached blocks are evictable, LRU, evicted
-tail-first; they count as free for admission, as in vLLM's block pool.
+re-admitted soon recomputes little). As in vLLM's block pool, every freed block joins one
+LRU free queue (a request's blocks tail-first) and stays cached until it is reused;
+never-used blocks go first, then the queue's head is evicted. Free plus cached blocks are
+what admission counts as free.
 
 Speed: decoding requests are not touched per step. All decodes advance together, so a
 request's output count is ``D + dbase`` for a global decode counter ``D``; block demand
@@ -275,6 +277,7 @@ class Simulator:
         self.ts_run: list[float] = []
         self._last_sample = -math.inf
         self._policy_obj: Policy | None = None
+        self._anon = 0  # names for anonymous freed-block runs in the LRU queue
         self._old_counters: Counter[str] = Counter()
         self.policy_changes: list[tuple[float, int]] = []
         self.policy_timeline: list[tuple[float, Policy]] = []
@@ -419,18 +422,21 @@ class Simulator:
         return -(-(tokens - r.shared_tokens) // self.bs)
 
     def _release(self, r: SimRequest, cache_own: bool) -> None:
-        """Free ``r``'s KV: private blocks (full ones kept cached if ``cache_own``) and
-        its references to shared segments."""
+        """Free ``r``'s KV in vLLM's order: blocks go to the LRU free queue tail-first
+        (partial/uncacheable tail, then the request's own full blocks — cached for its
+        re-admission if ``cache_own`` — then its shared prefix segments)."""
         kv = self.kv
-        if cache_own and self.cfg.enable_prefix_caching:
-            full = (r.num_computed_tokens - r.shared_tokens) // self.bs
-            full = min(full, r.blocks)
-            kv.cache(("r", r.idx), full)
-            kv.free += r.blocks - full
-        else:
+        if not self.cfg.enable_prefix_caching:
             kv.free += r.blocks
+        else:
+            full = 0
+            if cache_own:
+                full = min((r.num_computed_tokens - r.shared_tokens) // self.bs, r.blocks)
+            self._anon += 1
+            kv.cache(("x", self._anon), r.blocks - full)
+            kv.cache(("r", r.idx), full)
         r.blocks = 0
-        for h in r.shared_segs:
+        for h in reversed(r.shared_segs):
             seg = kv.shared[h]
             seg[0] -= 1
             if seg[0] == 0:
@@ -451,12 +457,13 @@ class Simulator:
         while k < len(hs) and (k + 1) * H <= limit:
             h = hs[k]
             seg = kv.shared.get(h)
-            if seg is not None:
-                seg[0] += 1
-                kv.free += sb  # our duplicate copy is dropped
-            elif h in kv.evictable:
-                kv.shared[h] = [1, kv.uncache(h)]
-                kv.free += sb
+            if seg is not None or h in kv.evictable:
+                if seg is not None:
+                    seg[0] += 1
+                else:
+                    kv.shared[h] = [1, kv.uncache(h)]
+                self._anon += 1
+                kv.cache(("x", self._anon), sb)  # our duplicate copy is dropped
             else:
                 kv.shared[h] = [1, sb]
             r.blocks -= sb
@@ -696,8 +703,12 @@ class Simulator:
                         seg[0] += 1
                 r.shared_segs = list(segs)
                 r.shared_tokens = shared_hit
-                # own cached blocks: `own` are reused, any unusable rest goes back to free
-                kv.free += kv.uncache(("r", r.idx)) - own
+                # own cached blocks: `own` are reused; an unusable rest is evicted first
+                rest = kv.uncache(("r", r.idx)) - own
+                if rest:
+                    self._anon += 1
+                    kv.cache(("x", self._anon), rest)
+                    kv.evictable.move_to_end(("x", self._anon), last=False)
                 r.blocks = own
                 r.num_computed_tokens = hit
                 if r.num_preemptions:

@@ -137,6 +137,10 @@ def register(app: typer.Typer) -> None:
         trials_per_round: Annotated[int, typer.Option(
             help="With --online: Optuna trials per round.")] = 8,
         seed: Annotated[int, typer.Option(help="Seed for scenarios and tuning.")] = 0,
+        engine_impl: Annotated[str, typer.Option(
+            "--engine", help="sim (built-in simulator) or vllm (the real vLLM scheduler and "
+                             "KV cache manager on CPU with fake model outputs; needs the "
+                             "[vllm] extra).")] = "sim",
         backlog: Annotated[bool, typer.Option(
             help="Backlog mode: every request waits at t=0 (timestamps ignored).")] = False,
         plan: Annotated[str | None, typer.Option(
@@ -215,6 +219,15 @@ def register(app: typer.Typer) -> None:
         exp = Experiment(trace=tr, policies=names + list(files) + [f"plan:{m}" for m in plans],
                          factory=factory, engine=engine,
                          model=model, rate_scale=rate_scale, target_load=target_load)
+        if engine_impl == "vllm":
+            try:
+                from engine_adapter.harness import run_vllm
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                fail(f"--engine vllm needs the [vllm] extra: {exc}")
+            exp.runner = run_vllm
+            exp.engine_name = "vllm"
+        elif engine_impl != "sim":
+            fail(f"--engine must be 'sim' or 'vllm', got {engine_impl!r}")
         mcfg = MetricsConfig(short_threshold=short_threshold, ttft_slo_s=ttft_slo,
                              tpot_slo_s=tpot_slo)
         console = Console()

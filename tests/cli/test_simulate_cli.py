@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tailwise.cli import app
@@ -76,3 +77,16 @@ def test_backlog_mode_runs_planner_orders(tmp_path: Path) -> None:
     assert planned < fcfs
     bad = runner.invoke(app, ["simulate", "--plan", "sorted-f", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "--plan needs --backlog" in bad.output
+
+
+@pytest.mark.vllm
+def test_simulate_with_the_real_vllm_scheduler(tmp_path: Path) -> None:
+    pytest.importorskip("vllm.v1.core.sched.scheduler", reason="needs the [vllm] extra")
+    out = tmp_path / "v"
+    res = runner.invoke(app, ["simulate", "--engine", "vllm", "--head", "150",
+                              "--target-load", "0.9", "--policy", "fcfs,tailwise",
+                              "--out", str(out), "--no-plots", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["engine_impl"] == "vllm"
+    assert data["policies"]["fcfs"]["overall"]["completed"] == 150

@@ -279,6 +279,23 @@ def run_until_idle(
     raise AssertionError(f"not idle after {max_steps} steps")
 
 
+def run_async(scheduler: Any, token_fn: TokenFn = default_token, max_steps: int = 10_000) -> list[StepRecord]:
+    """vLLM's async loop: step N+1 is scheduled before the output of step N is processed."""
+    pending: list[tuple[Any, Any]] = []
+    recs: list[StepRecord] = []
+    for _ in range(max_steps):
+        if not scheduler.has_unfinished_requests() and not pending:
+            return recs
+        out = scheduler.schedule()
+        recs.append(record(scheduler, out))
+        pending.append((out, fake_output(scheduler, out, token_fn)))
+        # keep one step in flight; an empty step drains the pipeline (outputs in order)
+        while len(pending) >= 2 or (pending and out.total_num_scheduled_tokens == 0):
+            prev, mro = pending.pop(0)
+            scheduler.update_from_output(prev, mro)
+    raise AssertionError(f"async run not idle after {max_steps} steps")
+
+
 def add_all(scheduler: Any, requests: Iterable[Any]) -> None:
     for r in requests:
         scheduler.add_request(r)
@@ -344,6 +361,7 @@ def vh() -> Any:
         record=record,
         step=step,
         run_until_idle=run_until_idle,
+        run_async=run_async,
         add_all=add_all,
         RecordingSink=RecordingSink,
         MutableSource=MutableSource,
