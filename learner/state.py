@@ -14,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from scorer.frozen import atomic_write_text
 
 FORMAT = "tailwise-sidecar-state"
 STATE_VERSION = 1
@@ -102,22 +102,6 @@ class StateFile:
         return st
 
     def _write(self, state: SidecarState) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         doc = {"format": FORMAT, "state_version": STATE_VERSION,
                "state": dataclasses.asdict(state)}
-        text = json.dumps(doc, sort_keys=True, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(prefix=".state-", dir=self.dir)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        atomic_write_text(self.path, json.dumps(doc, sort_keys=True, allow_nan=False))

@@ -72,12 +72,12 @@ def loads(text: str, origin: str = "<string>") -> Policy:
         raise FrozenPolicyError(f"{origin}: invalid policy: {exc}") from exc
 
 
-def save(policy: Policy, path: str | os.PathLike[str]) -> Path:
-    """Write atomically (temp file + rename) so a crash never leaves half a file."""
-    target = Path(path)
+def atomic_write_text(target: Path, text: str) -> None:
+    """Replace ``target`` with ``text`` so that a crash leaves the old file or the new
+    one, never half of either: temp file in the same directory, fsync, rename, fsync of
+    the directory."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    text = dumps(policy)
-    fd, tmp = tempfile.mkstemp(prefix=".policy-", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
@@ -87,6 +87,17 @@ def save(policy: Policy, path: str | os.PathLike[str]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    dfd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def save(policy: Policy, path: str | os.PathLike[str]) -> Path:
+    """Write the frozen file atomically (see :func:`atomic_write_text`)."""
+    target = Path(path)
+    atomic_write_text(target, dumps(policy))
     return target
 
 
