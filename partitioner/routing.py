@@ -14,11 +14,10 @@ policy object that owns it.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_right
 from collections.abc import Sequence
 
-from scorer.policy import PolicyError, QueueSpec
+from scorer.policy import QueueSpec, check_intervals
 
 #: queue index returned for values outside every interval
 BUBBLE = -1
@@ -58,26 +57,3 @@ class Router:
         return f"Router({spans})"
 
 
-def check_intervals(queues: Sequence[QueueSpec]) -> None:
-    """Raise ``PolicyError`` unless the queues are finite, non-empty, sorted and disjoint.
-
-    >>> try:
-    ...     check_intervals((QueueSpec(0, 10, 5, 0.1), QueueSpec(5, 20, 12, 0.1)))
-    ... except ValueError as exc:
-    ...     print(exc)
-    queues[1].lo: boundaries must be sorted and disjoint: 5 < previous hi 10
-    """
-    prev_hi = -math.inf
-    for i, q in enumerate(queues):
-        for name in ("lo", "hi"):
-            v = getattr(q, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise PolicyError(f"queues[{i}].{name}", f"must be a finite number, got {v!r}")
-        if not q.hi > q.lo:
-            raise PolicyError(f"queues[{i}].hi", f"must be > lo ({q.lo}), got {q.hi}")
-        if q.lo < prev_hi:
-            raise PolicyError(
-                f"queues[{i}].lo",
-                f"boundaries must be sorted and disjoint: {q.lo} < previous hi {prev_hi}",
-            )
-        prev_hi = q.hi

@@ -266,18 +266,8 @@ class Policy:
             raise PolicyError(
                 "queues", f"{len(self.queues)} queues exceed ewsjf.max_queues={self.ewsjf.max_queues}"
             )
-        prev_hi = -math.inf
+        check_intervals(self.queues, lo=0.0)
         for i, q in enumerate(self.queues):
-            _finite(f"queues[{i}].lo", q.lo, lo=0.0)
-            _finite(f"queues[{i}].hi", q.hi, lo=0.0)
-            if not q.hi > q.lo:
-                raise PolicyError(f"queues[{i}].hi", f"must be > lo ({q.lo}), got {q.hi}")
-            if q.lo < prev_hi:
-                raise PolicyError(
-                    f"queues[{i}].lo",
-                    f"boundaries must be sorted and disjoint: {q.lo} < previous hi {prev_hi}",
-                )
-            prev_hi = q.hi
             _finite(f"queues[{i}].mean_len", q.mean_len, lo=0.0)
             _finite(f"queues[{i}].density", q.density, lo=0.0)
             _validate_queue_weights(f"queues[{i}]", q)
@@ -299,6 +289,30 @@ class Policy:
         assert isinstance(p, Policy)
         p.validate()
         return p
+
+
+def check_intervals(queues: Any, lo: float | None = None) -> None:
+    """Raise :class:`PolicyError` unless the queues' ``[lo, hi)`` are finite, non-empty,
+    sorted and disjoint (and, if given, no bound is below ``lo``).
+
+    >>> try:
+    ...     check_intervals((QueueSpec(0, 10, 5, 0.1), QueueSpec(5, 20, 12, 0.1)))
+    ... except ValueError as exc:
+    ...     print(exc)
+    queues[1].lo: boundaries must be sorted and disjoint: 5 < previous hi 10
+    """
+    prev_hi = -math.inf
+    for i, q in enumerate(queues):
+        _finite(f"queues[{i}].lo", q.lo, lo=lo)
+        _finite(f"queues[{i}].hi", q.hi, lo=lo)
+        if not q.hi > q.lo:
+            raise PolicyError(f"queues[{i}].hi", f"must be > lo ({q.lo}), got {q.hi}")
+        if q.lo < prev_hi:
+            raise PolicyError(
+                f"queues[{i}].lo",
+                f"boundaries must be sorted and disjoint: {q.lo} < previous hi {prev_hi}",
+            )
+        prev_hi = q.hi
 
 
 def canonical_json(data: Any) -> str:
