@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 from scorer.interface import KeyedQueue
 from scorer.policy import BoostParams, Policy, PreemptMode
-from scorer.preemption import SWAP_S_PER_TOKEN, memguard_level, quantized_work
+from scorer.preemption import SWAP_S_PER_TOKEN, memguard_level, quantized_work, readmission_cost_s
 from scorer.request import ReqInfo
 
 
@@ -127,6 +127,14 @@ class BoostPolicy(KeyedQueue):
         return self.anti_thrash and req.sched_protect_level >= 0 and \
             self.level(req) <= req.sched_protect_level
 
+    def victim_cost(self, req: ReqInfo) -> float:
+        """What evicting ``req`` costs (higher = keep longer). Cache-aware: re-admission
+        cost. Otherwise vLLM's default rule within a priority band: the most recently
+        admitted is evicted first."""
+        if self.cache_aware:
+            return readmission_cost_s(req, self.cp, self.mode)
+        return -(req.last_admit_time or 0.0)
+
     def order_running(self, running: Sequence[ReqInfo], now: float) -> list[ReqInfo]:
         """:func:`scorer.preemption.rank_running` with this policy's key, cost and
         protection, computed in one pass (it runs every engine step in the adapter)."""
@@ -142,7 +150,7 @@ class BoostPolicy(KeyedQueue):
             key = r.arrival_time + self.deadline_offset(r) - self.boost_of(w if w > cw else cw)
             prot = self.anti_thrash and r.sched_protect_level >= 0 and lvl <= r.sched_protect_level
             if not self.cache_aware:
-                cost = 0.0
+                cost = -(r.last_admit_time or 0.0)
             elif swap:
                 cost = r.num_computed_tokens * 2.0 * SWAP_S_PER_TOKEN
             else:

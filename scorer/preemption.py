@@ -9,7 +9,8 @@ choosing victims. The rank of a running request is, highest priority first:
    higher priority) in bands of ``priority_band_s`` seconds, so that requests of
    practically equal priority are told apart by what evicting them costs;
 3. its re-admission cost, most expensive first — among equally ranked requests the one
-   cheapest to bring back is evicted first;
+   cheapest to bring back is evicted first (with ``cache_aware`` off: vLLM's default, the
+   most recently admitted is evicted first);
 4. its exact priority key.
 
 Re-admission cost counts what eviction actually loses: with recompute, the uncached
@@ -61,12 +62,12 @@ def readmission_cost_s(req: ReqInfo, prefill_token_s: float, mode: PreemptMode) 
 
 
 def rank_running(running: Sequence[ReqInfo], key: Callable[[ReqInfo], float],
-                 cost: Callable[[ReqInfo], float] | None, protected: Callable[[ReqInfo], bool],
+                 cost: Callable[[ReqInfo], float], protected: Callable[[ReqInfo], bool],
                  band_s: float) -> list[ReqInfo]:
     """Running requests highest priority first (victims at the end); see module doc."""
     def rank(r: ReqInfo) -> tuple[bool, float, float, float]:
         k = key(r)
         band = math.floor(k / band_s) if band_s > 0 else k
-        return (not protected(r), band, -cost(r) if cost is not None else 0.0, k)
+        return (not protected(r), band, -cost(r), k)
 
     return sorted(running, key=rank)

@@ -254,17 +254,18 @@ def test_every_named_policy_builds() -> None:
 @given(st.lists(st.tuples(st.floats(0, 100), st.integers(1, 4000), st.integers(0, 3000),
                           st.integers(0, 2000), st.integers(0, 3000), st.booleans()),
                 min_size=1, max_size=40),
-       st.sampled_from([0.0, 2.0, 600.0]), st.booleans(), st.booleans())
+       st.sampled_from([0.0, 2.0, 600.0]), st.booleans(), st.booleans(), st.booleans())
 def test_fast_ranking_equals_the_reference_ranking(
         rows: list[tuple[float, int, int, int, int, bool]], band: float, swap: bool,
-        urgency: bool) -> None:
+        urgency: bool, cache_aware: bool) -> None:
     from scorer.policy import PreemptMode
-    from scorer.preemption import rank_running, readmission_cost_s
+    from scorer.preemption import rank_running
 
     p = Policy(mode=Mode.TAILWISE)
     p = dataclasses.replace(
         p, preemption=dataclasses.replace(p.preemption, priority_band_s=band,
-                                          mode=PreemptMode.SWAP if swap else PreemptMode.RECOMPUTE),
+                                          mode=PreemptMode.SWAP if swap else PreemptMode.RECOMPUTE,
+                                          cache_aware=cache_aware),
         slo=dataclasses.replace(p.slo, urgency=urgency))
     pol = TailwisePolicy(p)
     running = []
@@ -272,12 +273,11 @@ def test_fast_ranking_equals_the_reference_ranking(
         r = req(str(i), arr, prompt, num_output_tokens=out, num_computed_tokens=prompt + out,
                 cached_tokens=min(cached, prompt), prefill_tokens_done=done,
                 num_preemptions=int(restored), slo_class="interactive" if i % 2 else "")
+        r.last_admit_time = float(i % 7)
         if restored:
             pol.on_admit(r, 0.0)
         running.append(r)
-    reference = rank_running(running, pol.priority_key,
-                             lambda r: readmission_cost_s(r, pol.cp, pol.mode),
-                             pol.protected, band)
+    reference = rank_running(running, pol.priority_key, pol.victim_cost, pol.protected, band)
     assert [r.request_id for r in pol.order_running(running, 0.0)] == \
         [r.request_id for r in reference]
 
