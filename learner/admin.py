@@ -1,6 +1,7 @@
-"""Admin client of a running sidecar: kill switch, manual policy, resume, read.
+"""Admin client of a running sidecar: kill switch, manual policy, resume, read, status.
 
-Used by ``tailwise policy kill|push|resume|current``; every call has a deadline and a
+Used by ``tailwise policy kill|push|resume|current`` and by ``tailwise simulate
+--online`` (``status``: pacing in engine time); every call has a deadline and a
 failed call raises the domain error of :mod:`proto.errors`.
 """
 
@@ -63,6 +64,19 @@ class AdminClient:
         return int(self._set(pb.SetPolicyRequest(
             action=pb.SET_POLICY_ACTION_SET, policy=msg, unchecked=True,
             reason=reason)).version)
+
+    def status(self, *, wait_loop_engine_time: float | None = None, wait_timeout_s: float = 0.0,
+               max_rounds: int = 0) -> pb.LearnerStatus:
+        """The learner's progress (``GetStatus``). With ``wait_loop_engine_time`` the call
+        returns once the loop has completed an iteration at that engine time, or after
+        ``wait_timeout_s`` (then ``waited_ok`` is False); the deadline covers the wait."""
+        req = pb.GetStatusRequest(wait_loop_engine_time=wait_loop_engine_time or 0.0,
+                                  wait_timeout_s=wait_timeout_s, max_rounds=max_rounds)
+        try:
+            return self._stub.get_status(req, timeout=self.timeout_s + max(wait_timeout_s, 0.0),
+                                         metadata=self._md)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from exc
 
     def current(self) -> tuple[int, Policy]:
         """Version and (validated) policy in force on the sidecar."""

@@ -37,6 +37,12 @@ class WindowConfig:
     max_pending: int = 100_000
     #: a round needs at least this many finished requests in the window
     min_requests: int = 50
+    #: replay the latest span in which at least this share of the arrivals have finished
+    #: (``TelemetryWindow.settled_end``): removes the right-censoring bias toward short
+    #: requests at the cost of a lag of about one tail latency; 0 = the latest span
+    settle_quantile: float = 0.99
+    #: the settled span ends at most this many engine seconds before the engine clock
+    max_settle_lag_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,11 @@ class SidecarConfig:
         for name in ("max_requests", "max_pending", "min_requests"):
             if getattr(w, name) < 1:
                 raise ConfigError(f"window.{name}: must be >= 1, got {getattr(w, name)}")
+        if not 0.0 <= w.settle_quantile < 1.0:  # False for NaN
+            raise ConfigError(f"window.settle_quantile: must be in [0, 1), got "
+                              f"{w.settle_quantile}")
+        if not w.max_settle_lag_s > 0:
+            raise ConfigError(f"window.max_settle_lag_s: must be > 0, got {w.max_settle_lag_s}")
         lp = self.loop
         if lp.round_every_s is not None and not (
             math.isfinite(lp.round_every_s) and lp.round_every_s > 0

@@ -100,6 +100,10 @@ class TelemetryIngest:
         self._thread.join(timeout)
         self._thread = None
 
+    def pending(self) -> int:
+        """Batches buffered and not yet applied (approximate, for status)."""
+        return self._q.qsize()
+
     def drain(self, timeout: float | None = None) -> None:
         """Wait until every buffered batch has been applied (tests, benchmarks)."""
         if timeout is None:

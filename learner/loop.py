@@ -10,8 +10,11 @@ clock), then:
    (``to_state``) and, optionally, triggers a round;
 2. when ``round_every_s`` engine seconds have passed since the last round (or the
    partition changed) and the window holds at least ``min_requests`` finished requests,
-   it rebuilds a :class:`~simulator.traces.Trace` of the last ``trial_window_s`` engine
-   seconds and calls ``tuner.tune(window, current, partition, n_trials)``;
+   it rebuilds a :class:`~simulator.traces.Trace` of ``trial_window_s`` engine seconds
+   — the latest *settled* span (``window.settle_quantile`` of its arrivals finished, see
+   :meth:`TelemetryWindow.settled_end`), so the replay is not biased toward the short
+   requests that finish first — and calls ``tuner.tune(window, current, partition,
+   n_trials)``;
 3. a promoted challenger is published (new version, ``created_at``, ``source=learned``)
    only if its objective is finite, it validates, and promotion is not paused (kill
    switch / manual policy).
@@ -23,6 +26,13 @@ used solely to notice shutdown. Tests call :meth:`step` directly.
 
 The loop never dies on a tuner or partitioner exception: it counts the error
 (``tailwise_loop_errors{stage}``), logs it, and tries again at the next round.
+
+Progress in engine time (:attr:`LearningLoop.loop_engine_time`,
+:meth:`LearningLoop.wait_for_iteration`): the engine time of the last *completed*
+iteration, any round due at that time included. A simulated engine (``tailwise simulate
+--online``) flushes its telemetry up to engine time T and waits for an iteration at T
+through ``PolicyService.GetStatus`` before it steps on, so rounds happen at the engine
+times they are due however slow tuning is in wall time.
 """
 
 from __future__ import annotations
@@ -109,6 +119,12 @@ class RoundRecord:
     best_value: float | None
     drift: float | None
     published_version: int | None
+    champion_value: float | None = None
+    #: the replayed span of arrival (engine) time
+    window_start: float | None = None
+    window_end: float | None = None
+    #: objective values of the round's trials in order (NaN: failed / no value)
+    trial_values: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +165,10 @@ class LearningLoop:
         #: the tuner's result of the latest round, and a bounded history of rounds
         self.last_result: RoundResultLike | None = None
         self.history: deque[RoundRecord] = deque(maxlen=10_000)
+        #: engine time of the last completed iteration (see the module docstring)
+        self.loop_engine_time: float | None = None
+        self._busy = False
+        self._progress = threading.Condition()
 
     @property
     def round_every_s(self) -> float:
@@ -175,8 +195,42 @@ class LearningLoop:
         self._thread = threading.Thread(target=self._run, name="tailwise-loop", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """The loop thread is alive (started, enabled, not stopped)."""
+        return self._thread is not None and not self._stop.is_set()
+
+    @property
+    def busy(self) -> bool:
+        """An iteration (possibly a tuning round) is in progress."""
+        with self._progress:
+            return self._busy
+
+    @property
+    def last_round_engine_time(self) -> float | None:
+        return self._last_round
+
+    def next_round_engine_time(self) -> float | None:
+        """Engine time at which the next round falls due (None before any telemetry)."""
+        last = self._last_round
+        return None if last is None else last + self.round_every_s
+
+    def wait_for_iteration(self, engine_time: float, timeout: float) -> bool:
+        """Block until an iteration at engine time >= ``engine_time`` has completed;
+        False at the timeout (wall s) or at once when the loop thread is not running."""
+        def done() -> bool:
+            t = self.loop_engine_time
+            return (t is not None and t >= engine_time) or not self.running
+
+        with self._progress:
+            ok = self._progress.wait_for(done, timeout=max(timeout, 0.0))
+            t = self.loop_engine_time
+            return bool(ok) and t is not None and t >= engine_time
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        with self._progress:
+            self._progress.notify_all()
         self.window.kick()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -202,6 +256,21 @@ class LearningLoop:
 
     # -- one iteration --------------------------------------------------------------------
     def step(self) -> StepOutcome:
+        """One iteration (see the module docstring); records its engine time as done."""
+        with self._progress:
+            self._busy = True
+        out = StepOutcome(None)
+        try:
+            out = self._step()
+            return out
+        finally:
+            with self._progress:
+                self._busy = False
+                if out.engine_now is not None:
+                    self.loop_engine_time = out.engine_now
+                self._progress.notify_all()
+
+    def _step(self) -> StepOutcome:
         now = self.window.engine_now()
         if now is None:
             return StepOutcome(None)
@@ -216,15 +285,23 @@ class LearningLoop:
         eager = self._partition_dirty and self.cfg.tune_on_partition_change
         if not (due or eager):
             return StepOutcome(now, learned, changed)
-        since = now - self.wcfg.trial_window_s
-        n = self.window.count_since(since)
+        if self.wcfg.settle_quantile > 0:
+            until = self.window.settled_end(now, self.wcfg.trial_window_s,
+                                            self.wcfg.settle_quantile,
+                                            self.wcfg.max_settle_lag_s)
+            since = until - self.wcfg.trial_window_s
+        else:  # the latest span (right-censored)
+            until, since = math.inf, now - self.wcfg.trial_window_s
+        n = self.window.count_since(since, until)
         self.metrics.window_requests.set(n)
         if n < self.wcfg.min_requests:
             if due:
+                self.history.append(RoundRecord(now, "too_few_requests", n, None, None, None,
+                                                window_start=since, window_end=until))
                 self._finish_round(now, "too_few_requests")
                 return StepOutcome(now, learned, changed, False, "too_few_requests")
             return StepOutcome(now, learned, changed)
-        outcome, version = self._round(now, since)
+        outcome, version = self._round(now, since, until)
         return StepOutcome(now, learned, changed, True, outcome, version)
 
     def _feed_partitioner(self, now: float) -> tuple[int, bool]:
@@ -270,12 +347,13 @@ class LearningLoop:
                 self._tuner_failed = True
         return self._tuner
 
-    def _round(self, now: float, since: float) -> tuple[str, int | None]:
+    def _round(self, now: float, since: float, until: float) -> tuple[str, int | None]:
         tuner = self._get_tuner()
         if tuner is None:
+            self.history.append(RoundRecord(now, "no_tuner", 0, None, None, None))
             self._finish_round(now, "no_tuner")
             return "no_tuner", None
-        trace = self.window.trace(since, name=f"window@{now:.1f}")
+        trace = self.window.trace(since, name=f"window@{now:.1f}", until=until)
         if trace is None:  # pragma: no cover - count_since said otherwise
             self._finish_round(now, "too_few_requests")
             return "too_few_requests", None
@@ -286,14 +364,19 @@ class LearningLoop:
         except Exception:
             log.exception("tuning round failed")
             self.metrics.loop_errors.labels("tune").inc()
+            self.history.append(RoundRecord(now, "error", len(trace), None, None, None,
+                                            window_start=since, window_end=until))
             self._finish_round(now, "error")
             return "error", None
         self._partition_dirty = False
         self.last_result = res
         self._record_study(tuner, res)
         outcome, version = self._maybe_publish(res, now)
-        self.history.append(RoundRecord(now, outcome, len(trace), res.best_value, res.drift,
-                                        version))
+        self.history.append(RoundRecord(
+            now, outcome, len(trace), res.best_value, res.drift, version,
+            window_start=since, window_end=until,
+            champion_value=_opt_float(getattr(res, "champion_value", None)),
+            trial_values=_trial_values(res.trials)))
         self._finish_round(now, outcome)
         return outcome, version
 
@@ -363,3 +446,18 @@ class LearningLoop:
         self.metrics.rounds.labels(outcome).inc()
         self.state.update(last_round_engine_time=now, rounds=self.rounds)
         log.info("round %d at engine t=%.1f: %s", self.rounds, now, outcome)
+
+
+def _opt_float(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _trial_values(trials: Sequence[Any]) -> tuple[float, ...]:
+    """Objective value of each trial (``TrialSummary.value``), NaN where there is none."""
+    out: list[float] = []
+    for t in trials:
+        v = _opt_float(getattr(t, "value", None))
+        out.append(math.nan if v is None else v)
+    return tuple(out)

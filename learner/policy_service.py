@@ -31,7 +31,7 @@ from typing import Any
 from learner.metrics import SidecarMetrics
 from learner.publisher import PolicyStore
 from proto import codec
-from proto.errors import FailedPrecondition, InvalidArgument, abort_with
+from proto.errors import FailedPrecondition, InvalidArgument, Unimplemented, abort_with
 from proto.tailwise.v1 import policy_pb2 as pb
 from scorer.policy import PolicyError
 
@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 #: how long a new stream waits for HELLO before sending anyway (wall seconds)
 HELLO_WAIT_S = 5.0
+
+#: ``GetStatus`` handler: (request, context) -> status
+StatusProvider = Callable[[pb.GetStatusRequest, Any], pb.LearnerStatus]
 _MAX_ADAPTERS = 4096
 _MAX_NACKED = 1024
 
@@ -66,9 +69,12 @@ class _Stream:
 
 class PolicyServicer:
     def __init__(self, store: PolicyStore, metrics: SidecarMetrics, *,
-                 stream_max_age_s: float = 3600.0, allow_unchecked: bool = False) -> None:
+                 stream_max_age_s: float = 3600.0, allow_unchecked: bool = False,
+                 status: StatusProvider | None = None) -> None:
         self.store = store
         self.metrics = metrics
+        #: answers GetStatus (``learner.status.StatusReporter``); None: UNIMPLEMENTED
+        self.status = status
         self.stream_max_age_s = stream_max_age_s
         self.allow_unchecked = allow_unchecked
         self._adapters: OrderedDict[str, AdapterRecord] = OrderedDict()
@@ -239,3 +245,9 @@ class PolicyServicer:
     def GetPolicy(self, request: pb.GetPolicyRequest, context: Any) -> pb.PolicyUpdate:  # noqa: N802
         pub = self.store.current()
         return pb.PolicyUpdate(version=pub.version, nonce="", policy=pub.msg, sent_at=time.time())
+
+    def GetStatus(self, request: pb.GetStatusRequest,  # noqa: N802
+                  context: Any) -> pb.LearnerStatus:
+        if self.status is None:
+            abort_with(context, Unimplemented("this sidecar reports no learner status"))
+        return self.status(request, context)

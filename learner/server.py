@@ -30,6 +30,7 @@ from learner.policy_service import PolicyServicer
 from learner.publisher import PolicyStore
 from learner.security import TokenInterceptor, check_bind, server_credentials, split_host_port
 from learner.state import StateFile
+from learner.status import StatusReporter
 from learner.window import TelemetryWindow
 from proto import rpc
 from scorer.frozen import FrozenPolicyError
@@ -132,6 +133,8 @@ class Sidecar:
             self.window, self.store, self.state, self.metrics, loop_cfg=cfg.loop,
             window_cfg=cfg.window, tuner_factory=tuner_factory,
             partitioner_factory=partitioner_factory)
+        self.status = StatusReporter(self.loop, self.window, self.ingest, self.store)
+        self.policy_service.status = self.status.status
         self.health = health.HealthServicer()
         self._server: Any = None
         self.port = 0

@@ -51,6 +51,12 @@ class FailedPrecondition(SidecarError):
     code_name = "FAILED_PRECONDITION"
 
 
+class Unimplemented(SidecarError):
+    """The sidecar does not offer this call (an older or reduced server)."""
+
+    code_name = "UNIMPLEMENTED"
+
+
 class Unavailable(SidecarError):
     """The sidecar is unreachable or shutting down; retry with backoff."""
 
@@ -83,7 +89,8 @@ class Internal(SidecarError):
 _BY_CODE: dict[str, type[SidecarError]] = {
     cls.code_name: cls
     for cls in (InvalidArgument, Unauthenticated, PermissionDenied, FailedPrecondition,
-                Unavailable, DeadlineExceeded, ResourceExhausted, Cancelled, Internal)
+                Unimplemented, Unavailable, DeadlineExceeded, ResourceExhausted, Cancelled,
+                Internal)
 }
 
 

@@ -21,6 +21,7 @@ TELEMETRY_SERVICE = "tailwise.v1.TelemetryService"
 SUBSCRIBE = f"/{POLICY_SERVICE}/Subscribe"
 SET_POLICY = f"/{POLICY_SERVICE}/SetPolicy"
 GET_POLICY = f"/{POLICY_SERVICE}/GetPolicy"
+GET_STATUS = f"/{POLICY_SERVICE}/GetStatus"
 REPORT = f"/{TELEMETRY_SERVICE}/Report"
 
 #: full service names, for reflection and the health service
@@ -45,6 +46,10 @@ class PolicyServicer(Protocol):
         self, request: pb.GetPolicyRequest, context: Any
     ) -> pb.PolicyUpdate: ...
 
+    def GetStatus(  # noqa: N802
+        self, request: pb.GetStatusRequest, context: Any
+    ) -> pb.LearnerStatus: ...
+
 
 class TelemetryServicer(Protocol):
     def Report(  # noqa: N802
@@ -68,6 +73,11 @@ def add_policy_service(servicer: PolicyServicer, server: Any) -> None:
             servicer.GetPolicy,
             request_deserializer=pb.GetPolicyRequest.FromString,
             response_serializer=pb.PolicyUpdate.SerializeToString,
+        ),
+        "GetStatus": grpc.unary_unary_rpc_method_handler(
+            servicer.GetStatus,
+            request_deserializer=pb.GetStatusRequest.FromString,
+            response_serializer=pb.LearnerStatus.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers(
@@ -112,6 +122,12 @@ class PolicyStub:
             response_deserializer=pb.PolicyUpdate.FromString,
             _registered_method=True,
         )
+        self._get_status = channel.unary_unary(
+            GET_STATUS,
+            request_serializer=pb.GetStatusRequest.SerializeToString,
+            response_deserializer=pb.LearnerStatus.FromString,
+            _registered_method=True,
+        )
 
     def subscribe(self, acks: Iterator[pb.Ack], *, timeout: float,
                   metadata: Metadata = ()) -> Any:
@@ -128,6 +144,13 @@ class PolicyStub:
     def get_policy(self, *, timeout: float, metadata: Metadata = ()) -> pb.PolicyUpdate:
         resp: pb.PolicyUpdate = self._get_policy(
             pb.GetPolicyRequest(), timeout=timeout, metadata=tuple(metadata)
+        )
+        return resp
+
+    def get_status(self, request: pb.GetStatusRequest, *, timeout: float,
+                   metadata: Metadata = ()) -> pb.LearnerStatus:
+        resp: pb.LearnerStatus = self._get_status(
+            request, timeout=timeout, metadata=tuple(metadata)
         )
         return resp
 

@@ -1,7 +1,8 @@
 """Workload-shift scenarios for the closed loop (``tailwise simulate --scenario``).
 
 Every scenario is a deterministic trace (seeded) with a known shift time, built from the
-bundled Azure samples and the synthetic generators:
+bundled Azure samples and the synthetic generators. Requests carry no class labels, so
+reports keep the short/long prompt classes; phases are told apart by the shift time.
 
 * ``code-to-conv`` — the Azure code trace, then the Azure conversation trace, each scaled
   to the target load on its own (prefill-heavy → decode-heavy).
@@ -49,8 +50,7 @@ def build(name: str, cfg: EngineConfig, model: StepTimeModel, *, load: float = 0
         b = _at_load(load_trace("azure-conv").head(requests), load, cfg, model)
         gap = float(np.median(np.diff(a.arrival_s)))
         tr = concat(a, b, gap_s=gap, name="code-to-conv")
-        return Scenario(name, _label(tr, len(a), "code", "conv"),
-                        float(a.arrival_s[-1]) + gap,
+        return Scenario(name, tr, float(a.arrival_s[-1]) + gap,
                         f"Azure code → conversation at load {load}")
     if name == "load-ramp":
         base = load_trace("azure-conv").head(2 * requests)
@@ -68,7 +68,7 @@ def build(name: str, cfg: EngineConfig, model: StepTimeModel, *, load: float = 0
         t = np.sort(rng.uniform(mid, mid + 60.0, n_burst))
         p = rng.integers(16_000, 32_000, n_burst)
         o = rng.integers(20, 200, n_burst)
-        tr = _merge(base, t, p, o, "long-burst", "long-context")
+        tr = _merge(base, t, p, o, "long-burst")
         return Scenario(name, tr, mid, f"code at load {load} + {n_burst} long-context requests")
     if name == "reasoning":
         base = _at_load(load_trace("azure-conv").head(2 * requests), load, cfg, model)
@@ -77,10 +77,7 @@ def build(name: str, cfg: EngineConfig, model: StepTimeModel, *, load: float = 0
         pick = np.flatnonzero(rng.random(len(base)) < 0.3)
         pick = pick[pick >= half]
         out[pick] = rng.integers(2_000, 8_000, len(pick))
-        classes = ["conv"] * len(base)
-        for i in pick.tolist():
-            classes[i] = "reasoning"
-        tr = replace(base, name="reasoning", output_tokens=out, classes=classes)
+        tr = replace(base, name="reasoning", output_tokens=out)
         # keep the post-shift phase at the same offered load: stretch its arrivals
         shift = float(base.arrival_s[half])
         after = tr.select(np.arange(half, len(tr)))
@@ -93,19 +90,13 @@ def build(name: str, cfg: EngineConfig, model: StepTimeModel, *, load: float = 0
     raise TraceError(f"unknown scenario {name!r}; choose from: {', '.join(SCENARIOS)}")
 
 
-def _label(tr: Trace, first: int, a: str, b: str) -> Trace:
-    return replace(tr, classes=[a] * first + [b] * (len(tr) - first))
-
-
-def _merge(base: Trace, t: np.ndarray, p: np.ndarray, o: np.ndarray, name: str,
-           label: str) -> Trace:
+def _merge(base: Trace, t: np.ndarray, p: np.ndarray, o: np.ndarray, name: str) -> Trace:
     arr = np.concatenate([base.arrival_s, t])
     order = np.argsort(arr, kind="stable")
-    classes = ["base"] * len(base) + [label] * len(t)
     return Trace(name=name, arrival_s=arr[order],
                  prompt_tokens=np.concatenate([base.prompt_tokens, p]).astype(np.int64)[order],
                  output_tokens=np.concatenate([base.output_tokens, o]).astype(np.int64)[order],
-                 classes=[classes[i] for i in order.tolist()], meta={"format": "scenario"})
+                 meta={"format": "scenario"})
 
 
 def describe_load(s: Scenario, cfg: EngineConfig, model: StepTimeModel) -> dict[str, float]:

@@ -159,6 +159,13 @@ def register(app: typer.Typer) -> None:
                                       enable_prefix_caching=prefix_caching,
                                       preemption_mode=preemption)
                 engine.validate()
+                runner_kw: dict[str, object] = {}
+                if engine_impl == "vllm":
+                    from engine_adapter.harness import run_vllm
+
+                    runner_kw = {"runner": run_vllm, "engine_name": "vllm"}
+                elif engine_impl != "sim":
+                    fail(f"--engine must be 'sim' or 'vllm', got {engine_impl!r}")
                 path = run_online(OnlineOptions(
                     scenario=scenario or "code-to-conv", online=online, sidecar=sidecar,
                     token=token, out=out, engine=engine, model=model,
@@ -166,7 +173,7 @@ def register(app: typer.Typer) -> None:
                     window_s=window, round_every_s=round_every_s,
                     trials_per_round=trials_per_round, seed=seed, plots=plots,
                     metrics=MetricsConfig(short_threshold=short_threshold, ttft_slo_s=ttft_slo,
-                                          tpot_slo_s=tpot_slo)))
+                                          tpot_slo_s=tpot_slo), **runner_kw))  # type: ignore[arg-type]
             except _USER_ERRORS as exc:
                 fail(str(exc))
                 return

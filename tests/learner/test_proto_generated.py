@@ -40,6 +40,8 @@ def test_typed_bindings_match_generated_services() -> None:
                          False, False),
         rpc.GET_POLICY: ("PolicyService", "GetPolicy", "GetPolicyRequest", "PolicyUpdate",
                          False, False),
+        rpc.GET_STATUS: ("PolicyService", "GetStatus", "GetStatusRequest", "LearnerStatus",
+                         False, False),
         rpc.REPORT: ("TelemetryService", "Report", "EngineEvent", "Summary", True, False),
     }
     n_methods = sum(len(s.methods) for s in svc.values())

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.oracles import aging_violations
 
 from learner.local import LocalLearner
 from scorer.policy import Mode, Policy, SafetyParams
@@ -14,16 +15,6 @@ from scorer.registry import build_scheduler, default_policy
 from scorer.step_time import H100_LLAMA3_8B
 from simulator.engine import EngineConfig, simulate
 from simulator.traces import Trace
-
-
-def aging_violations(arrival: np.ndarray, first_sched: np.ndarray, aging_s: float) -> int:
-    """Admissions of a later arrival while an earlier one had waited more than aging_s."""
-    bad = 0
-    for r in range(len(arrival)):
-        later = (arrival > arrival[r]) & (first_sched < first_sched[r])
-        if later.any() and (first_sched[later] - arrival[r] > aging_s + 1e-9).any():
-            bad += 1
-    return bad
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -144,6 +144,78 @@ class GetPolicyRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class GetStatusRequest(_message.Message):
+    __slots__ = ("wait_loop_engine_time", "wait_timeout_s", "max_rounds")
+    WAIT_LOOP_ENGINE_TIME_FIELD_NUMBER: _ClassVar[int]
+    WAIT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    wait_loop_engine_time: float
+    wait_timeout_s: float
+    max_rounds: int
+    def __init__(self, wait_loop_engine_time: _Optional[float] = ..., wait_timeout_s: _Optional[float] = ..., max_rounds: _Optional[int] = ...) -> None: ...
+
+class RoundInfo(_message.Message):
+    __slots__ = ("engine_time", "outcome", "window_requests", "best_value", "champion_value", "drift", "published_version", "trial_values", "window_start", "window_end")
+    ENGINE_TIME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    BEST_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CHAMPION_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_VALUES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    engine_time: float
+    outcome: str
+    window_requests: int
+    best_value: float
+    champion_value: float
+    drift: float
+    published_version: int
+    trial_values: _containers.RepeatedScalarFieldContainer[float]
+    window_start: float
+    window_end: float
+    def __init__(self, engine_time: _Optional[float] = ..., outcome: _Optional[str] = ..., window_requests: _Optional[int] = ..., best_value: _Optional[float] = ..., champion_value: _Optional[float] = ..., drift: _Optional[float] = ..., published_version: _Optional[int] = ..., trial_values: _Optional[_Iterable[float]] = ..., window_start: _Optional[float] = ..., window_end: _Optional[float] = ...) -> None: ...
+
+class LearnerStatus(_message.Message):
+    __slots__ = ("engine_time", "loop_engine_time", "loop_busy", "loop_enabled", "rounds", "last_round_engine_time", "next_round_engine_time", "round_every_s", "trial_window_s", "policy_version", "paused", "events_accepted", "events_rejected", "events_dropped", "ingest_pending", "waited_ok", "recent_rounds")
+    ENGINE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LOOP_ENGINE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LOOP_BUSY_FIELD_NUMBER: _ClassVar[int]
+    LOOP_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ROUND_ENGINE_TIME_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ROUND_ENGINE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ROUND_EVERY_S_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    INGEST_PENDING_FIELD_NUMBER: _ClassVar[int]
+    WAITED_OK_FIELD_NUMBER: _ClassVar[int]
+    RECENT_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    engine_time: float
+    loop_engine_time: float
+    loop_busy: bool
+    loop_enabled: bool
+    rounds: int
+    last_round_engine_time: float
+    next_round_engine_time: float
+    round_every_s: float
+    trial_window_s: float
+    policy_version: int
+    paused: bool
+    events_accepted: int
+    events_rejected: int
+    events_dropped: int
+    ingest_pending: int
+    waited_ok: bool
+    recent_rounds: _containers.RepeatedCompositeFieldContainer[RoundInfo]
+    def __init__(self, engine_time: _Optional[float] = ..., loop_engine_time: _Optional[float] = ..., loop_busy: _Optional[bool] = ..., loop_enabled: _Optional[bool] = ..., rounds: _Optional[int] = ..., last_round_engine_time: _Optional[float] = ..., next_round_engine_time: _Optional[float] = ..., round_every_s: _Optional[float] = ..., trial_window_s: _Optional[float] = ..., policy_version: _Optional[int] = ..., paused: _Optional[bool] = ..., events_accepted: _Optional[int] = ..., events_rejected: _Optional[int] = ..., events_dropped: _Optional[int] = ..., ingest_pending: _Optional[int] = ..., waited_ok: _Optional[bool] = ..., recent_rounds: _Optional[_Iterable[_Union[RoundInfo, _Mapping]]] = ...) -> None: ...
+
 class QueueSpec(_message.Message):
     __slots__ = ("lo", "hi", "mean_len", "density", "w_base", "w_urg", "w_fair")
     LO_FIELD_NUMBER: _ClassVar[int]

@@ -57,6 +57,11 @@ class PolicyServiceStub:
                 request_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.GetPolicyRequest.SerializeToString,
                 response_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.PolicyUpdate.FromString,
                 _registered_method=True)
+        self.GetStatus = channel.unary_unary(
+                '/tailwise.v1.PolicyService/GetStatus',
+                request_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.LearnerStatus.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -91,6 +96,16 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStatus(self, request, context):
+        """Read-only: the learner's progress in ENGINE time (telemetry ingested, loop iterations,
+        tuning rounds). With wait_loop_engine_time it long-polls until the learning loop has
+        completed an iteration at that engine time (any round due then included), so a
+        simulated engine can keep the sidecar in step with its virtual clock.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +123,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.GetPolicy,
                     request_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.GetPolicyRequest.FromString,
                     response_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.PolicyUpdate.SerializeToString,
+            ),
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.GetStatusRequest.FromString,
+                    response_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.LearnerStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -199,6 +219,33 @@ class PolicyService:
             '/tailwise.v1.PolicyService/GetPolicy',
             proto_dot_tailwise_dot_v1_dot_policy__pb2.GetPolicyRequest.SerializeToString,
             proto_dot_tailwise_dot_v1_dot_policy__pb2.PolicyUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailwise.v1.PolicyService/GetStatus',
+            proto_dot_tailwise_dot_v1_dot_policy__pb2.GetStatusRequest.SerializeToString,
+            proto_dot_tailwise_dot_v1_dot_policy__pb2.LearnerStatus.FromString,
             options,
             channel_credentials,
             insecure,
