@@ -45,9 +45,17 @@ class WindowConfig:
     max_settle_lag_s: float = 600.0
 
 
+#: how the loop scores candidates: on a replay of the telemetry window, or live
+LOOP_MODES = ("replay", "live")
+
+
 @dataclass(frozen=True, slots=True)
 class LoopConfig:
     enabled: bool = True
+    #: "replay" (tune on a simulator replay of the settled window each round) or "live"
+    #: (serve one Optuna trial per round and score it from the engine's measured metrics;
+    #: see :mod:`learner.live`)
+    mode: str = "replay"
     #: engine seconds between tuning rounds (None → the trial window)
     round_every_s: float | None = None
     #: Optuna trials per round
@@ -56,6 +64,10 @@ class LoopConfig:
     tune_on_partition_change: bool = True
     #: wall seconds the loop waits for new telemetry before re-checking stop/state
     idle_wait_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.mode not in LOOP_MODES:
+            raise ConfigError(f"loop.mode: must be one of {list(LOOP_MODES)}, got {self.mode!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,12 @@ clock), then:
    only if its objective is finite, it validates, and promotion is not paused (kill
    switch / manual policy).
 
+With ``loop.mode = "live"`` step 2 instead runs a live round over the same settled span
+(:class:`learner.live.LiveTrials`): the trial in flight is scored from the engine's own
+measured metrics and kept or reverted, then the next Optuna trial is published for the
+engine to serve. A partition change does not cut a live trial short; the next candidate
+gets the new partition.
+
 Because the schedule is in engine time, a simulator emitting virtual timestamps replays
 an hour of workload through the real loop in as long as the tuning takes; the thread
 only waits for *telemetry progress* (a condition variable), with a wall-clock timeout
@@ -48,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from learner.config import LoopConfig, WindowConfig
+from learner.live import LiveRound, LiveTrials, LiveTunerLike
 from learner.metrics import SidecarMetrics
 from learner.publisher import PolicyStore, PromotionPaused
 from learner.state import StateFile
@@ -169,6 +176,10 @@ class LearningLoop:
         self.loop_engine_time: float | None = None
         self._busy = False
         self._progress = threading.Condition()
+        #: live mode's trials (None in replay mode)
+        self.live: LiveTrials | None = None
+        if self.cfg.mode == "live":
+            self.live = LiveTrials(window, store, state, self.wcfg, adopt=self._adopt)
 
     @property
     def round_every_s(self) -> float:
@@ -235,10 +246,14 @@ class LearningLoop:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        close: Callable[[], Any] | None = getattr(self._tuner, "close", None)
+        close: Callable[..., Any] | None = getattr(self._tuner, "close", None)
         if close is not None:
             try:
-                close()
+                if self.live is not None and self.live.trial is not None:
+                    # keep the trial in flight RUNNING: a restarted sidecar tells it
+                    close(fail_pending=False)
+                else:
+                    close()
             except Exception:
                 log.exception("tuner.close() failed")
 
@@ -275,6 +290,8 @@ class LearningLoop:
         if now is None:
             return StepOutcome(None)
         learned, changed = self._feed_partitioner(now)
+        if self.live is not None:
+            self.live.observe(now)
         if self._last_round is None or now < self._last_round:
             # first telemetry: the period starts at the engine's first timestamp; an engine
             # clock behind the last round (a new run) restarts it from the window's start
@@ -282,7 +299,8 @@ class LearningLoop:
             self._last_round = start if start is not None and start <= now else now
             self.state.update(last_round_engine_time=self._last_round)
         due = now - self._last_round >= self.round_every_s
-        eager = self._partition_dirty and self.cfg.tune_on_partition_change
+        eager = (self._partition_dirty and self.cfg.tune_on_partition_change
+                 and self.live is None)
         if not (due or eager):
             return StepOutcome(now, learned, changed)
         if self.wcfg.settle_quantile > 0:
@@ -292,6 +310,10 @@ class LearningLoop:
             since = until - self.wcfg.trial_window_s
         else:  # the latest span (right-censored)
             until, since = math.inf, now - self.wcfg.trial_window_s
+        if self.live is not None:
+            rnd = self._live_round(self.live, now, since, min(until, now))
+            return StepOutcome(now, learned, changed, rnd.outcome not in _NOT_RUN,
+                               rnd.outcome, rnd.published_version)
         n = self.window.count_since(since, until)
         self.metrics.window_requests.set(n)
         if n < self.wcfg.min_requests:
@@ -303,6 +325,32 @@ class LearningLoop:
             return StepOutcome(now, learned, changed)
         outcome, version = self._round(now, since, until)
         return StepOutcome(now, learned, changed, True, outcome, version)
+
+    def _live_round(self, live: LiveTrials, now: float, since: float,
+                    until: float) -> LiveRound:
+        tuner = self._get_tuner()
+        if tuner is None or not isinstance(tuner, LiveTunerLike):
+            if tuner is not None:
+                log.error("live mode needs a tuner with ask_live/tell_live")
+            rnd = LiveRound("no_tuner")
+        else:
+            try:
+                rnd = live.round(tuner, now, since, until, self._current_partition)
+            except Exception:
+                log.exception("live round failed")
+                self.metrics.loop_errors.labels("live").inc()
+                rnd = LiveRound("error", window_start=since, window_end=until)
+            self._partition_dirty = False
+            self._record_study(tuner, None)
+        self.metrics.window_requests.set(rnd.window_requests)
+        vals = () if rnd.trial is None or rnd.summary is None else (
+            math.nan if rnd.value is None else rnd.value,)
+        self.history.append(RoundRecord(
+            now, rnd.outcome, rnd.window_requests, rnd.value, None, rnd.published_version,
+            champion_value=rnd.champion_value, window_start=rnd.window_start,
+            window_end=rnd.window_end, trial_values=vals))
+        self._finish_round(now, rnd.outcome)
+        return rnd
 
     def _feed_partitioner(self, now: float) -> tuple[int, bool]:
         new = self.window.take_unlearned()
@@ -339,8 +387,12 @@ class LearningLoop:
 
     def _get_tuner(self) -> TunerLike | None:
         if self._tuner is None and self._tuner_factory is not None and not self._tuner_failed:
+            # live mode: the search space centres on the champion, not on a candidate that
+            # happened to be in force when the sidecar restarted
+            champ = self.live.champion if self.live is not None else None
             try:
-                self._tuner = self._tuner_factory(self.store.last_good())
+                self._tuner = self._tuner_factory(
+                    champ.policy if champ is not None else self.store.last_good())
             except Exception:
                 log.exception("tuner unavailable; tuning disabled until restart")
                 self.metrics.loop_errors.labels("tuner_init").inc()
@@ -424,12 +476,13 @@ class LearningLoop:
                 log.exception("%s(...) failed", name)
                 self.metrics.loop_errors.labels(name).inc()
 
-    def _record_study(self, tuner: TunerLike, res: RoundResultLike) -> None:
-        best = res.best_value
-        if best is not None and isinstance(best, int | float) and math.isfinite(best):
-            self.metrics.best_objective.set(float(best))
-        if res.drift is not None and math.isfinite(res.drift):
-            self.metrics.drift.set(res.drift)
+    def _record_study(self, tuner: TunerLike, res: RoundResultLike | None) -> None:
+        if res is not None:
+            best = res.best_value
+            if best is not None and isinstance(best, int | float) and math.isfinite(best):
+                self.metrics.best_objective.set(float(best))
+            if res.drift is not None and math.isfinite(res.drift):
+                self.metrics.drift.set(res.drift)
         try:
             counts: dict[str, int] = {}
             for t in tuner.study.get_trials(deepcopy=False):
@@ -446,6 +499,10 @@ class LearningLoop:
         self.metrics.rounds.labels(outcome).inc()
         self.state.update(last_round_engine_time=now, rounds=self.rounds)
         log.info("round %d at engine t=%.1f: %s", self.rounds, now, outcome)
+
+
+#: live outcomes in which no trial was scored or published (``StepOutcome.round_run``)
+_NOT_RUN = frozenset({"too_few_requests", "live_waiting", "no_tuner", "paused"})
 
 
 def _opt_float(v: Any) -> float | None:

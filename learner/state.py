@@ -1,4 +1,5 @@
-"""The sidecar's persisted state: version counter, policy in force, partition, loop clock.
+"""The sidecar's persisted state: version counter, policy in force, partition, loop clock,
+and (live mode) the trial in flight and the champion it is compared with.
 
 One small JSON file (``state_dir/sidecar_state.json``) next to the Optuna journal,
 rewritten atomically (temp file + fsync + rename + directory fsync) on every change, so
@@ -43,6 +44,10 @@ class SidecarState:
     #: engine time of the last tuning round
     last_round_engine_time: float | None = None
     rounds: int = 0
+    #: live mode: the trial in flight (``learner.live.LiveTrial.to_state()``), or None
+    live_trial: dict[str, Any] | None = None
+    #: live mode: the champion and its measured summary (``Champion.to_state()``), or None
+    live_champion: dict[str, Any] | None = None
 
 
 class StateFile:
@@ -99,6 +104,9 @@ class StateFile:
         t = st.last_round_engine_time
         if t is not None and (not isinstance(t, int | float) or not math.isfinite(t)):
             raise StateError(f"{self.path}: last_round_engine_time must be finite, got {t!r}")
+        for name in ("live_trial", "live_champion"):
+            if getattr(st, name) is not None and not isinstance(getattr(st, name), dict):
+                raise StateError(f"{self.path}: {name} must be an object or null")
         return st
 
     def _write(self, state: SidecarState) -> None:

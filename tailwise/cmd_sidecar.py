@@ -51,6 +51,10 @@ def register(app: typer.Typer) -> None:
             "--round-every-s", help="Engine seconds between rounds (default: the window).")] = None,
         n_trials: Annotated[int | None, typer.Option(
             "--n-trials", help="Optuna trials per round.")] = None,
+        mode: Annotated[str | None, typer.Option(
+            "--mode", help="How candidates are scored: 'replay' (simulator replay of the "
+                           "telemetry window, default) or 'live' (one trial per round, "
+                           "scored from the engine's measured metrics).")] = None,
         min_requests: Annotated[int | None, typer.Option(
             "--min-requests", help="Finished requests a round needs in the window.")] = None,
         no_loop: Annotated[bool, typer.Option(
@@ -107,6 +111,8 @@ def register(app: typer.Typer) -> None:
                 loop["round_every_s"] = round_every_s
             if n_trials is not None:
                 loop["n_trials"] = n_trials
+            if mode is not None:
+                loop["mode"] = mode
             if no_loop:
                 loop["enabled"] = False
             if loop:
