@@ -38,7 +38,6 @@ def reset_sched_state(info: ReqInfo) -> None:
     info.sched_key = 0.0
     info.sched_tag = 0
     info.sched_queue = -1
-    info.sched_level = 0
     info.sched_protect_level = -1
 
 

@@ -46,7 +46,6 @@ class ReqInfo:
     sched_key: float = 0.0
     sched_tag: int = 0
     sched_queue: int = -1
-    sched_level: int = 0
     sched_protect_level: int = -1
 
     @property

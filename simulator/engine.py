@@ -633,9 +633,8 @@ class Simulator:
             preempted_self = False
             while need > kv.available:
                 victim = order.pop()
-                if victim in scheduled_dec:
-                    # cannot happen with tail victims; kept as a guard
-                    scheduled_dec.discard(victim)
+                # victims come from beyond position i, which nothing has scheduled yet
+                assert victim not in scheduled_dec
                 self._preempt(victim)
                 if victim is r:
                     preempted_self = True
