@@ -2,7 +2,7 @@
 
 ``which="champion"``: the policy the tuner last recorded as in force (study user attribute
 ``tailwise:champion``: the promoted challenger of the latest round, the champion it kept,
-or what the learner recorded with :meth:`bayes_opt.tuner.Tuner.set_champion`).
+or what the learner recorded with :meth:`tailwise.bayes_opt.tuner.Tuner.set_champion`).
 
 ``which="best"``: the best COMPLETE trial of the *latest round* that has a policy.
 Objective values of different rounds come from different windows (different load and
@@ -10,7 +10,7 @@ mix), so they are not compared with each other; within a round every trial repla
 same window. A study with no rounds (live-only trials) falls back to the best trial of
 the whole study.
 
-The file is written by :func:`scorer.frozen.save` (atomic, ``source=frozen``).
+The file is written by :func:`tailwise.scorer.frozen.save` (atomic, ``source=frozen``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from bayes_opt.storage import StorageError, open_storage
-from bayes_opt.tuner import ATTR_CHAMPION
-from scorer import frozen
-from scorer.policy import Policy, PolicyError
+from tailwise.bayes_opt.storage import StorageError, open_storage
+from tailwise.bayes_opt.tuner import ATTR_CHAMPION
+from tailwise.scorer import frozen
+from tailwise.scorer.policy import Policy, PolicyError
 
 WHICH = ("best", "champion")
 

@@ -1,7 +1,7 @@
 """Objectives: turn one window's metrics summary into the number Optuna optimises.
 
 Every objective reads the stable ``results.json`` schema produced by
-:func:`simulator.metrics.summarize` (replay) or reported by the learner from the engine's
+:func:`tailwise.simulator.metrics.summarize` (replay) or reported by the learner from the engine's
 own telemetry (live reward), so replay and live trials are scored by the same code.
 
 ``reward`` (default, maximise) — EWSJF's meta-objective ``λ1·C + λ2·L − λ3·S − λ4·U``:

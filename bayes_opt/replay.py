@@ -3,8 +3,9 @@
 :class:`Evaluator` is the seam the tuner scores through: ``run(window, policy)`` returns a
 metrics summary in the stable ``results.json`` schema and ``baseline(window)`` the summary
 of the reference policy (FCFS, vLLM's default) on the same window. :class:`ReplayEvaluator`
-implements it with :func:`simulator.engine.simulate` and :func:`simulator.metrics.summarize`;
-the baseline is computed once per window (keyed by its fingerprint) and cached. Tests
+implements it with :func:`tailwise.simulator.engine.simulate` and
+:func:`tailwise.simulator.metrics.summarize`; the baseline is computed once per window (keyed
+by its fingerprint) and cached. Tests
 inject a cheap fake with the same two methods.
 """
 
@@ -14,15 +15,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from bayes_opt.window import fingerprint
-from scorer.baselines import Fcfs
-from scorer.interface import SchedulingPolicy
-from scorer.policy import Policy
-from scorer.registry import build_scheduler
-from scorer.step_time import StepTimeModel
-from simulator.engine import EngineConfig, simulate
-from simulator.metrics import MetricsConfig, summarize
-from simulator.traces import Trace
+from tailwise.bayes_opt.window import fingerprint
+from tailwise.scorer.baselines import Fcfs
+from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.policy import Policy
+from tailwise.scorer.registry import build_scheduler
+from tailwise.scorer.step_time import StepTimeModel
+from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.simulator.metrics import MetricsConfig, summarize
+from tailwise.simulator.traces import Trace
 
 Summary = Mapping[str, Any]
 

@@ -5,10 +5,10 @@ scheduler reads (``scorer/{boost,ewsjf,kairos,tailwise}.py``), conditionally: Di
 fits γ itself so it gets no γ; tailwise asks for α and ``max_queues`` only when its
 boosts are partition-aware. Parameters a mode ignores would be pure noise dimensions for
 the sampler. :func:`params_to_policy` turns the answers into a validated
-:class:`~scorer.policy.Policy` on top of a base policy; :func:`policy_to_params` is the
+:class:`~tailwise.scorer.policy.Policy` on top of a base policy; :func:`policy_to_params` is the
 inverse used to enqueue the champion, clipped into the space. Anything invalid (a value
 out of the policy's range, NaN, a missing or mistyped value, a partition with more queues
-than ``max_queues``) raises :class:`~scorer.policy.PolicyError` naming the parameter —
+than ``max_queues``) raises :class:`~tailwise.scorer.policy.PolicyError` naming the parameter —
 the trial fails cleanly and the candidate is never pushed.
 
 Parameters (names are what optuna-dashboard shows):
@@ -55,7 +55,7 @@ value, clipped to ``aging_s``). ``c`` is searched per 1000 tokens so its range h
 scale of ``a`` (b̄ is in tokens). Booleans are searched only with ``search_switches``.
 
 >>> from optuna.trial import FixedTrial
->>> from scorer.policy import Policy, Mode
+>>> from tailwise.scorer.policy import Policy, Mode
 >>> cfg = SpaceConfig(mode=Mode.BOOST, search_switches=False)
 >>> params = {"boost.gamma": 0.2, "boost.memguard_theta_s": 0.1,
 ...           "boost.memguard_ratio": 2.0, "safety.aging_s": 200.0,
@@ -78,8 +78,8 @@ import numpy.typing as npt
 import optuna
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped,unused-ignore]
 
-from partitioner.refine_prune import STATE_KIND, STATE_VERSION, RefinePrune
-from scorer.policy import (
+from tailwise.partitioner.refine_prune import STATE_KIND, STATE_VERSION, RefinePrune
+from tailwise.scorer.policy import (
     BoostVariant,
     EwsjfParams,
     LinearWeight,
@@ -267,7 +267,7 @@ def params_to_policy(
     """``base`` with ``params`` applied, ``mode`` set, ``partition`` reweighted; validated.
 
     Queue weights follow the (possibly new) linear weights: ``w(b̄) = a + c·b̄`` at each
-    queue's mean length. Raises :class:`~scorer.policy.PolicyError` on anything invalid.
+    queue's mean length. Raises :class:`~tailwise.scorer.policy.PolicyError` on anything invalid.
     """
     try:
         e = base.ewsjf
@@ -376,13 +376,13 @@ def refine_partition(
 ) -> tuple[QueueSpec, ...]:
     """``partition`` pruned to ``ewsjf.max_queues`` and, with ``values``, refined once.
 
-    One Refine-and-Prune pass (:class:`partitioner.refine_prune.RefinePrune`) with the
+    One Refine-and-Prune pass (:class:`tailwise.partitioner.refine_prune.RefinePrune`) with the
     candidate's α and ``max_queues``, starting from the learner's current partition, over
     the window's prompt lengths (the routing feature; prefix-cache hits are unknown before
     replay, so uncached = prompt). That is what the partition would become at the next
     refresh if the candidate were in force, so α and ``max_queues`` act on the replay as
     they would online. Weights come from ``ewsjf``'s linear weights. Raises
-    :class:`~scorer.policy.PolicyError` for parameters the partitioner rejects.
+    :class:`~tailwise.scorer.policy.PolicyError` for parameters the partitioner rejects.
     """
     loose = dataclasses.replace(
         ewsjf,

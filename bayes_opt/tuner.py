@@ -3,7 +3,7 @@
 A **round** (:meth:`Tuner.tune`) scores candidate policies on one window of recent
 traffic:
 
-1. The window is capped (:func:`bayes_opt.window.cap_window`), fingerprinted, and its
+1. The window is capped (:func:`tailwise.bayes_opt.window.cap_window`), fingerprinted, and its
    drift from the previous round's window is measured (KS on prompt and output lengths;
    the reference sketch is persisted in the study, so drift survives restarts).
 2. The FCFS baseline is replayed once for the window (cached by the evaluator).
@@ -12,21 +12,21 @@ traffic:
    knows where it sits) and measured on the new window.
 4. ``n_trials − 1`` **challengers** are sampled by Optuna (TPE by default, seeded and
    modelling after ``n_startup_trials`` = 4 trials; the GP sampler with ``sampler="gp"``;
-   never a hand-written optimizer) from :mod:`bayes_opt.space` — by default a box of ×/÷4
+   never a hand-written optimizer) from :mod:`tailwise.bayes_opt.space` — by default a box of ×/÷4
    around ``base_policy``'s values. A challenger is ``base_policy`` + the trial's
    parameters + its partition (the learner's partition, refined once with the
    candidate's α/max_queues over the window when the space searches them; see
-   :func:`bayes_opt.space.refine_partition`). Invalid candidates raise
-   :class:`~scorer.policy.PolicyError` and the trial FAILs; an objective that is NaN or
+   :func:`tailwise.bayes_opt.space.refine_partition`). Invalid candidates raise
+   :class:`~tailwise.scorer.policy.PolicyError` and the trial FAILs; an objective that is NaN or
    infinite is returned as NaN, which Optuna records as FAILED.
 5. **Gate**: the best COMPLETE challenger is promoted only if it beats the champion's value
    on the same window by more than ``cfg.margin`` (relative, see
-   :func:`bayes_opt.objective.improvement`). No finite champion value ⇒ no promotion.
+   :func:`tailwise.bayes_opt.objective.improvement`). No finite champion value ⇒ no promotion.
 
 Every trial carries user attributes for optuna-dashboard: ``round``, ``window_id``,
 ``window_requests``, ``role`` (champion/challenger/live), the drift figures, the reward
 components ``C``/``L``/``S``/``U``, headline metrics and the candidate ``policy`` (a dict,
-used by :mod:`bayes_opt.freeze`). The study's user attributes hold the round counter, the
+used by :mod:`tailwise.bayes_opt.freeze`). The study's user attributes hold the round counter, the
 objective kind and the champion policy.
 
 **Live mode** (:meth:`Tuner.ask_live` / :meth:`Tuner.tell_live`, Optuna's ask-and-tell
@@ -39,7 +39,7 @@ Replay cost is bounded by ``max_window_requests`` (default 2000; ~0.1 s per tria
 1000 requests on the H100 model) and, optionally, ``round_timeout_s``. The sampler's seed
 is offset by the number of trials already in the study, so a restarted sidecar does not
 repeat its earlier random draws. Trial values of different rounds come from different
-windows; only values within a round are compared (the gate, :mod:`bayes_opt.freeze`).
+windows; only values within a round are compared (the gate, :mod:`tailwise.bayes_opt.freeze`).
 
 The tuner is not thread-safe; the learner calls it from one background thread.
 """
@@ -61,19 +61,19 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from bayes_opt.objective import (
+from tailwise.bayes_opt.objective import (
     ObjectiveConfig,
     evaluate,
     improvement,
 )
-from bayes_opt.replay import Evaluator, ReplayEvaluator, metrics_config
-from bayes_opt.space import SpaceConfig, policy_to_params, suggest_params, suggest_policy
-from bayes_opt.storage import DEFAULT_HEARTBEAT_S, open_storage
-from bayes_opt.window import Drift, LengthSketch, WindowError, cap_window, drift, fingerprint
-from scorer.policy import Policy, PolicyError, QueueSpec
-from scorer.step_time import StepTimeModel, StepTimeModelError
-from simulator.engine import EngineConfig
-from simulator.traces import Trace
+from tailwise.bayes_opt.replay import Evaluator, ReplayEvaluator, metrics_config
+from tailwise.bayes_opt.space import SpaceConfig, policy_to_params, suggest_params, suggest_policy
+from tailwise.bayes_opt.storage import DEFAULT_HEARTBEAT_S, open_storage
+from tailwise.bayes_opt.window import Drift, LengthSketch, WindowError, cap_window, drift, fingerprint
+from tailwise.scorer.policy import Policy, PolicyError, QueueSpec
+from tailwise.scorer.step_time import StepTimeModel, StepTimeModelError
+from tailwise.simulator.engine import EngineConfig
+from tailwise.simulator.traces import Trace
 
 ATTR_ROUND = "tailwise:round"
 ATTR_OBJECTIVE = "tailwise:objective"

@@ -21,7 +21,7 @@ window is kept as a :class:`LengthSketch` — 256 evenly spaced quantiles of eac
 enough to persist in the study so drift survives a sidecar restart.
 
 >>> import numpy as np
->>> from simulator.traces import Trace
+>>> from tailwise.simulator.traces import Trace
 >>> t = Trace("t", np.arange(10.0), np.arange(1, 11), np.full(10, 5))
 >>> w = cap_window(t, 4)
 >>> len(w), w.prompt_tokens.tolist(), w.arrival_s.tolist()
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from simulator.traces import Trace
+from tailwise.simulator.traces import Trace
 
 SKETCH_POINTS = 256
 

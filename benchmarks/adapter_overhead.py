@@ -25,13 +25,13 @@ from typing import Any
 os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from engine_adapter.harness import make_vllm_scheduler
-from scorer.interface import KeyedQueue
-from scorer.policy import QueueSpec
-from scorer.registry import build_scheduler, default_policy
-from scorer.request import ReqInfo
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig
+from tailwise.engine_adapter.harness import make_vllm_scheduler
+from tailwise.scorer.interface import KeyedQueue
+from tailwise.scorer.policy import QueueSpec
+from tailwise.scorer.registry import build_scheduler, default_policy
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig
 
 QUEUES = (QueueSpec(0, 300, 120, 0.002), QueueSpec(300, 1500, 800, 0.0005),
           QueueSpec(1500, 9000, 4000, 0.00005))

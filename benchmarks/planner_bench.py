@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from planner import Instance, TimeModel, evaluate, run_method, solve_exact
-from planner.methods import METHODS
-from planner.sorted_f import sorted_f_batches, sorted_f_schedule
-from simulator.step_models import load_step_model
-from simulator.traces import Trace, load_trace
+from tailwise.planner import Instance, TimeModel, evaluate, run_method, solve_exact
+from tailwise.planner.methods import METHODS
+from tailwise.planner.sorted_f import sorted_f_batches, sorted_f_schedule
+from tailwise.simulator.step_models import load_step_model
+from tailwise.simulator.traces import Trace, load_trace
 
 DEFAULT_TRACE = "/work/shared/traces/azure2023_conv.csv"
 FALLBACK_TRACE = "azure-conv"

@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from scorer.registry import POLICY_NAMES
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig
-from simulator.experiment import Experiment, run_experiment
-from simulator.metrics import summarize
-from simulator.traces import load_trace
 from tailwise.cmd_simulate import make_arm
+from tailwise.scorer.registry import POLICY_NAMES
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig
+from tailwise.simulator.experiment import Experiment, run_experiment
+from tailwise.simulator.metrics import summarize
+from tailwise.simulator.traces import load_trace
 
 SCENARIOS = [(t, load, blocks) for t in ("azure-code", "azure-conv")
              for load, blocks in ((0.7, 28_600), (0.9, 28_600), (1.1, 28_600), (0.9, 3_000),

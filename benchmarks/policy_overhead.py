@@ -14,10 +14,10 @@ import argparse
 import random
 import time
 
-from scorer.policy import QueueSpec
-from scorer.registry import build_scheduler, default_policy
-from scorer.request import ReqInfo
-from scorer.step_time import H100_LLAMA3_8B
+from tailwise.scorer.policy import QueueSpec
+from tailwise.scorer.registry import build_scheduler, default_policy
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.step_time import H100_LLAMA3_8B
 
 MODES = ["fcfs", "uniboost", "ewsjf", "kairos", "tailwise"]
 QUEUES = (QueueSpec(0, 300, 120, 0.002), QueueSpec(300, 1500, 800, 0.0005),

@@ -5,7 +5,7 @@ streams telemetry for ``--seconds`` from this process in two ways, one after the
 
 * ``raw``     — pre-built ``EngineEvent`` batches of ``--batch`` events pushed as fast as
                 gRPC takes them (the sidecar's ceiling);
-* ``emitter`` — the engine-side :class:`engine_adapter.telemetry.TelemetryEmitter` fed by
+* ``emitter`` — the engine-side :class:`tailwise.engine_adapter.telemetry.TelemetryEmitter` fed by
                 a producer loop calling ``on_arrival``/``on_finish``/``on_step``, once paced
                 at ``--rate`` events/s (default 30,000) and once as fast as it can (then
                 the emitter's bounded queue drops and counts the excess, by design).
@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
 
-from engine_adapter.telemetry import TelemetryEmitter  # noqa: E402
-from proto import rpc  # noqa: E402
-from proto.tailwise.v1 import policy_pb2 as pb  # noqa: E402
-from scorer.hooks import StepStats  # noqa: E402
-from scorer.request import ReqInfo  # noqa: E402
+from tailwise.engine_adapter.telemetry import TelemetryEmitter  # noqa: E402
+from tailwise.scorer.hooks import StepStats  # noqa: E402
+from tailwise.scorer.request import ReqInfo  # noqa: E402
+from tailwise.wire import rpc  # noqa: E402
+from tailwise.wire.v1 import policy_pb2 as pb  # noqa: E402
 
 REQUIREMENT = 20_000.0
 

@@ -14,11 +14,11 @@ import resource
 import time
 from pathlib import Path
 
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig, simulate
-from simulator.traces import Trace, load_trace
-from simulator.workload import generate, rate_scale_for_load
 from tailwise.cmd_simulate import make_arm
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.simulator.traces import Trace, load_trace
+from tailwise.simulator.workload import generate, rate_scale_for_load
 
 
 def bench(trace: Trace, policy: str, repeat: int) -> tuple[float, int]:

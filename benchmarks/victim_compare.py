@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from scorer.registry import build_scheduler, default_policy
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig, simulate
-from simulator.metrics import summarize
-from simulator.traces import load_trace
-from simulator.workload import rate_scale_for_load
+from tailwise.scorer.registry import build_scheduler, default_policy
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.simulator.metrics import summarize
+from tailwise.simulator.traces import load_trace
+from tailwise.simulator.workload import rate_scale_for_load
 
 SCENARIOS = [("azure-conv", 0.9, 3000), ("azure-conv", 1.1, 3000), ("azure-code", 0.9, 3000),
              ("azure-conv", 0.9, 1500)]

@@ -2,7 +2,7 @@
 
 ::
 
-    vllm serve MODEL --scheduler-cls engine_adapter.vllm.TailwiseScheduler \\
+    vllm serve MODEL --scheduler-cls tailwise.engine_adapter.vllm.TailwiseScheduler \\
         --additional-config '{"tailwise": {"policy_file": "/etc/tailwise/policy.json"}}'
 
 Keys (all optional; unknown keys are refused so a typo never silently runs stock vLLM):
@@ -11,7 +11,7 @@ Keys (all optional; unknown keys are refused so a typo never silently runs stock
     ``host:port`` of the tailwise sidecar. Policies then arrive over gRPC; until the
     first one does (and whenever the sidecar is gone) the startup policy stays in force.
 ``policy_file``
-    A frozen policy file (:mod:`scorer.frozen`): the startup policy. A missing, corrupt
+    A frozen policy file (:mod:`tailwise.scorer.frozen`): the startup policy. A missing, corrupt
     or tampered file is an error at startup, never a silent fallback.
 ``mode``
     A mode name (``fcfs``, ``boost``, ``ewsjf``, ``kairos``, ``tailwise``): the startup
@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scorer.frozen import FrozenPolicyError
-from scorer.frozen import load as load_frozen
-from scorer.policy import Mode, Policy, Source
+from tailwise.scorer.frozen import FrozenPolicyError
+from tailwise.scorer.frozen import load as load_frozen
+from tailwise.scorer.policy import Mode, Policy, Source
 
 #: the key under ``--additional-config`` that belongs to tailwise
 SECTION = "tailwise"

@@ -2,16 +2,16 @@
 
 ``tailwise simulate --engine vllm`` runs each policy through :func:`run_vllm` instead of
 the built-in simulator. The scheduler is vLLM's own ``Scheduler`` + ``KVCacheManager``
-(our :class:`~engine_adapter.vllm.TailwiseScheduler` subclass, which is stock vLLM for
+(our :class:`~tailwise.engine_adapter.vllm.TailwiseScheduler` subclass, which is stock vLLM for
 FCFS), driven the way vLLM's own tests drive it on CPU: fake ``ModelRunnerOutput``s (one
 sampled token for every request whose prompt is complete after the step), no model, no
 GPU. Time is virtual: each step advances the clock by
 ``StepTimeModel.step_s(prefill tokens, decode requests, decode context)`` computed from
 the SchedulerOutput, exactly the simulator's cost model, so the two engines differ only
-in scheduling semantics. The result is a :class:`simulator.engine.SimResult`, summarised
-by :mod:`simulator.metrics` like any simulator run.
+in scheduling semantics. The result is a :class:`tailwise.simulator.engine.SimResult`, summarised
+by :mod:`tailwise.simulator.metrics` like any simulator run.
 
-Mapping of :class:`~simulator.engine.EngineConfig`: ``num_gpu_blocks`` usable blocks
+Mapping of :class:`~tailwise.simulator.engine.EngineConfig`: ``num_gpu_blocks`` usable blocks
 (vLLM reserves one more as its null block), ``block_size``, ``max_num_seqs``,
 ``max_num_batched_tokens``, ``enable_prefix_caching``, ``watermark``; chunked prefill on,
 ``max_model_len`` = the KV capacity. Requests whose prompt + output cannot fit in the KV
@@ -38,14 +38,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scorer.interface import SchedulingPolicy
-from scorer.request import ReqInfo
-from scorer.step_time import StepTimeModel
-from simulator.engine import EngineConfig, EngineConfigError, RequestRecords, SimResult
-from simulator.traces import Trace
+from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.step_time import StepTimeModel
+from tailwise.simulator.engine import EngineConfig, EngineConfigError, RequestRecords, SimResult
+from tailwise.simulator.traces import Trace
 
 if TYPE_CHECKING:
-    from simulator.experiment import Arm
+    from tailwise.simulator.experiment import Arm
 
 #: the scheduler needs a model config; this one never has weights
 TINY_MODEL_CONFIG: dict[str, Any] = {
@@ -115,7 +115,7 @@ def make_vllm_scheduler(
     from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
     from vllm.v1.structured_output import StructuredOutputManager
 
-    from engine_adapter.vllm import TailwiseScheduler
+    from tailwise.engine_adapter.vllm import TailwiseScheduler
 
     config.validate()
     if config.preemption_mode != "recompute":
@@ -210,7 +210,7 @@ def _digits(x: int) -> list[int]:
 
 def _harness_class() -> Any:
     """TailwiseScheduler that hands oracle fields (true output length) to policies."""
-    from engine_adapter.vllm import TailwiseScheduler
+    from tailwise.engine_adapter.vllm import TailwiseScheduler
 
     class HarnessScheduler(TailwiseScheduler):
         harness_true_output: dict[str, int] = {}  # noqa: RUF012 - replaced per instance
@@ -233,7 +233,7 @@ def run_vllm(
 ) -> SimResult:
     """Replay ``trace`` through vLLM's scheduler with ``arm``'s policy; see the module doc.
 
-    Same signature as :func:`simulator.experiment.builtin_runner` (a ``Runner``). With
+    Same signature as :func:`tailwise.simulator.experiment.builtin_runner` (a ``Runner``). With
     ``arm.source`` the adapter follows that source (adaptive policies; ``arm.sink`` gets
     the telemetry); otherwise ``arm.scheduler`` is pinned (FCFS = stock vLLM).
     """

@@ -1,8 +1,8 @@
 """Engine side of ``PolicyService.Subscribe``: the policy the engine reads each step.
 
-:class:`PolicyClient` implements :class:`scorer.hooks.PolicySource`. A background
+:class:`PolicyClient` implements :class:`tailwise.scorer.hooks.PolicySource`. A background
 thread keeps a subscription open, decodes and validates every ``PolicyUpdate``
-(:func:`proto.codec.decode_update` → ``Policy.validate()``), answers ACK or NACK with
+(:func:`tailwise.wire.codec.decode_update` → ``Policy.validate()``), answers ACK or NACK with
 the reason, and swaps one immutable reference; :meth:`PolicyClient.current` only reads
 that reference, so the engine thread never waits on the network.
 
@@ -10,7 +10,7 @@ Reliability (CONVENTIONS §Reliability rules):
 
 * fail-static — when the sidecar goes away the last good policy stays in force;
 * start-up without a sidecar — the frozen file if given (and valid), else FCFS
-  (:func:`scorer.policy.neutral_policy`);
+  (:func:`tailwise.scorer.policy.neutral_policy`);
 * reconnect with capped exponential backoff + jitter (:class:`Backoff`); a stream that
   ends at its deadline (``stream_max_age_s``) is reopened at once;
 * a NACKed version is never applied, and is listed in the next HELLO so even a
@@ -36,12 +36,12 @@ from typing import Any
 
 import grpc
 
-from proto import codec, rpc
-from proto.errors import DeadlineExceeded, SidecarError, Unauthenticated, from_rpc_error
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.frozen import FrozenPolicyError
-from scorer.frozen import load as load_frozen
-from scorer.policy import Policy, PolicyError, neutral_policy
+from tailwise.scorer.frozen import FrozenPolicyError
+from tailwise.scorer.frozen import load as load_frozen
+from tailwise.scorer.policy import Policy, PolicyError, neutral_policy
+from tailwise.wire import codec, rpc
+from tailwise.wire.errors import DeadlineExceeded, SidecarError, Unauthenticated, from_rpc_error
+from tailwise.wire.v1 import policy_pb2 as pb
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""vLLM's ``RequestQueue`` interface over a tailwise :class:`~scorer.interface.SchedulingPolicy`.
+"""vLLM's ``RequestQueue`` interface over a tailwise :class:`~tailwise.scorer.interface.SchedulingPolicy`.
 
 This is the seam through which tailwise reorders vLLM's waiting queue. vLLM's
 ``schedule()`` only ever looks at the head of ``self.waiting`` (``peek_request`` then
@@ -13,7 +13,7 @@ policy raises or answers inconsistently, the queue records the failure in
 (preempted first, then by arrival) and the scheduler drops back to stock vLLM at the next
 step boundary. The engine never crashes because of a policy.
 
-Imports vLLM; only :mod:`engine_adapter.vllm` imports this module.
+Imports vLLM; only :mod:`tailwise.engine_adapter.vllm` imports this module.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from vllm.v1.core.sched.request_queue import RequestQueue
 from vllm.v1.request import Request, RequestStatus
 
-from scorer.interface import KeyedQueue, SchedulingPolicy
-from scorer.request import ReqInfo
+from tailwise.scorer.interface import KeyedQueue, SchedulingPolicy
+from tailwise.scorer.request import ReqInfo
 
 
 def _fcfs_key(req: Request) -> tuple[bool, float, str]:

@@ -31,12 +31,12 @@ from typing import Any
 
 import grpc
 
-from engine_adapter.policy_client import Backoff
-from proto import rpc
-from proto.errors import SidecarError, from_rpc_error
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.hooks import StepStats
-from scorer.request import ReqInfo
+from tailwise.engine_adapter.policy_client import Backoff
+from tailwise.scorer.hooks import StepStats
+from tailwise.scorer.request import ReqInfo
+from tailwise.wire import rpc
+from tailwise.wire.errors import SidecarError, from_rpc_error
+from tailwise.wire.v1 import policy_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class EmitterCounters:
 
 
 class TelemetryEmitter:
-    """``scorer.hooks.TelemetrySink`` streaming to a sidecar; see the module docstring."""
+    """``tailwise.scorer.hooks.TelemetrySink`` streaming to a sidecar; see the module docstring."""
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
 Use::
 
-    vllm serve MODEL --scheduler-cls engine_adapter.vllm.TailwiseScheduler \\
+    vllm serve MODEL --scheduler-cls tailwise.engine_adapter.vllm.TailwiseScheduler \\
         --additional-config '{"tailwise": {"sidecar": "127.0.0.1:50051"}}'
 
 (``TailwiseAsyncScheduler`` when async scheduling is on — subclassing the sync
@@ -12,14 +12,14 @@ Use::
 How a step works
 ----------------
 Each ``schedule()`` first reads the policy in force from the
-:class:`~scorer.hooks.PolicySource` (a memory read; the gRPC client swaps it from its own
+:class:`~tailwise.scorer.hooks.PolicySource` (a memory read; the gRPC client swaps it from its own
 thread). Then:
 
 * **Neutral policy** (``mode=fcfs``): vLLM's own ``self.waiting`` and ``self.running`` are
   left untouched and stock ``schedule()`` runs. The adapter only *observes* (progress
   bookkeeping and telemetry from the SchedulerOutput), so the schedule is exactly stock
-  vLLM's — the differential tests in ``tests/vllm`` compare it step by step.
-* **Active policy**: ``self.waiting`` is a :class:`~engine_adapter.policy_queue.PolicyRequestQueue`
+  vLLM's — the differential tests in ``tests/vllm_adapter`` compare it step by step.
+* **Active policy**: ``self.waiting`` is a :class:`~tailwise.engine_adapter.policy_queue.PolicyRequestQueue`
   whose head is the policy's ``peek(now)``; ``self.running`` is reordered by
   ``policy.order_running`` so that vLLM, which serves token budget in list order and
   evicts ``running[-1]`` when KV blocks run out, serves and evicts as the policy ranks
@@ -37,12 +37,12 @@ thread). Then:
 
 Progress (computed/output tokens, preemptions, prefill work incl. recompute, cached
 tokens at admission, first-token time, finish) is tracked per request in a
-:class:`~scorer.request.ReqInfo` from ``add_request``, the SchedulerOutput,
+:class:`~tailwise.scorer.request.ReqInfo` from ``add_request``, the SchedulerOutput,
 ``update_from_output`` and ``finish_requests``; cost per step is O(scheduled + running)
 plus O(log waiting) per admission, never O(waiting).
 
 Policy swaps (a different object from the source) rebuild the ``SchedulingPolicy`` via
-:func:`scorer.registry.build_scheduler` and move the waiting requests into it. A policy
+:func:`tailwise.scorer.registry.build_scheduler` and move the waiting requests into it. A policy
 that fails to build, or raises while scheduling, is counted, logged once, and replaced
 by stock behaviour (fail-static); the engine never crashes or blocks because of it.
 """
@@ -64,14 +64,14 @@ from vllm.v1.engine import EngineCoreOutputs
 from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.request import Request, RequestStatus
 
-from engine_adapter.config import TailwiseConfig
-from engine_adapter.policy_queue import PolicyRequestQueue, reset_sched_state
-from engine_adapter.wiring import make_policy_source, make_telemetry_sink
-from scorer.hooks import NullSink, PolicySource, StepStats, TelemetrySink
-from scorer.interface import FcfsQueue, SchedulingPolicy
-from scorer.policy import Mode, Policy
-from scorer.registry import build_scheduler
-from scorer.request import ReqInfo
+from tailwise.engine_adapter.config import TailwiseConfig
+from tailwise.engine_adapter.policy_queue import PolicyRequestQueue, reset_sched_state
+from tailwise.engine_adapter.wiring import make_policy_source, make_telemetry_sink
+from tailwise.scorer.hooks import NullSink, PolicySource, StepStats, TelemetrySink
+from tailwise.scorer.interface import FcfsQueue, SchedulingPolicy
+from tailwise.scorer.policy import Mode, Policy
+from tailwise.scorer.registry import build_scheduler
+from tailwise.scorer.request import ReqInfo
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +90,9 @@ class TailwiseSchedulerMixin(_Base):
     Extra keyword arguments (for tests and the harness; vLLM passes none of them):
     ``policy_source`` and ``telemetry_sink`` replace the ones built from
     ``--additional-config``; ``builder`` turns a Policy into a SchedulingPolicy (default
-    :func:`scorer.registry.build_scheduler`); ``scheduling_policy`` pins one
+    :func:`tailwise.scorer.registry.build_scheduler`); ``scheduling_policy`` pins one
     SchedulingPolicy instance instead of reading a source (simulator baselines such as
-    the oracles, which are not Policy modes; an :class:`~scorer.interface.FcfsQueue`
+    the oracles, which are not Policy modes; an :class:`~tailwise.scorer.interface.FcfsQueue`
     means stock behaviour); ``clock`` is the time source (default ``time.time``, the
     clock of ``Request.arrival_time``).
     """

@@ -1,15 +1,15 @@
-"""From a :class:`~engine_adapter.config.TailwiseConfig` to a PolicySource and a TelemetrySink.
+"""From a :class:`~tailwise.engine_adapter.config.TailwiseConfig` to a PolicySource and a TelemetrySink.
 
-No sidecar: a :class:`~scorer.hooks.StaticPolicySource` over the startup policy and a
-:class:`~scorer.hooks.NullSink`. With a sidecar, the gRPC client and emitter are looked up
+No sidecar: a :class:`~tailwise.scorer.hooks.StaticPolicySource` over the startup policy and a
+:class:`~tailwise.scorer.hooks.NullSink`. With a sidecar, the gRPC client and emitter are looked up
 lazily by name, so this module (and the scheduler) import without gRPC code:
 
-* ``engine_adapter.policy_client.connect(address, *, token, tls_ca, frozen_file)``
+* ``tailwise.engine_adapter.policy_client.connect(address, *, token, tls_ca, frozen_file)``
   returns a started ``PolicySource`` at once (it subscribes on its own thread and
   answers ``current()`` from memory: the frozen file or FCFS until the first push, the
   last good policy when the sidecar is gone). When the startup policy comes from
   ``mode`` instead of a file, it stands in for the client's FCFS until the first push.
-* ``engine_adapter.telemetry.connect(address, *, token, tls_ca)`` returns a started,
+* ``tailwise.engine_adapter.telemetry.connect(address, *, token, tls_ca)`` returns a started,
   bounded, non-blocking ``TelemetrySink`` (``TelemetryEmitter(...).start()`` is used
   when the module has no ``connect``).
 
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from engine_adapter.config import ConfigError, TailwiseConfig
-from scorer.hooks import NullSink, PolicySource, StaticPolicySource, TelemetrySink
-from scorer.policy import Mode, Policy, Source
+from tailwise.engine_adapter.config import ConfigError, TailwiseConfig
+from tailwise.scorer.hooks import NullSink, PolicySource, StaticPolicySource, TelemetrySink
+from tailwise.scorer.policy import Mode, Policy, Source
 
 
 def _module(name: str, key: str) -> ModuleType:
@@ -63,7 +63,7 @@ def make_policy_source(cfg: TailwiseConfig) -> PolicySource:
     startup = cfg.startup_policy()
     if cfg.sidecar is None:
         return StaticPolicySource(startup)
-    connect = _connect(_module("engine_adapter.policy_client", "sidecar"), "sidecar")
+    connect = _connect(_module("tailwise.engine_adapter.policy_client", "sidecar"), "sidecar")
     source = connect(
         cfg.sidecar,
         token=cfg.sidecar_token,
@@ -81,7 +81,7 @@ def make_telemetry_sink(cfg: TailwiseConfig) -> TelemetrySink:
     """The telemetry sink ``cfg`` describes (a NullSink when telemetry is off)."""
     if not cfg.telemetry or cfg.sidecar is None:
         return NullSink()
-    mod = _module("engine_adapter.telemetry", "telemetry")
+    mod = _module("tailwise.engine_adapter.telemetry", "telemetry")
     if hasattr(mod, "connect") or not hasattr(mod, "TelemetryEmitter"):
         sink = _connect(mod, "telemetry")(cfg.sidecar, token=cfg.sidecar_token,
                                           tls_ca=cfg.sidecar_tls_ca)

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from learner.config import ConfigError, config_from_mapping, load_config_file
-from learner.server import run_sidecar
-from learner.state import StateError
+from tailwise.learner.config import ConfigError, config_from_mapping, load_config_file
+from tailwise.learner.server import run_sidecar
+from tailwise.learner.state import StateError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 Used by ``tailwise policy kill|push|resume|current`` and by ``tailwise simulate
 --online`` (``status``: pacing in engine time); every call has a deadline and a
-failed call raises the domain error of :mod:`proto.errors`.
+failed call raises the domain error of :mod:`tailwise.wire.errors`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 
 import grpc
 
-from proto import codec, rpc
-from proto.errors import SidecarError, from_rpc_error
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.policy import Policy
+from tailwise.scorer.policy import Policy
+from tailwise.wire import codec, rpc
+from tailwise.wire.errors import SidecarError, from_rpc_error
+from tailwise.wire.v1 import policy_pb2 as pb
 
 
 class AdminClient:

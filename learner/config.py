@@ -54,7 +54,7 @@ class LoopConfig:
     enabled: bool = True
     #: "replay" (tune on a simulator replay of the settled window each round) or "live"
     #: (serve one Optuna trial per round and score it from the engine's measured metrics;
-    #: see :mod:`learner.live`)
+    #: see :mod:`tailwise.learner.live`)
     mode: str = "replay"
     #: engine seconds between tuning rounds (None → the trial window)
     round_every_s: float | None = None
@@ -101,7 +101,7 @@ class SidecarConfig:
     ingest_buffer_batches: int = 2048
     window: WindowConfig = WindowConfig()
     loop: LoopConfig = LoopConfig()
-    #: passed to ``bayes_opt.tuner.TunerConfig`` as keyword arguments
+    #: passed to ``tailwise.bayes_opt.tuner.TunerConfig`` as keyword arguments
     tuner: dict[str, Any] = field(default_factory=dict)
     #: testing hook: SetPolicy(unchecked=True) may publish an unvalidated policy
     testing_allow_unchecked_push: bool = False

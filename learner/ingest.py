@@ -4,7 +4,7 @@
 batch it does O(1) work — ``put_nowait`` into a bounded queue, or, when the queue is
 full, drop the batch and count its events — so a slow learning loop can never push
 back on an engine. One ingest thread drains the queue into the
-:class:`~learner.window.TelemetryWindow`.
+:class:`~tailwise.learner.window.TelemetryWindow`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from learner.metrics import SidecarMetrics
-from learner.window import TelemetryWindow
-from proto.tailwise.v1 import policy_pb2 as pb
+from tailwise.learner.metrics import SidecarMetrics
+from tailwise.learner.window import TelemetryWindow
+from tailwise.wire.v1 import policy_pb2 as pb
 
 log = logging.getLogger(__name__)
 

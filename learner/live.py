@@ -1,15 +1,15 @@
 """Live-reward trials: score candidate policies from the engine's OWN measured metrics.
 
-With ``loop.mode = "live"`` every due round of :class:`~learner.loop.LearningLoop` (the
+With ``loop.mode = "live"`` every due round of :class:`~tailwise.learner.loop.LearningLoop` (the
 same engine-time schedule and settled span as a replay round) calls
 :meth:`LiveTrials.round`, which uses Optuna's ask-and-tell interface of the tuner
 (``Tuner.ask_live`` / ``Tuner.tell_live``):
 
 1. **Score the trial in flight**, if any. The requests that arrived while its policy was
    in force (from the engine time it was published) and have settled become a
-   :class:`~simulator.engine.RequestRecords` built from telemetry — arrival, first-token
+   :class:`~tailwise.simulator.engine.RequestRecords` built from telemetry — arrival, first-token
    and finish times, prompt/output tokens, preemptions; nothing is replayed — and go
-   through :func:`simulator.metrics.summarize` (:func:`measured_summary`), so a live
+   through :func:`tailwise.simulator.metrics.summarize` (:func:`measured_summary`), so a live
    trial is summarised and scored by the same code as a replayed one. The summary is told
    to the tuner with the champion's measured summary as the baseline. Until
    ``window.min_requests`` of them have settled the trial keeps running (at most
@@ -57,16 +57,16 @@ from typing import Any, Protocol, TypeGuard, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from bayes_opt.objective import ObjectiveConfig, evaluate, improvement
-from learner.config import WindowConfig
-from learner.publisher import PolicyStore, PromotionPaused
-from learner.state import StateFile
-from learner.window import FinishedRequest, TelemetryWindow
-from scorer.hooks import StepStats
-from scorer.policy import Policy, PolicyError, QueueSpec, Source
-from simulator.engine import EngineConfig, RequestRecords, SimResult
-from simulator.metrics import MetricsConfig, summarize
-from simulator.traces import Trace
+from tailwise.bayes_opt.objective import ObjectiveConfig, evaluate, improvement
+from tailwise.learner.config import WindowConfig
+from tailwise.learner.publisher import PolicyStore, PromotionPaused
+from tailwise.learner.state import StateFile
+from tailwise.learner.window import FinishedRequest, TelemetryWindow
+from tailwise.scorer.hooks import StepStats
+from tailwise.scorer.policy import Policy, PolicyError, QueueSpec, Source
+from tailwise.simulator.engine import EngineConfig, RequestRecords, SimResult
+from tailwise.simulator.metrics import MetricsConfig, summarize
+from tailwise.simulator.traces import Trace
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ EXTRA_TRIAL = "live_trial"
 
 
 class TrialSummaryLike(Protocol):
-    """What ``bayes_opt.tuner.TrialSummary`` provides."""
+    """What ``tailwise.bayes_opt.tuner.TrialSummary`` provides."""
 
     @property
     def state(self) -> str: ...
@@ -85,8 +85,8 @@ class TrialSummaryLike(Protocol):
 
 @runtime_checkable
 class LiveTunerLike(Protocol):
-    """``bayes_opt.tuner.Tuner``'s ask-and-tell interface; ``cfg`` carries ``objective``
-    (:class:`~bayes_opt.objective.ObjectiveConfig`) and ``margin``."""
+    """``tailwise.bayes_opt.tuner.Tuner``'s ask-and-tell interface; ``cfg`` carries ``objective``
+    (:class:`~tailwise.bayes_opt.objective.ObjectiveConfig`) and ``margin``."""
 
     def ask_live(self, current: Policy | None = None,
                  partition: tuple[QueueSpec, ...] | None = None) -> tuple[int, Policy]: ...
@@ -101,14 +101,14 @@ class LiveTunerLike(Protocol):
 # -- measurement (pure) ---------------------------------------------------------------------
 def measured_summary(requests: Sequence[FinishedRequest], steps: Sequence[StepStats],
                      cfg: MetricsConfig, *, policy: Policy, end_time: float) -> dict[str, Any]:
-    """The ``simulator.metrics.summarize`` summary of requests the engine really served.
+    """The ``tailwise.simulator.metrics.summarize`` summary of requests the engine really served.
 
     First admission is not in telemetry: the first token stands in for it (queueing
     delay = TTFT). Wasted recompute tokens are unknown (0). ``steps`` give the KV usage and
     waiting figures of the ``engine`` section.
 
-    >>> from simulator.metrics import MetricsConfig
-    >>> from scorer.policy import neutral_policy
+    >>> from tailwise.simulator.metrics import MetricsConfig
+    >>> from tailwise.scorer.policy import neutral_policy
     >>> r = FinishedRequest(10.0, 12.0, 100, 0, 21, "", 10.5, 0)
     >>> s = measured_summary([r], [], MetricsConfig(), policy=neutral_policy(), end_time=12.0)
     >>> s["overall"]["ttlt"]["mean"], s["overall"]["ttft"]["p99"], s["overall"]["tpot"]["mean"]
@@ -432,7 +432,7 @@ def _metrics_config(tuner: LiveTunerLike, objective: ObjectiveConfig,
     mc = getattr(getattr(tuner, "evaluator", None), "metrics", None)
     if isinstance(mc, MetricsConfig):
         return mc
-    from bayes_opt.replay import metrics_config
+    from tailwise.bayes_opt.replay import metrics_config
 
     base = getattr(tuner, "base", None)
     return metrics_config(base if isinstance(base, Policy) else fallback,

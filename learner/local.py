@@ -1,15 +1,15 @@
 """The in-process learner: the sidecar's adaptive loops without the network.
 
-:class:`LocalLearner` is both a :class:`~scorer.hooks.TelemetrySink` (the engine reports
-arrivals and finishes to it) and a :class:`~scorer.hooks.PolicySource` (the engine reads
+:class:`LocalLearner` is both a :class:`~tailwise.scorer.hooks.TelemetrySink` (the engine reports
+arrivals and finishes to it) and a :class:`~tailwise.scorer.hooks.PolicySource` (the engine reads
 the policy in force from it). It runs the loops that make a policy adaptive:
 
 * Refine-and-Prune partition refresh (EWSJF and tailwise modes) from arrivals' uncached
   prompt lengths, every ``ewsjf.refresh_requests`` arrivals or ``ewsjf.refresh_s`` engine
   seconds;
-* DistBoost: γ refitted by :func:`scorer.boost.fit_gamma` from the sizes of recently
+* DistBoost: γ refitted by :func:`tailwise.scorer.boost.fit_gamma` from the sizes of recently
   finished requests and the recent arrival rate, every ``refit_every`` finishes;
-* γ-Ada: :class:`scorer.boost.GammaAda` steering γ from measured tail TTLT.
+* γ-Ada: :class:`tailwise.scorer.boost.GammaAda` steering γ from measured tail TTLT.
 
 Each change is published as a new, validated policy version (``source=learned``), which
 the engine swaps in at its next step — exactly how a sidecar push arrives. Used by
@@ -23,11 +23,11 @@ import dataclasses
 import math
 from collections import deque
 
-from partitioner.refine_prune import RefinePrune
-from scorer.boost import GammaAda, fit_gamma
-from scorer.hooks import StepStats
-from scorer.policy import BoostVariant, Mode, Policy, Source
-from scorer.request import ReqInfo
+from tailwise.partitioner.refine_prune import RefinePrune
+from tailwise.scorer.boost import GammaAda, fit_gamma
+from tailwise.scorer.hooks import StepStats
+from tailwise.scorer.policy import BoostVariant, Mode, Policy, Source
+from tailwise.scorer.request import ReqInfo
 
 
 class LocalLearner:

@@ -10,7 +10,7 @@ clock), then:
    (``to_state``) and, optionally, triggers a round;
 2. when ``round_every_s`` engine seconds have passed since the last round (or the
    partition changed) and the window holds at least ``min_requests`` finished requests,
-   it rebuilds a :class:`~simulator.traces.Trace` of ``trial_window_s`` engine seconds
+   it rebuilds a :class:`~tailwise.simulator.traces.Trace` of ``trial_window_s`` engine seconds
    — the latest *settled* span (``window.settle_quantile`` of its arrivals finished, see
    :meth:`TelemetryWindow.settled_end`), so the replay is not biased toward the short
    requests that finish first — and calls ``tuner.tune(window, current, partition,
@@ -20,7 +20,7 @@ clock), then:
    switch / manual policy).
 
 With ``loop.mode = "live"`` step 2 instead runs a live round over the same settled span
-(:class:`learner.live.LiveTrials`): the trial in flight is scored from the engine's own
+(:class:`tailwise.learner.live.LiveTrials`): the trial in flight is scored from the engine's own
 measured metrics and kept or reverted, then the next Optuna trial is published for the
 engine to serve. A partition change does not cut a live trial short; the next candidate
 gets the new partition.
@@ -53,20 +53,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from learner.config import LoopConfig, WindowConfig
-from learner.live import LiveRound, LiveTrials, LiveTunerLike
-from learner.metrics import SidecarMetrics
-from learner.publisher import PolicyStore, PromotionPaused
-from learner.state import StateFile
-from learner.window import TelemetryWindow
-from scorer.policy import EwsjfParams, Policy, PolicyError, QueueSpec, Source
-from simulator.traces import Trace
+from tailwise.learner.config import LoopConfig, WindowConfig
+from tailwise.learner.live import LiveRound, LiveTrials, LiveTunerLike
+from tailwise.learner.metrics import SidecarMetrics
+from tailwise.learner.publisher import PolicyStore, PromotionPaused
+from tailwise.learner.state import StateFile
+from tailwise.learner.window import TelemetryWindow
+from tailwise.scorer.policy import EwsjfParams, Policy, PolicyError, QueueSpec, Source
+from tailwise.simulator.traces import Trace
 
 log = logging.getLogger(__name__)
 
 
 class RoundResultLike(Protocol):
-    """What ``bayes_opt.tuner.RoundResult`` provides."""
+    """What ``tailwise.bayes_opt.tuner.RoundResult`` provides."""
 
     @property
     def promoted(self) -> Policy | None: ...
@@ -79,7 +79,7 @@ class RoundResultLike(Protocol):
 
 
 class TunerLike(Protocol):
-    """``bayes_opt.tuner.Tuner``: one tuning round on a replay window."""
+    """``tailwise.bayes_opt.tuner.Tuner``: one tuning round on a replay window."""
 
     def tune(self, window: Trace, current: Policy, partition: tuple[QueueSpec, ...],
              n_trials: int) -> RoundResultLike: ...
@@ -89,7 +89,7 @@ class TunerLike(Protocol):
 
 
 class PartitionerLike(Protocol):
-    """``partitioner.refine_prune.RefinePrune`` (river-style streaming partitioner)."""
+    """``tailwise.partitioner.refine_prune.RefinePrune`` (river-style streaming partitioner)."""
 
     def learn_one(self, x: Any) -> Any: ...
     def refresh(self, now: float) -> bool: ...
@@ -381,7 +381,7 @@ class LearningLoop:
         try:
             return tuple(self.partitioner.partition())
         except Exception:
-            log.exception("partitioner.partition() failed; using the current queues")
+            log.exception("tailwise.partitioner.partition() failed; using the current queues")
             self.metrics.loop_errors.labels("partitioner").inc()
             return current.queues
 

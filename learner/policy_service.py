@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from learner.metrics import SidecarMetrics
-from learner.publisher import PolicyStore
-from proto import codec
-from proto.errors import FailedPrecondition, InvalidArgument, Unimplemented, abort_with
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.policy import PolicyError
+from tailwise.learner.metrics import SidecarMetrics
+from tailwise.learner.publisher import PolicyStore
+from tailwise.scorer.policy import PolicyError
+from tailwise.wire import codec
+from tailwise.wire.errors import FailedPrecondition, InvalidArgument, Unimplemented, abort_with
+from tailwise.wire.v1 import policy_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class PolicyServicer:
                  status: StatusProvider | None = None) -> None:
         self.store = store
         self.metrics = metrics
-        #: answers GetStatus (``learner.status.StatusReporter``); None: UNIMPLEMENTED
+        #: answers GetStatus (``tailwise.learner.status.StatusReporter``); None: UNIMPLEMENTED
         self.status = status
         self.stream_max_age_s = stream_max_age_s
         self.allow_unchecked = allow_unchecked

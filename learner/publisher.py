@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from learner.metrics import SidecarMetrics
-from learner.state import StateFile
-from proto import codec
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.policy import Policy, PolicyError, Source, neutral_policy
+from tailwise.learner.metrics import SidecarMetrics
+from tailwise.learner.state import StateFile
+from tailwise.scorer.policy import Policy, PolicyError, Source, neutral_policy
+from tailwise.wire import codec
+from tailwise.wire.v1 import policy_pb2 as pb
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import grpc
 
-from learner.config import ConfigError, SidecarConfig
-from proto.errors import Unauthenticated, status_of
+from tailwise.learner.config import ConfigError, SidecarConfig
+from tailwise.wire.errors import Unauthenticated, status_of
 
 log = logging.getLogger(__name__)
 

@@ -22,20 +22,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from learner.config import ConfigError, SidecarConfig
-from learner.ingest import TelemetryIngest
-from learner.loop import LearningLoop, PartitionerFactory, TunerFactory, TunerLike
-from learner.metrics import SidecarMetrics
-from learner.policy_service import PolicyServicer
-from learner.publisher import PolicyStore
-from learner.security import TokenInterceptor, check_bind, server_credentials, split_host_port
-from learner.state import StateFile
-from learner.status import StatusReporter
-from learner.window import TelemetryWindow
-from proto import rpc
-from scorer.frozen import FrozenPolicyError
-from scorer.frozen import load as load_frozen
-from scorer.policy import EwsjfParams, Policy
+from tailwise.learner.config import ConfigError, SidecarConfig
+from tailwise.learner.ingest import TelemetryIngest
+from tailwise.learner.loop import LearningLoop, PartitionerFactory, TunerFactory, TunerLike
+from tailwise.learner.metrics import SidecarMetrics
+from tailwise.learner.policy_service import PolicyServicer
+from tailwise.learner.publisher import PolicyStore
+from tailwise.learner.security import TokenInterceptor, check_bind, server_credentials, split_host_port
+from tailwise.learner.state import StateFile
+from tailwise.learner.status import StatusReporter
+from tailwise.learner.window import TelemetryWindow
+from tailwise.scorer.frozen import FrozenPolicyError
+from tailwise.scorer.frozen import load as load_frozen
+from tailwise.scorer.policy import EwsjfParams, Policy
+from tailwise.wire import rpc
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,10 @@ def server_options(cfg: SidecarConfig) -> list[tuple[str, int]]:
 
 
 def default_tuner_factory(cfg: SidecarConfig) -> TunerFactory:
-    """Build ``bayes_opt.tuner.Tuner`` lazily (imported on the first round)."""
+    """Build ``tailwise.bayes_opt.tuner.Tuner`` lazily (imported on the first round)."""
 
     def make(base: Policy) -> TunerLike:
-        from bayes_opt.tuner import Tuner, TunerConfig
+        from tailwise.bayes_opt.tuner import Tuner, TunerConfig
 
         kwargs: dict[str, Any] = {"storage": cfg.storage_url, "study_name": cfg.study}
         kwargs.update(_nested_config(TunerConfig, cfg.tuner))
@@ -86,11 +86,11 @@ def _nested_config(cls: Any, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_partitioner_factory() -> PartitionerFactory | None:
-    """``partitioner.refine_prune.RefinePrune`` when it is installed, else None."""
+    """``tailwise.partitioner.refine_prune.RefinePrune`` when it is installed, else None."""
     try:
-        from partitioner.refine_prune import RefinePrune
+        from tailwise.partitioner.refine_prune import RefinePrune
     except ImportError:
-        log.warning("partitioner.refine_prune is not available; partition refresh disabled")
+        log.warning("tailwise.partitioner.refine_prune is not available; partition refresh disabled")
         return None
 
     def make(params: EwsjfParams) -> Any:

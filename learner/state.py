@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scorer.frozen import atomic_write_text
+from tailwise.scorer.frozen import atomic_write_text
 
 FORMAT = "tailwise-sidecar-state"
 STATE_VERSION = 1
@@ -39,12 +39,12 @@ class SidecarState:
     policy: dict[str, Any] | None = None
     #: automatic promotion paused (kill switch or manual policy)
     paused: bool = False
-    #: ``partitioner.to_state()`` (JSON-serialisable), or None
+    #: ``tailwise.partitioner.to_state()`` (JSON-serialisable), or None
     partition: Any = None
     #: engine time of the last tuning round
     last_round_engine_time: float | None = None
     rounds: int = 0
-    #: live mode: the trial in flight (``learner.live.LiveTrial.to_state()``), or None
+    #: live mode: the trial in flight (``tailwise.learner.live.LiveTrial.to_state()``), or None
     live_trial: dict[str, Any] | None = None
     #: live mode: the champion and its measured summary (``Champion.to_state()``), or None
     live_champion: dict[str, Any] | None = None

@@ -17,11 +17,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from learner.ingest import TelemetryIngest
-from learner.loop import LearningLoop, RoundRecord
-from learner.publisher import PolicyStore
-from learner.window import TelemetryWindow
-from proto.tailwise.v1 import policy_pb2 as pb
+from tailwise.learner.ingest import TelemetryIngest
+from tailwise.learner.loop import LearningLoop, RoundRecord
+from tailwise.learner.publisher import PolicyStore
+from tailwise.learner.window import TelemetryWindow
+from tailwise.wire.v1 import policy_pb2 as pb
 
 #: longest a GetStatus call waits for the loop, wall seconds
 MAX_WAIT_S = 600.0

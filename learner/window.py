@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.hooks import StepStats
-from simulator.traces import Trace
+from tailwise.scorer.hooks import StepStats
+from tailwise.simulator.traces import Trace
+from tailwise.wire.v1 import policy_pb2 as pb
 
 #: events stamped later than this (seconds) are refused: no engine clock is that far along,
 #: and one bogus stamp would otherwise fast-forward the loop's engine clock
@@ -257,7 +257,7 @@ class TelemetryWindow:
         qualifies the answer is ``now - max_lag_s``.
 
         >>> w = TelemetryWindow()
-        >>> from proto.tailwise.v1 import policy_pb2 as pb
+        >>> from tailwise.wire.v1 import policy_pb2 as pb
         >>> b = pb.EngineEvent()
         >>> for i in range(10):
         ...     _ = b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id=f"r{i}",

@@ -5,8 +5,8 @@
 :class:`Router` maps a routing-feature value to its queue, or :data:`BUBBLE`.
 """
 
-from partitioner.interface import Partitioner, PartitionerStateError
-from partitioner.refine_prune import RefinePrune
-from partitioner.routing import BUBBLE, Router
+from tailwise.partitioner.interface import Partitioner, PartitionerStateError
+from tailwise.partitioner.refine_prune import RefinePrune
+from tailwise.partitioner.routing import BUBBLE, Router
 
 __all__ = ["BUBBLE", "Partitioner", "PartitionerStateError", "RefinePrune", "Router"]

@@ -7,8 +7,8 @@ Contract (what the learner loop and the persistence layer rely on):
   (non-finite, negative or absurd values are skipped and counted in ``skipped``) and never
   changes the partition by itself.
 * ``partition()`` returns the current queues as sorted, disjoint ``[lo, hi)`` intervals
-  (:class:`~scorer.policy.QueueSpec`), ready to be put into a
-  :class:`~scorer.policy.Policy`. It is cheap (no recomputation).
+  (:class:`~tailwise.scorer.policy.QueueSpec`), ready to be put into a
+  :class:`~tailwise.scorer.policy.Policy`. It is cheap (no recomputation).
 * ``refresh(now)`` recomputes the partition when it is due, with ``now`` in engine
   seconds from an injected clock, and returns ``True`` iff the partition changed. Only
   ``refresh`` changes the partition, so the learner knows exactly when to push a policy.
@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, Self
 
-from scorer.policy import QueueSpec
+from tailwise.scorer.policy import QueueSpec
 
 
 class PartitionerStateError(ValueError):

@@ -79,8 +79,8 @@ from numpy.typing import NDArray
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from partitioner.interface import Partitioner, PartitionerStateError
-from scorer.policy import SCHEMA_VERSION, EwsjfParams, Policy, PolicyError, QueueSpec
+from tailwise.partitioner.interface import Partitioner, PartitionerStateError
+from tailwise.scorer.policy import SCHEMA_VERSION, EwsjfParams, Policy, PolicyError, QueueSpec
 
 #: largest routing-feature value accepted (tokens); beyond it is a telemetry bug
 MAX_X = 1e12

@@ -6,7 +6,7 @@ or NaN goes to the *bubble* queue (:data:`BUBBLE`), whose weights live in
 ``EwsjfParams.bubble``. The router is immutable, so the engine can share it with the
 policy object that owns it.
 
->>> from scorer.policy import QueueSpec
+>>> from tailwise.scorer.policy import QueueSpec
 >>> r = Router((QueueSpec(0, 100, 50, 0.01), QueueSpec(200, 1000, 400, 0.001)))
 >>> [r.route(x) for x in (0, 99.5, 100, 150, 200, 999, 1000)]
 [0, 0, -1, -1, 1, 1, -1]
@@ -17,7 +17,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Sequence
 
-from scorer.policy import QueueSpec, check_intervals
+from tailwise.scorer.policy import QueueSpec, check_intervals
 
 #: queue index returned for values outside every interval
 BUBBLE = -1
@@ -26,7 +26,7 @@ BUBBLE = -1
 class Router:
     """Routes values to queue indices by bisection over the queue lower bounds.
 
-    Raises :class:`~scorer.policy.PolicyError` (a ``ValueError``) naming the first bad
+    Raises :class:`~tailwise.scorer.policy.PolicyError` (a ``ValueError``) naming the first bad
     queue, with the same field names and rules as ``Policy.validate`` for boundaries.
     """
 

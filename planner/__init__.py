@@ -2,14 +2,14 @@
 
 Entry points: :func:`compare` / :func:`run_method` (methods in :data:`METHODS`, scored
 by :func:`evaluate`), :func:`order_for_backlog` (a plan as an admission order for the
-simulator's backlog mode), :class:`planner.policy.PlannedOrder` (that order as a waiting
+simulator's backlog mode), :class:`tailwise.planner.policy.PlannedOrder` (that order as a waiting
 queue policy) and :func:`capacity_sweep`. The model is documented in
-:mod:`planner.model`.
+:mod:`tailwise.planner.model`.
 """
 
-from planner.capacity import CapacityResult, capacity_sweep
-from planner.exact import ExactSolverError, solve_exact
-from planner.methods import (
+from tailwise.planner.capacity import CapacityResult, capacity_sweep
+from tailwise.planner.exact import ExactSolverError, solve_exact
+from tailwise.planner.methods import (
     EXACT_MAX_N,
     METHODS,
     BacklogPlan,
@@ -20,7 +20,7 @@ from planner.methods import (
     plan_backlog,
     run_method,
 )
-from planner.model import (
+from tailwise.planner.model import (
     UNIT,
     Evaluation,
     InfeasibleScheduleError,
@@ -31,7 +31,7 @@ from planner.model import (
     batch_peak,
     evaluate,
 )
-from planner.sorted_f import sorted_f_batches, sorted_f_schedule
+from tailwise.planner.sorted_f import sorted_f_batches, sorted_f_schedule
 
 __all__ = [
     "EXACT_MAX_N",

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.methods import run_method
-from planner.model import Instance, IntArray, TimeModel, evaluate
+from tailwise.planner.methods import run_method
+from tailwise.planner.model import Instance, IntArray, TimeModel, evaluate
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from planner.model import Instance, IntArray, Schedule, batch_peak
+from tailwise.planner.model import Instance, IntArray, Schedule, batch_peak
 
 
 class KvProfile:

@@ -20,7 +20,7 @@ The horizon comes from an incumbent of value ``U`` (the best heuristic, local se
 included, also passed to HiGHS as a MIP start): every start
 satisfies ``a_i ≤ U − Σ_j o_j`` because the other completions are each at least
 ``o_j``, so ``s`` ranges over ``0 … U − Σ o``. The result is re-checked with
-:func:`planner.model.evaluate`. The optimum is exact in unit time; under a step-time
+:func:`tailwise.planner.model.evaluate`. The optimum is exact in unit time; under a step-time
 model the same schedule is evaluated but is not claimed optimal.
 """
 
@@ -32,10 +32,10 @@ from typing import Any
 import highspy
 import numpy as np
 
-from planner.dispatch import eager, sequential
-from planner.local_search import sorted_f_local_search
-from planner.model import UNIT, Instance, Schedule, evaluate
-from planner.sorted_f import sorted_f_batches
+from tailwise.planner.dispatch import eager, sequential
+from tailwise.planner.local_search import sorted_f_local_search
+from tailwise.planner.model import UNIT, Instance, Schedule, evaluate
+from tailwise.planner.sorted_f import sorted_f_batches
 
 #: refuse models with more binaries than this (the solver would not finish promptly)
 MAX_VARIABLES = 60_000

@@ -1,7 +1,7 @@
 """Baseline heuristics for large backlogs: FCFS, shortest-first, greedy max-packing.
 
 The order-based baselines (``fcfs``, ``shortest-prompt``, ``shortest-output``) only
-choose an order; :func:`planner.dispatch.eager` turns it into start steps the way a
+choose an order; :func:`tailwise.planner.dispatch.eager` turns it into start steps the way a
 serving engine with a FIFO waiting queue and whole-decode KV reservation would (ties by
 request index, i.e. arrival). Seed 004 shows each can be arbitrarily worse than optimal
 when prompt lengths vary widely.
@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-from planner.dispatch import KvProfile, eager
-from planner.model import Instance, Schedule
+from tailwise.planner.dispatch import KvProfile, eager
+from tailwise.planner.model import Instance, Schedule
 
 
 def fcfs(instance: Instance) -> Schedule:

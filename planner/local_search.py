@@ -19,7 +19,7 @@ tests use instances that converge). Every accepted move keeps or lowers the
 back-to-back total.
 
 3. **Order hill-climbing for eager dispatch** — eager admission
-   (:func:`planner.dispatch.eager`) is usually much better than back to back but has no
+   (:func:`tailwise.planner.dispatch.eager`) is usually much better than back to back but has no
    closed-form cost, so the rest of the budget swaps adjacent batches (and, for small
    backlogs, adjacent requests) in the admission order, re-evaluating each move with the
    evaluator; it starts from the better of the original and the improved batch order.
@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.dispatch import eager, sequential
-from planner.model import (
+from tailwise.planner.dispatch import eager, sequential
+from tailwise.planner.model import (
     UNIT,
     Instance,
     IntArray,
@@ -50,7 +50,7 @@ from planner.model import (
     evaluate,
     step_trace,
 )
-from planner.sorted_f import sorted_f_batches
+from tailwise.planner.sorted_f import sorted_f_batches
 
 _EPS = 1e-12
 

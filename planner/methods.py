@@ -1,9 +1,9 @@
 """The planner's one interface: named methods that turn a backlog into a :class:`Schedule`.
 
-Every method returns start steps that :func:`planner.model.evaluate` checks and scores;
+Every method returns start steps that :func:`tailwise.planner.model.evaluate` checks and scores;
 callers compare methods only through that evaluator. ``order_for_backlog`` exposes a
 plan as a request order for engines that own their own batching (the simulator's
-``--backlog`` mode, through :class:`planner.policy.PlannedOrder`).
+``--backlog`` mode, through :class:`tailwise.planner.policy.PlannedOrder`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import dataclass, replace
 
 import numpy.typing as npt
 
-from planner.exact import solve_exact
-from planner.heuristics import fcfs, greedy_pack, shortest_output_first, shortest_prompt_first
-from planner.local_search import sorted_f_local_search
-from planner.model import UNIT, Evaluation, Instance, Schedule, TimeModel, evaluate
-from planner.sorted_f import sorted_f_schedule
+from tailwise.planner.exact import solve_exact
+from tailwise.planner.heuristics import fcfs, greedy_pack, shortest_output_first, shortest_prompt_first
+from tailwise.planner.local_search import sorted_f_local_search
+from tailwise.planner.model import UNIT, Evaluation, Instance, Schedule, TimeModel, evaluate
+from tailwise.planner.sorted_f import sorted_f_schedule
 
 #: largest backlog for which ``exact`` is offered by default in comparisons
 EXACT_MAX_N = 10
@@ -116,7 +116,7 @@ def order_for_backlog(prompts: Sequence[int] | npt.ArrayLike,
     """Request indices in the order the planner would admit them.
 
     For the simulator's backlog mode: feed this order to
-    :class:`planner.policy.PlannedOrder`; batch boundaries are in :func:`plan_backlog`.
+    :class:`tailwise.planner.policy.PlannedOrder`; batch boundaries are in :func:`plan_backlog`.
 
     >>> order_for_backlog([8, 1, 1], [1, 4, 4], kv_budget=10, method="exact")
     [0, 1, 2]

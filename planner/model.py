@@ -16,7 +16,7 @@ Time models:
 
 * **unit** — every step costs 1 (the paper's analysis); request ``i`` completes at
   ``a_i + o_i``. Idle steps (nothing running) still cost 1: time is the step index.
-* **step** — a step costs :meth:`scorer.step_time.StepTimeModel.step_s` of its
+* **step** — a step costs :meth:`tailwise.scorer.step_time.StepTimeModel.step_s` of its
   ``N`` prefill tokens (prompts started that step), ``B`` decode requests (running,
   started earlier) and ``S`` their context (``p_i + j − 1`` for a request in its
   ``j``-th step). Idle steps cost 0 (an engine with nothing to run does not step).
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from scorer.step_time import StepTimeModel
+from tailwise.scorer.step_time import StepTimeModel
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

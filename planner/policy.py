@@ -10,7 +10,7 @@ Requests the plan does not know (arrivals after the backlog was planned) are ser
 after all planned ones, in arrival order, and counted in ``counters["unplanned"]``.
 Running requests keep the default order (admission order, vLLM's FCFS victim choice).
 
->>> from scorer.request import ReqInfo
+>>> from tailwise.scorer.request import ReqInfo
 >>> q = PlannedOrder(["b", "a"])
 >>> for rid in ("a", "b", "x"):
 ...     q.add(ReqInfo(rid, 0.0, 10), now=0.0)
@@ -24,10 +24,10 @@ from collections.abc import Sequence
 
 import numpy.typing as npt
 
-from planner.methods import order_for_backlog
-from planner.model import UNIT, TimeModel
-from scorer.interface import KeyedQueue
-from scorer.request import ReqInfo
+from tailwise.planner.methods import order_for_backlog
+from tailwise.planner.model import UNIT, TimeModel
+from tailwise.scorer.interface import KeyedQueue
+from tailwise.scorer.request import ReqInfo
 
 
 class PlannedOrder(KeyedQueue):

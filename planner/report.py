@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.model import Evaluation, Instance, Schedule
+from tailwise.planner.model import Evaluation, Instance, Schedule
 
 CSV_FIELDS = (
     "request", "prompt_tokens", "output_tokens", "batch", "admit_rank", "start_step",

@@ -9,12 +9,12 @@ feasible subsets (NP-hard in general: a knapsack in disguise); we search a rich 
 Implementation choices (each one documented because the paper leaves it open):
 
 * **Feasibility** of a batch is over its whole decode, run alone with all members
-  starting together: :func:`planner.model.batch_peak` ``≤ M``. Batches then run back to
-  back (:func:`planner.dispatch.sequential`) — the schedule shape of the analysis. We
+  starting together: :func:`tailwise.planner.model.batch_peak` ``≤ M``. Batches then run back to
+  back (:func:`tailwise.planner.dispatch.sequential`) — the schedule shape of the analysis. We
   minimise F over a candidate family rather than over all subsets, so the proven bound
   (≤ 48) is not formally inherited; tests and the benchmark measure the ratio to the
   exact optimum instead (max ≈ 1.5). The ``eager`` variant admits the same order request
-  by request as soon as memory allows (:func:`planner.dispatch.eager`); it is much
+  by request as soon as memory allows (:func:`tailwise.planner.dispatch.eager`); it is much
   better in practice but outside the analysis.
 * **Candidate batches** are prefixes of the remaining requests sorted by each key in
   :data:`KEYS` (shortest output; smallest footprint ``p+o``; shortest prompt; and
@@ -56,8 +56,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from planner.dispatch import eager, sequential
-from planner.model import (
+from tailwise.planner.dispatch import eager, sequential
+from tailwise.planner.model import (
     DEFAULT_PREFILL_CHUNK,
     UNIT,
     Instance,

@@ -3,10 +3,10 @@
 No I/O beyond the frozen-file helpers; used by both the simulator and the vLLM adapter.
 """
 
-from scorer.interface import FcfsQueue, KeyedQueue, SchedulingPolicy
-from scorer.policy import Mode, Policy, PolicyError, Source, neutral_policy
-from scorer.request import ReqInfo
-from scorer.step_time import H100_LLAMA3_8B, StepTimeModel
+from tailwise.scorer.interface import FcfsQueue, KeyedQueue, SchedulingPolicy
+from tailwise.scorer.policy import Mode, Policy, PolicyError, Source, neutral_policy
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
 
 __all__ = [
     "H100_LLAMA3_8B",

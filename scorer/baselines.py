@@ -1,6 +1,6 @@
 """Baseline policies: the yardsticks every tailwise policy is measured against.
 
-* ``fcfs`` — vLLM's default (:class:`~scorer.interface.FcfsQueue`).
+* ``fcfs`` — vLLM's default (:class:`~tailwise.scorer.interface.FcfsQueue`).
 * ``vllm-priority`` — vLLM's ``--scheduling-policy priority``: waiting ordered by
   (priority, arrival); the victim is the running request with the largest
   (priority, arrival).
@@ -12,7 +12,7 @@
   with configurable σ, deterministic per request id and seed).
 
 Job size is engine work in seconds, with the same conversion as γ-boost's attained work
-(:meth:`scorer.request.ReqInfo.attained_s`, :attr:`StepTimeModel.prefill_token_s`,
+(:meth:`tailwise.scorer.request.ReqInfo.attained_s`, :attr:`StepTimeModel.prefill_token_s`,
 :attr:`StepTimeModel.decode_token_s`): uncached prompt tokens at their marginal prefill
 cost plus output tokens at their batched decode cost (≈ 6 prefill tokens each on H100).
 """
@@ -23,9 +23,9 @@ import hashlib
 import math
 from collections.abc import Sequence
 
-from scorer.interface import FcfsQueue, KeyedQueue
-from scorer.request import ReqInfo
-from scorer.step_time import H100_LLAMA3_8B, StepTimeModel
+from tailwise.scorer.interface import FcfsQueue, KeyedQueue
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
 
 
 class OracleError(ValueError):

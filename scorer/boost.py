@@ -21,7 +21,7 @@ continuous from arrival through preemption and re-admission.
 MemGuard: ``w`` only enters the key through its MemGuard level (thresholds ``θ·r^k``), so
 a request's priority changes a handful of times, not every step, and a request restored
 after preemption is protected until its next threshold (anti-thrash, see
-:mod:`scorer.preemption`).
+:mod:`tailwise.scorer.preemption`).
 
 Variants differ only in where γ comes from: UniBoost uses the policy's γ; DistBoost's γ
 is fitted by :func:`fit_gamma` from the job-size distribution; γ-Ada's is steered by
@@ -37,10 +37,10 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
 
-from scorer.interface import KeyedQueue
-from scorer.policy import BoostParams, Policy, PreemptMode
-from scorer.preemption import SWAP_S_PER_TOKEN, memguard_level, quantized_work, readmission_cost_s
-from scorer.request import ReqInfo
+from tailwise.scorer.interface import KeyedQueue
+from tailwise.scorer.policy import BoostParams, Policy, PreemptMode
+from tailwise.scorer.preemption import SWAP_S_PER_TOKEN, memguard_level, quantized_work, readmission_cost_s
+from tailwise.scorer.request import ReqInfo
 
 
 def boost(w: float, gamma: float, cap: float) -> float:
@@ -136,7 +136,7 @@ class BoostPolicy(KeyedQueue):
         return -(req.last_admit_time or 0.0)
 
     def order_running(self, running: Sequence[ReqInfo], now: float) -> list[ReqInfo]:
-        """:func:`scorer.preemption.rank_running` with this policy's key, cost and
+        """:func:`tailwise.scorer.preemption.rank_running` with this policy's key, cost and
         protection, computed in one pass (it runs every engine step in the adapter)."""
         cp, cd, thr, qw, band = self.cp, self.cd, self._thr, self._qw, self.band_s
         swap = self.mode is PreemptMode.SWAP

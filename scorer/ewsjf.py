@@ -31,9 +31,9 @@ import statistics
 from bisect import bisect_right
 from collections.abc import Iterator
 
-from scorer.interface import SchedulingPolicy
-from scorer.policy import Policy, QueueSpec
-from scorer.request import ReqInfo
+from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.policy import Policy, QueueSpec
+from tailwise.scorer.request import ReqInfo
 
 BUBBLE = -1
 

@@ -6,7 +6,7 @@ Layout::
 
 The hash covers ``canonical_json(policy)`` exactly, so any edit to the body (or a
 truncated file) is refused with :class:`FrozenPolicyError`. Older schema versions load
-through :func:`scorer.policy.migrate`.
+through :func:`tailwise.scorer.policy.migrate`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from scorer.policy import SCHEMA_VERSION, Policy, PolicyError, Source, canonical_json
+from tailwise.scorer.policy import SCHEMA_VERSION, Policy, PolicyError, Source, canonical_json
 
 FORMAT = "tailwise-policy"
 

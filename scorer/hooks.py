@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from scorer.policy import Policy
-from scorer.request import ReqInfo
+from tailwise.scorer.policy import Policy
+from tailwise.scorer.request import ReqInfo
 
 
 @runtime_checkable

@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 
-from scorer.request import ReqInfo
+from tailwise.scorer.request import ReqInfo
 
 
 class SchedulingPolicy(ABC):

@@ -2,7 +2,7 @@
 
 Prefill. For the ``window`` oldest waiting requests (FCFS order) we predict when each
 would finish prefilling if the queue were served FCFS, with the step-time model over
-chunks of :data:`scorer.step_time.WORK_REF_CHUNK` tokens. Its slack is the TTFT SLO of its
+chunks of :data:`tailwise.scorer.step_time.WORK_REF_CHUNK` tokens. Its slack is the TTFT SLO of its
 class minus the time it has waited minus that predicted finish, and its urgency::
 
     u = (slack / SLO_TTFT) / input_len
@@ -27,10 +27,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator, Sequence
 
-from scorer.interface import SchedulingPolicy
-from scorer.policy import Policy
-from scorer.request import ReqInfo
-from scorer.step_time import WORK_REF_CHUNK
+from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.policy import Policy
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.step_time import WORK_REF_CHUNK
 
 
 class KairosPolicy(SchedulingPolicy):

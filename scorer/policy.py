@@ -1,8 +1,8 @@
 """The policy object: an immutable, versioned, validated description of how to schedule.
 
 A :class:`Policy` is what the sidecar learns, pushes over gRPC, and what an operator
-freezes into a file. It is data only; :func:`scorer.build_scheduler` turns it into a
-:class:`~scorer.interface.SchedulingPolicy`. ``validate()`` raises :class:`PolicyError`
+freezes into a file. It is data only; :func:`tailwise.scorer.build_scheduler` turns it into a
+:class:`~tailwise.scorer.interface.SchedulingPolicy`. ``validate()`` raises :class:`PolicyError`
 naming the offending field, and every constructor path (``from_dict``, the protobuf codec,
 the frozen-file loader) validates.
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from scorer.step_time import H100_LLAMA3_8B, StepTimeModel, StepTimeModelError
+from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel, StepTimeModelError
 
 SCHEMA_VERSION = 2
 

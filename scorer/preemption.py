@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from scorer.policy import PreemptMode
-from scorer.request import ReqInfo
+from tailwise.scorer.policy import PreemptMode
+from tailwise.scorer.request import ReqInfo
 
 #: host<->GPU KV transfer time per token (128 KiB/token over ~25 GB/s)
 SWAP_S_PER_TOKEN = 5e-6

@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from scorer.baselines import Fcfs, OracleSJF, OracleSRPT, PredictedSJF, VllmPriority
-from scorer.boost import BoostPolicy
-from scorer.ewsjf import EwsjfPolicy
-from scorer.interface import SchedulingPolicy
-from scorer.kairos import KairosPolicy
-from scorer.policy import BoostParams, BoostVariant, Mode, Policy, SloParams
-from scorer.step_time import H100_LLAMA3_8B, StepTimeModel
-from scorer.tailwise import TailwisePolicy
+from tailwise.scorer.baselines import Fcfs, OracleSJF, OracleSRPT, PredictedSJF, VllmPriority
+from tailwise.scorer.boost import BoostPolicy
+from tailwise.scorer.ewsjf import EwsjfPolicy
+from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.kairos import KairosPolicy
+from tailwise.scorer.policy import BoostParams, BoostVariant, Mode, Policy, SloParams
+from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
+from tailwise.scorer.tailwise import TailwisePolicy
 
 
 class UnknownPolicyError(ValueError):

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from scorer.boost import BoostPolicy
-from scorer.policy import Policy
-from scorer.request import ReqInfo
+from tailwise.scorer.boost import BoostPolicy
+from tailwise.scorer.policy import Policy
+from tailwise.scorer.request import ReqInfo
 
 BUBBLE = -1
 

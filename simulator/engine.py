@@ -47,12 +47,12 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from scorer.hooks import PolicySource, StepStats, TelemetrySink
-from scorer.interface import SchedulingPolicy
-from scorer.policy import Policy
-from scorer.request import ReqInfo
-from scorer.step_time import H100_LLAMA3_8B, StepTimeModel
-from simulator.traces import Trace
+from tailwise.scorer.hooks import PolicySource, StepStats, TelemetrySink
+from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.policy import Policy
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
+from tailwise.simulator.traces import Trace
 
 PENDING, WAITING, PREFILL, DECODE, DONE, REJECTED = range(6)
 
@@ -362,7 +362,7 @@ class Simulator:
         first = self._policy_obj is None
         self._policy_obj = p
         if self.builder is None:
-            from scorer.registry import build_scheduler
+            from tailwise.scorer.registry import build_scheduler
             self.builder = build_scheduler
         try:
             new = self.builder(p)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from simulator.engine import SimResult
+from tailwise.simulator.engine import SimResult
 
 QUANTILES = (50, 90, 95, 99)
 

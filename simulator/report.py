@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from simulator.engine import SimResult
-from simulator.metrics import MetricsConfig, per_request, summarize, windows, write_requests_csv
+from tailwise.simulator.engine import SimResult
+from tailwise.simulator.metrics import MetricsConfig, per_request, summarize, windows, write_requests_csv
 
 
 @dataclass

@@ -20,10 +20,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from scorer.step_time import StepTimeModel
-from simulator.engine import EngineConfig
-from simulator.traces import Trace, TraceError, load_trace
-from simulator.workload import concat, offered_load, rate_scale_for_load
+from tailwise.scorer.step_time import StepTimeModel
+from tailwise.simulator.engine import EngineConfig
+from tailwise.simulator.traces import Trace, TraceError, load_trace
+from tailwise.simulator.workload import concat, offered_load, rate_scale_for_load
 
 SCENARIOS = ("code-to-conv", "load-ramp", "long-burst", "reasoning")
 

@@ -11,7 +11,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from scorer.step_time import StepTimeModel, StepTimeModelError
+from tailwise.scorer.step_time import StepTimeModel, StepTimeModelError
 
 
 def bundled_models() -> list[str]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from simulator.engine import SimResult
-from simulator.metrics import MetricsConfig, windows
+from tailwise.simulator.engine import SimResult
+from tailwise.simulator.metrics import MetricsConfig, windows
 
 
 def version_at(res: SimResult, t: float) -> int | None:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scorer.step_time import StepTimeModel
-from simulator.engine import EngineConfig
-from simulator.traces import Trace, TraceError
+from tailwise.scorer.step_time import StepTimeModel
+from tailwise.simulator.engine import EngineConfig
+from tailwise.simulator.traces import Trace, TraceError
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,13 @@ def make_dashboard_server(storage: str, host: str = "127.0.0.1", port: int = 808
     """A bound (not yet serving) dashboard server on ``storage``.
 
     Raises ``ImportError`` with an install hint when optuna-dashboard is missing and
-    :class:`bayes_opt.storage.StorageError` for a storage that does not exist.
+    :class:`tailwise.bayes_opt.storage.StorageError` for a storage that does not exist.
     """
     try:
         import optuna_dashboard
     except ImportError as exc:
         raise ImportError(INSTALL_HINT) from exc
-    from bayes_opt.storage import open_storage
+    from tailwise.bayes_opt.storage import open_storage
 
     st = open_storage(storage, heartbeat_interval=None, must_exist=True)
     app = optuna_dashboard.wsgi(st)
@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option("--port", help="Port (0: any free port).")] = 8080,
     ) -> None:
         """Inspect the tuning history in optuna-dashboard (blocks until interrupted)."""
-        from bayes_opt.storage import StorageError
+        from tailwise.bayes_opt.storage import StorageError
 
         err = Console(stderr=True, soft_wrap=True)
         try:

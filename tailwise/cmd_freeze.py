@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from scorer.frozen import FrozenPolicyError
-from scorer.policy import PolicyError
+from tailwise.scorer.frozen import FrozenPolicyError
+from tailwise.scorer.policy import PolicyError
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
                             "in force.")] = "best",
     ) -> None:
         """Freeze a tuned policy into a hashed, schema-versioned file for production."""
-        from bayes_opt.freeze import WHICH, FreezeError, freeze_study
+        from tailwise.bayes_opt.freeze import WHICH, FreezeError, freeze_study
 
         err = Console(stderr=True, soft_wrap=True)
         if which not in WHICH:

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from planner import (
+from tailwise.planner import (
     EXACT_MAX_N,
     METHODS,
     Evaluation,
@@ -33,10 +33,10 @@ from planner import (
     compare,
     default_methods,
 )
-from planner.report import CSV_FIELDS, method_row, schedule_records
-from scorer.step_time import StepTimeModelError
-from simulator.step_models import load_step_model
-from simulator.traces import Trace, TraceError, load_trace
+from tailwise.planner.report import CSV_FIELDS, method_row, schedule_records
+from tailwise.scorer.step_time import StepTimeModelError
+from tailwise.simulator.step_models import load_step_model
+from tailwise.simulator.traces import Trace, TraceError, load_trace
 
 EXIT_BAD_INPUT = 2
 EXIT_TARGET_MISSED = 1

@@ -18,8 +18,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from scorer.frozen import FrozenPolicyError, loads
-from scorer.policy import Policy, PolicyError
+from tailwise.scorer.frozen import FrozenPolicyError, loads
+from tailwise.scorer.policy import Policy, PolicyError
 
 
 def _load_any(path: Path) -> Policy:
@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
 
     def _client(sidecar: str, token: str | None, token_file: Path | None, tls_ca: Path | None,
                 timeout: float) -> Any:
-        from learner.admin import AdminClient
+        from tailwise.learner.admin import AdminClient
 
         if token_file is not None:
             token = token_file.read_text().strip()
@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
                  "--reason", help="Recorded in the policy note.")] = "tailwise policy kill",
              timeout: Timeout = 10.0) -> None:
         """Kill switch: the sidecar pushes mode=fcfs now and stops promoting."""
-        from proto.errors import SidecarError
+        from tailwise.wire.errors import SidecarError
 
         try:
             with _client(sidecar, token, token_file, tls_ca, timeout) as c:
@@ -107,7 +107,7 @@ def register(app: typer.Typer) -> None:
     def resume(sidecar: Sidecar, token: Token = None, token_file: TokenFile = None,
                tls_ca: TlsCa = None, timeout: Timeout = 10.0) -> None:
         """Re-enable automatic promotion after a kill or a manual push."""
-        from proto.errors import SidecarError
+        from tailwise.wire.errors import SidecarError
 
         try:
             with _client(sidecar, token, token_file, tls_ca, timeout) as c:
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
              token: Token = None, token_file: TokenFile = None, tls_ca: TlsCa = None,
              timeout: Timeout = 10.0) -> None:
         """Publish FILE as the next version (pauses automatic promotion)."""
-        from proto.errors import SidecarError
+        from tailwise.wire.errors import SidecarError
 
         try:
             policy = _load_any(file)
@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
     def current(sidecar: Sidecar, token: Token = None, token_file: TokenFile = None,
                 tls_ca: TlsCa = None, timeout: Timeout = 10.0) -> None:
         """Print the version and policy in force on the sidecar."""
-        from proto.errors import SidecarError
+        from tailwise.wire.errors import SidecarError
 
         try:
             with _client(sidecar, token, token_file, tls_ca, timeout) as c:

@@ -1,7 +1,7 @@
 """``tailwise sidecar``: run the learner sidecar (gRPC policy push + telemetry + tuning).
 
 Configuration is loaded once here: the config file (TOML or JSON, keys of
-:class:`learner.config.SidecarConfig`), then the flags on top. Runnable on its own as
+:class:`tailwise.learner.config.SidecarConfig`), then the flags on top. Runnable on its own as
 ``python -m tailwise.cmd_sidecar sidecar ...`` (tests use that).
 """
 
@@ -65,14 +65,14 @@ def register(app: typer.Typer) -> None:
         log_level: Annotated[str, typer.Option("--log-level", help="Logging level.")] = "INFO",
     ) -> None:
         """Run the learner sidecar beside one or more engines."""
-        from learner.config import (
+        from tailwise.learner.config import (
             ConfigError,
             SidecarConfig,
             config_from_mapping,
             load_config_file,
         )
-        from learner.server import run_sidecar
-        from learner.state import StateError
+        from tailwise.learner.server import run_sidecar
+        from tailwise.learner.state import StateError
 
         err = Console(stderr=True)
         logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),

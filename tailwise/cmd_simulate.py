@@ -13,14 +13,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from learner.local import LocalLearner
-from planner.methods import METHODS as PLAN_METHODS
-from planner.model import TimeModel
-from planner.policy import PlannedOrder
-from scorer.frozen import FrozenPolicyError
-from scorer.frozen import load as load_frozen
-from scorer.policy import PolicyError
-from scorer.registry import (
+from tailwise.learner.local import LocalLearner
+from tailwise.planner.methods import METHODS as PLAN_METHODS
+from tailwise.planner.model import TimeModel
+from tailwise.planner.policy import PlannedOrder
+from tailwise.scorer.frozen import FrozenPolicyError
+from tailwise.scorer.frozen import load as load_frozen
+from tailwise.scorer.policy import PolicyError
+from tailwise.scorer.registry import (
     ADAPTIVE_NAMES,
     POLICY_NAMES,
     UnknownPolicyError,
@@ -28,13 +28,13 @@ from scorer.registry import (
     default_policy,
     make_named,
 )
-from scorer.step_time import StepTimeModel, StepTimeModelError
-from simulator.engine import EngineConfig, EngineConfigError
-from simulator.experiment import Arm, Experiment, run_experiment
-from simulator.metrics import MetricsConfig
-from simulator.report import lookup, make_runs, write_report
-from simulator.step_models import load_step_model
-from simulator.traces import TraceError, load_trace
+from tailwise.scorer.step_time import StepTimeModel, StepTimeModelError
+from tailwise.simulator.engine import EngineConfig, EngineConfigError
+from tailwise.simulator.experiment import Arm, Experiment, run_experiment
+from tailwise.simulator.metrics import MetricsConfig
+from tailwise.simulator.report import lookup, make_runs, write_report
+from tailwise.simulator.step_models import load_step_model
+from tailwise.simulator.traces import TraceError, load_trace
 
 _USER_ERRORS = (TraceError, StepTimeModelError, EngineConfigError, UnknownPolicyError,
                 FrozenPolicyError, PolicyError)
@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
                 engine.validate()
                 runner_kw: dict[str, object] = {}
                 if engine_impl == "vllm":
-                    from engine_adapter.harness import run_vllm
+                    from tailwise.engine_adapter.harness import run_vllm
 
                     runner_kw = {"runner": run_vllm, "engine_name": "vllm"}
                 elif engine_impl != "sim":
@@ -228,7 +228,7 @@ def register(app: typer.Typer) -> None:
                          model=model, rate_scale=rate_scale, target_load=target_load)
         if engine_impl == "vllm":
             try:
-                from engine_adapter.harness import run_vllm
+                from tailwise.engine_adapter.harness import run_vllm
             except ImportError as exc:  # pragma: no cover - depends on the install
                 fail(f"--engine vllm needs the [vllm] extra: {exc}")
             exp.runner = run_vllm

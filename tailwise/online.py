@@ -14,16 +14,16 @@ With ``--online`` three arms replay the same scenario trace on the same engine:
     θ and r, max boost, priority band, aging), EWSJF (the linear weights ``a``/``c`` of
     base/urgency/fairness, Refine-and-Prune α and max_queues, aging; partition learned
     from the pre-shift prompts) and Kairos (scoring window; slack-guided decode cap on)
-    — the :class:`bayes_opt.tuner.Tuner` runs ``offline_trials`` trials (the paper's
+    — the :class:`tailwise.bayes_opt.tuner.Tuner` runs ``offline_trials`` trials (the paper's
     default policy as the enqueued champion, then TPE) replaying the whole pre-shift
     trace on the simulator, scored with the sidecar's default objective (reward
     ``C + L − 0.5·S − 0.1·U`` against FCFS on the same replay). The best policy of the
-    best mode is written with :func:`scorer.frozen.save`, loaded back (hash checked) and
+    best mode is written with :func:`tailwise.scorer.frozen.save`, loaded back (hash checked) and
     run static: no learner, no partition refresh, γ fixed. tailwise's own mode is not a
     paper policy and is not a candidate.
 ``tailwise-online``
-    the engine reads its policy from a :class:`~engine_adapter.policy_client.PolicyClient`
-    and reports to a :class:`~engine_adapter.telemetry.TelemetryEmitter` — the same
+    the engine reads its policy from a :class:`~tailwise.engine_adapter.policy_client.PolicyClient`
+    and reports to a :class:`~tailwise.engine_adapter.telemetry.TelemetryEmitter` — the same
     objects the vLLM adapter uses — connected over gRPC to a real ``tailwise sidecar``
     process started here (127.0.0.1, port 0), or to ``--sidecar ADDR``. It starts from the
     shipped default tailwise policy and learns online.
@@ -44,7 +44,7 @@ the last good policy (fail-static). Our own sidecar runs with
 ``tune_on_partition_change = false`` so rounds happen only at due boundaries.
 
 The engine runner is injectable (``OnlineOptions.runner``: the built-in simulator, or
-``engine_adapter.harness.run_vllm`` for ``--engine vllm``).
+``tailwise.engine_adapter.harness.run_vllm`` for ``--engine vllm``).
 """
 
 from __future__ import annotations
@@ -64,16 +64,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from scorer.hooks import StepStats
-from scorer.policy import EwsjfParams, Mode, Policy, QueueSpec
-from scorer.registry import POLICY_NAMES, build_scheduler, default_policy
-from scorer.request import ReqInfo
-from scorer.step_time import StepTimeModel
-from simulator.engine import EngineConfig, SimResult
-from simulator.experiment import Arm, Runner, builtin_runner
-from simulator.metrics import MetricsConfig, per_request
-from simulator.scenarios import Scenario, build, describe_load
-from simulator.traces import Trace
+from tailwise.scorer.hooks import StepStats
+from tailwise.scorer.policy import EwsjfParams, Mode, Policy, QueueSpec
+from tailwise.scorer.registry import POLICY_NAMES, build_scheduler, default_policy
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.step_time import StepTimeModel
+from tailwise.simulator.engine import EngineConfig, SimResult
+from tailwise.simulator.experiment import Arm, Runner, builtin_runner
+from tailwise.simulator.metrics import MetricsConfig, per_request
+from tailwise.simulator.scenarios import Scenario, build, describe_load
+from tailwise.simulator.traces import Trace
 
 #: arm names in results.json (the comparison is keyed by them)
 FCFS, BEST, ONLINE = "fcfs", "best-of-papers", "tailwise-online"
@@ -203,7 +203,7 @@ class SidecarSubprocess:
 
 # ------------------------------------------------------------------------------ pacing
 class StatusSource(Protocol):
-    """What the pacer asks the sidecar (``learner.admin.AdminClient.status``)."""
+    """What the pacer asks the sidecar (``tailwise.learner.admin.AdminClient.status``)."""
 
     def status(self, *, wait_loop_engine_time: float | None = None,
                wait_timeout_s: float = 0.0, max_rounds: int = 0) -> Any: ...
@@ -241,7 +241,7 @@ class PacingStats:
 
 
 class PacedSink:
-    """A :class:`~scorer.hooks.TelemetrySink` keeping a sidecar in step with a virtual
+    """A :class:`~tailwise.scorer.hooks.TelemetrySink` keeping a sidecar in step with a virtual
     engine clock; see the module docstring. Forwards every event to ``emitter``."""
 
     def __init__(self, emitter: EmitterLike, status: StatusSource, client: ClientLike, *,
@@ -328,7 +328,7 @@ def split_phases(trace: Trace, shift_s: float) -> tuple[Trace, Trace]:
 def learned_partition(trace: Trace, passes: int = 4, seed: int = 0) -> tuple[QueueSpec, ...]:
     """The Refine-and-Prune partition of ``trace``'s prompt lengths (default EWSJF
     parameters), as the learner would have it after seeing that traffic."""
-    from bayes_opt.space import refine_partition
+    from tailwise.bayes_opt.space import refine_partition
 
     part: tuple[QueueSpec, ...] = ()
     for _ in range(passes):
@@ -350,10 +350,10 @@ def tune_best_of_papers(pre: Trace, opts: OnlineOptions, out: Path) -> BestOfPap
     """Offline tuning of every paper mode on the pre-shift trace; freeze the best."""
     import optuna
 
-    from bayes_opt.replay import ReplayEvaluator, metrics_config
-    from bayes_opt.space import SpaceConfig
-    from bayes_opt.tuner import Tuner, TunerConfig
-    from scorer.frozen import load, save
+    from tailwise.bayes_opt.replay import ReplayEvaluator, metrics_config
+    from tailwise.bayes_opt.space import SpaceConfig
+    from tailwise.bayes_opt.tuner import Tuner, TunerConfig
+    from tailwise.scorer.frozen import load, save
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     part = learned_partition(pre, seed=opts.seed)
@@ -422,10 +422,10 @@ def sidecar_config(opts: OnlineOptions, initial: Path) -> dict[str, Any]:
 def run_online_arm(trace: Trace, opts: OnlineOptions, out: Path,
                    log: Callable[[str], None]) -> OnlineRun:
     """The ``tailwise-online`` arm: engine ↔ gRPC ↔ sidecar, paced in engine time."""
-    from engine_adapter.policy_client import PolicyClient
-    from engine_adapter.telemetry import TelemetryEmitter
-    from learner.admin import AdminClient
-    from scorer.frozen import save
+    from tailwise.engine_adapter.policy_client import PolicyClient
+    from tailwise.engine_adapter.telemetry import TelemetryEmitter
+    from tailwise.learner.admin import AdminClient
+    from tailwise.scorer.frozen import save
 
     proc: SidecarSubprocess | None = None
     log_path: Path | None = None
@@ -537,8 +537,8 @@ def write_scenario_report(out: Path, scen: Scenario, runs: dict[str, SimResult],
                           online: str | None, static: list[str],
                           extra: dict[str, Any], extra_md: list[str]) -> Path:
     """The standard report plus timeline.png, the phase table and the timeline table."""
-    from simulator.report import make_runs, write_report
-    from simulator.timeline import plot_timeline, recovery_windows, window_table
+    from tailwise.simulator.report import make_runs, write_report
+    from tailwise.simulator.timeline import plot_timeline, recovery_windows, window_table
 
     cfg = opts.metrics
     path = write_report(out, make_runs(runs, cfg), context, cfg, window_s=opts.window_s,
@@ -611,7 +611,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def _context(trace: Trace, opts: OnlineOptions, names: list[str]) -> dict[str, Any]:
-    from simulator.workload import offered_load
+    from tailwise.simulator.workload import offered_load
 
     return {"trace": trace.summary(), "config": {
         "engine_impl": opts.engine_name, "engine": dataclasses.asdict(opts.engine),

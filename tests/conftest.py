@@ -1,6 +1,6 @@
 """Suite-wide settings.
 
-vLLM tests (``tests/vllm``, marker ``vllm``) skip with a clear reason where vLLM is not
+vLLM tests (``tests/vllm_adapter``, marker ``vllm``) skip with a clear reason where vLLM is not
 installed. CI sets ``TAILWISE_REQUIRE_VLLM=1``: then a missing vLLM aborts the run and any
 skipped vLLM test fails the session, so they can never silently not run there.
 """

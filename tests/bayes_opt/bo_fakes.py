@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from scorer.policy import Policy
-from simulator.traces import Trace
+from tailwise.scorer.policy import Policy
+from tailwise.simulator.traces import Trace
 
 
 def make_trace(n: int = 200, seed: int = 0, long_share: float = 0.2, rate: float = 10.0,

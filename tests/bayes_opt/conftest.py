@@ -6,7 +6,7 @@ import optuna
 import pytest
 from bo_fakes import make_trace
 
-from simulator.traces import Trace
+from tailwise.simulator.traces import Trace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -18,11 +18,11 @@ import typer
 from bo_fakes import FakeEvaluator, make_trace
 from typer.testing import CliRunner
 
-from bayes_opt.freeze import FreezeError, freeze_study, select_policy
-from bayes_opt.tuner import Tuner, TunerConfig
-from scorer import frozen
-from scorer.policy import Mode, Policy, QueueSpec, Source
 from tailwise import cmd_dashboard, cmd_freeze
+from tailwise.bayes_opt.freeze import FreezeError, freeze_study, select_policy
+from tailwise.bayes_opt.tuner import Tuner, TunerConfig
+from tailwise.scorer import frozen
+from tailwise.scorer.policy import Mode, Policy, QueueSpec, Source
 
 CURRENT = Policy(mode=Mode.TAILWISE)
 PARTITION = (QueueSpec(1, 1024, 200, 0.001), QueueSpec(1024, 20000, 3000, 0.00001))
@@ -102,7 +102,7 @@ def test_freeze_without_completed_trials(tmp_path: Path) -> None:
     import optuna
 
     st = str(tmp_path / "empty.journal")
-    from bayes_opt.storage import open_storage
+    from tailwise.bayes_opt.storage import open_storage
 
     study = optuna.create_study(storage=open_storage(st), study_name="e")
     with pytest.raises(FreezeError, match="no completed trial"):

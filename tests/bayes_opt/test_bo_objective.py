@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bayes_opt.objective import (
+from tailwise.bayes_opt.objective import (
     Components,
     Lambdas,
     ObjectiveConfig,

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import pytest
 
-from bayes_opt.objective import ObjectiveConfig, evaluate
-from bayes_opt.replay import ReplayEvaluator, metrics_config
-from bayes_opt.space import refine_partition
-from bayes_opt.tuner import Tuner, TunerConfig
-from bayes_opt.window import cap_window
-from scorer.policy import EwsjfParams, Mode, Policy, QueueSpec
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig
-from simulator.traces import Trace
-from simulator.workload import LengthClass, concat, generate, rate_scale_for_load
+from tailwise.bayes_opt.objective import ObjectiveConfig, evaluate
+from tailwise.bayes_opt.replay import ReplayEvaluator, metrics_config
+from tailwise.bayes_opt.space import refine_partition
+from tailwise.bayes_opt.tuner import Tuner, TunerConfig
+from tailwise.bayes_opt.window import cap_window
+from tailwise.scorer.policy import EwsjfParams, Mode, Policy, QueueSpec
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig
+from tailwise.simulator.traces import Trace
+from tailwise.simulator.workload import LengthClass, concat, generate, rate_scale_for_load
 
 N = 1000
 CALM = (LengthClass("short", 0.8, 256, 64), LengthClass("long", 0.2, 3072, 512))

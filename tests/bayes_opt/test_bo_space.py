@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from optuna.trial import FixedTrial
 
-from bayes_opt.space import (
+from tailwise.bayes_opt.space import (
     SpaceConfig,
     SpaceError,
     params_to_policy,
@@ -22,7 +22,7 @@ from bayes_opt.space import (
     suggest_params,
     suggest_policy,
 )
-from scorer.policy import BoostParams, BoostVariant, Mode, Policy, PolicyError, QueueSpec
+from tailwise.scorer.policy import BoostParams, BoostVariant, Mode, Policy, PolicyError, QueueSpec
 
 MODES = (Mode.TAILWISE, Mode.EWSJF, Mode.BOOST, Mode.KAIROS)
 PARTITION = (QueueSpec(0, 512, 200, 0.002), QueueSpec(512, 4096, 1500, 0.0001),

@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from bayes_opt.storage import (
+from tailwise.bayes_opt.storage import (
     HEARTBEAT_ATTR,
     HeartbeatJournalStorage,
     StorageError,

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from bo_fakes import FakeEvaluator, make_trace, summary
 
-from bayes_opt.objective import ObjectiveConfig, ObjectiveKind, evaluate
-from bayes_opt.replay import ReplayEvaluator, metrics_config
-from bayes_opt.space import SpaceConfig
-from bayes_opt.tuner import Tuner, TunerConfig, TunerConfigError, TunerError
-from scorer.policy import (
+from tailwise.bayes_opt.objective import ObjectiveConfig, ObjectiveKind, evaluate
+from tailwise.bayes_opt.replay import ReplayEvaluator, metrics_config
+from tailwise.bayes_opt.space import SpaceConfig
+from tailwise.bayes_opt.tuner import Tuner, TunerConfig, TunerConfigError, TunerError
+from tailwise.scorer.policy import (
     BoostParams,
     EwsjfParams,
     Mode,
@@ -24,8 +24,8 @@ from scorer.policy import (
     QueueSpec,
     neutral_policy,
 )
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig
 
 CURRENT = Policy(mode=Mode.TAILWISE)  # γ = 0.1, off the fake's optimum γ = 0.3
 PARTITION = (QueueSpec(1, 1024, 200, 0.001), QueueSpec(1024, 20000, 3000, 0.00001))

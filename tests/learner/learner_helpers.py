@@ -14,9 +14,9 @@ from typing import Any
 
 from support.certs import self_signed as self_signed  # re-export (moved to tests/support)
 
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.policy import EwsjfParams, Policy, QueueSpec
-from simulator.traces import Trace
+from tailwise.scorer.policy import EwsjfParams, Policy, QueueSpec
+from tailwise.simulator.traces import Trace
+from tailwise.wire.v1 import policy_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0

@@ -9,11 +9,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from learner.config import ConfigError, LoopConfig, SidecarConfig, config_from_mapping
-from learner.server import Sidecar
-from scorer.frozen import save
-from scorer.policy import Mode, neutral_policy
 from tailwise import cmd_policy, cmd_sidecar
+from tailwise.learner.config import ConfigError, LoopConfig, SidecarConfig, config_from_mapping
+from tailwise.learner.server import Sidecar
+from tailwise.scorer.frozen import save
+from tailwise.scorer.policy import Mode, neutral_policy
 
 pytestmark = pytest.mark.timeout(60)
 

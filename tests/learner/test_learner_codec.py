@@ -9,10 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proto import codec
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.hooks import StepStats
-from scorer.policy import (
+from tailwise.scorer.hooks import StepStats
+from tailwise.scorer.policy import (
     BoostParams,
     BoostVariant,
     EwsjfParams,
@@ -29,7 +27,9 @@ from scorer.policy import (
     Source,
     neutral_policy,
 )
-from scorer.step_time import StepTimeModel
+from tailwise.scorer.step_time import StepTimeModel
+from tailwise.wire import codec
+from tailwise.wire.v1 import policy_pb2 as pb
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 

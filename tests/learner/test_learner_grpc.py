@@ -14,18 +14,18 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from learner_helpers import events_batch
 
-from engine_adapter.policy_client import PolicyClient, connect
-from engine_adapter.telemetry import TelemetryEmitter
-from learner.admin import AdminClient
-from learner.config import ConfigError, LoopConfig, SidecarConfig
-from learner.server import Sidecar
-from proto import codec, rpc
-from proto.errors import FailedPrecondition, InvalidArgument, Unauthenticated
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.frozen import save
-from scorer.hooks import PolicySource, StepStats, TelemetrySink
-from scorer.policy import Mode, neutral_policy
-from scorer.request import ReqInfo
+from tailwise.engine_adapter.policy_client import PolicyClient, connect
+from tailwise.engine_adapter.telemetry import TelemetryEmitter
+from tailwise.learner.admin import AdminClient
+from tailwise.learner.config import ConfigError, LoopConfig, SidecarConfig
+from tailwise.learner.server import Sidecar
+from tailwise.scorer.frozen import save
+from tailwise.scorer.hooks import PolicySource, StepStats, TelemetrySink
+from tailwise.scorer.policy import Mode, neutral_policy
+from tailwise.scorer.request import ReqInfo
+from tailwise.wire import codec, rpc
+from tailwise.wire.errors import FailedPrecondition, InvalidArgument, Unauthenticated
+from tailwise.wire.v1 import policy_pb2 as pb
 
 pytestmark = pytest.mark.timeout(60)
 

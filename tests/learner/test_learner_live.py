@@ -20,16 +20,16 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from bayes_opt.tuner import TrialSummary, Tuner, TunerConfig
-from learner.config import ConfigError, LoopConfig, WindowConfig, config_from_mapping
-from learner.live import EXTRA_TRIAL
-from learner.loop import LearningLoop
-from learner.metrics import SidecarMetrics
-from learner.publisher import PolicyStore
-from learner.state import StateFile
-from learner.window import TelemetryWindow
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.policy import Mode, Policy, Source, neutral_policy
+from tailwise.bayes_opt.tuner import TrialSummary, Tuner, TunerConfig
+from tailwise.learner.config import ConfigError, LoopConfig, WindowConfig, config_from_mapping
+from tailwise.learner.live import EXTRA_TRIAL
+from tailwise.learner.loop import LearningLoop
+from tailwise.learner.metrics import SidecarMetrics
+from tailwise.learner.publisher import PolicyStore
+from tailwise.learner.state import StateFile
+from tailwise.learner.window import TelemetryWindow
+from tailwise.scorer.policy import Mode, Policy, Source, neutral_policy
+from tailwise.wire.v1 import policy_pb2 as pb
 
 pytestmark = pytest.mark.timeout(120)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -383,7 +383,7 @@ def test_replay_mode_is_the_default_and_mode_is_validated(tmp_path: Path) -> Non
 
     import typer
 
-    import learner.server
+    import tailwise.learner.server
     from tailwise import cmd_sidecar
 
     app = typer.Typer()
@@ -400,7 +400,7 @@ def test_replay_mode_is_the_default_and_mode_is_validated(tmp_path: Path) -> Non
         return 0
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(learner.server, "run_sidecar", run_sidecar)
+    mp.setattr(tailwise.learner.server, "run_sidecar", run_sidecar)
     try:
         runner = CliRunner()
         res = runner.invoke(app, ["sidecar", "--mode", "live", "--state-dir", str(tmp_path)])

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from learner_helpers import FakePartitioner, FakeResult, FakeTuner, events_batch
 
-from learner.config import LoopConfig, WindowConfig
-from learner.loop import LearningLoop
-from learner.metrics import SidecarMetrics
-from learner.publisher import PolicyStore
-from learner.state import StateFile
-from learner.window import TelemetryWindow
-from scorer.policy import Mode, Policy, Source, neutral_policy
+from tailwise.learner.config import LoopConfig, WindowConfig
+from tailwise.learner.loop import LearningLoop
+from tailwise.learner.metrics import SidecarMetrics
+from tailwise.learner.publisher import PolicyStore
+from tailwise.learner.state import StateFile
+from tailwise.learner.window import TelemetryWindow
+from tailwise.scorer.policy import Mode, Policy, Source, neutral_policy
 
 
 class Rig:
@@ -97,7 +97,7 @@ def test_non_finite_objective_is_never_pushed(tmp_path: Path, value: float | Non
 def test_invalid_promoted_policy_is_never_pushed(tmp_path: Path) -> None:
     import dataclasses
 
-    from scorer.policy import SafetyParams
+    from tailwise.scorer.policy import SafetyParams
 
     class BadTuner(FakeTuner):
         def tune(self, window: Any, current: Policy, partition: Any, n_trials: int) -> FakeResult:
@@ -198,9 +198,9 @@ def test_loop_thread_reacts_to_telemetry_progress(tmp_path: Path) -> None:
 
 def test_with_the_real_tuner_if_available(tmp_path: Path) -> None:
     pytest.importorskip("optuna")
-    tuner_mod = pytest.importorskip("bayes_opt.tuner")
-    from learner.config import SidecarConfig
-    from learner.server import default_tuner_factory
+    tuner_mod = pytest.importorskip("tailwise.bayes_opt.tuner")
+    from tailwise.learner.config import SidecarConfig
+    from tailwise.learner.server import default_tuner_factory
 
     cfg = SidecarConfig(state_dir=tmp_path, study="t",
                         tuner={"min_window_requests": 5, "seed": 1})
@@ -221,16 +221,16 @@ def test_shifted_workload_through_telemetry_improves_within_8_trials(tmp_path: P
     """Issue 5's must-show, end to end on the wire: a short→long-heavy shifted workload is
     replayed as engine telemetry (TelemetryEmitter → gRPC → sidecar window), and one round
     of 8 trials finds a policy that beats the default on the replay, which is published."""
-    pytest.importorskip("bayes_opt.tuner")
+    pytest.importorskip("tailwise.bayes_opt.tuner")
     import optuna
 
-    from engine_adapter.telemetry import TelemetryEmitter
-    from learner.config import SidecarConfig
-    from learner.server import Sidecar
-    from scorer.request import ReqInfo
-    from scorer.step_time import H100_LLAMA3_8B
-    from simulator.engine import EngineConfig
-    from simulator.workload import LengthClass, concat, generate, rate_scale_for_load
+    from tailwise.engine_adapter.telemetry import TelemetryEmitter
+    from tailwise.learner.config import SidecarConfig
+    from tailwise.learner.server import Sidecar
+    from tailwise.scorer.request import ReqInfo
+    from tailwise.scorer.step_time import H100_LLAMA3_8B
+    from tailwise.simulator.engine import EngineConfig
+    from tailwise.simulator.workload import LengthClass, concat, generate, rate_scale_for_load
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pre = generate(600, 5.0, seed=1)

@@ -19,14 +19,14 @@ from learner_helpers import (
     self_signed,
 )
 
-from engine_adapter.policy_client import PolicyClient
-from engine_adapter.telemetry import TelemetryEmitter
-from learner.admin import AdminClient
-from proto import codec
-from proto.errors import Unauthenticated, Unavailable
-from scorer.hooks import StepStats
-from scorer.policy import Mode, neutral_policy
-from scorer.request import ReqInfo
+from tailwise.engine_adapter.policy_client import PolicyClient
+from tailwise.engine_adapter.telemetry import TelemetryEmitter
+from tailwise.learner.admin import AdminClient
+from tailwise.scorer.hooks import StepStats
+from tailwise.scorer.policy import Mode, neutral_policy
+from tailwise.scorer.request import ReqInfo
+from tailwise.wire import codec
+from tailwise.wire.errors import Unauthenticated, Unavailable
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -107,7 +107,7 @@ def test_non_local_bind_is_refused_without_tls_or_token(tmp_path: Path) -> None:
 def _study_trials(storage: str) -> dict[int, tuple[str, float | None]]:
     import optuna
 
-    from bayes_opt.storage import open_storage
+    from tailwise.bayes_opt.storage import open_storage
 
     st = optuna.load_study(study_name="tailwise", storage=open_storage(storage))
     return {t.number: (t.state.name, t.value) for t in st.get_trials(deepcopy=False)}
@@ -116,7 +116,7 @@ def _study_trials(storage: str) -> dict[int, tuple[str, float | None]]:
 def test_sigkill_mid_stream_fail_static_and_resume(tmp_path: Path) -> None:
     have_tuner = True
     try:
-        import bayes_opt.tuner  # noqa: F401
+        import tailwise.bayes_opt.tuner  # noqa: F401
     except ImportError:  # pragma: no cover - before bayes_opt lands
         have_tuner = False
     state = tmp_path / "state"

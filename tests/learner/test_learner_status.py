@@ -10,18 +10,18 @@ from typing import Any
 import pytest
 from learner_helpers import FakeTuner, events_batch
 
-from learner.admin import AdminClient
-from learner.config import ConfigError, LoopConfig, SidecarConfig, WindowConfig, config_from_mapping
-from learner.loop import LearningLoop
-from learner.metrics import SidecarMetrics
-from learner.policy_service import PolicyServicer
-from learner.publisher import PolicyStore
-from learner.server import Sidecar
-from learner.state import StateFile
-from learner.window import TelemetryWindow
-from proto.errors import Unimplemented
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.policy import Mode, neutral_policy
+from tailwise.learner.admin import AdminClient
+from tailwise.learner.config import ConfigError, LoopConfig, SidecarConfig, WindowConfig, config_from_mapping
+from tailwise.learner.loop import LearningLoop
+from tailwise.learner.metrics import SidecarMetrics
+from tailwise.learner.policy_service import PolicyServicer
+from tailwise.learner.publisher import PolicyStore
+from tailwise.learner.server import Sidecar
+from tailwise.learner.state import StateFile
+from tailwise.learner.window import TelemetryWindow
+from tailwise.scorer.policy import Mode, neutral_policy
+from tailwise.wire.errors import Unimplemented
+from tailwise.wire.v1 import policy_pb2 as pb
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from learner_helpers import events_batch
 
-from learner.metrics import SidecarMetrics
-from learner.publisher import PolicyStore, PromotionPaused
-from learner.state import StateError, StateFile
-from learner.window import TelemetryWindow
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.policy import Mode, PolicyError, Source, neutral_policy
+from tailwise.learner.metrics import SidecarMetrics
+from tailwise.learner.publisher import PolicyStore, PromotionPaused
+from tailwise.learner.state import StateError, StateFile
+from tailwise.learner.window import TelemetryWindow
+from tailwise.scorer.policy import Mode, PolicyError, Source, neutral_policy
+from tailwise.wire.v1 import policy_pb2 as pb
 
 
 def test_trace_is_rebuilt_from_arrival_and_finish_events() -> None:
@@ -143,7 +143,7 @@ def test_version_counter_and_policy_survive_a_restart(tmp_path: Path) -> None:
 def test_invalid_publish_burns_no_version(tmp_path: Path) -> None:
     import dataclasses
 
-    from scorer.policy import SafetyParams
+    from tailwise.scorer.policy import SafetyParams
 
     store = PolicyStore(StateFile(tmp_path), SidecarMetrics())
     bad = dataclasses.replace(neutral_policy(), safety=SafetyParams(max_boost_s=10, aging_s=5))
@@ -154,7 +154,7 @@ def test_invalid_publish_burns_no_version(tmp_path: Path) -> None:
 
 
 def test_unchecked_publish_keeps_last_good_and_advances_the_counter(tmp_path: Path) -> None:
-    from proto import codec
+    from tailwise.wire import codec
 
     store = PolicyStore(StateFile(tmp_path), SidecarMetrics())
     msg = codec.policy_to_proto(neutral_policy())

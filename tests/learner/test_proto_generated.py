@@ -21,17 +21,17 @@ def test_regenerated_code_matches_checked_in(tmp_path: Path) -> None:
                    check=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
                    timeout=120)
     for name in GENERATED:
-        fresh = (tmp_path / "proto" / "tailwise" / "v1" / name).read_text()
-        checked_in = (ROOT / "proto" / "tailwise" / "v1" / name).read_text()
+        fresh = (tmp_path / "tailwise" / "wire" / "v1" / name).read_text()
+        checked_in = (ROOT / "wire" / "v1" / name).read_text()
         assert fresh == checked_in, (
-            f"proto/tailwise/v1/{name} is stale: run scripts/gen_proto.sh and commit the result")
+            f"wire/v1/{name} is stale: run scripts/gen_proto.sh and commit the result")
 
 
 def test_typed_bindings_match_generated_services() -> None:
-    """proto.rpc binds the same method paths and message types as the generated stubs."""
+    """tailwise.wire.rpc binds the same method paths and message types as the generated stubs."""
     pytest.importorskip("grpc")
-    from proto import rpc
-    from proto.tailwise.v1 import policy_pb2 as pb
+    from tailwise.wire import rpc
+    from tailwise.wire.v1 import policy_pb2 as pb
 
     svc = pb.DESCRIPTOR.services_by_name
     expect = {
@@ -51,6 +51,6 @@ def test_typed_bindings_match_generated_services() -> None:
         assert path == f"/{svc[service].full_name}/{m.name}"
         assert (m.input_type.name, m.output_type.name) == (req, resp)
         assert (m.client_streaming, m.server_streaming) == (cs, ss)
-    generated = (ROOT / "proto" / "tailwise" / "v1" / "policy_pb2_grpc.py").read_text()
+    generated = (ROOT / "wire" / "v1" / "policy_pb2_grpc.py").read_text()
     for path in expect:
         assert f"'{path}'" in generated

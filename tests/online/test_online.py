@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from scorer.frozen import load
-from scorer.hooks import StepStats
-from scorer.policy import Mode, Policy
-from scorer.request import ReqInfo
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig
-from simulator.metrics import MetricsConfig
 from tailwise.cli import app
 from tailwise.online import BEST, FCFS, ONLINE, OnlineOptions, PacedSink, run_online
+from tailwise.scorer.frozen import load
+from tailwise.scorer.hooks import StepStats
+from tailwise.scorer.policy import Mode, Policy
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig
+from tailwise.simulator.metrics import MetricsConfig
 
 pytestmark = [pytest.mark.timeout(240)]
 

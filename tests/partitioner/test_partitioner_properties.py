@@ -8,8 +8,8 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from partitioner import BUBBLE, RefinePrune, Router
-from scorer.policy import EwsjfParams, LinearWeight, Policy
+from tailwise.partitioner import BUBBLE, RefinePrune, Router
+from tailwise.scorer.policy import EwsjfParams, LinearWeight, Policy
 
 # token counts (mostly) plus arbitrary non-negative floats, with heavy duplication
 values = st.one_of(

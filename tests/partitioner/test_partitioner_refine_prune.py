@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-import partitioner.interface
-import partitioner.refine_prune
-import partitioner.routing
-from partitioner import BUBBLE, Partitioner, RefinePrune, Router
-from partitioner.refine_prune import Span, prune_score, prune_spans
-from scorer.policy import EwsjfParams, LinearWeight, Policy, PolicyError
+import tailwise.partitioner.interface
+import tailwise.partitioner.refine_prune
+import tailwise.partitioner.routing
+from tailwise.partitioner import BUBBLE, Partitioner, RefinePrune, Router
+from tailwise.partitioner.refine_prune import Span, prune_score, prune_spans
+from tailwise.scorer.policy import EwsjfParams, LinearWeight, Policy, PolicyError
 
 P = EwsjfParams(refresh_requests=1_000, refresh_s=600.0, reservoir_size=64)
 
@@ -31,7 +31,8 @@ def seeded(params: EwsjfParams, queues: list[tuple[float, float]], values: list[
     return RefinePrune.from_state(state)
 
 
-@pytest.mark.parametrize("module", [partitioner.interface, partitioner.refine_prune, partitioner.routing])
+@pytest.mark.parametrize("module", [tailwise.partitioner.interface, tailwise.partitioner.refine_prune,
+                                    tailwise.partitioner.routing])
 def test_doctests(module: Any) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0

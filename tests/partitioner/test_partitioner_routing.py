@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from partitioner import BUBBLE, Router
-from scorer.policy import PolicyError, QueueSpec
+from tailwise.partitioner import BUBBLE, Router
+from tailwise.scorer.policy import PolicyError, QueueSpec
 
 
 def q(lo: float, hi: float) -> QueueSpec:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from partitioner import PartitionerStateError, RefinePrune
-from scorer.policy import EwsjfParams, LinearWeight
+from tailwise.partitioner import PartitionerStateError, RefinePrune
+from tailwise.scorer.policy import EwsjfParams, LinearWeight
 
 P = EwsjfParams(
     base=LinearWeight(1.0, 0.002), alpha=0.9, max_queues=6, refresh_requests=50, reservoir_size=40

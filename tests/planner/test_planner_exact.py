@@ -8,8 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from planner import UNIT, ExactSolverError, Instance, evaluate, run_method, solve_exact
-from planner.methods import METHODS
+from tailwise.planner import UNIT, ExactSolverError, Instance, evaluate, run_method, solve_exact
+from tailwise.planner.methods import METHODS
 
 
 def _naive_feasible(p: list[int], o: list[int], start: tuple[int, ...], budget: int) -> bool:

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner import Instance, TimeModel, batch_peak, evaluate, run_method, sorted_f_batches
-from planner.dispatch import KvProfile
-from planner.methods import METHODS
-from scorer.step_time import H100_LLAMA3_8B
+from tailwise.planner import Instance, TimeModel, batch_peak, evaluate, run_method, sorted_f_batches
+from tailwise.planner.dispatch import KvProfile
+from tailwise.planner.methods import METHODS
+from tailwise.scorer.step_time import H100_LLAMA3_8B
 
 HEURISTICS = [m for m in METHODS if m != "exact"]
 

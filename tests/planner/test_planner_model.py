@@ -9,7 +9,7 @@ import importlib
 import numpy as np
 import pytest
 
-from planner import (
+from tailwise.planner import (
     UNIT,
     InfeasibleScheduleError,
     Instance,
@@ -18,7 +18,7 @@ from planner import (
     batch_peak,
     evaluate,
 )
-from scorer.step_time import H100_LLAMA3_8B, StepTimeModel
+from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
 
 TOY = StepTimeModel(name="toy", prefill_fixed_ms=1.0, prefill_per_token_ms=0.5,
                     prefill_quad_ms=0.0, decode_fixed_ms=2.0, decode_per_req_ms=0.25,
@@ -124,7 +124,8 @@ def test_bad_input_names_the_request(prompts: list[float], outputs: list[int], b
 
 
 @pytest.mark.parametrize("module", [
-    "planner.model", "planner.sorted_f", "planner.methods", "planner.policy",
+    "tailwise.planner.model", "tailwise.planner.sorted_f", "tailwise.planner.methods",
+    "tailwise.planner.policy",
 ])
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))

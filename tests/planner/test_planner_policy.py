@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner import order_for_backlog, plan_backlog
-from planner.policy import PlannedOrder
-from scorer.interface import KeyedQueue
-from scorer.request import ReqInfo
+from tailwise.planner import order_for_backlog, plan_backlog
+from tailwise.planner.policy import PlannedOrder
+from tailwise.scorer.interface import KeyedQueue
+from tailwise.scorer.request import ReqInfo
 
 
 def test_planned_order_serves_in_plan_rank_then_unplanned_fcfs() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from planner import Instance, evaluate, run_method, solve_exact
+from tailwise.planner import Instance, evaluate, run_method, solve_exact
 
 PAPER_BOUND = 48.0
 

@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from planner import TimeModel
-from planner.policy import PlannedOrder
-from scorer.interface import FcfsQueue
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig, simulate
-from simulator.traces import Trace, load_trace
+from tailwise.planner import TimeModel
+from tailwise.planner.policy import PlannedOrder
+from tailwise.scorer.interface import FcfsQueue
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.simulator.traces import Trace, load_trace
 
 
 @pytest.fixture(scope="module")

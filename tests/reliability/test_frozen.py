@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 from support.fuzz import fuzz_settings
 from support.net import closed_port
 
-from engine_adapter.policy_client import connect
-from scorer.frozen import FrozenPolicyError, load, loads, policy_digest, save
-from scorer.policy import BoostParams, Mode, Policy, QueueSpec, SafetyParams, Source
-from scorer.registry import build_scheduler
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig, simulate
-from simulator.traces import Trace
+from tailwise.engine_adapter.policy_client import connect
+from tailwise.scorer.frozen import FrozenPolicyError, load, loads, policy_digest, save
+from tailwise.scorer.policy import BoostParams, Mode, Policy, QueueSpec, SafetyParams, Source
+from tailwise.scorer.registry import build_scheduler
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.simulator.traces import Trace
 
 pytestmark = [pytest.mark.timeout(120)]
 

@@ -32,17 +32,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.fuzz import fuzz_settings
 
-from engine_adapter.telemetry import TelemetryEmitter
-from learner.admin import AdminClient
-from proto import rpc
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.hooks import StepStats
-from scorer.registry import build_scheduler, default_policy
-from scorer.request import ReqInfo
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig, simulate
-from simulator.traces import TraceError, load_trace
+from tailwise.engine_adapter.telemetry import TelemetryEmitter
+from tailwise.learner.admin import AdminClient
 from tailwise.online import SidecarSubprocess
+from tailwise.scorer.hooks import StepStats
+from tailwise.scorer.registry import build_scheduler, default_policy
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.simulator.traces import TraceError, load_trace
+from tailwise.wire import rpc
+from tailwise.wire.v1 import policy_pb2 as pb
 
 pytestmark = [pytest.mark.timeout(240)]
 

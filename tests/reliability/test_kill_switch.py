@@ -23,17 +23,17 @@ import pytest
 from support.engine import StepClock
 from typer.testing import CliRunner
 
-from engine_adapter.policy_client import PolicyClient
-from learner.admin import AdminClient
-from scorer.frozen import save
-from scorer.hooks import StepStats
-from scorer.policy import Mode, neutral_policy
-from scorer.registry import build_scheduler, default_policy
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig, simulate
-from simulator.traces import Trace
-from simulator.workload import generate, rate_scale_for_load
 from tailwise.cli import app
+from tailwise.engine_adapter.policy_client import PolicyClient
+from tailwise.learner.admin import AdminClient
+from tailwise.scorer.frozen import save
+from tailwise.scorer.hooks import StepStats
+from tailwise.scorer.policy import Mode, neutral_policy
+from tailwise.scorer.registry import build_scheduler, default_policy
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.simulator.traces import Trace
+from tailwise.simulator.workload import generate, rate_scale_for_load
 
 pytestmark = [pytest.mark.timeout(120)]
 

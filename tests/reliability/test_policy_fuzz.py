@@ -38,16 +38,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.fuzz import fuzz_settings
 
-from engine_adapter.policy_client import PolicyClient
-from learner.admin import AdminClient
-from proto import codec, rpc
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.policy import Mode, Policy, QueueSpec, neutral_policy
-from scorer.registry import build_scheduler, default_policy
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig, simulate
-from simulator.traces import Trace
+from tailwise.engine_adapter.policy_client import PolicyClient
+from tailwise.learner.admin import AdminClient
 from tailwise.online import SidecarSubprocess
+from tailwise.scorer.policy import Mode, Policy, QueueSpec, neutral_policy
+from tailwise.scorer.registry import build_scheduler, default_policy
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.simulator.traces import Trace
+from tailwise.wire import codec, rpc
+from tailwise.wire.v1 import policy_pb2 as pb
 
 pytestmark = [pytest.mark.timeout(240)]
 

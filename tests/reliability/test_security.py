@@ -14,13 +14,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.certs import self_signed
 from support.net import non_loopback_ipv4
 
-from engine_adapter.policy_client import PolicyClient
-from engine_adapter.telemetry import TelemetryEmitter
-from learner.admin import AdminClient
-from learner.config import SidecarConfig
-from learner.security import is_loopback, split_host_port
-from proto.errors import Unauthenticated, Unavailable
-from scorer.request import ReqInfo
+from tailwise.engine_adapter.policy_client import PolicyClient
+from tailwise.engine_adapter.telemetry import TelemetryEmitter
+from tailwise.learner.admin import AdminClient
+from tailwise.learner.config import SidecarConfig
+from tailwise.learner.security import is_loopback, split_host_port
+from tailwise.scorer.request import ReqInfo
+from tailwise.wire.errors import Unauthenticated, Unavailable
 
 pytestmark = [pytest.mark.timeout(120)]
 

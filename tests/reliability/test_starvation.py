@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 from support.oracles import aging_violations
 
-from learner.local import LocalLearner
-from scorer.hooks import NullSink, StepStats
-from scorer.policy import BoostParams, Mode, Policy, SafetyParams
-from scorer.registry import build_scheduler
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig, simulate
-from simulator.traces import Trace
+from tailwise.learner.local import LocalLearner
+from tailwise.scorer.hooks import NullSink, StepStats
+from tailwise.scorer.policy import BoostParams, Mode, Policy, SafetyParams
+from tailwise.scorer.registry import build_scheduler
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.simulator.traces import Trace
 
 pytestmark = [pytest.mark.timeout(300)]
 

@@ -10,15 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scorer.boost import BoostPolicy, GammaAda, boost, fit_gamma
-from scorer.ewsjf import EwsjfPolicy, queue_factor, score
-from scorer.kairos import KairosPolicy
-from scorer.policy import BoostParams, Mode, Policy, QueueSpec, SafetyParams, SloClass, SloParams
-from scorer.preemption import memguard_level
-from scorer.registry import POLICY_NAMES, build_scheduler, make_named
-from scorer.request import ReqInfo
-from scorer.step_time import StepTimeModel
-from scorer.tailwise import TailwisePolicy
+from tailwise.scorer.boost import BoostPolicy, GammaAda, boost, fit_gamma
+from tailwise.scorer.ewsjf import EwsjfPolicy, queue_factor, score
+from tailwise.scorer.kairos import KairosPolicy
+from tailwise.scorer.policy import BoostParams, Mode, Policy, QueueSpec, SafetyParams, SloClass, SloParams
+from tailwise.scorer.preemption import memguard_level
+from tailwise.scorer.registry import POLICY_NAMES, build_scheduler, make_named
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.step_time import StepTimeModel
+from tailwise.scorer.tailwise import TailwisePolicy
 
 # prefill 1 ms + 0.1 ms/token; decode 2 ms + 0.5 ms/request — easy to do by hand
 TOY = StepTimeModel(name="toy", prefill_fixed_ms=1.0, prefill_per_token_ms=0.1,
@@ -258,8 +258,8 @@ def test_every_named_policy_builds() -> None:
 def test_fast_ranking_equals_the_reference_ranking(
         rows: list[tuple[float, int, int, int, int, bool]], band: float, swap: bool,
         urgency: bool, cache_aware: bool) -> None:
-    from scorer.policy import PreemptMode
-    from scorer.preemption import rank_running
+    from tailwise.scorer.policy import PreemptMode
+    from tailwise.scorer.preemption import rank_running
 
     p = Policy(mode=Mode.TAILWISE)
     p = dataclasses.replace(

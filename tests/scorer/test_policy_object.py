@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scorer import frozen
-from scorer.frozen import FrozenPolicyError
-from scorer.policy import (
+from tailwise.scorer import frozen
+from tailwise.scorer.frozen import FrozenPolicyError
+from tailwise.scorer.policy import (
     BoostParams,
     EwsjfParams,
     LinearWeight,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scorer.baselines import Fcfs, OracleSJF
-from scorer.step_time import StepTimeModel
-from simulator.engine import EngineConfig, simulate
-from simulator.traces import Trace
+from tailwise.scorer.baselines import Fcfs, OracleSJF
+from tailwise.scorer.step_time import StepTimeModel
+from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.simulator.traces import Trace
 
 # prefill ms = 1 + 0.1·N ; decode ms = 2 + 0.5·B (no context term); mixed = 1 + 0.1·N + 0.5·B
 TOY = StepTimeModel(name="toy", prefill_fixed_ms=1.0, prefill_per_token_ms=0.1,

@@ -7,10 +7,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scorer.registry import POLICY_NAMES, make_named
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig, Simulator
-from simulator.traces import Trace
+from tailwise.scorer.registry import POLICY_NAMES, make_named
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig, Simulator
+from tailwise.simulator.traces import Trace
 
 
 @st.composite
@@ -79,7 +79,7 @@ def test_tokens_generated_equal_output_length(wl: tuple[Trace, EngineConfig]) ->
         def on_step(self, stats: object) -> None: ...
 
         def on_finish(self, req: object, now: float) -> None:
-            from scorer.request import ReqInfo
+            from tailwise.scorer.request import ReqInfo
             assert isinstance(req, ReqInfo)
             self.outputs[req.request_id] = req.num_output_tokens
 

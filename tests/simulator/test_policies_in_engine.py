@@ -9,12 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.oracles import aging_violations
 
-from learner.local import LocalLearner
-from scorer.policy import Mode, Policy, SafetyParams
-from scorer.registry import build_scheduler, default_policy
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig, simulate
-from simulator.traces import Trace
+from tailwise.learner.local import LocalLearner
+from tailwise.scorer.policy import Mode, Policy, SafetyParams
+from tailwise.scorer.registry import build_scheduler, default_policy
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.simulator.traces import Trace
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scorer.baselines import Fcfs
-from scorer.hooks import NullSink, StepStats
-from scorer.step_time import StepTimeModel, StepTimeModelError
-from simulator.engine import EngineConfig, simulate
-from simulator.step_models import bundled_models, load_step_model
-from simulator.workload import generate
+from tailwise.scorer.baselines import Fcfs
+from tailwise.scorer.hooks import NullSink, StepStats
+from tailwise.scorer.step_time import StepTimeModel, StepTimeModelError
+from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.simulator.step_models import bundled_models, load_step_model
+from tailwise.simulator.workload import generate
 
 
 def test_h100_values_by_hand() -> None:

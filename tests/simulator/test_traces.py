@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig
-from simulator.traces import TraceError, load_trace
-from simulator.workload import concat, generate, offered_load, rate_scale_for_load
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig
+from tailwise.simulator.traces import TraceError, load_trace
+from tailwise.simulator.workload import concat, generate, offered_load, rate_scale_for_load
 
 AZ_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 

@@ -18,12 +18,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from scorer.hooks import PolicySource, StepStats, TelemetrySink
-from scorer.registry import build_scheduler
-from scorer.request import ReqInfo
-from scorer.step_time import H100_LLAMA3_8B, StepTimeModel
-from simulator.engine import EngineConfig, SimResult, simulate
-from simulator.traces import Trace
+from tailwise.scorer.hooks import PolicySource, StepStats, TelemetrySink
+from tailwise.scorer.registry import build_scheduler
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
+from tailwise.simulator.engine import EngineConfig, SimResult, simulate
+from tailwise.simulator.traces import Trace
 
 
 class StepClock:

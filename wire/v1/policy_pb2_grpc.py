@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from proto.tailwise.v1 import policy_pb2 as proto_dot_tailwise_dot_v1_dot_policy__pb2
+from tailwise.wire.v1 import policy_pb2 as tailwise_dot_wire_dot_v1_dot_policy__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in proto/tailwise/v1/policy_pb2_grpc.py depends on'
+        + ' but the generated code in tailwise/wire/v1/policy_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -44,23 +44,23 @@ class PolicyServiceStub:
         """
         self.Subscribe = channel.stream_stream(
                 '/tailwise.v1.PolicyService/Subscribe',
-                request_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.Ack.SerializeToString,
-                response_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.PolicyUpdate.FromString,
+                request_serializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.Ack.SerializeToString,
+                response_deserializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.PolicyUpdate.FromString,
                 _registered_method=True)
         self.SetPolicy = channel.unary_unary(
                 '/tailwise.v1.PolicyService/SetPolicy',
-                request_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.SetPolicyRequest.SerializeToString,
-                response_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.SetPolicyResponse.FromString,
+                request_serializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.SetPolicyRequest.SerializeToString,
+                response_deserializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.SetPolicyResponse.FromString,
                 _registered_method=True)
         self.GetPolicy = channel.unary_unary(
                 '/tailwise.v1.PolicyService/GetPolicy',
-                request_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.GetPolicyRequest.SerializeToString,
-                response_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.PolicyUpdate.FromString,
+                request_serializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.GetPolicyRequest.SerializeToString,
+                response_deserializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.PolicyUpdate.FromString,
                 _registered_method=True)
         self.GetStatus = channel.unary_unary(
                 '/tailwise.v1.PolicyService/GetStatus',
-                request_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.GetStatusRequest.SerializeToString,
-                response_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.LearnerStatus.FromString,
+                request_serializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.LearnerStatus.FromString,
                 _registered_method=True)
 
 
@@ -111,23 +111,23 @@ def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Subscribe': grpc.stream_stream_rpc_method_handler(
                     servicer.Subscribe,
-                    request_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.Ack.FromString,
-                    response_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.PolicyUpdate.SerializeToString,
+                    request_deserializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.Ack.FromString,
+                    response_serializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.PolicyUpdate.SerializeToString,
             ),
             'SetPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.SetPolicy,
-                    request_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.SetPolicyRequest.FromString,
-                    response_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.SetPolicyResponse.SerializeToString,
+                    request_deserializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.SetPolicyRequest.FromString,
+                    response_serializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.SetPolicyResponse.SerializeToString,
             ),
             'GetPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPolicy,
-                    request_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.GetPolicyRequest.FromString,
-                    response_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.PolicyUpdate.SerializeToString,
+                    request_deserializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.GetPolicyRequest.FromString,
+                    response_serializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.PolicyUpdate.SerializeToString,
             ),
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
-                    request_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.GetStatusRequest.FromString,
-                    response_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.LearnerStatus.SerializeToString,
+                    request_deserializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.GetStatusRequest.FromString,
+                    response_serializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.LearnerStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -163,8 +163,8 @@ class PolicyService:
             request_iterator,
             target,
             '/tailwise.v1.PolicyService/Subscribe',
-            proto_dot_tailwise_dot_v1_dot_policy__pb2.Ack.SerializeToString,
-            proto_dot_tailwise_dot_v1_dot_policy__pb2.PolicyUpdate.FromString,
+            tailwise_dot_wire_dot_v1_dot_policy__pb2.Ack.SerializeToString,
+            tailwise_dot_wire_dot_v1_dot_policy__pb2.PolicyUpdate.FromString,
             options,
             channel_credentials,
             insecure,
@@ -190,8 +190,8 @@ class PolicyService:
             request,
             target,
             '/tailwise.v1.PolicyService/SetPolicy',
-            proto_dot_tailwise_dot_v1_dot_policy__pb2.SetPolicyRequest.SerializeToString,
-            proto_dot_tailwise_dot_v1_dot_policy__pb2.SetPolicyResponse.FromString,
+            tailwise_dot_wire_dot_v1_dot_policy__pb2.SetPolicyRequest.SerializeToString,
+            tailwise_dot_wire_dot_v1_dot_policy__pb2.SetPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -217,8 +217,8 @@ class PolicyService:
             request,
             target,
             '/tailwise.v1.PolicyService/GetPolicy',
-            proto_dot_tailwise_dot_v1_dot_policy__pb2.GetPolicyRequest.SerializeToString,
-            proto_dot_tailwise_dot_v1_dot_policy__pb2.PolicyUpdate.FromString,
+            tailwise_dot_wire_dot_v1_dot_policy__pb2.GetPolicyRequest.SerializeToString,
+            tailwise_dot_wire_dot_v1_dot_policy__pb2.PolicyUpdate.FromString,
             options,
             channel_credentials,
             insecure,
@@ -244,8 +244,8 @@ class PolicyService:
             request,
             target,
             '/tailwise.v1.PolicyService/GetStatus',
-            proto_dot_tailwise_dot_v1_dot_policy__pb2.GetStatusRequest.SerializeToString,
-            proto_dot_tailwise_dot_v1_dot_policy__pb2.LearnerStatus.FromString,
+            tailwise_dot_wire_dot_v1_dot_policy__pb2.GetStatusRequest.SerializeToString,
+            tailwise_dot_wire_dot_v1_dot_policy__pb2.LearnerStatus.FromString,
             options,
             channel_credentials,
             insecure,
@@ -272,8 +272,8 @@ class TelemetryServiceStub:
         """
         self.Report = channel.stream_unary(
                 '/tailwise.v1.TelemetryService/Report',
-                request_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.EngineEvent.SerializeToString,
-                response_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.Summary.FromString,
+                request_serializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.EngineEvent.SerializeToString,
+                response_deserializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.Summary.FromString,
                 _registered_method=True)
 
 
@@ -295,8 +295,8 @@ def add_TelemetryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Report': grpc.stream_unary_rpc_method_handler(
                     servicer.Report,
-                    request_deserializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.EngineEvent.FromString,
-                    response_serializer=proto_dot_tailwise_dot_v1_dot_policy__pb2.Summary.SerializeToString,
+                    request_deserializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.EngineEvent.FromString,
+                    response_serializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.Summary.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -328,8 +328,8 @@ class TelemetryService:
             request_iterator,
             target,
             '/tailwise.v1.TelemetryService/Report',
-            proto_dot_tailwise_dot_v1_dot_policy__pb2.EngineEvent.SerializeToString,
-            proto_dot_tailwise_dot_v1_dot_policy__pb2.Summary.FromString,
+            tailwise_dot_wire_dot_v1_dot_policy__pb2.EngineEvent.SerializeToString,
+            tailwise_dot_wire_dot_v1_dot_policy__pb2.Summary.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from engine_adapter.config import ConfigError, TailwiseConfig
-from engine_adapter.wiring import make_policy_source, make_telemetry_sink
-from scorer.frozen import save as save_frozen
-from scorer.hooks import NullSink, StaticPolicySource
-from scorer.policy import Mode, Policy, Source
+from tailwise.engine_adapter.config import ConfigError, TailwiseConfig
+from tailwise.engine_adapter.wiring import make_policy_source, make_telemetry_sink
+from tailwise.scorer.frozen import save as save_frozen
+from tailwise.scorer.hooks import NullSink, StaticPolicySource
+from tailwise.scorer.policy import Mode, Policy, Source
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_no_sidecar_wiring_is_static() -> None:
 
 
 def test_sidecar_without_client_module_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "engine_adapter.policy_client", None)  # import fails
+    monkeypatch.setitem(sys.modules, "tailwise.engine_adapter.policy_client", None)  # import fails
     cfg = TailwiseConfig.from_dict({"sidecar": "127.0.0.1:50051", "telemetry": False})
     with pytest.raises(ConfigError, match=r"^tailwise\.sidecar: .*policy_client cannot be imported"):
         make_policy_source(cfg)
@@ -126,11 +126,11 @@ def test_sidecar_wiring_uses_the_connect_factories(monkeypatch: pytest.MonkeyPat
         return NullSink()
 
     monkeypatch.setitem(
-        sys.modules, "engine_adapter.policy_client",
+        sys.modules, "tailwise.engine_adapter.policy_client",
         types.SimpleNamespace(connect=connect_policy),
     )
     monkeypatch.setitem(
-        sys.modules, "engine_adapter.telemetry", types.SimpleNamespace(connect=connect_telemetry)
+        sys.modules, "tailwise.engine_adapter.telemetry", types.SimpleNamespace(connect=connect_telemetry)
     )
     cfg = TailwiseConfig.from_dict(
         {"sidecar": "10.0.0.5:7000", "mode": "boost", "sidecar_token": "s3cret"}
@@ -148,7 +148,7 @@ def test_sidecar_wiring_uses_the_connect_factories(monkeypatch: pytest.MonkeyPat
     ]
 
     monkeypatch.setitem(
-        sys.modules, "engine_adapter.telemetry", types.SimpleNamespace(connect=None)
+        sys.modules, "tailwise.engine_adapter.telemetry", types.SimpleNamespace(connect=None)
     )
     with pytest.raises(ConfigError, match=r"^tailwise\.telemetry: .*connect\(\) does not exist"):
         make_telemetry_sink(cfg)

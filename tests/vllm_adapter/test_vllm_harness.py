@@ -15,16 +15,16 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'tailwise[vllm]')")
 
-from engine_adapter.harness import prompt_token_ids, run_vllm
-from scorer.hooks import StaticPolicySource
-from scorer.policy import Mode, Policy
-from scorer.registry import build_scheduler, make_named
-from scorer.step_time import H100_LLAMA3_8B
-from simulator.engine import EngineConfig, EngineConfigError, simulate
-from simulator.experiment import Arm, Experiment, run_experiment
-from simulator.metrics import summarize
-from simulator.traces import Trace
-from simulator.workload import generate
+from tailwise.engine_adapter.harness import prompt_token_ids, run_vllm
+from tailwise.scorer.hooks import StaticPolicySource
+from tailwise.scorer.policy import Mode, Policy
+from tailwise.scorer.registry import build_scheduler, make_named
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import EngineConfig, EngineConfigError, simulate
+from tailwise.simulator.experiment import Arm, Experiment, run_experiment
+from tailwise.simulator.metrics import summarize
+from tailwise.simulator.traces import Trace
+from tailwise.simulator.workload import generate
 
 pytestmark = pytest.mark.vllm
 MODEL = H100_LLAMA3_8B

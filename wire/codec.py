@@ -1,17 +1,17 @@
-"""Conversion between :class:`scorer.policy.Policy` and the wire messages.
+"""Conversion between :class:`tailwise.scorer.policy.Policy` and the wire messages.
 
 The codec is the validation boundary of the wire: :func:`policy_from_proto` and
 :func:`decode_update` build every nested dataclass field by field and finish with
 ``Policy.validate()``, so whatever arrives (NaN, negative sizes, non-monotone queues,
 an unspecified enum, a missing sub-message, truncated bytes) raises
-:class:`~scorer.policy.PolicyError` naming the field and value instead of reaching a
+:class:`~tailwise.scorer.policy.PolicyError` naming the field and value instead of reaching a
 scheduler. Encoding validates first, so a sender cannot put a bad policy on the wire by
 accident (the sidecar's testing hook uses ``check=False`` deliberately).
 
 Events: :func:`request_event` / :func:`step_event` build telemetry messages from plain
 values (used by the engine-side emitter), :func:`step_stats_from_proto` goes back.
 
->>> from scorer.policy import neutral_policy
+>>> from tailwise.scorer.policy import neutral_policy
 >>> p = neutral_policy().replace(version=3)
 >>> policy_from_proto(policy_to_proto(p)) == p
 True
@@ -25,9 +25,8 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 
-from proto.tailwise.v1 import policy_pb2 as pb
-from scorer.hooks import StepStats
-from scorer.policy import (
+from tailwise.scorer.hooks import StepStats
+from tailwise.scorer.policy import (
     BoostParams,
     BoostVariant,
     EwsjfParams,
@@ -43,7 +42,8 @@ from scorer.policy import (
     SloParams,
     Source,
 )
-from scorer.step_time import StepTimeModel, StepTimeModelError
+from tailwise.scorer.step_time import StepTimeModel, StepTimeModelError
+from tailwise.wire.v1 import policy_pb2 as pb
 
 __all__ = [
     "decode_update",

@@ -99,7 +99,7 @@ class Factory:
         )
         from vllm.v1.structured_output import StructuredOutputManager
 
-        from engine_adapter.vllm import TailwiseAsyncScheduler, TailwiseScheduler
+        from tailwise.engine_adapter.vllm import TailwiseAsyncScheduler, TailwiseScheduler
 
         if isinstance(cls, str):
             table = {

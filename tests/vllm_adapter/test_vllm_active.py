@@ -1,7 +1,7 @@
 """Active policies inside the real vLLM scheduler: reordering, victims, caps, swaps, faults.
 
 Test-only SchedulingPolicies make the expected schedule obvious (shortest prompt first,
-a chosen victim); the real ``tailwise`` and ``kairos`` modes from ``scorer.registry`` are
+a chosen victim); the real ``tailwise`` and ``kairos`` modes from ``tailwise.scorer.registry`` are
 exercised end to end. Every run also checks vLLM's invariants at the end (all requests
 done with their exact token counts, every KV block back in the pool).
 """
@@ -20,12 +20,12 @@ pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'tailwise
 from vllm.v1.core.sched.request_queue import FCFSRequestQueue
 from vllm.v1.request import RequestStatus
 
-from engine_adapter.policy_queue import PolicyRequestQueue
-from scorer.frozen import save as save_frozen
-from scorer.interface import KeyedQueue
-from scorer.policy import Mode, Policy, SafetyParams, SloParams
-from scorer.registry import build_scheduler
-from scorer.request import ReqInfo
+from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
+from tailwise.scorer.frozen import save as save_frozen
+from tailwise.scorer.interface import KeyedQueue
+from tailwise.scorer.policy import Mode, Policy, SafetyParams, SloParams
+from tailwise.scorer.registry import build_scheduler
+from tailwise.scorer.request import ReqInfo
 
 pytestmark = pytest.mark.vllm
 
@@ -301,7 +301,7 @@ def test_unbuildable_policy_keeps_the_old_one_and_logs_once(
     vh.add_all(s, reqs)
     vh.step(s)
     source.policy = bad
-    with caplog.at_level(logging.WARNING, logger="engine_adapter.vllm"):
+    with caplog.at_level(logging.WARNING, logger="tailwise.engine_adapter.vllm"):
         recs = vh.run_until_idle(s)
     assert s.tailwise_active and s.tailwise_policy is good
     assert s.tailwise_counters["swap_failures"] == 1

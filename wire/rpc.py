@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from proto.tailwise.v1 import policy_pb2 as pb
+from tailwise.wire.v1 import policy_pb2 as pb
 
 POLICY_SERVICE = "tailwise.v1.PolicyService"
 TELEMETRY_SERVICE = "tailwise.v1.TelemetryService"
