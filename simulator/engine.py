@@ -288,6 +288,9 @@ class Simulator:
         self._prm = trace.prompt_tokens.tolist()
         self._out = trace.output_tokens.tolist()
         self._preempted_this_step = 0
+        #: fleet mode (:meth:`offer`/:meth:`advance`): the fleet's next arrival time;
+        #: None = this engine reads its own arrivals from the trace
+        self._fleet_next: float | None = None
         if source is not None:
             self._check_policy()
 
@@ -317,6 +320,42 @@ class Simulator:
         self._sample(force=True)
         if self.progress is not None:
             self.progress(self.finished, n)
+        return self._result(t0)
+
+    # ---------------------------------------------------------------- fleet (step-wise) API
+    def offer(self, i: int) -> None:
+        """Fleet mode: request ``i`` of the trace arrives now, sent here by a router.
+
+        Call :meth:`advance` up to its arrival time first, so that the engine's clock is
+        not behind it."""
+        self._fleet_next = self._fleet_next if self._fleet_next is not None else math.inf
+        if self.now < self._arr[i]:
+            self.now = self._arr[i]  # only an idle engine can be behind the fleet clock
+        self._arrive(i)
+
+    def advance(self, until: float, next_arrival: float = math.inf) -> None:
+        """Fleet mode: run every iteration that starts before ``until`` (all of them when
+        ``until`` is inf). ``next_arrival`` bounds decode jumps like a trace arrival does
+        (any replica may receive it)."""
+        self._fleet_next = next_arrival
+        while self.now < until and (self.running or self.n_waiting):
+            blocked = self._step()
+            if self.debug:
+                self.check_invariants()
+            if blocked is not None:
+                self._maybe_jump(blocked)
+
+    def result(self, wall_s: float = 0.0) -> SimResult:
+        """Fleet mode: the outcome so far (requests never offered stay NaN)."""
+        self._sample(force=True)
+        return self._result(time.perf_counter() - wall_s)
+
+    @property
+    def policy_in_force(self) -> Policy | None:
+        """The policy object last taken from ``source`` (None without a source)."""
+        return self._policy_obj
+
+    def _result(self, t0: float) -> SimResult:
         return SimResult(
             trace=self.trace, config=self.cfg, model=self.model, policy_name=self.policy.name,
             records=self.records,
@@ -329,6 +368,8 @@ class Simulator:
         )
 
     def _admit_arrivals(self) -> None:
+        if self._fleet_next is not None:
+            return  # fleet mode: the router offers arrivals
         n = len(self._arr)
         i = self.next_arrival
         while i < n and self._arr[i] <= self.now:
@@ -809,7 +850,9 @@ class Simulator:
             self.sum_pd + B * D)
         c = m.decode_per_ctx_ms * B
         horizon = math.inf
-        if self.next_arrival < len(self._arr):
+        if self._fleet_next is not None:
+            horizon = self._fleet_next
+        elif self.next_arrival < len(self._arr):
             horizon = self._arr[self.next_arrival]
         if self.policy.time_dependent and self.n_waiting:
             horizon = min(horizon, self.now + 0.25)
