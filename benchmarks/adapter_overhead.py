@@ -25,7 +25,7 @@ from typing import Any
 os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tailwise.engine_adapter.harness import make_vllm_scheduler
+from tailwise.lab.vllm_harness import make_vllm_scheduler
 from tailwise.scorer.interface import KeyedQueue
 from tailwise.scorer.policy import QueueSpec
 from tailwise.scorer.registry import build_scheduler, default_policy

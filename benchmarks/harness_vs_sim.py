@@ -1,7 +1,7 @@
 """Built-in simulator vs vLLM-in-the-loop harness: same trace, same policy, same step model.
 
 Runs the bundled ``azure-code`` trace (first N requests, arrivals scaled to a target
-load) through :func:`tailwise.simulator.engine.simulate` and :func:`tailwise.engine_adapter.harness.run_vllm`
+load) through :func:`tailwise.simulator.engine.simulate` and :func:`tailwise.lab.vllm_harness.run_vllm`
 (vLLM's real scheduler + KV cache manager on a virtual clock) for FCFS and tailwise, and
 prints each metric from both engines with the relative deviation of the harness from
 the simulator. Two KV sizes: the H100 default, and a tight cache that forces preemption.
@@ -20,11 +20,11 @@ from typing import Any
 os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tailwise.engine_adapter.harness import run_vllm
+from tailwise.lab.experiment import Arm
+from tailwise.lab.vllm_harness import run_vllm
 from tailwise.scorer.registry import make_named
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig, SimResult, simulate
-from tailwise.simulator.experiment import Arm
 from tailwise.simulator.metrics import summarize
 from tailwise.simulator.traces import load_trace
 from tailwise.simulator.workload import rate_scale_for_load

@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from tailwise.cmd_simulate import make_arm
+from tailwise.lab.arms import make_arm
+from tailwise.lab.experiment import Experiment, run_experiment
 from tailwise.scorer.registry import POLICY_NAMES
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig
-from tailwise.simulator.experiment import Experiment, run_experiment
 from tailwise.simulator.metrics import summarize
 from tailwise.simulator.traces import load_trace
 

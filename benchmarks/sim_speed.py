@@ -14,7 +14,7 @@ import resource
 import time
 from pathlib import Path
 
-from tailwise.cmd_simulate import make_arm
+from tailwise.lab.arms import make_arm
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig, simulate
 from tailwise.simulator.traces import Trace, load_trace

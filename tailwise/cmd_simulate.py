@@ -2,42 +2,30 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tailwise.learner.local import LocalLearner
+from tailwise.lab.comparison import Comparison, EngineChoiceError, as_backlog, run_comparison
 from tailwise.planner.methods import METHODS as PLAN_METHODS
-from tailwise.planner.model import TimeModel
-from tailwise.planner.policy import PlannedOrder
 from tailwise.scorer.frozen import FrozenPolicyError
 from tailwise.scorer.frozen import load as load_frozen
 from tailwise.scorer.policy import PolicyError
-from tailwise.scorer.registry import (
-    ADAPTIVE_NAMES,
-    POLICY_NAMES,
-    UnknownPolicyError,
-    build_scheduler,
-    default_policy,
-    make_named,
-)
-from tailwise.scorer.step_time import StepTimeModel, StepTimeModelError
+from tailwise.scorer.registry import POLICY_NAMES, UnknownPolicyError
+from tailwise.scorer.step_time import StepTimeModelError
 from tailwise.simulator.engine import EngineConfig, EngineConfigError
-from tailwise.simulator.experiment import Arm, Experiment, run_experiment
 from tailwise.simulator.metrics import MetricsConfig
-from tailwise.simulator.report import lookup, make_runs, write_report
+from tailwise.simulator.report import lookup
 from tailwise.simulator.step_models import load_step_model
 from tailwise.simulator.traces import TraceError, load_trace
 
 _USER_ERRORS = (TraceError, StepTimeModelError, EngineConfigError, UnknownPolicyError,
-                FrozenPolicyError, PolicyError)
+                FrozenPolicyError, PolicyError, EngineChoiceError)
 
 
 def fail(msg: str) -> None:
@@ -70,16 +58,6 @@ def parse_policies(spec: str) -> list[str]:
     if len(set(names)) != len(names):
         fail("--policy: a policy is listed twice")
     return names
-
-
-def make_arm(name: str, model: StepTimeModel) -> Arm:
-    """A named policy; adaptive ones get an in-process learner as source and sink."""
-    if name in ADAPTIVE_NAMES:
-        policy = default_policy(name, model)
-        assert policy is not None
-        learner = LocalLearner(policy)
-        return Arm(build_scheduler(policy), source=learner, sink=learner)
-    return Arm(make_named(name, model))
 
 
 def register(app: typer.Typer) -> None:
@@ -149,7 +127,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run policies on one trace (same trace and seed for all) and write a report."""
         if online or scenario is not None:
-            from tailwise.online import OnlineOptions, run_online
+            from tailwise.lab.closed_loop import run_online
+            from tailwise.lab.comparison import engine_runner
+            from tailwise.lab.options import OnlineOptions
 
             try:
                 model = load_step_model(step_model)
@@ -159,13 +139,7 @@ def register(app: typer.Typer) -> None:
                                       enable_prefix_caching=prefix_caching,
                                       preemption_mode=preemption)
                 engine.validate()
-                runner_kw: dict[str, object] = {}
-                if engine_impl == "vllm":
-                    from tailwise.engine_adapter.harness import run_vllm
-
-                    runner_kw = {"runner": run_vllm, "engine_name": "vllm"}
-                elif engine_impl != "sim":
-                    fail(f"--engine must be 'sim' or 'vllm', got {engine_impl!r}")
+                runner = engine_runner(engine_impl)
                 path = run_online(OnlineOptions(
                     scenario=scenario or "code-to-conv", online=online, sidecar=sidecar,
                     token=token, out=out, engine=engine, model=model,
@@ -173,7 +147,8 @@ def register(app: typer.Typer) -> None:
                     window_s=window, round_every_s=round_every_s,
                     trials_per_round=trials_per_round, seed=seed, plots=plots,
                     metrics=MetricsConfig(short_threshold=short_threshold, ttft_slo_s=ttft_slo,
-                                          tpot_slo_s=tpot_slo), **runner_kw))  # type: ignore[arg-type]
+                                          tpot_slo_s=tpot_slo),
+                    runner=runner, engine_name=engine_impl))
             except _USER_ERRORS as exc:
                 fail(str(exc))
                 return
@@ -207,55 +182,35 @@ def register(app: typer.Typer) -> None:
                 fail(f"unknown plan method {unknown_plans[0]!r}; choose from: "
                      f"{', '.join(PLAN_METHODS)}")
         if backlog:
-            tr = dataclasses.replace(tr, arrival_s=np.zeros(len(tr)), name=f"{tr.name}-backlog")
+            tr = as_backlog(tr)
             if rate_scale is not None or target_load is not None:
                 fail("--backlog ignores timestamps: drop --rate-scale / --target-load")
         if tr.skipped:
             Console(stderr=True).print(
                 f"[yellow]skipped {tr.skipped} bad rows[/] (first: {tr.skip_reasons[0]})")
-
-        def factory(name: str) -> Arm:
-            if name in files:
-                return Arm(build_scheduler(files[name]))
-            if name.startswith("plan:"):
-                return Arm(PlannedOrder.from_backlog(
-                    tr.prompt_tokens, tr.output_tokens, engine.kv_tokens, name[len("plan:"):],
-                    time_model=TimeModel(model)))
-            return make_arm(name, model)
-
-        exp = Experiment(trace=tr, policies=names + list(files) + [f"plan:{m}" for m in plans],
-                         factory=factory, engine=engine,
-                         model=model, rate_scale=rate_scale, target_load=target_load)
-        if engine_impl == "vllm":
-            try:
-                from tailwise.engine_adapter.harness import run_vllm
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                fail(f"--engine vllm needs the [vllm] extra: {exc}")
-            exp.runner = run_vllm
-            exp.engine_name = "vllm"
-        elif engine_impl != "sim":
-            fail(f"--engine must be 'sim' or 'vllm', got {engine_impl!r}")
-        mcfg = MetricsConfig(short_threshold=short_threshold, ttft_slo_s=ttft_slo,
-                             tpot_slo_s=tpot_slo)
+        comp = Comparison(trace=tr, policies=names, engine=engine, model=model,
+                          metrics=MetricsConfig(short_threshold=short_threshold,
+                                                ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo),
+                          frozen=files, plans=plans, rate_scale=rate_scale,
+                          target_load=target_load, engine_name=engine_impl)
         console = Console()
         try:
             if progress and sys.stderr.isatty():
                 with Progress(TextColumn("{task.description:>16}"), BarColumn(),
                               MofNCompleteColumn(), TimeElapsedColumn(),
                               console=Console(stderr=True)) as bar:
-                    tasks = {n: bar.add_task(n, total=len(tr)) for n in exp.policies}
+                    tasks = {n: bar.add_task(n, total=len(tr)) for n in comp.arm_names()}
 
                     def on_progress(name: str, done: int, total: int) -> None:
                         bar.update(tasks[name], completed=done)
 
-                    results, context = run_experiment(exp, on_progress)
+                    runs, context, path = run_comparison(comp, out, window_s=window,
+                                                         plots=plots, on_progress=on_progress)
             else:
-                results, context = run_experiment(exp)
+                runs, context, path = run_comparison(comp, out, window_s=window, plots=plots)
         except _USER_ERRORS as exc:
             fail(str(exc))
             return
-        runs = make_runs(results, mcfg)
-        path = write_report(out, runs, context, mcfg, window_s=window, plots=plots)
         table = Table(title=f"{context['trace']['name']} · load {context['config']['offered_load']}"
                             f" · scale {context['config']['rate_scale']:.3g}")
         for col in ("policy", "TTLT mean", "TTLT p99", "short TTFT", "goodput", "preempt"):

@@ -12,7 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tailwise.cli import app
-from tailwise.online import BEST, FCFS, ONLINE, OnlineOptions, PacedSink, run_online
+from tailwise.lab.closed_loop import run_online
+from tailwise.lab.options import BEST, FCFS, ONLINE, OnlineOptions
+from tailwise.lab.pacing import PacedSink
 from tailwise.scorer.frozen import load
 from tailwise.scorer.hooks import StepStats
 from tailwise.scorer.policy import Mode, Policy

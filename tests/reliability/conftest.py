@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tailwise.online import SidecarSubprocess
+from tailwise.lab.sidecar_process import SidecarSubprocess
 
 FIGURES: dict[str, Any] = {}
 _WRITTEN: list[Path] = []

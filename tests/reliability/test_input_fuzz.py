@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 from support.fuzz import fuzz_settings
 
 from tailwise.engine_adapter.telemetry import TelemetryEmitter
+from tailwise.lab.sidecar_process import SidecarSubprocess
 from tailwise.learner.admin import AdminClient
-from tailwise.online import SidecarSubprocess
 from tailwise.scorer.hooks import StepStats
 from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.scorer.request import ReqInfo

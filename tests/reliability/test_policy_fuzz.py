@@ -39,8 +39,8 @@ from hypothesis import strategies as st
 from support.fuzz import fuzz_settings
 
 from tailwise.engine_adapter.policy_client import PolicyClient
+from tailwise.lab.sidecar_process import SidecarSubprocess
 from tailwise.learner.admin import AdminClient
-from tailwise.online import SidecarSubprocess
 from tailwise.scorer.policy import Mode, Policy, QueueSpec, neutral_policy
 from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.scorer.step_time import H100_LLAMA3_8B

@@ -15,13 +15,13 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'tailwise[vllm]')")
 
-from tailwise.engine_adapter.harness import prompt_token_ids, run_vllm
+from tailwise.lab.experiment import Arm, Experiment, run_experiment
+from tailwise.lab.vllm_harness import prompt_token_ids, run_vllm
 from tailwise.scorer.hooks import StaticPolicySource
 from tailwise.scorer.policy import Mode, Policy
 from tailwise.scorer.registry import build_scheduler, make_named
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig, EngineConfigError, simulate
-from tailwise.simulator.experiment import Arm, Experiment, run_experiment
 from tailwise.simulator.metrics import summarize
 from tailwise.simulator.traces import Trace
 from tailwise.simulator.workload import generate

@@ -34,18 +34,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from tailwise.lab.experiment import Arm
 from tailwise.scorer.interface import SchedulingPolicy
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig, EngineConfigError, RequestRecords, SimResult
 from tailwise.simulator.traces import Trace
-
-if TYPE_CHECKING:
-    from tailwise.simulator.experiment import Arm
 
 #: the scheduler needs a model config; this one never has weights
 TINY_MODEL_CONFIG: dict[str, Any] = {
@@ -233,7 +231,7 @@ def run_vllm(
 ) -> SimResult:
     """Replay ``trace`` through vLLM's scheduler with ``arm``'s policy; see the module doc.
 
-    Same signature as :func:`tailwise.simulator.experiment.builtin_runner` (a ``Runner``). With
+    Same signature as :func:`tailwise.lab.experiment.builtin_runner` (a ``Runner``). With
     ``arm.source`` the adapter follows that source (adaptive policies; ``arm.sink`` gets
     the telemetry); otherwise ``arm.scheduler`` is pinned (FCFS = stock vLLM).
     """

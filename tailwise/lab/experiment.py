@@ -1,8 +1,8 @@
 """One comparison run: a trace, an engine, several policies, same seed for all.
 
-The CLI builds an :class:`Experiment` from flags and calls :func:`run_experiment`; the
-engine that executes each policy is injectable (the built-in simulator by default, the
-vLLM-in-the-loop harness for ``--engine vllm``).
+:mod:`tailwise.lab.comparison` builds an :class:`Experiment` from the CLI's flags and
+calls :func:`run_experiment`; the engine that executes each policy is injectable (the
+built-in simulator by default, the vLLM-in-the-loop harness for ``--engine vllm``).
 """
 
 from __future__ import annotations

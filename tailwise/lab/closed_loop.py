@@ -1,0 +1,248 @@
+"""``tailwise simulate --scenario X [--online]``: workload shifts and the closed loop.
+
+Without ``--online`` the scenario trace runs through the standard multi-policy
+comparison (every CLI policy, adaptive ones with their in-process learner) and the report
+adds the timeline.
+
+With ``--online`` three arms replay the same scenario trace on the same engine:
+
+``fcfs``
+    static FCFS (stock vLLM order).
+``best-of-papers``
+    the best static policy the source papers offer, tuned OFFLINE on the pre-shift part
+    of the trace and frozen (:mod:`tailwise.lab.offline_tuning`).
+``tailwise-online``
+    the engine reads its policy from a :class:`~tailwise.engine_adapter.policy_client.PolicyClient`
+    and reports to a :class:`~tailwise.engine_adapter.telemetry.TelemetryEmitter` — the same
+    objects the vLLM adapter uses — connected over gRPC to a real ``tailwise sidecar``
+    process started here (127.0.0.1, port 0), or to ``--sidecar ADDR``. It starts from the
+    shipped default tailwise policy and learns online, kept in step with the engine's
+    virtual clock by :class:`~tailwise.lab.pacing.PacedSink`. Our own sidecar runs with
+    ``tune_on_partition_change = false`` so rounds happen only at due boundaries.
+
+The engine runner is injectable (``OnlineOptions.runner``: the built-in simulator, or
+:func:`tailwise.lab.vllm_harness.run_vllm` for ``--engine vllm``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tailwise.lab.arms import make_arm
+from tailwise.lab.experiment import Arm
+from tailwise.lab.markdown import format_optional, markdown_table
+from tailwise.lab.offline_tuning import split_phases, tune_best_of_papers
+from tailwise.lab.options import BEST, FCFS, ONLINE, OnlineOptions
+from tailwise.lab.pacing import PacedSink, PacingStats
+from tailwise.lab.scenario_report import report_context, write_scenario_report
+from tailwise.lab.sidecar_process import SidecarLaunchError, SidecarSubprocess
+from tailwise.scorer.policy import Policy
+from tailwise.scorer.registry import build_scheduler, default_policy
+from tailwise.simulator.engine import SimResult
+from tailwise.simulator.scenarios import build
+from tailwise.simulator.traces import Trace
+
+
+@dataclass
+class OnlineRun:
+    result: SimResult
+    pacing: PacingStats
+    rounds: list[dict[str, Any]]
+    client: dict[str, Any]
+    emitter: dict[str, Any]
+    address: str
+    sidecar_log: Path | None
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in, nested dicts merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def sidecar_config(opts: OnlineOptions, initial: Path) -> dict[str, Any]:
+    """The config file of the sidecar ``--online`` starts (engine-time schedule)."""
+    return deep_merge({
+        "initial_policy": str(initial),
+        "window": {"trial_window_s": opts.trial_window_s or opts.round_every_s,
+                   "min_requests": opts.min_requests},
+        "loop": {"round_every_s": opts.round_every_s, "n_trials": opts.trials_per_round,
+                 "tune_on_partition_change": False},
+        "tuner": {"seed": opts.seed, "margin": opts.margin,
+                  "engine": dataclasses.asdict(opts.engine), "model": opts.model.to_dict()},
+    }, opts.sidecar_overrides)
+
+
+def run_online_arm(trace: Trace, opts: OnlineOptions, out: Path,
+                   log: Callable[[str], None]) -> OnlineRun:
+    """The ``tailwise-online`` arm: engine ↔ gRPC ↔ sidecar, paced in engine time."""
+    from tailwise.engine_adapter.policy_client import PolicyClient
+    from tailwise.engine_adapter.telemetry import TelemetryEmitter
+    from tailwise.learner.admin import AdminClient
+    from tailwise.scorer.frozen import save
+
+    proc: SidecarSubprocess | None = None
+    log_path: Path | None = None
+    address = opts.sidecar
+    if address is None:
+        state = out / "sidecar-state"
+        if state.exists():
+            import shutil
+
+            shutil.rmtree(state)  # a fresh study, version counter and engine clock
+        state.mkdir(parents=True)
+        start = default_policy("tailwise", opts.model)
+        assert start is not None
+        # the sidecar's partitioner refreshes at least once per round, so each promoted
+        # policy carries the partition of the traffic it was tuned on
+        start = start.replace(ewsjf=dataclasses.replace(start.ewsjf,
+                                                        refresh_s=opts.round_every_s))
+        initial = save(start, state / "initial.policy.json")
+        conf = state / "sidecar.json"
+        conf.write_text(json.dumps(sidecar_config(opts, initial), indent=2))
+        args = ["--config", str(conf), "--state-dir", str(state), "--metrics-port", "-1",
+                "--log-level", "WARNING"]
+        if opts.token:
+            tok = state / "token"
+            tok.write_text(opts.token)
+            tok.chmod(0o600)
+            args += ["--token-file", str(tok)]
+        log_path = out / "sidecar.log"
+        proc = SidecarSubprocess(args, log_path, timeout_s=opts.start_timeout_s)
+        address = proc.address
+        log(f"sidecar started on {address} (pid {proc.proc.pid})")
+    admin = AdminClient(address, token=opts.token, timeout_s=30.0)
+    client = PolicyClient(address, token=opts.token, initial_backoff_s=0.05, max_backoff_s=1.0)
+    emitter = TelemetryEmitter(address, token=opts.token, engine_id="tailwise-online",
+                               max_queue=1 << 17, flush_interval_s=0.02, max_backoff_s=1.0)
+    try:
+        client.start()
+        emitter.start()
+        version, _ = admin.current()
+        if not client.wait_for(lambda c: c.current().version >= version, opts.start_timeout_s):
+            raise SidecarLaunchError(f"no policy from the sidecar at {address} within "
+                                     f"{opts.start_timeout_s:g} s")
+        pacer = PacedSink(emitter, admin, client, sync_timeout_s=opts.sync_timeout_s,
+                          high_water=1 << 15, fallback_every_s=opts.round_every_s)
+        arm = Arm(build_scheduler(client.current()), source=client, sink=pacer)
+        t0 = time.monotonic()
+        res = opts.runner(trace, arm, opts.engine, opts.model)
+        log(f"online arm: {len(trace)} requests in {time.monotonic() - t0:.1f} s wall, "
+            f"{pacer.stats.syncs} syncs ({pacer.stats.wall_wait_s:.1f} s waiting for the "
+            f"sidecar), {len(res.policy_changes)} policy versions in force")
+        emitter.flush(opts.sync_timeout_s)
+        st = admin.status(max_rounds=1024)
+        rounds = [{
+            "engine_time": r.engine_time, "outcome": r.outcome,
+            "window_requests": r.window_requests,
+            "best_value": r.best_value if r.HasField("best_value") else None,
+            "champion_value": r.champion_value if r.HasField("champion_value") else None,
+            "drift": r.drift if r.HasField("drift") else None,
+            "window": [r.window_start if r.HasField("window_start") else None,
+                       r.window_end if r.HasField("window_end") else None],
+            "published_version": r.published_version or None,
+            "trial_values": [v if math.isfinite(v) else None for v in r.trial_values],
+        } for r in st.recent_rounds]
+        cc, ec = client.counters, emitter.counters
+        return OnlineRun(
+            res, pacer.stats, rounds,
+            {"received": cc.received, "acked": cc.acked, "nacked": cc.nacked,
+             "reconnects": cc.reconnects},
+            {"enqueued": ec.enqueued, "sent": ec.sent, "confirmed": ec.confirmed,
+             "dropped": ec.dropped, "sidecar_dropped": ec.sidecar_dropped,
+             "rejected_by_sidecar": int(st.events_rejected)},
+            address, log_path)
+    finally:
+        client.close()
+        emitter.close(flush_timeout=2.0)
+        admin.close()
+        if proc is not None:
+            proc.stop()
+
+
+# ------------------------------------------------------------------------------ entry
+def run_online(opts: OnlineOptions) -> Path:
+    """Build the scenario, run the comparison (or the three online arms), write the
+    report; returns the path of ``report.md``."""
+    def log(msg: str) -> None:
+        if opts.verbose:
+            print(msg, file=sys.stderr, flush=True)
+
+    out = opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    scen = build(opts.scenario, opts.engine, opts.model, load=opts.load,
+                 requests=opts.requests, seed=opts.seed)
+    # phases are told apart by arrival time vs. shift_s; classes stay short/long by prompt
+    trace = scen.trace
+    log(f"scenario {scen.name}: {len(trace)} requests over {trace.duration_s:.0f} engine s, "
+        f"shift at {scen.shift_s:.1f} s")
+    t_start = time.monotonic()
+    if not opts.online:
+        runs: dict[str, SimResult] = {}
+        for name in opts.policies:
+            runs[name] = opts.runner(trace, make_arm(name, opts.model), opts.engine, opts.model)
+        adaptive = "tailwise" if "tailwise" in runs else None
+        return write_scenario_report(out, scen, runs, report_context(trace, opts, list(runs)), opts,
+                                     adaptive, [], {"wall_s": time.monotonic() - t_start}, [])
+    pre, _ = split_phases(trace, scen.shift_s)
+    runs = {FCFS: opts.runner(trace, Arm(build_scheduler(Policy(step_time=opts.model))),
+                              opts.engine, opts.model)}
+    t0 = time.monotonic()
+    best = tune_best_of_papers(pre, opts, out)
+    log(f"best-of-papers: {best.name} (objective {best.value:.4f} on the pre-shift trace, "
+        f"{time.monotonic() - t0:.1f} s of offline tuning) -> {best.path.name}")
+    runs[BEST] = opts.runner(trace, Arm(build_scheduler(best.policy)), opts.engine, opts.model)
+    online = run_online_arm(trace, opts, out, log)
+    runs[ONLINE] = online.result
+    versions = [{"engine_time": t, "version": p.version, "mode": p.mode.value,
+                 "gamma": p.boost.gamma, "aging_s": p.safety.aging_s,
+                 "max_boost_s": p.safety.max_boost_s, "queues": len(p.queues), "note": p.note}
+                for t, p in online.result.policy_timeline]
+    extra = {
+        "wall_s": round(time.monotonic() - t_start, 2),
+        "best_of_papers": {"chosen": best.name, "objective": best.value, "modes": best.modes,
+                           "file": best.path.name, "offline_trials_per_mode": opts.offline_trials,
+                           "policy": best.policy.to_dict()},
+        "online": {"sidecar": opts.sidecar or "started (127.0.0.1, port 0)",
+                   "round_every_s": opts.round_every_s,
+                   "trial_window_s": opts.trial_window_s or opts.round_every_s,
+                   "trials_per_round": opts.trials_per_round, "margin": opts.margin,
+                   "pacing": dataclasses.asdict(online.pacing), "client": online.client,
+                   "emitter": online.emitter, "policy_versions": versions},
+        "rounds": online.rounds,
+    }
+    md = ["### Arms", "",
+          f"* **{FCFS}**: static FCFS.",
+          f"* **{BEST}**: {best.name}, tuned offline on the pre-shift trace "
+          f"({opts.offline_trials} trials per paper mode; objective per mode: "
+          + ", ".join(f"{k} {format_optional(v['best_value'], '.4f')}" for k, v in best.modes.items())
+          + f"), frozen to `{best.path.name}` and run static.",
+          f"* **{ONLINE}**: the simulator as engine with PolicyClient + TelemetryEmitter over "
+          f"gRPC to a real sidecar, starting from the default tailwise policy; rounds every "
+          f"{opts.round_every_s:g} engine s replaying a settled "
+          f"{opts.trial_window_s or opts.round_every_s:g}-s window (≥ 99% of its arrivals "
+          f"finished, ≥ {opts.min_requests} requests), {opts.trials_per_round} trials, "
+          f"margin {opts.margin:g}; {online.pacing.syncs} pacing syncs "
+          f"({online.pacing.timeouts} timeouts), {len(versions)} policy versions in force.",
+          "", "### Tuning rounds (engine time)", "",
+          *markdown_table(["t (s)", "outcome", "window req", "champion", "best", "published"],
+               [[f"{r['engine_time']:.1f}", r["outcome"], str(r["window_requests"]),
+                 format_optional(r["champion_value"], ".4f"), format_optional(r["best_value"], ".4f"),
+                 str(r["published_version"] or "–")] for r in online.rounds]), ""]
+    path = write_scenario_report(out, scen, runs, report_context(trace, opts, list(runs)), opts,
+                                 ONLINE, [FCFS, BEST], extra, md)
+    log(f"done in {time.monotonic() - t_start:.1f} s wall")
+    return path
+
+
+__all__ = ["OnlineRun", "run_online", "run_online_arm", "sidecar_config"]
