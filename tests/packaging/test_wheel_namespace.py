@@ -9,6 +9,7 @@ and after.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import venv
@@ -17,6 +18,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the fresh venv must not see the checkout (PYTHONPATH=$PWD would make pip believe
+#: tailwise is already installed, through the build's tailwise.egg-info)
+_CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 def _site_packages(env: Path) -> Path:
@@ -46,7 +50,8 @@ def test_wheel_installs_only_the_tailwise_namespace(tmp_path: Path) -> None:
     site = _site_packages(env)
     before = _top_level_names(site)
     subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--no-index", str(wheel)], check=True, timeout=240, capture_output=True)
+                    "--no-index", str(wheel)], check=True, timeout=240, capture_output=True,
+                   env=_CLEAN_ENV)
     added = _top_level_names(site) - before
     assert added == {"tailwise"}
     pkg = site / "tailwise"
