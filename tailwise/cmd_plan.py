@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tailwise.cli_flags import given
 from tailwise.lab.planning import (
     PlanOptionError,
     format_plan_time,
@@ -72,6 +73,7 @@ def _comparison_table(results: dict[str, tuple[Schedule, Evaluation]], chosen: s
 
 
 def plan(
+    ctx: typer.Context,
     backlog: Annotated[str, typer.Argument(
         help="backlog file (Azure CSV, Mooncake JSONL, generic CSV/JSONL) or a bundled "
              "trace name (azure-conv, azure-code)")],
@@ -113,6 +115,10 @@ def plan(
     try:
         if capacity and target_mean_latency is None:
             raise PlanOptionError("--capacity needs --target-mean-latency")
+        if not capacity and target_mean_latency is not None:
+            raise PlanOptionError("--target-mean-latency applies only with --capacity")
+        if time_model == "unit" and given(ctx, "step_model"):
+            raise PlanOptionError("--step-model does not apply to --time-model unit")
         if target_mean_latency is not None and not target_mean_latency > 0:
             raise PlanOptionError(f"--target-mean-latency must be > 0, got {target_mean_latency}")
         if not ls_seconds >= 0:
@@ -138,6 +144,9 @@ def plan(
                     f"unknown method(s) {unknown} (choose from {', '.join(METHODS)})")
         if method not in names:
             names.append(method)
+        if given(ctx, "ls_seconds") and "sorted-f-ls" not in names:
+            raise PlanOptionError("--ls-seconds applies only to the method sorted-f-ls, "
+                                  "which is not run")
         if "exact" in names and inst.n > EXACT_MAX_N:
             raise PlanOptionError(f"method 'exact' is limited to n <= {EXACT_MAX_N} requests, "
                             f"the backlog has {inst.n}")

@@ -61,6 +61,8 @@ def register(app: typer.Typer) -> None:
         from tailwise.learner.admin import AdminClient
 
         if token_file is not None:
+            if token is not None:
+                raise typer.BadParameter("give --token or --token-file, not both")
             token = token_file.read_text().strip()
         return AdminClient(sidecar, token=token, tls_ca=tls_ca, timeout_s=timeout)
 

@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("sidecar")
     def sidecar(
+        ctx: typer.Context,
         config: Annotated[Path | None, typer.Option(
             "--config", "-c", help="Config file (.toml or .json).")] = None,
         listen: Annotated[str | None, typer.Option(
@@ -65,6 +66,7 @@ def register(app: typer.Typer) -> None:
         log_level: Annotated[str, typer.Option("--log-level", help="Logging level.")] = "INFO",
     ) -> None:
         """Run the learner sidecar beside one or more engines."""
+        from tailwise.cli_flags import reject
         from tailwise.learner.config import (
             ConfigError,
             SidecarConfig,
@@ -74,6 +76,9 @@ def register(app: typer.Typer) -> None:
         from tailwise.learner.server import run_sidecar
         from tailwise.learner.state import StateError
 
+        if no_loop:
+            reject(ctx, ["trial_window_s", "round_every_s", "n_trials", "mode", "min_requests"],
+                   "does not apply with --no-loop (nothing is tuned)")
         err = Console(stderr=True)
         logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")

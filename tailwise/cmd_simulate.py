@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tailwise.cli_flags import fail, reject
 from tailwise.lab.comparison import Comparison, EngineChoiceError, as_backlog, run_comparison
 from tailwise.planner.methods import METHODS as PLAN_METHODS
 from tailwise.scorer.frozen import FrozenPolicyError
@@ -26,12 +27,6 @@ from tailwise.simulator.traces import TraceError, load_trace
 
 _USER_ERRORS = (TraceError, StepTimeModelError, EngineConfigError, UnknownPolicyError,
                 FrozenPolicyError, PolicyError, EngineChoiceError)
-
-
-def fail(msg: str) -> None:
-    """One line on stderr, exit status 2 (bad input), no traceback."""
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
 
 
 def parse_columns(spec: str | None) -> dict[str, str] | None:
@@ -60,9 +55,44 @@ def parse_policies(spec: str) -> list[str]:
     return names
 
 
+#: the modes of ``tailwise simulate``
+COMPARE, SCENARIO, ONLINE_SCENARIO, ONLINE_TRACE = (
+    "a comparison on a trace", "--scenario without --online", "--online --scenario",
+    "--online on a trace")
+#: flags that apply only in some modes (every other flag applies in all of them)
+APPLIES: dict[str, frozenset[str]] = {
+    **{name: frozenset({COMPARE, ONLINE_TRACE}) for name in (
+        "trace", "head", "fmt", "columns", "time_unit", "skip_bad", "rate_scale")},
+    "policy": frozenset({COMPARE, SCENARIO}),
+    "policy_file": frozenset({COMPARE}),
+    "backlog": frozenset({COMPARE}),
+    "plan": frozenset({COMPARE}),
+    "progress": frozenset({COMPARE}),
+    "seed": frozenset({SCENARIO, ONLINE_SCENARIO, ONLINE_TRACE}),
+    **{name: frozenset({ONLINE_SCENARIO, ONLINE_TRACE}) for name in (
+        "sidecar", "token", "round_every_s", "trials_per_round")},
+}
+
+
+def mode_of(scenario: str | None, online: bool) -> str:
+    if online:
+        return ONLINE_SCENARIO if scenario is not None else ONLINE_TRACE
+    return SCENARIO if scenario is not None else COMPARE
+
+
+def check_flags(ctx: typer.Context, mode: str) -> None:
+    """Exit 2 on a flag the chosen mode would ignore."""
+    if mode in (SCENARIO, ONLINE_SCENARIO):
+        reject(ctx, ["trace"], "and --scenario are exclusive (a scenario builds its own trace)")
+    for name, modes in APPLIES.items():
+        if mode not in modes:
+            reject(ctx, [name], f"does not apply to {mode}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def simulate(
+        ctx: typer.Context,
         trace: Annotated[str, typer.Option(
             help="Bundled trace (azure-code, azure-conv) or a trace file (Azure CSV, "
                  "Mooncake JSONL, generic CSV/JSONL).")] = "azure-code",
@@ -74,7 +104,8 @@ def register(app: typer.Typer) -> None:
         rate_scale: Annotated[float | None, typer.Option(
             help="Multiply the arrival rate by X (timestamps divided by X).")] = None,
         target_load: Annotated[float | None, typer.Option(
-            help="Scale arrivals so offered work ≈ L × engine capacity.")] = None,
+            help="Scale arrivals so offered work ≈ L × engine capacity (scenarios: "
+                 "default 0.9).")] = None,
         head: Annotated[int | None, typer.Option(help="Use only the first N requests.")] = None,
         fmt: Annotated[str | None, typer.Option(
             "--format", help="Trace format: azure, mooncake, generic (default: detect).")] = None,
@@ -103,9 +134,10 @@ def register(app: typer.Typer) -> None:
             help="Workload-shift scenario instead of --trace: code-to-conv, load-ramp, "
                  "long-burst, reasoning.")] = None,
         online: Annotated[bool, typer.Option(
-            help="Closed loop: compare static FCFS, a static best-of-papers policy tuned "
-                 "offline on the pre-shift workload, and online tailwise connected over "
-                 "gRPC to a real sidecar.")] = False,
+            help="Closed loop on --scenario or on --trace: compare static FCFS, a static "
+                 "best-of-papers policy tuned offline on the pre-shift workload (a trace: "
+                 "its first quarter), and online tailwise connected over gRPC to a real "
+                 "sidecar.")] = False,
         sidecar: Annotated[str | None, typer.Option(
             help="With --online: an existing sidecar HOST:PORT (default: start one).")] = None,
         token: Annotated[str | None, typer.Option(
@@ -126,7 +158,9 @@ def register(app: typer.Typer) -> None:
                  "sorted-f,sorted-f-ls (named plan:<method>).")] = None,
     ) -> None:
         """Run policies on one trace (same trace and seed for all) and write a report."""
-        if online or scenario is not None:
+        mode = mode_of(scenario, online)
+        check_flags(ctx, mode)
+        if mode != COMPARE:
             from tailwise.lab.closed_loop import run_online
             from tailwise.lab.comparison import engine_runner
             from tailwise.lab.options import OnlineOptions
@@ -140,14 +174,28 @@ def register(app: typer.Typer) -> None:
                                       preemption_mode=preemption)
                 engine.validate()
                 runner = engine_runner(engine_impl)
+                tr = None
+                if mode == ONLINE_TRACE:
+                    tr = load_trace(trace, fmt, skip_bad=skip_bad, columns=parse_columns(columns),
+                                    time_unit=time_unit)
+                    if head is not None:
+                        if head < 1:
+                            fail(f"--head must be >= 1, got {head}")
+                        tr = tr.head(head)
+                    if rate_scale is not None and target_load is not None:
+                        fail("give either --rate-scale or --target-load, not both")
+                    load = target_load
+                else:
+                    load = target_load if target_load is not None else 0.9
                 path = run_online(OnlineOptions(
-                    scenario=scenario or "code-to-conv", online=online, sidecar=sidecar,
-                    token=token, out=out, engine=engine, model=model,
-                    load=target_load if target_load is not None else 0.9,
+                    scenario=scenario or "", online=online, sidecar=sidecar,
+                    token=token, out=out, engine=engine, model=model, load=load,
                     window_s=window, round_every_s=round_every_s,
                     trials_per_round=trials_per_round, seed=seed, plots=plots,
                     metrics=MetricsConfig(short_threshold=short_threshold, ttft_slo_s=ttft_slo,
                                           tpot_slo_s=tpot_slo),
+                    policies=tuple(parse_policies(policy)),
+                    trace=tr, rate_scale=rate_scale,
                     runner=runner, engine_name=engine_impl))
             except _USER_ERRORS as exc:
                 fail(str(exc))

@@ -36,8 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tailwise.lab.arms import make_arm
-from tailwise.lab.experiment import Arm
+from tailwise.lab.experiment import Arm, scale_trace
 from tailwise.lab.markdown import format_optional, markdown_table
 from tailwise.lab.offline_tuning import split_phases, tune_best_of_papers
 from tailwise.lab.options import BEST, FCFS, ONLINE, OnlineOptions
@@ -47,8 +49,11 @@ from tailwise.lab.sidecar_process import SidecarLaunchError, SidecarSubprocess
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.simulator.engine import SimResult
-from tailwise.simulator.scenarios import build
-from tailwise.simulator.traces import Trace
+from tailwise.simulator.scenarios import Scenario, build
+from tailwise.simulator.traces import Trace, TraceError
+
+#: offered load of a scenario when none is asked for
+DEFAULT_SCENARIO_LOAD = 0.9
 
 
 @dataclass
@@ -171,6 +176,32 @@ def run_online_arm(trace: Trace, opts: OnlineOptions, out: Path,
 
 
 # ------------------------------------------------------------------------------ entry
+def trace_scenario(trace: Trace, fraction: float) -> Scenario:
+    """A trace as a two-phase scenario: its first ``fraction`` of requests (by arrival)
+    is the pre-shift phase the best-of-papers arm is tuned on."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"offline_fraction must be in (0, 1), got {fraction}")
+    if len(trace) < 2:
+        raise TraceError(f"{trace.name}: the closed loop needs at least 2 requests")
+    order = np.sort(trace.arrival_s)
+    cut = min(max(int(len(trace) * fraction), 1), len(trace) - 1)
+    shift = float(order[cut])
+    return Scenario(trace.name, trace, shift,
+                    f"trace {trace.name}; best-of-papers tuned offline on its first "
+                    f"{fraction:.0%} of requests (arrivals before {shift:.1f} s)")
+
+
+def scenario_of(opts: OnlineOptions) -> tuple[Scenario, float]:
+    """The scenario ``opts`` names, or its trace scaled as asked; and the rate scale."""
+    if opts.trace is None:
+        load = opts.load if opts.load is not None else DEFAULT_SCENARIO_LOAD
+        return build(opts.scenario, opts.engine, opts.model, load=load,
+                     requests=opts.requests, seed=opts.seed), 1.0
+    trace, scale = scale_trace(opts.trace, opts.engine, opts.model, rate_scale=opts.rate_scale,
+                               target_load=opts.load)
+    return trace_scenario(trace, opts.offline_fraction), scale
+
+
 def run_online(opts: OnlineOptions) -> Path:
     """Build the scenario, run the comparison (or the three online arms), write the
     report; returns the path of ``report.md``."""
@@ -180,19 +211,18 @@ def run_online(opts: OnlineOptions) -> Path:
 
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
-    scen = build(opts.scenario, opts.engine, opts.model, load=opts.load,
-                 requests=opts.requests, seed=opts.seed)
+    scen, scale = scenario_of(opts)
     # phases are told apart by arrival time vs. shift_s; classes stay short/long by prompt
     trace = scen.trace
-    log(f"scenario {scen.name}: {len(trace)} requests over {trace.duration_s:.0f} engine s, "
-        f"shift at {scen.shift_s:.1f} s")
+    log(f"{'trace' if opts.trace is not None else 'scenario'} {scen.name}: {len(trace)} "
+        f"requests over {trace.duration_s:.0f} engine s, shift at {scen.shift_s:.1f} s")
     t_start = time.monotonic()
     if not opts.online:
         runs: dict[str, SimResult] = {}
         for name in opts.policies:
             runs[name] = opts.runner(trace, make_arm(name, opts.model), opts.engine, opts.model)
         adaptive = "tailwise" if "tailwise" in runs else None
-        return write_scenario_report(out, scen, runs, report_context(trace, opts, list(runs)), opts,
+        return write_scenario_report(out, scen, runs, report_context(trace, opts, list(runs), scale), opts,
                                      adaptive, [], {"wall_s": time.monotonic() - t_start}, [])
     pre, _ = split_phases(trace, scen.shift_s)
     runs = {FCFS: opts.runner(trace, Arm(build_scheduler(Policy(step_time=opts.model))),
@@ -239,7 +269,7 @@ def run_online(opts: OnlineOptions) -> Path:
                [[f"{r['engine_time']:.1f}", r["outcome"], str(r["window_requests"]),
                  format_optional(r["champion_value"], ".4f"), format_optional(r["best_value"], ".4f"),
                  str(r["published_version"] or "–")] for r in online.rounds]), ""]
-    path = write_scenario_report(out, scen, runs, report_context(trace, opts, list(runs)), opts,
+    path = write_scenario_report(out, scen, runs, report_context(trace, opts, list(runs), scale), opts,
                                  ONLINE, [FCFS, BEST], extra, md)
     log(f"done in {time.monotonic() - t_start:.1f} s wall")
     return path

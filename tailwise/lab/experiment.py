@@ -53,17 +53,24 @@ class Experiment:
     engine_name: str = "sim"
 
 
-def prepare_trace(exp: Experiment) -> tuple[Trace, float]:
+def scale_trace(trace: Trace, engine: EngineConfig, model: StepTimeModel, *,
+                rate_scale: float | None, target_load: float | None) -> tuple[Trace, float]:
     """Apply ``--rate-scale`` or ``--target-load``; returns the trace and the scale used."""
-    assert exp.model is not None
-    if exp.rate_scale is not None and exp.target_load is not None:
+    if rate_scale is not None and target_load is not None:
         raise TraceError("give either --rate-scale or --target-load, not both")
     scale = 1.0
-    if exp.target_load is not None:
-        scale = rate_scale_for_load(exp.trace, exp.target_load, exp.engine, exp.model)
-    elif exp.rate_scale is not None:
-        scale = exp.rate_scale
-    return (exp.trace.scaled(scale) if scale != 1.0 else exp.trace), scale
+    if target_load is not None:
+        scale = rate_scale_for_load(trace, target_load, engine, model)
+    elif rate_scale is not None:
+        scale = rate_scale
+    return (trace.scaled(scale) if scale != 1.0 else trace), scale
+
+
+def prepare_trace(exp: Experiment) -> tuple[Trace, float]:
+    """The experiment's trace with ``--rate-scale`` or ``--target-load`` applied."""
+    assert exp.model is not None
+    return scale_trace(exp.trace, exp.engine, exp.model, rate_scale=exp.rate_scale,
+                       target_load=exp.target_load)
 
 
 def run_experiment(exp: Experiment,

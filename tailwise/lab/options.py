@@ -12,6 +12,7 @@ from tailwise.scorer.registry import POLICY_NAMES
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig
 from tailwise.simulator.metrics import MetricsConfig
+from tailwise.simulator.traces import Trace
 
 FCFS, BEST, ONLINE = "fcfs", "best-of-papers", "tailwise-online"
 #: the paper policies the static best-of-papers arm chooses from (CLI name, mode)
@@ -21,6 +22,11 @@ PAPER_MODES: tuple[tuple[str, Mode], ...] = (
 
 @dataclass
 class OnlineOptions:
+    """What ``tailwise simulate --scenario/--online`` runs: a named scenario, or (when
+    ``trace`` is set) a trace whose first ``offline_fraction`` of requests plays the
+    pre-shift phase the best-of-papers arm is tuned on."""
+
+    #: the scenario's name (ignored when ``trace`` is set)
     scenario: str
     online: bool
     sidecar: str | None
@@ -28,7 +34,8 @@ class OnlineOptions:
     out: Path
     engine: EngineConfig
     model: StepTimeModel
-    load: float
+    #: target offered load (scenarios: required; a trace: None keeps its own rate)
+    load: float | None
     window_s: float
     round_every_s: float
     trials_per_round: int
@@ -60,5 +67,10 @@ class OnlineOptions:
     #: recovery: within this fraction of the best static arm for ``recovery_hold`` windows
     recovery_tolerance: float = 0.1
     recovery_hold: int = 2
+    #: a trace instead of the scenario, scaled by ``rate_scale`` or to ``load``
+    trace: Trace | None = None
+    rate_scale: float | None = None
+    #: a trace's first fraction of requests: the pre-shift phase
+    offline_fraction: float = 0.25
     #: merged (deep) into the config of the sidecar ``--online`` starts
     sidecar_overrides: dict[str, Any] = field(default_factory=dict)

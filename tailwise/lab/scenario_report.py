@@ -70,7 +70,7 @@ def write_scenario_report(out: Path, scen: Scenario, runs: dict[str, SimResult],
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False,
                                                  default=json_default) + "\n")
     md = [f"## Scenario {scen.name}: {scen.description}", "",
-          f"Workload shift at engine time {scen.shift_s:.1f} s; offered load "
+          f"Shift (phase boundary) at engine time {scen.shift_s:.1f} s; offered load "
           f"{describe_load(scen, opts.engine, opts.model)}.", "",
           *markdown_table(["policy", "P99 TTLT before (s)", "P99 TTLT after (s)", "mean TTLT before (s)",
                 "mean TTLT after (s)"],
@@ -103,12 +103,13 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def report_context(trace: Trace, opts: OnlineOptions, names: list[str]) -> dict[str, Any]:
+def report_context(trace: Trace, opts: OnlineOptions, names: list[str],
+                   rate_scale: float = 1.0) -> dict[str, Any]:
     from tailwise.simulator.workload import offered_load
 
     return {"trace": trace.summary(), "config": {
         "engine_impl": opts.engine_name, "engine": dataclasses.asdict(opts.engine),
         "step_model": opts.model.name, "step_model_coefficients": opts.model.to_dict(),
-        "rate_scale": 1.0, "target_load": opts.load,
+        "rate_scale": round(rate_scale, 6), "target_load": opts.load,
         "offered_load": round(offered_load(trace, opts.engine, opts.model), 4),
         "policies": names, "seed": opts.seed}}
