@@ -30,6 +30,10 @@ name                            modes                  maps to
 ``preemption.cache_aware``      boost, tailwise        victim by re-admission cost
 ``preemption.anti_thrash``      boost, tailwise        protect restored requests
 ``preemption.priority_band_s``  boost, tailwise        equal-priority band (log)
+``regime.aging_factor`` (log)   tailwise               envelope E = factor · service scale
+``regime.horizon_factor`` (log) tailwise               boost time-scale 1/γ ≥ factor · T
+``regime.{switch}``             tailwise               adaptive_horizon, relative_aging,
+                                                       tail_guard, strict_victims
 ``slo.window`` (log)            kairos                 Kairos scoring window
 ``slo.decode_cap``              kairos                 slack-guided decode cap
 =============================== ====================== ===============================
@@ -99,6 +103,8 @@ class SpaceError(PolicyError):
 Range = tuple[float, float]
 
 WEIGHTS = ("base", "urg", "fair")
+#: tailwise's regime mechanisms, each a switch (see :class:`~tailwise.scorer.policy.RegimeParams`)
+REGIME_SWITCHES = ("adaptive_horizon", "relative_aging", "tail_guard", "strict_victims")
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,8 @@ class SpaceConfig:
     max_boost_frac: Range = (0.1, 1.0)
     priority_band_s: Range = (1.0, 3600.0)
     kairos_window: tuple[int, int] = (8, 512)
+    aging_factor: Range = (0.25, 16.0)
+    horizon_factor: Range = (0.1, 10.0)
     #: also search the booleans (cache-aware/anti-thrash preemption, partition-aware
     #: boosts, SLO urgency, Kairos decode cap); off (default) keeps the base policy's
     #: choices, which are design decisions measured offline
@@ -149,7 +157,7 @@ class SpaceConfig:
                 if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                     raise SpaceError(f"space.{f.name}", f"must be finite with low <= high, got {v!r}")
         for name in ("alpha", "gamma", "memguard_theta_s", "memguard_ratio", "aging_s",
-                     "priority_band_s"):
+                     "priority_band_s", "aging_factor", "horizon_factor"):
             if getattr(self, name)[0] <= 0:
                 raise SpaceError(f"space.{name}", "log-scale range must be > 0")
         if self.memguard_ratio[0] <= 1.0:
@@ -226,8 +234,15 @@ def suggest_params(trial: optuna.trial.BaseTrial, base: Policy, cfg: SpaceConfig
         if cfg.search_switches:
             ask.switch("preemption.cache_aware", (True, False))
             ask.switch("preemption.anti_thrash", (True, False))
-    if mode is Mode.TAILWISE and cfg.search_switches:
-        ask.switch("slo.urgency", (False, True))
+    if mode is Mode.TAILWISE:
+        g = base.regime
+        ask.real("regime.aging_factor", cfg.box(cfg.aging_factor, g.aging_factor), log=True)
+        ask.real("regime.horizon_factor", cfg.box(cfg.horizon_factor, g.horizon_factor),
+                 log=True)
+        if cfg.search_switches:
+            ask.switch("slo.urgency", (False, True))
+            for flag in REGIME_SWITCHES:
+                ask.switch(f"regime.{flag}", (True, False))
     if mode is Mode.KAIROS:
         win = cfg.box(cfg.kairos_window, base.slo.window)
         ask.integer("slo.window", (math.floor(win[0]), math.ceil(win[1])), log=True)
@@ -310,10 +325,16 @@ def params_to_policy(
             anti_thrash=_b(params, "preemption.anti_thrash", pr.anti_thrash),
             priority_band_s=_f(params, "preemption.priority_band_s", pr.priority_band_s),
         )
+        g = base.regime
+        regime = dataclasses.replace(
+            g, aging_factor=_f(params, "regime.aging_factor", g.aging_factor),
+            horizon_factor=_f(params, "regime.horizon_factor", g.horizon_factor),
+            **{flag: _b(params, f"regime.{flag}", getattr(g, flag)) for flag in REGIME_SWITCHES},
+        )
         queues = reweight(partition, ewsjf)
         return base.replace(
             mode=mode, source=Source.LEARNED, ewsjf=ewsjf, boost=boost, slo=slo, safety=safety,
-            preemption=preemption, queues=queues,
+            preemption=preemption, queues=queues, regime=regime,
         )
     except PolicyError:
         raise
@@ -476,7 +497,7 @@ def _policy_value(policy: Policy, name: str) -> Any:
     group, _, rest = name.partition(".")
     obj: Any = {
         "ewsjf": policy.ewsjf, "boost": policy.boost, "slo": policy.slo,
-        "safety": policy.safety, "preemption": policy.preemption,
+        "safety": policy.safety, "preemption": policy.preemption, "regime": policy.regime,
     }[group]
     for part in rest.split("."):
         obj = getattr(obj, part)
@@ -484,6 +505,7 @@ def _policy_value(policy: Policy, name: str) -> Any:
 
 
 __all__ = [
+    "REGIME_SWITCHES",
     "WEIGHTS",
     "SpaceConfig",
     "SpaceError",

@@ -86,6 +86,11 @@ class SchedulingPolicy(ABC):
         """Maximum number of decode requests to run this step, or ``None``."""
         return None
 
+    def admission_reserve(self, decoding: int, block_size: int) -> int:
+        """KV blocks to keep free, beyond the head's own need, before admitting it while
+        ``decoding`` requests are decoding (admission pacing); 0 = vLLM's rule."""
+        return 0
+
     # -- feedback hooks ------------------------------------------------------------------
     def on_admit(self, req: ReqInfo, now: float) -> None:
         """``req`` moved from waiting to running."""
@@ -168,6 +173,15 @@ class KeyedQueue(SchedulingPolicy):
         heapq.heappush(self._heap, (key, seq, req))
         if self.aging_s is not None:
             heapq.heappush(self._fifo, (req.arrival_time, seq, req))
+
+    def _reprioritise(self, req: ReqInfo, key: float) -> None:
+        """Give waiting ``req`` the key ``key`` (lazy: the old heap entry goes stale)."""
+        self._seq += 1
+        self._live[req] = self._seq
+        req.sched_key = key
+        heapq.heappush(self._heap, (key, self._seq, req))
+        if self.aging_s is not None:
+            heapq.heappush(self._fifo, (req.arrival_time, self._seq, req))
 
     def _top(self, heap: list[tuple[float, int, ReqInfo]]) -> ReqInfo | None:
         live = self._live

@@ -709,6 +709,8 @@ class Simulator:
             assert isinstance(head, SimRequest)
             r = head
             wm = self.watermark_blocks if self.running else 0
+            if self.running:
+                wm += pol.admission_reserve(self.n_dec, bs)
             if r.swapped_tokens:
                 restore = r.swapped_tokens
                 full = -(-r.num_tokens // bs)

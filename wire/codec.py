@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from typing import TypeVar
@@ -37,6 +38,7 @@ from tailwise.scorer.policy import (
     PreemptionParams,
     PreemptMode,
     QueueSpec,
+    RegimeParams,
     SafetyParams,
     SloClass,
     SloParams,
@@ -136,6 +138,8 @@ def policy_to_proto(policy: Policy, *, check: bool = True) -> pb.Policy:
         ),
         safety=pb.SafetyParams(max_boost_s=policy.safety.max_boost_s,
                                aging_s=policy.safety.aging_s),
+        regime=pb.RegimeParams(**{f.name: getattr(policy.regime, f.name)
+                                  for f in dataclasses.fields(RegimeParams)}),
         step_time=pb.StepTimeModel(
             name=st.name, prefill_fixed_ms=st.prefill_fixed_ms,
             prefill_per_token_ms=st.prefill_per_token_ms, prefill_quad_ms=st.prefill_quad_ms,
@@ -228,6 +232,9 @@ def policy_from_proto(msg: pb.Policy) -> Policy:
             decode_cap=s.decode_cap, urgency=s.urgency, window=s.window,
         ),
         safety=SafetyParams(max_boost_s=msg.safety.max_boost_s, aging_s=msg.safety.aging_s),
+        regime=(RegimeParams(**{f.name: getattr(msg.regime, f.name)
+                                for f in dataclasses.fields(RegimeParams)})
+                if msg.HasField("regime") else RegimeParams()),
         step_time=step_time,
         note=msg.note,
         extra=tuple((kv.key, kv.value) for kv in msg.extra),

@@ -334,6 +334,32 @@ class SafetyParams(_message.Message):
     aging_s: float
     def __init__(self, max_boost_s: _Optional[float] = ..., aging_s: _Optional[float] = ...) -> None: ...
 
+class RegimeParams(_message.Message):
+    __slots__ = ("latency_quantile", "latency_window", "latency_update_every", "adaptive_horizon", "horizon_factor", "relative_aging", "aging_factor", "aging_floor_s", "envelope_cap_s", "strict_victims", "tail_guard")
+    LATENCY_QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_UPDATE_EVERY_FIELD_NUMBER: _ClassVar[int]
+    ADAPTIVE_HORIZON_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    RELATIVE_AGING_FIELD_NUMBER: _ClassVar[int]
+    AGING_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    AGING_FLOOR_S_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_CAP_S_FIELD_NUMBER: _ClassVar[int]
+    STRICT_VICTIMS_FIELD_NUMBER: _ClassVar[int]
+    TAIL_GUARD_FIELD_NUMBER: _ClassVar[int]
+    latency_quantile: float
+    latency_window: int
+    latency_update_every: int
+    adaptive_horizon: bool
+    horizon_factor: float
+    relative_aging: bool
+    aging_factor: float
+    aging_floor_s: float
+    envelope_cap_s: float
+    strict_victims: bool
+    tail_guard: bool
+    def __init__(self, latency_quantile: _Optional[float] = ..., latency_window: _Optional[int] = ..., latency_update_every: _Optional[int] = ..., adaptive_horizon: _Optional[bool] = ..., horizon_factor: _Optional[float] = ..., relative_aging: _Optional[bool] = ..., aging_factor: _Optional[float] = ..., aging_floor_s: _Optional[float] = ..., envelope_cap_s: _Optional[float] = ..., strict_victims: _Optional[bool] = ..., tail_guard: _Optional[bool] = ...) -> None: ...
+
 class StepTimeModel(_message.Message):
     __slots__ = ("name", "prefill_fixed_ms", "prefill_per_token_ms", "prefill_quad_ms", "decode_fixed_ms", "decode_per_req_ms", "decode_per_ctx_ms", "provenance")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -363,7 +389,7 @@ class KeyValue(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("schema_version", "version", "created_at", "source", "mode", "queues", "ewsjf", "boost", "preemption", "slo", "safety", "step_time", "note", "extra")
+    __slots__ = ("schema_version", "version", "created_at", "source", "mode", "queues", "ewsjf", "boost", "preemption", "slo", "safety", "step_time", "note", "extra", "regime")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -378,6 +404,7 @@ class Policy(_message.Message):
     STEP_TIME_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
     EXTRA_FIELD_NUMBER: _ClassVar[int]
+    REGIME_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     version: int
     created_at: float
@@ -392,7 +419,8 @@ class Policy(_message.Message):
     step_time: StepTimeModel
     note: str
     extra: _containers.RepeatedCompositeFieldContainer[KeyValue]
-    def __init__(self, schema_version: _Optional[int] = ..., version: _Optional[int] = ..., created_at: _Optional[float] = ..., source: _Optional[_Union[Source, str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., queues: _Optional[_Iterable[_Union[QueueSpec, _Mapping]]] = ..., ewsjf: _Optional[_Union[EwsjfParams, _Mapping]] = ..., boost: _Optional[_Union[BoostParams, _Mapping]] = ..., preemption: _Optional[_Union[PreemptionParams, _Mapping]] = ..., slo: _Optional[_Union[SloParams, _Mapping]] = ..., safety: _Optional[_Union[SafetyParams, _Mapping]] = ..., step_time: _Optional[_Union[StepTimeModel, _Mapping]] = ..., note: _Optional[str] = ..., extra: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ...) -> None: ...
+    regime: RegimeParams
+    def __init__(self, schema_version: _Optional[int] = ..., version: _Optional[int] = ..., created_at: _Optional[float] = ..., source: _Optional[_Union[Source, str]] = ..., mode: _Optional[_Union[Mode, str]] = ..., queues: _Optional[_Iterable[_Union[QueueSpec, _Mapping]]] = ..., ewsjf: _Optional[_Union[EwsjfParams, _Mapping]] = ..., boost: _Optional[_Union[BoostParams, _Mapping]] = ..., preemption: _Optional[_Union[PreemptionParams, _Mapping]] = ..., slo: _Optional[_Union[SloParams, _Mapping]] = ..., safety: _Optional[_Union[SafetyParams, _Mapping]] = ..., step_time: _Optional[_Union[StepTimeModel, _Mapping]] = ..., note: _Optional[str] = ..., extra: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., regime: _Optional[_Union[RegimeParams, _Mapping]] = ...) -> None: ...
 
 class RequestEvent(_message.Message):
     __slots__ = ("kind", "request_id", "time", "arrival_time", "prompt_tokens", "cached_tokens", "slo_class", "priority", "output_tokens", "num_preemptions", "first_token_time")
