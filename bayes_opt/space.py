@@ -32,8 +32,9 @@ name                            modes                  maps to
 ``preemption.priority_band_s``  boost, tailwise        equal-priority band (log)
 ``regime.aging_factor`` (log)   tailwise               envelope E = factor · service scale
 ``regime.horizon_factor`` (log) tailwise               boost time-scale 1/γ ≥ factor · T
+``regime.pacing_blocks``        tailwise               admission pacing headroom
 ``regime.{switch}``             tailwise               adaptive_horizon, relative_aging,
-                                                       tail_guard, strict_victims
+                                                       admission_pacing
 ``slo.window`` (log)            kairos                 Kairos scoring window
 ``slo.decode_cap``              kairos                 slack-guided decode cap
 =============================== ====================== ===============================
@@ -104,7 +105,7 @@ Range = tuple[float, float]
 
 WEIGHTS = ("base", "urg", "fair")
 #: tailwise's regime mechanisms, each a switch (see :class:`~tailwise.scorer.policy.RegimeParams`)
-REGIME_SWITCHES = ("adaptive_horizon", "relative_aging", "tail_guard", "strict_victims")
+REGIME_SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing")
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class SpaceConfig:
     kairos_window: tuple[int, int] = (8, 512)
     aging_factor: Range = (0.25, 16.0)
     horizon_factor: Range = (0.1, 10.0)
+    pacing_blocks: Range = (0.0, 4.0)
     #: also search the booleans (cache-aware/anti-thrash preemption, partition-aware
     #: boosts, SLO urgency, Kairos decode cap); off (default) keeps the base policy's
     #: choices, which are design decisions measured offline
@@ -239,6 +241,7 @@ def suggest_params(trial: optuna.trial.BaseTrial, base: Policy, cfg: SpaceConfig
         ask.real("regime.aging_factor", cfg.box(cfg.aging_factor, g.aging_factor), log=True)
         ask.real("regime.horizon_factor", cfg.box(cfg.horizon_factor, g.horizon_factor),
                  log=True)
+        ask.real("regime.pacing_blocks", cfg.pacing_blocks)
         if cfg.search_switches:
             ask.switch("slo.urgency", (False, True))
             for flag in REGIME_SWITCHES:
@@ -329,6 +332,7 @@ def params_to_policy(
         regime = dataclasses.replace(
             g, aging_factor=_f(params, "regime.aging_factor", g.aging_factor),
             horizon_factor=_f(params, "regime.horizon_factor", g.horizon_factor),
+            pacing_blocks=_f(params, "regime.pacing_blocks", g.pacing_blocks),
             **{flag: _b(params, f"regime.{flag}", getattr(g, flag)) for flag in REGIME_SWITCHES},
         )
         queues = reweight(partition, ewsjf)

@@ -86,10 +86,14 @@ class SchedulingPolicy(ABC):
         """Maximum number of decode requests to run this step, or ``None``."""
         return None
 
-    def admission_reserve(self, decoding: int, block_size: int) -> int:
-        """KV blocks to keep free, beyond the head's own need, before admitting it while
-        ``decoding`` requests are decoding (admission pacing); 0 = vLLM's rule."""
-        return 0
+    def admission_allowed(self, free_blocks: int, head_tokens: int, decoding: int,
+                          block_size: int) -> bool:
+        """Whether the engine may try to admit the waiting head (``head_tokens`` long) with
+        ``free_blocks`` free KV blocks while ``decoding`` requests decode; asked before the
+        engine's own fit check, only while something runs. ``True`` = vLLM's rule.
+        Admission pacing (tailwise) says no when admitting would leave too little room
+        for the running requests' growth."""
+        return True
 
     # -- feedback hooks ------------------------------------------------------------------
     def on_admit(self, req: ReqInfo, now: float) -> None:
@@ -173,15 +177,6 @@ class KeyedQueue(SchedulingPolicy):
         heapq.heappush(self._heap, (key, seq, req))
         if self.aging_s is not None:
             heapq.heappush(self._fifo, (req.arrival_time, seq, req))
-
-    def _reprioritise(self, req: ReqInfo, key: float) -> None:
-        """Give waiting ``req`` the key ``key`` (lazy: the old heap entry goes stale)."""
-        self._seq += 1
-        self._live[req] = self._seq
-        req.sched_key = key
-        heapq.heappush(self._heap, (key, self._seq, req))
-        if self.aging_s is not None:
-            heapq.heappush(self._fifo, (req.arrival_time, self._seq, req))
 
     def _top(self, heap: list[tuple[float, int, ReqInfo]]) -> ReqInfo | None:
         live = self._live

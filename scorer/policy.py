@@ -193,24 +193,19 @@ class RegimeParams:
     #: ``horizon_factor·T``, boosts capped at ``envelope_cap_s`` instead of ``max_boost_s``
     #: (the waiting bound is the envelope below, so the cap no longer flattens the order)
     adaptive_horizon: bool = True
-    horizon_factor: float = 1.0
+    horizon_factor: float = 2.0
     #: the envelope relative to measured service time: the oldest waiting request is
     #: served first once it has waited ``E = clip(aging_factor·T, aging_floor_s,
     #: envelope_cap_s)`` (before ``T`` is measured: ``safety.aging_s``)
     relative_aging: bool = True
     aging_factor: float = 2.0
-    aging_floor_s: float = 1.0
+    aging_floor_s: float = 30.0
     envelope_cap_s: float = 3600.0
-    #: victims strictly by priority (re-admission cost only breaks ties) instead of by
-    #: cost within ``preemption.priority_band_s`` bands; measured worse (more wasted
-    #: recompute under KV pressure), so off by default
-    strict_victims: bool = False
-    #: admission pacing under KV pressure: admit only while the blocks the decoding
-    #: requests claim over the next ``pacing_steps`` steps stay free
+    #: admission pacing under KV pressure: admit the waiting head only if
+    #: ``pacing_blocks`` free blocks per decoding request remain after its own blocks
+    #: (1 block = ``block_size`` decode steps of headroom for each of them)
     admission_pacing: bool = True
-    pacing_steps: int = 64
-    #: a running request older than the envelope is never preempted for a younger one
-    tail_guard: bool = True
+    pacing_blocks: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,15 +296,14 @@ class Policy:
                 f"must not exceed safety.aging_s ({self.safety.aging_s}), got {self.safety.max_boost_s}",
             )
         g = self.regime
-        for flag in ("adaptive_horizon", "relative_aging", "tail_guard", "strict_victims",
-                     "admission_pacing"):
+        for flag in ("adaptive_horizon", "relative_aging", "admission_pacing"):
             if not isinstance(getattr(g, flag), bool):
                 raise PolicyError(f"regime.{flag}", f"must be true or false, got {getattr(g, flag)!r}")
         _finite("regime.latency_quantile", g.latency_quantile, lo=0.5, hi=0.999)
         _int_range("regime.latency_window", g.latency_window, 16, 1_000_000)
         _int_range("regime.latency_update_every", g.latency_update_every, 1, 1_000_000)
         _finite("regime.horizon_factor", g.horizon_factor, lo=0.01, hi=1000.0)
-        _int_range("regime.pacing_steps", g.pacing_steps, 0, 1_000_000)
+        _finite("regime.pacing_blocks", g.pacing_blocks, lo=0.0, hi=1024.0)
         _finite("regime.aging_factor", g.aging_factor, lo=0.1, hi=1000.0)
         _finite("regime.aging_floor_s", g.aging_floor_s, lo=0.0, hi=86400.0)
         _finite("regime.envelope_cap_s", g.envelope_cap_s, lo=max(g.aging_floor_s, 1e-3), hi=86400.0)

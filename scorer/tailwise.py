@@ -15,24 +15,65 @@
 * Optional SLO urgency (``slo.urgency``): the key is measured from the TTFT deadline of
   the request's SLO class (``arrival + TTFT_SLO``), i.e. EDF on TTFT deadlines, boosted.
 * Cache-aware preemption with MemGuard hysteresis and anti-thrash (as boost mode).
-* Safety envelope, always on: boosts are capped at ``max_boost_s`` and the oldest
-  request is served first once it has waited ``aging_s``.
+
+Regime mechanisms (:class:`~tailwise.scorer.policy.RegimeParams`, each a switch). A fixed
+envelope (boosts capped at 120 s, aging at 240 s) turns any boost into FCFS once queueing
+exceeds it, which is exactly where bursts and overload put an engine. So the scales come
+from measurement: ``T``, a quantile of recent first-to-last-token times (a service time,
+so it does not grow with the queueing the policy causes):
+
+* adaptive horizon: γ is set so that a request with θ (MemGuard's first threshold) of
+  service is boosted ``horizon_factor·T``; boosts decay with attained service as in
+  γ-boost, so long requests fall back to FCFS order after about ``T`` of service;
+* relative envelope: the oldest waiting request is served first once it has waited
+  ``E = clip(aging_factor·T, aging_floor_s, envelope_cap_s)``;
+* admission pacing: the waiting head is admitted only if ``pacing_blocks`` free blocks
+  per decoding request remain after its own, so it is not evicted a few steps later.
+
+Safety bound an operator can read: no request waits longer than ``E`` behind a later
+arrival, and ``E ≤ envelope_cap_s`` (default 3600 s) always; ``E`` is reported by
+:meth:`TailwisePolicy.envelope_s`. With ``relative_aging`` off, ``E = safety.aging_s``.
 """
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Sequence
 
-from tailwise.scorer.boost import BoostPolicy
+from tailwise.scorer.boost import BoostPolicy, boost
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.request import ReqInfo
 
 BUBBLE = -1
 
 
+def gamma_for_boost(horizon_s: float, work_s: float) -> float:
+    """The γ at which a request with ``work_s`` of service gets a boost of ``horizon_s``.
+
+    ``b_γ(w)`` falls in γ, so bisection on log γ; a request with less work than
+    ``work_s`` is boosted a little more (logarithmically), one with more, less.
+
+    >>> from tailwise.scorer.boost import boost
+    >>> g = gamma_for_boost(100.0, 0.05)
+    >>> round(boost(0.05, g, 1e9), 3)
+    100.0
+    """
+    lo, hi = 1e-9, 1e9
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        if boost(work_s, mid, math.inf) > horizon_s:
+            lo = mid
+        else:
+            hi = mid
+        if hi / lo < 1.0 + 1e-9:
+            break
+    return math.sqrt(lo * hi)
+
+
 class TailwisePolicy(BoostPolicy):
+    """The shipped default: γ-boost + the regime mechanisms of :class:`RegimeParams`."""
+
     def __init__(self, policy: Policy) -> None:
         super().__init__(policy)
         self.name = "tailwise"
@@ -43,70 +84,64 @@ class TailwisePolicy(BoostPolicy):
         self.slo = policy.slo
         self.regime = policy.regime
         self.base_gamma = policy.boost.gamma
-        self.base_max_boost = policy.safety.max_boost_s
         self.base_aging = policy.safety.aging_s
-        #: streaming tail-latency scale (s): a quantile of recent TTLTs
-        self.latency_scale = 0.0
+        #: measured service-time scale T (s); 0 until enough requests finished
+        self.service_scale = 0.0
         self._recent: deque[float] = deque(maxlen=policy.regime.latency_window)
         self._since_update = 0
-        if policy.regime.relative_aging or policy.regime.adaptive_horizon:
+        if policy.regime.relative_aging:
             self.time_dependent = True
-        if policy.regime.strict_victims:
-            self.band_s = 0.0
         self._apply_envelope(0.0)
 
-    # -- queue-relative envelope ------------------------------------------------------------
+    # -- the envelope and boost horizon relative to measured service time ---------------
     def envelope_s(self) -> float:
-        """The waiting bound in force: the oldest request is served first once it has
-        waited this long, and (tail guard) a running request this old is not a victim."""
+        """The waiting bound in force: the oldest waiting request is served first once it
+        has waited this long (never more than ``regime.envelope_cap_s``)."""
         return self.aging_s if self.aging_s is not None else self.base_aging
 
     def _apply_envelope(self, scale: float) -> None:
         g = self.regime
         aging = self.base_aging
         if g.relative_aging:
-            aging = min(g.envelope_cap_s, max(g.aging_floor_s, g.aging_factor * scale)
-                        if scale > 0 else aging)
+            aging = min(g.envelope_cap_s,
+                        max(g.aging_floor_s, g.aging_factor * scale) if scale > 0 else aging)
         self.aging_s = aging
         if g.adaptive_horizon and scale > 0:
-            self.gamma = min(self.base_gamma, 1.0 / (g.horizon_factor * scale))
-            import os
-            self.max_boost = aging * float(os.environ.get('TW_CAPF', '1e9')) if os.environ.get('TW_CAPF') else g.envelope_cap_s
+            # a request with θ of service is boosted by horizon_factor·T; less work, a bit
+            # more (logarithmically); the envelope, not a flat cap, bounds the waiting
+            self.gamma = min(self.base_gamma, gamma_for_boost(
+                g.horizon_factor * scale, self.params.memguard_theta_s))
+            self.max_boost = g.envelope_cap_s
         self._bcache.clear()
-
-    def admission_reserve(self, decoding: int, block_size: int) -> int:
-        """Admission pacing: keep the blocks the decoding requests will claim over the
-        next ``pacing_steps`` steps free, so an admission is not evicted again within
-        them (each decode claims a block every ``block_size`` steps)."""
-        steps = self.regime.pacing_steps
-        if not self.regime.admission_pacing or steps <= 0:
-            return 0
-        return -(-decoding * steps // block_size)
 
     def on_finish(self, req: ReqInfo, now: float) -> None:
         super().on_finish(req, now)
         g = self.regime
+        if not (g.relative_aging or g.adaptive_horizon):
+            return
         start = req.first_token_time if req.first_token_time is not None else now
         self._recent.append(max(now - start, 0.0))
         self._since_update += 1
         if self._since_update >= g.latency_update_every and len(self._recent) >= 16:
             self._since_update = 0
             data = sorted(self._recent)
-            self.latency_scale = data[min(int(g.latency_quantile * len(data)), len(data) - 1)]
-            self._apply_envelope(self.latency_scale)
+            self.service_scale = data[min(int(g.latency_quantile * len(data)), len(data) - 1)]
+            self._apply_envelope(self.service_scale)
 
-    def order_running(self, running: Sequence[ReqInfo], now: float) -> list[ReqInfo]:
-        ranked = super().order_running(running, now)
-        if not self.regime.tail_guard:
-            return ranked
-        import os
-        limit = self.envelope_s() * float(os.environ.get('TW_GUARDF', '1'))
-        old = [r for r in ranked if now - r.arrival_time >= limit]
-        if not old:
-            return ranked
-        old.sort(key=lambda r: r.arrival_time)
-        return old + [r for r in ranked if now - r.arrival_time < limit]
+    # -- admission pacing -----------------------------------------------------------------
+    def admission_allowed(self, free_blocks: int, head_tokens: int, decoding: int,
+                          block_size: int) -> bool:
+        """Admit only if ``pacing_blocks`` blocks per decoding request stay free after the
+        head's own blocks, so what is admitted now is not evicted again within the next
+        few steps (a decode claims a block every ``block_size`` steps). Without pacing
+        vLLM admits whatever fits now and evicts it soon after under KV pressure."""
+        g = self.regime
+        if not g.admission_pacing:
+            return True
+        reserve = math.ceil(decoding * g.pacing_blocks)
+        return free_blocks - -(-head_tokens // block_size) >= reserve
 
+    # -- partition routing ----------------------------------------------------------------
     def route(self, x: float) -> int:
         i = bisect_right(self._los, x) - 1
         if i >= 0 and x < self._his[i]:
@@ -128,16 +163,6 @@ class TailwisePolicy(BoostPolicy):
 
     def deadline_offset(self, req: ReqInfo) -> float:
         return self.slo.targets(req.slo_class)[0] if self.slo.urgency else 0.0
-
-    def requeue(self, req: ReqInfo, now: float) -> None:
-        import os
-        if os.environ.get("TW_KEEP"):
-            old = req.sched_key
-            self.add(req, now)
-            if old < req.sched_key:
-                self._reprioritise(req, old)
-            return
-        self.add(req, now)
 
     def add(self, req: ReqInfo, now: float) -> None:
         req.sched_queue = self.route(float(req.uncached_prompt_tokens))

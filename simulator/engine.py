@@ -709,8 +709,10 @@ class Simulator:
             assert isinstance(head, SimRequest)
             r = head
             wm = self.watermark_blocks if self.running else 0
-            if self.running:
-                wm += pol.admission_reserve(self.n_dec, bs)
+            if self.running and not pol.admission_allowed(kv.available, r.num_tokens,
+                                                          self.n_dec, bs):
+                self.counters["paced_admissions"] = self.counters.get("paced_admissions", 0) + 1
+                return "kv", budget
             if r.swapped_tokens:
                 restore = r.swapped_tokens
                 full = -(-r.num_tokens // bs)
