@@ -10,6 +10,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+# No per-example deadline: the suite runs on shared 2-core machines, where one slow
+# example says nothing about the code (timings belong in benchmarks/, not in tests).
+settings.register_profile("tailwise", deadline=None)
+settings.load_profile("tailwise")
 
 REQUIRE_VLLM = os.environ.get("TAILWISE_REQUIRE_VLLM") == "1"
 _skipped_vllm: list[str] = []

@@ -2,7 +2,9 @@
 
 Each run draws a burst of short and long requests far above capacity, a small KV cache
 (preemptions), a random safety envelope (``aging_s``, ``max_boost_s ≤ aging_s``) and
-random boost parameters; half the runs also swap the policy in force every few steps
+random boost parameters and random regime mechanisms (adaptive horizon, an envelope
+relative to measured service time whose cap ``envelope_cap_s`` is the run's ``aging_s``,
+admission pacing); half the runs also swap the policy in force every few steps
 among tailwise variants with the same envelope (as a sidecar pushing new versions would),
 and in one in twenty the in-process learner refreshes the partition (Refine-and-Prune). The oracle
 (``support.oracles.aging_violations``, shared with the simulator tests) counts requests
@@ -24,7 +26,7 @@ from support.oracles import aging_violations
 
 from tailwise.learner.local import LocalLearner
 from tailwise.scorer.hooks import NullSink, StepStats
-from tailwise.scorer.policy import BoostParams, Mode, Policy, SafetyParams
+from tailwise.scorer.policy import BoostParams, Mode, Policy, RegimeParams, SafetyParams
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig, simulate
@@ -55,7 +57,16 @@ def variant(rng: np.random.Generator, safety: SafetyParams, version: int) -> Pol
                         memguard_theta_s=float(rng.uniform(0.001, 1.0)),
                         memguard_ratio=float(rng.uniform(1.1, 6.0)),
                         partition_aware=bool(rng.random() < 0.3))
-    return Policy(mode=Mode.TAILWISE, version=version, boost=boost, safety=safety)
+    # the regime mechanisms at random; the bound they promise is envelope_cap_s, which the
+    # run checks (set to the run's aging_s): the relative envelope moves below it
+    cap = safety.aging_s
+    regime = RegimeParams(
+        adaptive_horizon=bool(rng.random() < 0.7), relative_aging=bool(rng.random() < 0.7),
+        admission_pacing=bool(rng.random() < 0.7), pacing_blocks=float(rng.uniform(0, 4)),
+        horizon_factor=float(rng.uniform(0.1, 10)), aging_factor=float(rng.uniform(0.1, 10)),
+        aging_floor_s=float(rng.uniform(0, cap)), envelope_cap_s=cap,
+        latency_update_every=int(rng.integers(1, 8)), latency_window=16)
+    return Policy(mode=Mode.TAILWISE, version=version, boost=boost, safety=safety, regime=regime)
 
 
 def one_run(seed: int) -> tuple[int, int, int]:
