@@ -6,6 +6,7 @@ import typer
 
 from tailwise import (
     __version__,
+    cmd_bench,
     cmd_dashboard,
     cmd_freeze,
     cmd_plan,
@@ -43,6 +44,7 @@ cmd_policy.register(app)
 cmd_freeze.register(app)
 cmd_dashboard.register(app)
 cmd_plan.register(app)
+cmd_bench.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,4 +15,6 @@ Modules, one concern each:
 ``closed_loop``     ``tailwise simulate --scenario/--online``: the three online arms.
 ``scenario_report`` the scenario report (phase table, timeline, markdown).
 ``markdown``        markdown table and cell formatting shared by the reports.
+``bench``           ``tailwise bench``: every policy on every suite workload.
+``bench_report``    the bench report (markdown, HTML, figure, README table).
 """

@@ -1,0 +1,337 @@
+"""The benchmark workload suite: five seeded workloads where schedulers differ.
+
+Each workload is built by the repo from a seed (the two Azure samples are bundled; the
+rest is synthetic), so ``tailwise bench`` reruns bit for bit. :func:`build` is pure: it
+returns the trace, the engine configuration, the metrics configuration (SLO targets) and
+metadata; it runs nothing. Loads are set with :func:`~tailwise.simulator.workload.
+rate_scale_for_load` against the workload's own engine configuration.
+
+=================== ======================================================================
+workload            shape and why it is in the suite
+=================== ======================================================================
+azure-code          Azure 2023 code trace (prefill-heavy: long prompts, short outputs) at
+                    0.9 load, default engine. The production-like baseline: a good policy
+                    must not lose here.
+azure-conv          Azure 2023 conversation trace at 1.1 load on a small KV cache (3,000
+                    blocks ≈ 48k tokens). Sustained overload plus KV pressure: queues grow
+                    for the whole run and admissions are memory-bound.
+bursty-reasoning    Gamma arrivals (CV 2), prompts 100–4k tokens (log-uniform), half the
+                    outputs short (log-normal, median 150) and half heavy-tailed (bounded
+                    Pareto α = 1.1 on 1k–16k tokens, reasoning traces), at 1.0 × capacity
+                    on the default KV cache. Bursts queue up and the long decodes fill KV,
+                    so both queueing and preemption happen — the γ-boost paper's regime.
+long-context-chat   Multi-turn chat sessions: each turn's prompt is the previous prompt +
+                    answer + a new message, with Mooncake-style ``hash_ids`` (one id per
+                    512-token segment, stable across a session's turns, plus a system
+                    prompt shared by all sessions), so the prefix cache sees reuse.
+                    Prompts 4k–64k tokens, 0.92 load net of the prefix hits FCFS
+                    realises (:func:`realised_cache_load`).
+                    Tests cache-aware admission and victim choice.
+slo-mix             Two SLO classes tagged per request (``slo_class``): interactive
+                    (short prompts and answers, TTFT SLO 2 s) and batch (long documents,
+                    TTFT SLO 60 s), Gamma arrivals (CV 1.5) at 0.95 load. SLO targets are
+                    :class:`~tailwise.scorer.policy.SloParams`' defaults, the ones Kairos
+                    reads, so policy and metric agree.
+=================== ======================================================================
+
+Sizes are chosen so that ~15 policies × 5 workloads run in a few minutes on 2 cores
+(``benchmarks/suite_bench.py`` measures it); ``scale`` multiplies the request counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tailwise.scorer.policy import SloParams
+from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
+from tailwise.simulator.engine import EngineConfig
+from tailwise.simulator.metrics import MetricsConfig
+from tailwise.simulator.traces import Trace, TraceError, load_trace
+from tailwise.simulator.workload import offered_load, rate_scale_for_load, request_work_ms
+
+SUITE: tuple[str, ...] = ("azure-code", "azure-conv", "bursty-reasoning", "long-context-chat",
+                          "slo-mix")
+
+
+class UnknownWorkloadError(ValueError):
+    """A workload name is not one of :data:`SUITE`."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One suite workload: everything a bench run needs, nothing run yet."""
+
+    name: str
+    trace: Trace
+    engine: EngineConfig
+    metrics: MetricsConfig
+    #: one line: the shape of the workload
+    shape: str
+    #: one line: what it tests
+    why: str
+    target_load: float
+    #: offered load as the workload counts it (cache-discounted for long-context-chat)
+    offered_load: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready metadata (trace summary, engine, load, SLOs)."""
+        return {
+            "name": self.name, "shape": self.shape, "why": self.why,
+            "target_load": self.target_load, "offered_load": round(self.offered_load, 4),
+            "trace": self.trace.summary(),
+            "engine": {"num_gpu_blocks": self.engine.num_gpu_blocks,
+                       "block_size": self.engine.block_size,
+                       "max_num_seqs": self.engine.max_num_seqs,
+                       "max_num_batched_tokens": self.engine.max_num_batched_tokens,
+                       "enable_prefix_caching": self.engine.enable_prefix_caching},
+            "slo": {"default": [self.metrics.ttft_slo_s, self.metrics.tpot_slo_s],
+                    **{k: list(v) for k, v in self.metrics.slo_classes.items()}},
+            **self.meta,
+        }
+
+
+def _slo_metrics() -> MetricsConfig:
+    """Metric SLOs = the policy's default SLO classes (what Kairos schedules for)."""
+    slo = SloParams()
+    return MetricsConfig(ttft_slo_s=slo.ttft_s, tpot_slo_s=slo.tpot_s,
+                         slo_classes={c.name: (c.ttft_s, c.tpot_s) for c in slo.classes})
+
+
+def _gamma_arrivals(rng: np.random.Generator, n: int, rate: float, cv: float
+                    ) -> npt.NDArray[np.float64]:
+    shape = 1.0 / (cv * cv)
+    gaps = rng.gamma(shape, 1.0 / (rate * shape), n)
+    gaps[0] = 0.0
+    return np.cumsum(gaps)
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float, n: int) -> npt.NDArray[np.int64]:
+    out: npt.NDArray[np.int64] = np.rint(np.exp(rng.uniform(math.log(lo), math.log(hi), n))
+                                         ).astype(np.int64)
+    return out
+
+
+def bounded_pareto(rng: np.random.Generator, alpha: float, lo: float, hi: float, n: int
+                   ) -> npt.NDArray[np.int64]:
+    """``n`` draws of a Pareto(α) truncated to [lo, hi] (inverse-CDF sampling).
+
+    >>> x = bounded_pareto(np.random.default_rng(0), 1.1, 1000, 16000, 1000)
+    >>> bool(x.min() >= 1000 and x.max() <= 16000)
+    True
+    """
+    u = rng.random(n)
+    la, ha = lo ** alpha, hi ** alpha
+    x = (-(u * ha - u * la - ha) / (ha * la)) ** (-1.0 / alpha)
+    out: npt.NDArray[np.int64] = np.clip(np.rint(x), lo, hi).astype(np.int64)
+    return out
+
+
+def _at_load(trace: Trace, load: float, cfg: EngineConfig, model: StepTimeModel) -> Trace:
+    return trace.scaled(rate_scale_for_load(trace, load, cfg, model))
+
+
+# -- the workloads ----------------------------------------------------------------------------
+def azure_code(model: StepTimeModel, seed: int, scale: float) -> Workload:
+    cfg = EngineConfig()
+    n = max(int(4000 * scale), 50)
+    tr = _at_load(load_trace("azure-code").head(n), 0.9, cfg, model)
+    return Workload("azure-code", replace(tr, name="azure-code"), cfg, _slo_metrics(),
+                    shape=f"Azure 2023 code trace, first {len(tr)} requests, 0.9 load, "
+                          "default engine",
+                    why="production-like prefill-heavy traffic: a policy must not lose here",
+                    target_load=0.9, offered_load=offered_load(tr, cfg, model))
+
+
+def azure_conv(model: StepTimeModel, seed: int, scale: float) -> Workload:
+    cfg = EngineConfig(num_gpu_blocks=3000)
+    n = max(int(3000 * scale), 50)
+    tr = _at_load(load_trace("azure-conv").head(n), 1.1, cfg, model)
+    return Workload("azure-conv", replace(tr, name="azure-conv"), cfg, _slo_metrics(),
+                    shape=f"Azure 2023 conversation trace, first {len(tr)} requests, 1.1 load, "
+                          "3,000 KV blocks",
+                    why="sustained overload with memory-bound admission",
+                    target_load=1.1, offered_load=offered_load(tr, cfg, model))
+
+
+def bursty_reasoning(model: StepTimeModel, seed: int, scale: float) -> Workload:
+    cfg = EngineConfig()
+    n = max(int(4000 * scale), 50)
+    rng = np.random.default_rng(seed)
+    prompt = _log_uniform(rng, 100, 4000, n)
+    heavy = rng.random(n) < 0.5
+    output = np.clip(np.rint(rng.lognormal(math.log(150), 0.8, n)), 8, 1000).astype(np.int64)
+    output[heavy] = bounded_pareto(rng, 1.1, 1000, 16_000, int(heavy.sum()))
+    arrival = _gamma_arrivals(rng, n, 1.0, 2.0)
+    tr = Trace(name="bursty-reasoning", arrival_s=arrival, prompt_tokens=prompt,
+               output_tokens=output,
+               classes=["reasoning" if h else "chat" for h in heavy.tolist()],
+               meta={"format": "suite", "seed": seed})
+    tr = _at_load(tr, 1.0, cfg, model)
+    return Workload("bursty-reasoning", tr, cfg, _slo_metrics(),
+                    shape=f"{n} requests, Gamma arrivals CV 2, prompts 100-4k, 50% outputs "
+                          "bounded-Pareto 1k-16k, 1.0 load",
+                    why="bursts + long decodes: queueing and KV preemption at once",
+                    target_load=1.0, offered_load=offered_load(tr, cfg, model),
+                    meta={"seed": seed})
+
+
+#: a system prompt every chat session starts with (hash ids reserved below 1000)
+_SYSTEM_SEGMENTS = 4
+#: mean user think time between a session's turns (s), plus 2 s
+THINK_S = 10.0
+
+
+def long_context_chat(model: StepTimeModel, seed: int, scale: float) -> Workload:
+    cfg = EngineConfig()
+    seg = cfg.hash_block_tokens
+    rng = np.random.default_rng(seed)
+    n_sessions = max(int(220 * scale), 5)
+    starts = np.cumsum(rng.exponential(1.0, n_sessions))
+    rows: list[tuple[float, int, int, tuple[int, ...], int]] = []
+    next_id = 1000
+    for s in range(n_sessions):
+        # first turn: system prompt + a document / codebase of 2k-30k tokens
+        ctx = _SYSTEM_SEGMENTS * seg + int(_log_uniform(rng, 2000, 30_000, 1)[0])
+        t = float(starts[s])
+        ids: list[int] = list(range(_SYSTEM_SEGMENTS))
+        turns = int(rng.integers(2, 9))
+        for _ in range(turns):
+            if ctx > 64_000:
+                break
+            prompt = max(ctx, 4000)
+            full = prompt // seg
+            while len(ids) < full:
+                ids.append(next_id)
+                next_id += 1
+            out = int(np.clip(np.rint(rng.lognormal(math.log(300), 0.7)), 16, 2000))
+            rows.append((t, prompt, out, tuple(ids[:full]), s))
+            ctx = prompt + out + int(_log_uniform(rng, 50, 1500, 1)[0])
+            t += float(rng.exponential(THINK_S)) + 2.0
+    rows.sort(key=lambda r: r[0])
+    arr = np.asarray([r[0] for r in rows])
+    tr = Trace(name="long-context-chat", arrival_s=arr - arr[0],
+               prompt_tokens=np.asarray([r[1] for r in rows], np.int64),
+               output_tokens=np.asarray([r[2] for r in rows], np.int64),
+               hash_ids=[r[3] for r in rows],
+               meta={"format": "suite", "seed": seed, "sessions": n_sessions})
+    target = 0.92
+    tr = tr.scaled(target / cached_offered_load(tr, cfg, model))
+    for _ in range(3):  # fixed point: the load FCFS's realised prefix hits leave
+        realised = realised_cache_load(tr, cfg, model)
+        tr = tr.scaled(target / realised)
+    return Workload("long-context-chat", tr, cfg, _slo_metrics(),
+                    shape=f"{n_sessions} sessions, {len(tr)} turns, prompts 4k-64k with "
+                          f"shared prefixes (hash_ids), {target} load net of FCFS's cache hits",
+                    why="prefix reuse and huge KV footprints: cache-aware admission/victims",
+                    target_load=target, offered_load=realised_cache_load(tr, cfg, model),
+                    meta={"seed": seed, "sessions": n_sessions,
+                          "raw_offered_load": round(offered_load(tr, cfg, model), 4),
+                          "ideal_cache_offered_load": round(cached_offered_load(tr, cfg, model),
+                                                            4)})
+
+
+def slo_mix(model: StepTimeModel, seed: int, scale: float) -> Workload:
+    cfg = EngineConfig()
+    n = max(int(4000 * scale), 50)
+    rng = np.random.default_rng(seed)
+    inter = rng.random(n) < 0.7
+    prompt = np.where(inter,
+                      np.clip(np.rint(rng.lognormal(math.log(400), 0.7, n)), 16, 4000),
+                      np.clip(np.rint(rng.lognormal(math.log(4000), 0.6, n)), 500, 24_000)
+                      ).astype(np.int64)
+    output = np.where(inter,
+                      np.clip(np.rint(rng.lognormal(math.log(150), 0.7, n)), 4, 1500),
+                      np.clip(np.rint(rng.lognormal(math.log(600), 0.8, n)), 16, 6000)
+                      ).astype(np.int64)
+    slo = ["interactive" if i else "batch" for i in inter.tolist()]
+    tr = Trace(name="slo-mix", arrival_s=_gamma_arrivals(rng, n, 1.0, 1.5),
+               prompt_tokens=prompt, output_tokens=output, classes=list(slo),
+               slo_classes=slo, meta={"format": "suite", "seed": seed})
+    tr = _at_load(tr, 0.95, cfg, model)
+    return Workload("slo-mix", tr, cfg, _slo_metrics(),
+                    shape=f"{n} requests, 70% interactive (TTFT SLO 2 s) / 30% batch "
+                          "(TTFT SLO 60 s), Gamma CV 1.5, 0.95 load",
+                    why="per-request SLO classes: urgency must beat size-only ordering",
+                    target_load=0.95, offered_load=offered_load(tr, cfg, model),
+                    meta={"seed": seed})
+
+
+def _prefill_ms_per_token(config: EngineConfig, model: StepTimeModel) -> float:
+    chunk = float(config.max_num_batched_tokens)
+    return (model.prefill_per_token_ms + model.prefill_quad_ms * chunk
+            + model.prefill_fixed_ms / chunk)
+
+
+def _load_net_of_cache(trace: Trace, cached: npt.NDArray[np.float64] | npt.NDArray[np.int64],
+                       config: EngineConfig, model: StepTimeModel) -> float:
+    """Offered load when ``cached[i]`` prompt tokens of request ``i`` cost nothing (the
+    work model's prefill cost is linear in tokens, so the discount is exact)."""
+    work = request_work_ms(trace, config, model) - _prefill_ms_per_token(config, model) * cached
+    return float(work.sum()) / 1000.0 / trace.duration_s
+
+
+def cached_offered_load(trace: Trace, config: EngineConfig, model: StepTimeModel) -> float:
+    """Offered load with an ideal prefix cache: prompt segments seen in any earlier
+    request are free. An upper bound on reuse (a real cache evicts)."""
+    if trace.hash_ids is None:
+        return offered_load(trace, config, model)
+    seen: set[int] = set()
+    cached = np.zeros(len(trace))
+    for i, ids in enumerate(trace.hash_ids):
+        k = 0
+        while k < len(ids) and ids[k] in seen:
+            k += 1
+        cached[i] = k * config.hash_block_tokens
+        seen.update(ids)
+    return _load_net_of_cache(trace, cached, config, model)
+
+
+def realised_cache_load(trace: Trace, config: EngineConfig, model: StepTimeModel) -> float:
+    """Offered load net of the prefix-cache hits an FCFS replay actually gets.
+
+    With long prompts and a KV cache that holds ~25 of them, an ideal cache overstates
+    reuse by ~40%; the realised hits say what load the engine really faces. FCFS is the
+    reference because it is the policy-neutral default."""
+    from tailwise.scorer.baselines import Fcfs
+    from tailwise.simulator.engine import simulate
+
+    res = simulate(trace, Fcfs(), config, model)
+    return _load_net_of_cache(trace, res.records.cached_tokens, config, model)
+
+
+_BUILDERS = {
+    "azure-code": azure_code,
+    "azure-conv": azure_conv,
+    "bursty-reasoning": bursty_reasoning,
+    "long-context-chat": long_context_chat,
+    "slo-mix": slo_mix,
+}
+
+
+def build(name: str, *, model: StepTimeModel = H100_LLAMA3_8B, seed: int = 0,
+          scale: float = 1.0) -> Workload:
+    """The named suite workload; ``scale`` multiplies its request count."""
+    if name not in _BUILDERS:
+        raise UnknownWorkloadError(f"unknown workload {name!r}; choose from: {', '.join(SUITE)}")
+    if not math.isfinite(scale) or scale <= 0:
+        raise TraceError(f"scale must be > 0, got {scale!r}")
+    return _BUILDERS[name](model, seed, scale)
+
+
+def parse_names(spec: str | None) -> list[str]:
+    """Comma-separated workload names (``None`` = the whole suite), validated."""
+    if spec is None:
+        return list(SUITE)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise UnknownWorkloadError("give at least one workload name")
+    for n in names:
+        if n not in _BUILDERS:
+            raise UnknownWorkloadError(f"unknown workload {n!r}; choose from: {', '.join(SUITE)}")
+    return list(dict.fromkeys(names))

@@ -1,0 +1,217 @@
+"""``tailwise bench``: every policy on every suite workload, one report.
+
+The suite is :mod:`tailwise.simulator.suite`; the policies are every name in
+:data:`tailwise.scorer.registry.POLICY_NAMES` at call time (so names registered later,
+ablation variants included, are benchmarked without touching this module) plus frozen
+policy files (``file:<stem>``).
+
+Per (workload, policy) ``results.json`` holds, times in seconds:
+
+* ``ttft_mean``, ``ttft_p99``, ``ttlt_mean``, ``ttlt_p99``, ``queue_delay_mean``,
+  ``queue_delay_p99``;
+* ``short_ttft_mean`` — mean TTFT of the *short* requests: those whose true job size
+  (prompt prefill work + output decode work, in engine seconds, the oracles'
+  size; see :func:`short_mask`) is at or below the workload's median. The mask is a
+  property of the trace, identical for every policy;
+* ``slo_attainment`` per SLO class (``default`` for untagged requests): the fraction of
+  the class's requests finishing within their TTFT and TPOT targets;
+* ``preemptions``, ``wasted_recompute_tokens``, throughput, the simulator's wall time;
+* ``vs_fcfs`` / ``vs_srpt_oracle``: each of the metrics above divided by FCFS's /
+  oracle SRPT's on the same workload (``null`` when the reference did not run or is 0);
+* ``summary``: the full per-run summary in the stable ``simulate`` schema.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tailwise.scorer import registry
+from tailwise.scorer.policy import Policy
+from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
+from tailwise.simulator.engine import SimResult, simulate
+from tailwise.simulator.experiment import Arm
+from tailwise.simulator.metrics import per_request, summarize
+from tailwise.simulator.suite import Workload, build, parse_names
+from tailwise.simulator.traces import Trace
+
+#: metrics compared against the references (lower is better for all of them)
+RATIO_KEYS = ("ttft_mean", "short_ttft_mean", "ttft_p99", "ttlt_p99", "ttlt_mean",
+              "preemptions", "wasted_recompute_tokens")
+REFERENCES = (("fcfs", "vs_fcfs"), ("srpt-oracle", "vs_srpt_oracle"))
+
+
+class BenchError(ValueError):
+    """Bad bench input (unknown policy, duplicate name); the message says which."""
+
+
+def policy_names() -> tuple[str, ...]:
+    """Every registered policy name, read at call time."""
+    return tuple(registry.POLICY_NAMES)
+
+
+def parse_policies(spec: str | None, files: dict[str, Policy] | None = None) -> list[str]:
+    """Comma-separated policy names (``None`` = all registered), validated."""
+    known = policy_names()
+    if spec is None:
+        return list(known)
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise BenchError("--policy: give at least one policy name")
+    for n in names:
+        if n not in known and n not in (files or {}):
+            raise BenchError(f"unknown policy {n!r}; choose from: {', '.join(known)}")
+    if len(set(names)) != len(names):
+        raise BenchError("--policy: a policy is listed twice")
+    return names
+
+
+def make_arm(name: str, model: StepTimeModel, files: dict[str, Policy] | None = None) -> Arm:
+    """A fresh arm; adaptive policies get an in-process learner as source and sink."""
+    if files and name in files:
+        return Arm(registry.build_scheduler(files[name]))
+    if name in registry.ADAPTIVE_NAMES:
+        from tailwise.learner.local import LocalLearner
+
+        policy = registry.default_policy(name, model)
+        if policy is not None:
+            learner = LocalLearner(policy)
+            return Arm(registry.build_scheduler(policy), source=learner, sink=learner)
+    return Arm(registry.make_named(name, model))
+
+
+def short_mask(trace: Trace, model: StepTimeModel) -> npt.NDArray[np.bool_]:
+    """Requests whose true job size is at or below the trace's median job size.
+
+    Job size = prompt tokens × prefill cost per token + output tokens × decode cost per
+    token (:attr:`StepTimeModel.prefill_token_s`, :attr:`~StepTimeModel.decode_token_s`),
+    the size the oracle baselines sort by.
+
+    >>> import numpy as np
+    >>> t = Trace("t", np.zeros(4), np.array([10, 10, 10, 10]), np.array([1, 2, 300, 400]))
+    >>> short_mask(t, H100_LLAMA3_8B).tolist()
+    [True, True, False, False]
+    """
+    size = (trace.prompt_tokens * model.prefill_token_s
+            + trace.output_tokens * model.decode_token_s)
+    if len(size) == 0:
+        return np.zeros(0, np.bool_)
+    return np.asarray(size <= np.median(size))
+
+
+def _f(x: Any) -> float | None:
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+def _mean(x: npt.NDArray[np.float64]) -> float | None:
+    v = x[np.isfinite(x)]
+    return float(v.mean()) if v.size else None
+
+
+def _p99(x: npt.NDArray[np.float64]) -> float | None:
+    v = x[np.isfinite(x)]
+    return float(np.percentile(v, 99)) if v.size else None
+
+
+def measure(res: SimResult, wl: Workload, model: StepTimeModel) -> dict[str, Any]:
+    """The bench metrics of one run (see the module docstring)."""
+    pr = per_request(res, wl.metrics)
+    rec = res.records
+    short = short_mask(wl.trace, model)
+    summary = summarize(res, wl.metrics)
+    ov = summary["overall"]
+    slo_names = (rec.slo_classes if rec.slo_classes is not None
+                 else [""] * len(rec.arrival))
+    labels = np.asarray([c or "default" for c in slo_names])
+    attain = {c: float(pr.slo_ok[labels == c].mean()) for c in sorted(set(labels.tolist()))}
+    return {
+        "requests": len(rec.arrival),
+        "completed": int(pr.done.sum()),
+        "ttft_mean": _mean(pr.ttft),
+        "ttft_p99": _p99(pr.ttft),
+        "short_ttft_mean": _mean(pr.ttft[short]),
+        "short_requests": int(short.sum()),
+        "ttlt_mean": _mean(pr.ttlt),
+        "ttlt_p99": _p99(pr.ttlt),
+        "queue_delay_mean": _mean(pr.queue_delay),
+        "queue_delay_p99": _p99(pr.queue_delay),
+        "slo_attainment": attain,
+        "slo_attainment_overall": float(pr.slo_ok.mean()) if len(pr.slo_ok) else None,
+        "preemptions": int(rec.preemptions.sum()),
+        "wasted_recompute_tokens": int(rec.wasted_tokens.sum()),
+        "throughput_tps": _f(ov["throughput_tps"]),
+        "mean_kv_usage": _f(summary["engine"]["mean_kv_usage"]),
+        "sim_wall_s": res.wall_s,
+        "summary": summary,
+    }
+
+
+def add_ratios(per_policy: dict[str, dict[str, Any]]) -> None:
+    """Fill ``vs_fcfs`` / ``vs_srpt_oracle`` in place (``None`` where undefined)."""
+    for ref, key in REFERENCES:
+        base = per_policy.get(ref)
+        for m in per_policy.values():
+            out: dict[str, float | None] = {}
+            for k in RATIO_KEYS:
+                a = m.get(k)
+                b = base.get(k) if base is not None else None
+                out[k] = (float(a) / float(b)
+                          if a is not None and b is not None and float(b) != 0.0 else None)
+            m[key] = out
+
+
+@dataclass
+class BenchOptions:
+    workloads: list[str]
+    policies: list[str]
+    files: dict[str, Policy] = field(default_factory=dict)
+    model: StepTimeModel = H100_LLAMA3_8B
+    seed: int = 0
+    scale: float = 1.0
+
+
+#: on_progress(workload, policy, requests done, requests total)
+Progress = Callable[[str, str, int, int], None]
+
+
+def run_bench(opts: BenchOptions, on_progress: Progress | None = None,
+              on_workload: Callable[[Workload], None] | None = None) -> dict[str, Any]:
+    """Run every policy on every workload; returns the ``results.json`` document."""
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"workloads": {}, "suite": {}, "config": {
+        "step_model": opts.model.name, "seed": opts.seed, "scale": opts.scale,
+        "policies": list(opts.policies)}}
+    for wname in parse_names(",".join(opts.workloads)):
+        wl = build(wname, model=opts.model, seed=opts.seed, scale=opts.scale)
+        if on_workload is not None:
+            on_workload(wl)
+        out["suite"][wname] = wl.describe()
+        per_policy: dict[str, dict[str, Any]] = {}
+        for pname in opts.policies:
+            arm = make_arm(pname, opts.model, opts.files)
+            cb = None
+            if on_progress is not None:
+                def cb(done: int, total: int, _w: str = wname, _p: str = pname) -> None:
+                    on_progress(_w, _p, done, total)
+            res = simulate(wl.trace, arm.scheduler, wl.engine, opts.model, source=arm.source,
+                           sink=arm.sink, progress=cb)
+            per_policy[pname] = measure(res, wl, opts.model)
+        add_ratios(per_policy)
+        out["workloads"][wname] = per_policy
+    out["config"]["bench_wall_s"] = time.perf_counter() - t0
+    return out
+
+
+def write_results(out_dir: Path, results: dict[str, Any]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "results.json"
+    path.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
+    return path

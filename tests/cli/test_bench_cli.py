@@ -1,0 +1,114 @@
+"""``tailwise bench``: results keyed by workload then policy, ratios, report, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tailwise.cli import app
+from tailwise.lab import bench
+from tailwise.scorer import registry
+from tailwise.scorer.frozen import save
+from tailwise.scorer.policy import Mode, Policy
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.suite import build
+
+runner = CliRunner()
+SMALL = ["--scale", "0.05", "--no-plots", "--no-progress"]
+
+
+def test_bench_writes_results_and_report(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    res = runner.invoke(app, ["bench", "--out", str(out), "--workload", "slo-mix,azure-code",
+                              "--policy", "fcfs,srpt-oracle,tailwise", *SMALL])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    assert list(data["workloads"]) == ["slo-mix", "azure-code"]
+    for w, per in data["workloads"].items():
+        assert list(per) == ["fcfs", "srpt-oracle", "tailwise"]
+        for p, m in per.items():
+            for k in ("ttft_mean", "short_ttft_mean", "ttft_p99", "ttlt_p99", "preemptions",
+                      "wasted_recompute_tokens", "slo_attainment", "vs_fcfs", "vs_srpt_oracle"):
+                assert k in m, (w, p, k)
+            assert m["summary"]["overall"]["ttft"]["mean"] == pytest.approx(m["ttft_mean"])
+        assert per["fcfs"]["vs_fcfs"]["ttft_mean"] == 1.0
+        assert per["srpt-oracle"]["vs_srpt_oracle"]["ttlt_p99"] == 1.0
+        t = per["tailwise"]
+        assert t["vs_fcfs"]["ttft_mean"] == pytest.approx(
+            t["ttft_mean"] / per["fcfs"]["ttft_mean"])
+    assert set(data["workloads"]["slo-mix"]["fcfs"]["slo_attainment"]) == {"interactive",
+                                                                           "batch"}
+    assert set(data["workloads"]["azure-code"]["fcfs"]["slo_attainment"]) == {"default"}
+    assert data["suite"]["slo-mix"]["slo"]["interactive"] == [2.0, 0.05]
+    html = (out / "report.html").read_text()
+    assert "**" not in html and 'class="best"' in html
+    md = (out / "report.md").read_text()
+    assert "## Workload slo-mix" in md and "**" in md
+    assert "| policy | slo-mix TTFT÷SRPT |" in res.output  # the README table
+
+
+def test_unknown_names_are_one_line_errors(tmp_path: Path) -> None:
+    for args, msg in ((["--workload", "slo-mix,nope"], "unknown workload 'nope'"),
+                      (["--policy", "fcfs,nope"], "unknown policy 'nope'")):
+        res = runner.invoke(app, ["bench", "--out", str(tmp_path), *args, *SMALL])
+        assert res.exit_code == 2
+        assert msg in res.output
+        assert res.output.strip().count("\n") == 0
+
+
+def test_policy_file_runs_as_file_stem(tmp_path: Path) -> None:
+    path = save(Policy(mode=Mode.TAILWISE), tmp_path / "mine.json")
+    out = tmp_path / "b"
+    res = runner.invoke(app, ["bench", "--out", str(out), "--workload", "azure-code",
+                              "--policy", "fcfs,file:mine", "--policy-file", str(path), *SMALL])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    assert list(data["workloads"]["azure-code"]) == ["fcfs", "file:mine"]
+
+
+def test_policy_list_follows_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "POLICY_NAMES", (*registry.POLICY_NAMES, "new-variant"))
+    assert "new-variant" in bench.parse_policies(None)
+    assert bench.parse_policies("new-variant") == ["new-variant"]
+    with pytest.raises(bench.BenchError, match="listed twice"):
+        bench.parse_policies("fcfs,fcfs")
+
+
+def test_short_mask_is_the_lower_half_by_true_size() -> None:
+    wl = build("bursty-reasoning", scale=0.05)
+    model = H100_LLAMA3_8B
+    m = bench.short_mask(wl.trace, model)
+    assert 0.5 <= m.mean() <= 0.55
+    # every short request is no larger than every long one in true size
+    size = (wl.trace.prompt_tokens * model.prefill_token_s
+            + wl.trace.output_tokens * model.decode_token_s)
+    assert size[m].max() <= size[~m].min()
+    assert np.array_equal(m, bench.short_mask(wl.trace, model))
+
+
+def test_ratios_undefined_without_reference() -> None:
+    per: dict[str, dict[str, Any]] = {"a": {"ttft_mean": 2.0}, "fcfs": {"ttft_mean": 0.0}}
+    bench.add_ratios(per)
+    assert per["a"]["vs_fcfs"]["ttft_mean"] is None  # reference is 0
+    assert per["a"]["vs_srpt_oracle"]["ttft_mean"] is None  # reference absent
+
+
+def test_readme_block_is_regenerated_in_place() -> None:
+    from tailwise.lab.bench_report import README_END, README_START, update_readme
+
+    per: dict[str, dict[str, Any]] = {"fcfs": {"ttft_mean": 2.0, "ttlt_p99": 9.0},
+                                      "srpt-oracle": {"ttft_mean": 1.0, "ttlt_p99": 12.0}}
+    bench.add_ratios(per)
+    results = {"workloads": {"w": per}, "suite": {}, "config": {}}
+    text = f"intro\n{README_START}\nSTALE\n{README_END}\noutro\n"
+    new = update_readme(text, results)
+    assert new.startswith("intro\n") and new.endswith("\noutro\n") and "STALE" not in new
+    assert "| fcfs | 2.00× | **1.00×** |" in new
+    assert update_readme(new, results) == new
+    with pytest.raises(ValueError, match="suite-table"):
+        update_readme("no markers", results)

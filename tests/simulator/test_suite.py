@@ -1,0 +1,114 @@
+"""The benchmark suite: deterministic, the documented shapes, and the intended pressure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tailwise.scorer.baselines import Fcfs
+from tailwise.scorer.policy import SloParams
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.simulator.engine import simulate
+from tailwise.simulator.suite import (
+    SUITE,
+    UnknownWorkloadError,
+    bounded_pareto,
+    build,
+    cached_offered_load,
+    parse_names,
+)
+from tailwise.simulator.workload import offered_load
+
+SMALL = 0.1
+
+
+@pytest.mark.parametrize("name", SUITE)
+def test_same_seed_same_workload(name: str) -> None:
+    a, b = build(name, scale=SMALL), build(name, scale=SMALL)
+    assert np.array_equal(a.trace.arrival_s, b.trace.arrival_s)
+    assert np.array_equal(a.trace.prompt_tokens, b.trace.prompt_tokens)
+    assert np.array_equal(a.trace.output_tokens, b.trace.output_tokens)
+    assert a.trace.hash_ids == b.trace.hash_ids
+    assert a.describe()["name"] == name and a.shape and a.why
+
+
+@pytest.mark.parametrize("name", ["bursty-reasoning", "long-context-chat", "slo-mix"])
+def test_seed_changes_synthetic_workloads(name: str) -> None:
+    a, b = build(name, scale=SMALL, seed=0), build(name, scale=SMALL, seed=1)
+    assert not np.array_equal(a.trace.output_tokens[:20], b.trace.output_tokens[:20])
+
+
+def test_azure_workloads_loads_and_kv() -> None:
+    code, conv = build("azure-code"), build("azure-conv")
+    assert code.offered_load == pytest.approx(0.9, rel=1e-6)
+    assert conv.offered_load == pytest.approx(1.1, rel=1e-6)
+    assert conv.engine.num_gpu_blocks == 3000
+    assert code.engine.num_gpu_blocks == 28_600
+
+
+def test_bursty_reasoning_shape() -> None:
+    wl = build("bursty-reasoning")
+    tr = wl.trace
+    assert tr.prompt_tokens.min() >= 100 and tr.prompt_tokens.max() <= 4000
+    heavy = np.asarray([c == "reasoning" for c in (tr.classes or [])])
+    assert 0.45 <= heavy.mean() <= 0.55
+    assert tr.output_tokens[heavy].min() >= 1000 and tr.output_tokens[heavy].max() <= 16_000
+    assert tr.output_tokens[~heavy].max() <= 1000
+    gaps = np.diff(tr.arrival_s)
+    assert 1.6 <= gaps.std() / gaps.mean() <= 2.4  # Gamma CV 2
+    assert 0.95 <= wl.offered_load <= 1.05
+    assert offered_load(tr, wl.engine, H100_LLAMA3_8B) == pytest.approx(wl.offered_load)
+
+
+def test_bounded_pareto_is_heavy_tailed_within_bounds() -> None:
+    x = bounded_pareto(np.random.default_rng(3), 1.1, 1000, 16_000, 20_000)
+    assert x.min() >= 1000 and x.max() <= 16_000
+    assert np.median(x) < 2500 < x.mean()  # mean far above the median: a heavy tail
+
+
+def test_long_context_chat_sessions_share_prefixes() -> None:
+    wl = build("long-context-chat", scale=0.3)
+    tr = wl.trace
+    assert tr.hash_ids is not None
+    assert tr.prompt_tokens.min() >= 4000 and tr.prompt_tokens.max() <= 64_000
+    seg = wl.engine.hash_block_tokens
+    for ids, p in zip(tr.hash_ids, tr.prompt_tokens.tolist(), strict=True):
+        assert len(ids) == p // seg
+        assert ids[:4] == (0, 1, 2, 3)  # the shared system prompt
+    # a later turn of a session extends an earlier one's ids
+    by_first: dict[int, tuple[int, ...]] = {}
+    for ids in tr.hash_ids:
+        if ids[4] in by_first:
+            prev = by_first[ids[4]]
+            short, long_ = sorted((prev, ids), key=len)
+            assert long_[:len(short)] == short
+        by_first[ids[4]] = ids
+    assert cached_offered_load(tr, wl.engine, H100_LLAMA3_8B) < offered_load(
+        tr, wl.engine, H100_LLAMA3_8B)
+    assert 0.9 <= wl.offered_load <= 0.95
+
+
+def test_slo_mix_tags_every_request_with_the_policy_classes() -> None:
+    wl = build("slo-mix", scale=SMALL)
+    assert set(wl.trace.slo_classes or []) == {"interactive", "batch"}
+    slo = SloParams()
+    for c in slo.classes:
+        assert wl.metrics.slo_classes[c.name] == (c.ttft_s, c.tpot_s)
+    assert 1.0 <= wl.metrics.slo_classes["interactive"][0] <= 2.0
+
+
+def test_bursty_reasoning_has_queueing_and_kv_pressure_under_fcfs() -> None:
+    wl = build("bursty-reasoning")
+    res = simulate(wl.trace, Fcfs(), wl.engine, H100_LLAMA3_8B)
+    queue = res.records.first_scheduled - res.records.arrival
+    assert np.nanmean(queue) > 5.0
+    assert res.counters["preemptions"] > 100
+
+
+def test_unknown_workload_is_a_clear_error() -> None:
+    with pytest.raises(UnknownWorkloadError, match="unknown workload 'nope'"):
+        build("nope")
+    with pytest.raises(UnknownWorkloadError, match="unknown workload 'x'"):
+        parse_names("slo-mix,x")
+    assert parse_names(None) == list(SUITE)
+    assert parse_names("slo-mix, slo-mix") == ["slo-mix"]
