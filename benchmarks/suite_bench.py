@@ -4,7 +4,8 @@ Runs every registered policy on every suite workload in this process, as
 ``tailwise bench`` does, and prints per-workload simulator time, the total wall time and
 the peak RSS (issue 12 budget: < 5 minutes on 2 cores, < 2 GiB).
 
-    python benchmarks/suite_bench.py [--workload NAME,..] [--policy NAME,..] [--out DIR]
+    python benchmarks/suite_bench.py [--jobs 2] [--workload NAME,..] [--policy NAME,..]
+                                     [--out DIR]
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ def main() -> None:
     ap.add_argument("--workload", default=None)
     ap.add_argument("--policy", default=None)
     ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes")
     ap.add_argument("--out", type=Path, default=None, help="also write the report here")
     args = ap.parse_args()
     opts = BenchOptions(workloads=parse_names(args.workload),
-                        policies=parse_policies(args.policy), scale=args.scale)
+                        policies=parse_policies(args.policy), scale=args.scale,
+                        jobs=args.jobs)
     t0 = time.perf_counter()
     results = run_bench(opts)
     wall = time.perf_counter() - t0
@@ -41,8 +44,10 @@ def main() -> None:
         write_results(args.out, results)
         write_report(args.out, results)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{len(opts.policies)} policies × {len(opts.workloads)} workloads: "
-          f"wall {wall:.1f} s, peak RSS {rss:.0f} MiB")
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"{len(opts.policies)} policies × {len(opts.workloads)} workloads, {args.jobs} "
+          f"process(es): wall {wall:.1f} s, peak RSS {rss:.0f} MiB"
+          + (f" (+ largest worker {child:.0f} MiB)" if args.jobs > 1 else ""))
 
 
 if __name__ == "__main__":

@@ -57,9 +57,13 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
         profile: Annotated[bool, typer.Option(
             help="Print wall time and peak RSS at the end.")] = False,
+        jobs: Annotated[int, typer.Option(
+            help="Worker processes (runs are deterministic, so results do not change).")] = 1,
     ) -> None:
         """Run every policy on every suite workload and write report.md/.html + results.json."""
         t0 = time.perf_counter()
+        if jobs < 1:
+            _fail(f"--jobs must be >= 1, got {jobs}")
         try:
             workloads = parse_names(workload)
             model = load_step_model(step_model)
@@ -71,7 +75,7 @@ def register(app: typer.Typer) -> None:
             _fail(str(exc))
             return
         opts = BenchOptions(workloads=workloads, policies=names, files=files, model=model,
-                            seed=seed, scale=scale)
+                            seed=seed, scale=scale, jobs=jobs)
         try:
             if progress and sys.stderr.isatty():
                 with Progress(TextColumn("{task.description:<34}"), BarColumn(),
@@ -84,6 +88,9 @@ def register(app: typer.Typer) -> None:
                         current.clear()
 
                     def on_progress(w: str, p: str, done: int, n: int) -> None:
+                        if jobs > 1:  # whole runs from worker processes
+                            bar.update(total, advance=1, description=f"done: {w} · {p}")
+                            return
                         key = f"{w} · {p}"
                         if key not in current:
                             for old in current.values():
@@ -109,4 +116,6 @@ def register(app: typer.Typer) -> None:
         console.print(f"report: {path}")
         if profile:
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            console.print(f"wall {time.perf_counter() - t0:.1f} s, peak RSS {rss:.0f} MiB")
+            child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            console.print(f"wall {time.perf_counter() - t0:.1f} s, peak RSS {rss:.0f} MiB"
+                          + (f" (largest worker {child:.0f} MiB)" if jobs > 1 else ""))

@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -176,34 +179,70 @@ class BenchOptions:
     model: StepTimeModel = H100_LLAMA3_8B
     seed: int = 0
     scale: float = 1.0
+    #: worker processes (1 = run in this process, with per-request progress)
+    jobs: int = 1
 
 
 #: on_progress(workload, policy, requests done, requests total)
 Progress = Callable[[str, str, int, int], None]
 
 
+@lru_cache(maxsize=8)
+def _workload(name: str, model: StepTimeModel, seed: int, scale: float) -> Workload:
+    return build(name, model=model, seed=seed, scale=scale)
+
+
+def run_one(wname: str, pname: str, opts: BenchOptions,
+            progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """One policy on one workload (workloads are built once per process)."""
+    wl = _workload(wname, opts.model, opts.seed, opts.scale)
+    arm = make_arm(pname, opts.model, opts.files)
+    res = simulate(wl.trace, arm.scheduler, wl.engine, opts.model, source=arm.source,
+                   sink=arm.sink, progress=progress)
+    return measure(res, wl, opts.model)
+
+
+def _worker(wname: str, pname: str, opts: BenchOptions) -> tuple[str, str, dict[str, Any]]:
+    return wname, pname, run_one(wname, pname, opts)
+
+
 def run_bench(opts: BenchOptions, on_progress: Progress | None = None,
               on_workload: Callable[[Workload], None] | None = None) -> dict[str, Any]:
-    """Run every policy on every workload; returns the ``results.json`` document."""
+    """Run every policy on every workload; returns the ``results.json`` document.
+
+    With ``jobs > 1`` runs go to worker processes (results are identical: every run is
+    deterministic); ``on_progress`` then reports whole runs (done = total)."""
     t0 = time.perf_counter()
+    if opts.jobs < 1:
+        raise BenchError(f"jobs must be >= 1, got {opts.jobs}")
+    names = parse_names(",".join(opts.workloads))
     out: dict[str, Any] = {"workloads": {}, "suite": {}, "config": {
         "step_model": opts.model.name, "seed": opts.seed, "scale": opts.scale,
-        "policies": list(opts.policies)}}
-    for wname in parse_names(",".join(opts.workloads)):
-        wl = build(wname, model=opts.model, seed=opts.seed, scale=opts.scale)
-        if on_workload is not None:
-            on_workload(wl)
-        out["suite"][wname] = wl.describe()
-        per_policy: dict[str, dict[str, Any]] = {}
-        for pname in opts.policies:
-            arm = make_arm(pname, opts.model, opts.files)
-            cb = None
-            if on_progress is not None:
-                def cb(done: int, total: int, _w: str = wname, _p: str = pname) -> None:
-                    on_progress(_w, _p, done, total)
-            res = simulate(wl.trace, arm.scheduler, wl.engine, opts.model, source=arm.source,
-                           sink=arm.sink, progress=cb)
-            per_policy[pname] = measure(res, wl, opts.model)
+        "jobs": opts.jobs, "policies": list(opts.policies)}}
+    runs: dict[tuple[str, str], dict[str, Any]] = {}
+    if opts.jobs == 1:
+        for wname in names:
+            wl = _workload(wname, opts.model, opts.seed, opts.scale)
+            if on_workload is not None:
+                on_workload(wl)
+            for pname in opts.policies:
+                cb = None
+                if on_progress is not None:
+                    def cb(done: int, total: int, _w: str = wname, _p: str = pname) -> None:
+                        on_progress(_w, _p, done, total)
+                runs[wname, pname] = run_one(wname, pname, opts, cb)
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx) as pool:
+            futs = [pool.submit(_worker, w, p, opts) for w in names for p in opts.policies]
+            for fut in as_completed(futs):
+                w, p, m = fut.result()
+                runs[w, p] = m
+                if on_progress is not None:
+                    on_progress(w, p, 1, 1)
+    for wname in names:
+        out["suite"][wname] = _workload(wname, opts.model, opts.seed, opts.scale).describe()
+        per_policy = {p: runs[wname, p] for p in opts.policies}
         add_ratios(per_policy)
         out["workloads"][wname] = per_policy
     out["config"]["bench_wall_s"] = time.perf_counter() - t0

@@ -112,3 +112,15 @@ def test_readme_block_is_regenerated_in_place() -> None:
     assert update_readme(new, results) == new
     with pytest.raises(ValueError, match="suite-table"):
         update_readme("no markers", results)
+
+
+def test_worker_processes_give_identical_results(tmp_path: Path) -> None:
+    opts = bench.BenchOptions(workloads=["azure-conv"], policies=["fcfs", "uniboost"],
+                              scale=0.03)
+    one = bench.run_bench(opts)
+    opts.jobs = 2
+    two = bench.run_bench(opts)
+    for p in ("fcfs", "uniboost"):
+        a, b = one["workloads"]["azure-conv"][p], two["workloads"]["azure-conv"][p]
+        for k in ("ttft_mean", "ttlt_p99", "preemptions", "vs_fcfs"):
+            assert a[k] == b[k]
