@@ -214,6 +214,11 @@ class TailwiseSchedulerMixin(_Base):
             return 0
         return min(int(hit), request.num_prompt_tokens)
 
+    def _tw_probe(self, info: ReqInfo) -> int:
+        """The policies' prefix probe: :meth:`_tw_cached_estimate` of a live request."""
+        entry = self._tw_live.get(info.request_id)
+        return info.cached_tokens if entry is None else self._tw_cached_estimate(entry[0])
+
     # -- policy swaps ------------------------------------------------------------------
     def _tw_refresh_policy(self, now: float) -> None:
         if self._tw_source is None:
@@ -274,6 +279,8 @@ class TailwiseSchedulerMixin(_Base):
             queue.end_step()
             self.waiting = queue
             self._tw_queue = queue
+        if new_sched.uses_prefix_probe:
+            new_sched.set_prefix_probe(self._tw_probe)
         self._tw_sched = new_sched
         if self._tw_queue is not None and self._tw_queue.failed is not None:
             self._tw_degrade(self._tw_queue.failed)

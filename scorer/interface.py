@@ -17,6 +17,11 @@ Contract (what the simulator and the vLLM adapter rely on):
   ``order_running`` is O(running log running). When a policy hits an internal bound it
   falls back to FCFS order and increments a counter in :attr:`counters`.
 * Everything is pure: plain values in, decisions out, time passed in as ``now``.
+* Prefix-cache lookups: a policy that ranks *waiting* requests by their live cache hit
+  (SGLang's LPM, HRRN) sets ``uses_prefix_probe``; the engine then installs a read-only
+  lookup with ``set_prefix_probe`` (``probe(req)`` = prompt tokens a prefix-cache lookup
+  would hit now, touching nothing). Without one, :meth:`SchedulingPolicy.cached_now`
+  falls back to ``req.cached_tokens``, the hit the engine last recorded.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from __future__ import annotations
 import heapq
 from abc import ABC, abstractmethod
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from tailwise.scorer.request import ReqInfo
+
+#: read-only prefix-cache lookup: prompt tokens of ``req`` a lookup would hit now
+PrefixProbe = Callable[[ReqInfo], int]
 
 
 class SchedulingPolicy(ABC):
@@ -40,9 +48,25 @@ class SchedulingPolicy(ABC):
     time_dependent: bool = False
     #: True when ``decode_cap`` can return a cap (engines then evaluate it every step).
     caps_decode: bool = False
+    #: True when the policy reads live prefix-cache hits of waiting requests; engines then
+    #: call :meth:`set_prefix_probe` with their read-only lookup.
+    uses_prefix_probe: bool = False
+    #: the engine's lookup (``None``: fall back to ``ReqInfo.cached_tokens``)
+    prefix_probe: PrefixProbe | None = None
 
     def __init__(self) -> None:
         self.counters: Counter[str] = Counter()
+
+    def set_prefix_probe(self, probe: PrefixProbe | None) -> None:
+        """Install the engine's read-only prefix-cache lookup."""
+        self.prefix_probe = probe
+
+    def cached_now(self, req: ReqInfo) -> int:
+        """Prompt tokens of ``req`` in the prefix cache now: the engine's probe when one
+        is installed, else the hit the engine last recorded (``req.cached_tokens``)."""
+        if self.prefix_probe is None:
+            return min(req.cached_tokens, req.prompt_tokens)
+        return max(min(int(self.prefix_probe(req)), req.prompt_tokens), 0)
 
     # -- waiting queue -------------------------------------------------------------------
     @abstractmethod

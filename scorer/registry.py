@@ -9,7 +9,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from tailwise.scorer.baselines import Fcfs, OracleSJF, OracleSRPT, PredictedSJF, VllmPriority
+from tailwise.scorer.baselines import (
+    Fcfs,
+    LeastAttainedService,
+    OracleSJF,
+    OracleSRPT,
+    PredictedSJF,
+    SglangHRRN,
+    SglangLPM,
+    VllmPriority,
+)
 from tailwise.scorer.boost import BoostPolicy
 from tailwise.scorer.ewsjf import EwsjfPolicy
 from tailwise.scorer.interface import SchedulingPolicy
@@ -65,6 +74,9 @@ _BASELINES: dict[str, Callable[[StepTimeModel], SchedulingPolicy]] = {
     "sjf-oracle": lambda m: OracleSJF(m),
     "srpt-oracle": lambda m: OracleSRPT(m),
     "predicted-sjf": lambda m: PredictedSJF(m),
+    "hrrn": lambda m: SglangHRRN(),
+    "lpm": lambda m: SglangLPM(),
+    "las": lambda m: LeastAttainedService(m),
 }
 
 _MODES = ("uniboost", "distboost", "gamma-ada", "ewsjf", "kairos", "tailwise")

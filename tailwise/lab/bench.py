@@ -39,8 +39,9 @@ import numpy.typing as npt
 
 from tailwise.scorer import registry
 from tailwise.scorer.policy import Policy
+from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
-from tailwise.simulator.engine import SimResult, simulate
+from tailwise.simulator.engine import SimRequest, SimResult, Simulator
 from tailwise.simulator.experiment import Arm
 from tailwise.simulator.metrics import per_request, summarize
 from tailwise.simulator.suite import Workload, build, parse_names
@@ -192,14 +193,34 @@ def _workload(name: str, model: StepTimeModel, seed: int, scale: float) -> Workl
     return build(name, model=model, seed=seed, scale=scale)
 
 
+def install_prefix_probe(sim: Simulator) -> None:
+    """Give a policy that ranks waiting requests by live prefix-cache hits (SGLang LPM,
+    HRRN) the simulator's read-only lookup. Bridge until the engine installs it itself
+    (it then has ``cached_prefix_tokens``, preferred here)."""
+    pol = sim.policy
+    if not pol.uses_prefix_probe:
+        return
+    probe = getattr(sim, "cached_prefix_tokens", None)
+    if probe is None:
+        seg, bs = sim.cfg.hash_block_tokens, sim.bs
+
+        def probe(r: ReqInfo) -> int:
+            assert isinstance(r, SimRequest)
+            segs, own, _ = sim._prefix_hit(r)
+            return len(segs) * seg + own * bs
+
+    pol.set_prefix_probe(probe)
+
+
 def run_one(wname: str, pname: str, opts: BenchOptions,
             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """One policy on one workload (workloads are built once per process)."""
     wl = _workload(wname, opts.model, opts.seed, opts.scale)
     arm = make_arm(pname, opts.model, opts.files)
-    res = simulate(wl.trace, arm.scheduler, wl.engine, opts.model, source=arm.source,
-                   sink=arm.sink, progress=progress)
-    return measure(res, wl, opts.model)
+    sim = Simulator(wl.trace, arm.scheduler, wl.engine, opts.model, source=arm.source,
+                    sink=arm.sink, progress=progress)
+    install_prefix_probe(sim)
+    return measure(sim.run(), wl, opts.model)
 
 
 def _worker(wname: str, pname: str, opts: BenchOptions) -> tuple[str, str, dict[str, Any]]:
