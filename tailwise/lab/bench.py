@@ -37,12 +37,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tailwise.lab.arms import make_arm as named_arm
+from tailwise.lab.experiment import Arm
 from tailwise.scorer import registry
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
 from tailwise.simulator.engine import SimRequest, SimResult, Simulator
-from tailwise.simulator.experiment import Arm
 from tailwise.simulator.metrics import per_request, summarize
 from tailwise.simulator.suite import Workload, build, parse_names
 from tailwise.simulator.traces import Trace
@@ -79,17 +80,10 @@ def parse_policies(spec: str | None, files: dict[str, Policy] | None = None) -> 
 
 
 def make_arm(name: str, model: StepTimeModel, files: dict[str, Policy] | None = None) -> Arm:
-    """A fresh arm; adaptive policies get an in-process learner as source and sink."""
+    """A fresh arm: a frozen file's policy, or a named one (:func:`tailwise.lab.arms.make_arm`)."""
     if files and name in files:
         return Arm(registry.build_scheduler(files[name]))
-    if name in registry.ADAPTIVE_NAMES:
-        from tailwise.learner.local import LocalLearner
-
-        policy = registry.default_policy(name, model)
-        if policy is not None:
-            learner = LocalLearner(policy)
-            return Arm(registry.build_scheduler(policy), source=learner, sink=learner)
-    return Arm(registry.make_named(name, model))
+    return named_arm(name, model)
 
 
 def short_mask(trace: Trace, model: StepTimeModel) -> npt.NDArray[np.bool_]:

@@ -3,6 +3,8 @@ when the policy deviates from its source."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +26,10 @@ from tailwise.simulator.traces import Trace
 
 def req(i: int, prompt: int = 100, arrival: float | None = None, priority: int = 0) -> ReqInfo:
     return ReqInfo(str(i), float(i) if arrival is None else arrival, prompt, priority=priority)
+
+
+def hits_probe(hits: dict[str, int]) -> Callable[[ReqInfo], int]:
+    return lambda r: hits[r.request_id]
 
 
 def head(pol: SglangHRRN | SglangLPM, now: float) -> str:
@@ -100,7 +106,7 @@ def test_hrrn_and_lpm_fall_back_to_fcfs_above_128_waiting() -> None:
             r = req(i, 5000 - i)  # later = shorter (HRRN) and longer cache hit (LPM)
             hits[r.request_id] = i * 16
             pol.add(r, 0.0)
-        pol.set_prefix_probe(lambda r, h=hits: h[r.request_id])
+        pol.set_prefix_probe(hits_probe(hits))
         pol.on_admit(ReqInfo("x", 0.0, 1000), 0.0)
         assert head(pol, 1.0) == "0"  # 129 waiting: no sort, FCFS head
         assert pol.counters["fcfs_fallback_rounds"] == 1
