@@ -62,6 +62,8 @@ class PolicyRequestQueue(RequestQueue):
         self._clock = clock
         self._reqs: dict[str, Request] = {}
         self._now: float | None = None
+        #: admission pacing for this step: given the head, True = do not admit it now
+        self.pacer: Callable[[Request], bool] | None = None
         #: the first exception (or inconsistency) the policy raised, if any
         self.failed: BaseException | None = None
         self.counters: Counter[str] = Counter()
@@ -73,6 +75,7 @@ class PolicyRequestQueue(RequestQueue):
 
     def end_step(self) -> None:
         self._now = None
+        self.pacer = None
 
     def _time(self) -> float:
         return self._now if self._now is not None else self._clock()
@@ -175,7 +178,18 @@ class PolicyRequestQueue(RequestQueue):
             self._fail(exc)
 
     def __bool__(self) -> bool:
-        return bool(self._reqs)
+        """vLLM admits from this queue only while it is truthy (it asks before every
+        admission), so admission pacing answers here, head by head, with the KV state of
+        that moment; ``len`` still counts every waiting request."""
+        if not self._reqs:
+            return False
+        if self.pacer is None or self.failed is not None:
+            return True
+        try:
+            return not self.pacer(self.peek_request())
+        except Exception as exc:
+            self._fail(exc)
+            return True
 
     def __len__(self) -> int:
         return len(self._reqs)

@@ -350,6 +350,7 @@ class TailwiseSchedulerMixin(_Base):
         self.max_num_active_reqs = saved_active - len(hidden)
         queue.begin_step(now)
         try:
+            queue.pacer = self._tw_pacer(sched)
             out = super().schedule(throttle_prefills)
         finally:
             queue.end_step()
@@ -359,6 +360,24 @@ class TailwiseSchedulerMixin(_Base):
         if queue.failed is not None:
             self._tw_degrade(queue.failed)
         return out
+
+    def _tw_pacer(self, sched: SchedulingPolicy) -> Callable[[Request], bool] | None:
+        """Admission pacing: the same ``admission_allowed`` the simulator asks, before each
+        admission while something runs, with vLLM's free-block count of that moment."""
+        if type(sched).admission_allowed is SchedulingPolicy.admission_allowed:
+            return None
+        # requests admitted during this step are prefilling, not decoding: count once
+        decoding = sum(1 for r in self.running if r.num_output_tokens > 0)
+        pool = self.kv_cache_manager.block_pool
+
+        def hold(head: Request) -> bool:
+            if not self.running or sched.admission_allowed(
+                    pool.get_num_free_blocks(), head.num_tokens, decoding, self.block_size):
+                return False
+            self.tailwise_counters["paced_admissions"] += 1
+            return True
+
+        return hold
 
     def _tw_fast_path_supported(self) -> bool:
         """Whether :meth:`_tw_running_fits` can bound this engine's KV needs exactly:

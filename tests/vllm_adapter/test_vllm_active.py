@@ -468,3 +468,45 @@ def test_async_scheduler_with_active_policy(make_scheduler: Any, vh: Any) -> Non
     vh.run_async(s)
     assert s.tailwise_active
     assert_drained(s, reqs)
+
+
+# -- admission pacing ---------------------------------------------------------------------
+class HoldWhileDecoding(ShortestPromptFirst):
+    """Admission pacing at its extreme: nothing is admitted while anything decodes."""
+
+    name = "hold-while-decoding"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[int, int, int, int]] = []
+
+    def admission_allowed(self, free_blocks: int, head_tokens: int, decoding: int,
+                          block_size: int) -> bool:
+        self.asked.append((free_blocks, head_tokens, decoding, block_size))
+        return decoding == 0
+
+
+def test_admission_pacing_holds_the_waiting_queue(make_scheduler: Any, vh: Any) -> None:
+    """While "a" decodes the policy refuses admissions: "b" and "c" start only once "a"
+    finished (stock vLLM would start them in the very next step)."""
+    policy = HoldWhileDecoding()
+    source = vh.MutableSource(Policy(mode=Mode.BOOST))
+    ours = make_scheduler("tailwise", num_blocks=200, policy_source=source,
+                          builder=lambda p: policy)
+    first = requests(vh, [("a", 40, 6)])
+    vh.add_all(ours, first)
+    _, rec = vh.step(ours)
+    assert [rid for rid, _ in rec.new] == ["a"]
+    later = [vh.make_request(rid, p, max_tokens=3, arrival_time=1.0, ignore_eos=True)
+             for rid, p in (("b", 30), ("c", 20))]
+    vh.add_all(ours, later)
+    recs = vh.run_until_idle(ours)
+    started = [(i, rid) for i, r in enumerate(recs) for rid, _ in r.new]
+    a_done = next(i for i, r in enumerate(recs) if "a" in r.finished)
+    assert [rid for _, rid in started] == ["c", "b"]
+    assert all(i >= a_done for i, _ in started), (started, a_done)  # a reported finished
+    assert ours.tailwise_counters["paced_admissions"] > 0
+    # asked with vLLM's numbers: its block size, free blocks, the decoding count ("a")
+    assert all(bs == 16 and 0 <= free <= 200 for free, _, _, bs in policy.asked)
+    assert (1, 20) in {(dec, head) for _, head, dec, _ in policy.asked}
+    assert_drained(ours, first + later)
