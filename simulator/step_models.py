@@ -15,14 +15,14 @@ from tailwise.scorer.step_time import StepTimeModel, StepTimeModelError
 
 
 def bundled_models() -> list[str]:
-    root = resources.files("simulator").joinpath("data", "step_models")
+    root = resources.files("tailwise.simulator").joinpath("data", "step_models")
     return sorted(p.name[: -len(".json")] for p in root.iterdir() if p.name.endswith(".json"))
 
 
 def load_step_model(name_or_path: str) -> StepTimeModel:
     """A bundled model by name, or a JSON file by path."""
     if name_or_path in bundled_models():
-        ref = resources.files("simulator").joinpath("data", "step_models", name_or_path + ".json")
+        ref = resources.files("tailwise.simulator").joinpath("data", "step_models", name_or_path + ".json")
         text = ref.read_text()
         origin = name_or_path
     else:

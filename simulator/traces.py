@@ -373,7 +373,7 @@ def detect_format(path: Path) -> str:
 
 
 def bundled_path(name: str) -> Path:
-    ref = resources.files("simulator").joinpath("data", BUNDLED[name])
+    ref = resources.files("tailwise.simulator").joinpath("data", BUNDLED[name])
     return Path(str(ref))
 
 

@@ -7,7 +7,9 @@ skipped vLLM test fails the session, so they can never silently not run there.
 
 from __future__ import annotations
 
+import importlib.abc
 import os
+import sys
 
 import pytest
 from hypothesis import settings
@@ -16,6 +18,23 @@ from hypothesis import settings
 # example says nothing about the code (timings belong in benchmarks/, not in tests).
 settings.register_profile("tailwise", deadline=None)
 settings.load_profile("tailwise")
+
+#: the repository's top-level folders: importable only as tailwise.<part> (the wheel
+#: has no other top-level name). From the repo root the bare names would also import,
+#: hiding a missed rename until a user runs the installed console script; refuse them.
+BARE_PARTS = frozenset({"scorer", "partitioner", "simulator", "bayes_opt", "learner",
+                        "engine_adapter", "planner", "wire", "records", "proto"})
+
+
+class _RefuseBareParts(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
+        if fullname.partition(".")[0] in BARE_PARTS:
+            raise ImportError(f"import {fullname!r} as 'tailwise.{fullname}': bare top-level "
+                              f"names do not exist in the installed package")
+        return None
+
+
+sys.meta_path.insert(0, _RefuseBareParts())
 
 REQUIRE_VLLM = os.environ.get("TAILWISE_REQUIRE_VLLM") == "1"
 _skipped_vllm: list[str] = []
