@@ -41,12 +41,12 @@ def sim(trace: Trace, name: str, cfg: EngineConfig) -> SimResult:
 def test_prefix_aware_baselines_favour_cache_hits_in_both_engines(name: str) -> None:
     trace, shared = burst_with_shared_prefix()
     cfg = EngineConfig(max_num_seqs=4, hash_block_tokens=512)  # a queue forms
-    ttft = {}
-    for engine, run in (("sim", lambda n: sim(trace, n, cfg)),
-                        ("vllm", lambda n: run_vllm(trace, Arm(make_named(n, MODEL)), cfg,
-                                                    MODEL))):
+    ttft: dict[tuple[str, str], float] = {}
+    for engine in ("sim", "vllm"):
         for pol in ("fcfs", name):
-            r = run(pol).records
+            res = (sim(trace, pol, cfg) if engine == "sim"
+                   else run_vllm(trace, Arm(make_named(pol, MODEL)), cfg, MODEL))
+            r = res.records
             ttft[engine, pol] = float(np.mean((r.first_token - r.arrival)[shared]))
             assert np.isfinite(r.finish).all()
     for engine in ("sim", "vllm"):
