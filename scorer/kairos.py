@@ -48,6 +48,7 @@ class KairosPolicy(SchedulingPolicy):
         self._seq = 0
         self._choice: tuple[float, ReqInfo | None] | None = None
         self._chunk_ms = self.model.prefill_ms(WORK_REF_CHUNK)
+        self._tpots: dict[str, float] = {}  # TPOT target per SLO class
 
     # -- prefill ordering --------------------------------------------------------------------
     def predicted_prefill_s(self, tokens: int) -> float:
@@ -131,8 +132,24 @@ class KairosPolicy(SchedulingPolicy):
     def decode_cap(self, running: Sequence[ReqInfo], now: float) -> int | None:
         if not self.caps_decode:
             return None
-        slacks = sorted((self.decode_slack(r, now), r.num_tokens) for r in running
-                        if self._decoding(r))
+        # decode_slack inlined (same arithmetic, same floats): this runs every step over
+        # every running request and dominated Kairos's simulation time
+        m = self.model
+        d0, d1, d2 = m.decode_fixed_ms, m.decode_per_req_ms, m.decode_per_ctx_ms
+        tpots = self._tpots
+        slacks = []
+        for r in running:
+            out = r.num_output_tokens
+            n = r.prompt_tokens + out
+            if out <= 0 or r.num_computed_tokens < n - 1:
+                continue
+            tpot = tpots.get(r.slo_class)
+            if tpot is None:
+                tpot = tpots[r.slo_class] = self.slo.targets(r.slo_class)[1]
+            t_first = r.first_token_time if r.first_token_time is not None else now
+            slacks.append((tpot * (out + 1) - (now - t_first) - (d0 + d1 * 1 + d2 * n) / 1000.0,
+                           n))
+        slacks.sort()
         feasible = [(s, n) for s, n in slacks if s >= 0]
         if not feasible:
             return None
