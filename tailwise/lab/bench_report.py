@@ -161,6 +161,7 @@ def plot(out: Path, results: dict[str, Any]) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     wls = list(results["workloads"])
     if not wls:
@@ -178,11 +179,14 @@ def plot(out: Path, results: dict[str, Any]) -> str | None:
             y = _get(m, ("vs_fcfs", "ttlt_p99"))
             if x is None or y is None:
                 continue
-            ax.scatter([x], [y], marker=markers[i % len(markers)], color=cmap(i % 20), s=46,
-                       label=p, edgecolors="black", linewidths=0.4)
+            ax.scatter([x], [y], marker=markers[i % len(markers)], color=cmap(i % 20),
+                       s=110 if p == "tailwise" else 46, label=p, edgecolors="black",
+                       linewidths=1.2 if p == "tailwise" else 0.4, zorder=3)
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.axvline(1.0, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax.set_title(w)
         ax.set_xlabel("mean TTFT ÷ oracle SRPT (log)")
         ax.grid(alpha=0.3)
