@@ -390,6 +390,7 @@ class Simulator:
             return
         r.state = WAITING
         self.n_waiting += 1
+        r.cached_tokens = self._cached_estimate(r)
         self.policy.add(r, r.arrival_time)
         if self.sink is not None:
             self.sink.on_arrival(r, r.arrival_time)
@@ -512,6 +513,15 @@ class Simulator:
             r.shared_tokens += H
             k += 1
 
+    def _cached_estimate(self, r: SimRequest) -> int:
+        """Prompt tokens a prefix-cache lookup would hit now: what the policy sees as
+        ``cached_tokens`` while ``r`` waits (the vLLM adapter refreshes the same estimate
+        whenever a request is (re)queued); admission then records the real hit."""
+        if not self.cfg.enable_prefix_caching:
+            return 0
+        segs, own, _ = self._prefix_hit(r)
+        return min(len(segs) * self.cfg.hash_block_tokens + own * self.bs, r.prompt_tokens)
+
     def _prefix_hit(self, r: SimRequest) -> tuple[list[int], int, int]:
         """(shared segments hit, own cached blocks hit, blocks among them now evictable)."""
         kv, H, bs = self.kv, self.cfg.hash_block_tokens, self.bs
@@ -562,6 +572,7 @@ class Simulator:
         self.policy.on_preempt(r, self.now)
         if self.sink is not None:
             self.sink.on_preempt(r, self.now)
+        r.cached_tokens = self._cached_estimate(r)
         self.policy.requeue(r, self.now)
 
     # ---------------------------------------------------------------- one step

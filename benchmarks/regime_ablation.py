@@ -1,0 +1,93 @@
+"""The regime issue's scorecard and ablation, on every workload of the bench suite.
+
+Runs the baselines (FCFS, oracle SRPT, SGLang HRRN, LAS), the default ``tailwise`` and
+``tailwise`` with each regime mechanism (:class:`~tailwise.scorer.policy.RegimeParams`)
+switched off in turn, then prints
+
+1. the targets per workload: mean TTFT ≤ 2× oracle SRPT's; P99 TTLT ≤ min(FCFS, SRPT);
+   wasted recompute ≤ FCFS's; P99 TTLT < HRRN's with mean TTFT ≤ 1.2× HRRN's;
+2. the ablation: mean TTFT, P99 TTLT and wasted recompute of each variant.
+
+    python benchmarks/regime_ablation.py [--jobs 2] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from tailwise.lab.bench import BenchOptions, run_bench
+from tailwise.scorer.policy import Mode, Policy, RegimeParams
+from tailwise.simulator.suite import SUITE
+
+BASELINES = ["fcfs", "srpt-oracle", "hrrn", "las"]
+SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing")
+
+
+def ablations() -> dict[str, Policy]:
+    """``tailwise`` with one mechanism off (as a static policy, like a frozen file)."""
+    base = Policy(mode=Mode.TAILWISE)
+    out = {"tailwise-static": base}
+    for flag in SWITCHES:
+        out[f"no-{flag}"] = dataclasses.replace(
+            base, regime=dataclasses.replace(RegimeParams(), **{flag: False}))
+    out["no-regime"] = dataclasses.replace(base, regime=RegimeParams(
+        adaptive_horizon=False, relative_aging=False, admission_pacing=False))
+    return out
+
+
+def scorecard(per: dict[str, dict[str, Any]], name: str = "tailwise") -> dict[str, Any]:
+    t, f, s, h = per[name], per["fcfs"], per["srpt-oracle"], per["hrrn"]
+    return {
+        "ttft_vs_srpt": t["ttft_mean"] / s["ttft_mean"],
+        "p99_ttlt_vs_min_fcfs_srpt": t["ttlt_p99"] / min(f["ttlt_p99"], s["ttlt_p99"]),
+        "wasted_vs_fcfs": (t["wasted_recompute_tokens"] / f["wasted_recompute_tokens"]
+                           if f["wasted_recompute_tokens"] else
+                           (0.0 if t["wasted_recompute_tokens"] == 0 else float("inf"))),
+        "p99_ttlt_vs_hrrn": t["ttlt_p99"] / h["ttlt_p99"],
+        "ttft_vs_hrrn": t["ttft_mean"] / h["ttft_mean"],
+    }
+
+
+LIMITS = {"ttft_vs_srpt": 2.0, "p99_ttlt_vs_min_fcfs_srpt": 1.0, "wasted_vs_fcfs": 1.0,
+          "p99_ttlt_vs_hrrn": 1.0, "ttft_vs_hrrn": 1.2}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--workload", default=",".join(SUITE))
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    files = ablations()
+    opts = BenchOptions(workloads=args.workload.split(","),
+                        policies=[*BASELINES, "tailwise", *files], files=files, jobs=args.jobs)
+    res = run_bench(opts)
+    print("## Targets (tailwise; ratio, limit, met)\n")
+    print("| workload | " + " | ".join(LIMITS) + " |")
+    print("|---|" + "---|" * len(LIMITS))
+    cards = {}
+    for w, per in res["workloads"].items():
+        card = cards[w] = scorecard(per)
+        cells = [f"{card[k]:.2f} {'✓' if card[k] <= lim else '✗'}" for k, lim in LIMITS.items()]
+        print(f"| {w} | " + " | ".join(cells) + " |")
+    print("\n## Ablation: mean TTFT s / P99 TTLT s / wasted recompute tokens\n")
+    names = ["fcfs", "srpt-oracle", "hrrn", "las", "tailwise", *files]
+    print("| policy | " + " | ".join(res["workloads"]) + " |")
+    print("|---|" + "---|" * len(res["workloads"]))
+    for n in names:
+        cells = []
+        for per in res["workloads"].values():
+            m = per[n]
+            cells.append(f"{m['ttft_mean']:.2f} / {m['ttlt_p99']:.1f} / "
+                         f"{m['wasted_recompute_tokens']:,}")
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    if args.json is not None:
+        args.json.write_text(json.dumps({"scorecard": cards, "results": res}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
