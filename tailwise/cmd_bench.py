@@ -59,11 +59,14 @@ def register(app: typer.Typer) -> None:
             help="Print wall time and peak RSS at the end.")] = False,
         jobs: Annotated[int, typer.Option(
             help="Worker processes (runs are deterministic, so results do not change).")] = 1,
+        head: Annotated[int | None, typer.Option(
+            help="Only the first N requests of each workload (a slice, same load).")] = None,
+        engine_impl: Annotated[str, typer.Option(
+            "--engine", help="sim (built-in simulator) or vllm (vLLM's real scheduler on "
+                             "CPU; needs the [vllm] extra).")] = "sim",
     ) -> None:
         """Run every policy on every suite workload and write report.md/.html + results.json."""
         t0 = time.perf_counter()
-        if jobs < 1:
-            _fail(f"--jobs must be >= 1, got {jobs}")
         try:
             workloads = parse_names(workload)
             model = load_step_model(step_model)
@@ -75,7 +78,12 @@ def register(app: typer.Typer) -> None:
             _fail(str(exc))
             return
         opts = BenchOptions(workloads=workloads, policies=names, files=files, model=model,
-                            seed=seed, scale=scale, jobs=jobs)
+                            seed=seed, scale=scale, jobs=jobs, head=head, engine=engine_impl)
+        try:
+            opts.validate()
+        except BenchError as exc:
+            _fail(f"--{exc!s}")
+            return
         try:
             if progress and sys.stderr.isatty():
                 with Progress(TextColumn("{task.description:<34}"), BarColumn(),

@@ -29,7 +29,7 @@ import multiprocessing
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,18 @@ class BenchOptions:
     scale: float = 1.0
     #: worker processes (1 = run in this process, with per-request progress)
     jobs: int = 1
+    #: only the first N requests of each workload (a slice: same arrival times and load)
+    head: int | None = None
+    #: "sim" (built-in simulator) or "vllm" (vLLM's real scheduler, tailwise.lab.vllm_harness)
+    engine: str = "sim"
+
+    def validate(self) -> None:
+        if self.jobs < 1:
+            raise BenchError(f"jobs must be >= 1, got {self.jobs}")
+        if self.head is not None and self.head < 2:
+            raise BenchError(f"head must be >= 2 requests, got {self.head}")
+        if self.engine not in ("sim", "vllm"):
+            raise BenchError(f"engine must be 'sim' or 'vllm', got {self.engine!r}")
 
 
 #: on_progress(workload, policy, requests done, requests total)
@@ -183,8 +195,12 @@ Progress = Callable[[str, str, int, int], None]
 
 
 @lru_cache(maxsize=8)
-def _workload(name: str, model: StepTimeModel, seed: int, scale: float) -> Workload:
-    return build(name, model=model, seed=seed, scale=scale)
+def _workload(name: str, model: StepTimeModel, seed: int, scale: float,
+              head: int | None = None) -> Workload:
+    wl = build(name, model=model, seed=seed, scale=scale)
+    if head is None or head >= len(wl.trace):
+        return wl
+    return replace(wl, trace=wl.trace.head(head), meta={**wl.meta, "head": head})
 
 
 def install_prefix_probe(sim: Simulator) -> None:
@@ -209,8 +225,13 @@ def install_prefix_probe(sim: Simulator) -> None:
 def run_one(wname: str, pname: str, opts: BenchOptions,
             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """One policy on one workload (workloads are built once per process)."""
-    wl = _workload(wname, opts.model, opts.seed, opts.scale)
+    wl = _workload(wname, opts.model, opts.seed, opts.scale, opts.head)
     arm = make_arm(pname, opts.model, opts.files)
+    if opts.engine == "vllm":
+        from tailwise.lab.vllm_harness import run_vllm  # the adapter installs its probe
+
+        return measure(run_vllm(wl.trace, arm, wl.engine, opts.model, progress=progress),
+                       wl, opts.model)
     sim = Simulator(wl.trace, arm.scheduler, wl.engine, opts.model, source=arm.source,
                     sink=arm.sink, progress=progress)
     install_prefix_probe(sim)
@@ -228,16 +249,16 @@ def run_bench(opts: BenchOptions, on_progress: Progress | None = None,
     With ``jobs > 1`` runs go to worker processes (results are identical: every run is
     deterministic); ``on_progress`` then reports whole runs (done = total)."""
     t0 = time.perf_counter()
-    if opts.jobs < 1:
-        raise BenchError(f"jobs must be >= 1, got {opts.jobs}")
+    opts.validate()
     names = parse_names(",".join(opts.workloads))
     out: dict[str, Any] = {"workloads": {}, "suite": {}, "config": {
         "step_model": opts.model.name, "seed": opts.seed, "scale": opts.scale,
-        "jobs": opts.jobs, "policies": list(opts.policies)}}
+        "jobs": opts.jobs, "head": opts.head, "engine": opts.engine,
+        "policies": list(opts.policies)}}
     runs: dict[tuple[str, str], dict[str, Any]] = {}
     if opts.jobs == 1:
         for wname in names:
-            wl = _workload(wname, opts.model, opts.seed, opts.scale)
+            wl = _workload(wname, opts.model, opts.seed, opts.scale, opts.head)
             if on_workload is not None:
                 on_workload(wl)
             for pname in opts.policies:
@@ -256,7 +277,8 @@ def run_bench(opts: BenchOptions, on_progress: Progress | None = None,
                 if on_progress is not None:
                     on_progress(w, p, 1, 1)
     for wname in names:
-        out["suite"][wname] = _workload(wname, opts.model, opts.seed, opts.scale).describe()
+        out["suite"][wname] = _workload(wname, opts.model, opts.seed, opts.scale,
+                                        opts.head).describe()
         per_policy = {p: runs[wname, p] for p in opts.policies}
         add_ratios(per_policy)
         out["workloads"][wname] = per_policy

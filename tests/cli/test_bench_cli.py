@@ -124,3 +124,22 @@ def test_worker_processes_give_identical_results(tmp_path: Path) -> None:
         a, b = one["workloads"]["azure-conv"][p], two["workloads"]["azure-conv"][p]
         for k in ("ttft_mean", "ttlt_p99", "preemptions", "vs_fcfs"):
             assert a[k] == b[k]
+
+
+def test_head_takes_a_slice_and_bad_options_are_one_line_errors(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    res = runner.invoke(app, ["bench", "--out", str(out), "--workload", "bursty-reasoning",
+                              "--policy", "fcfs", "--head", "120", "--no-plots",
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["workloads"]["bursty-reasoning"]["fcfs"]["requests"] == 120
+    assert data["suite"]["bursty-reasoning"]["trace"]["requests"] == 120
+    full = build("bursty-reasoning")
+    assert data["suite"]["bursty-reasoning"]["trace"]["duration_s"] == pytest.approx(
+        float(full.trace.arrival_s[119]), abs=1e-3)
+    for args, msg in ((["--engine", "gpu"], "engine must be 'sim' or 'vllm'"),
+                      (["--jobs", "0"], "jobs must be >= 1"),
+                      (["--head", "1"], "head must be >= 2")):
+        res = runner.invoke(app, ["bench", "--out", str(tmp_path), *args, *SMALL])
+        assert res.exit_code == 2 and msg in res.output, res.output

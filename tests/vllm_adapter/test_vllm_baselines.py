@@ -3,6 +3,9 @@ prefix-cache lookup, so they reorder on cache hits exactly as in the simulator."
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -52,3 +55,18 @@ def test_prefix_aware_baselines_favour_cache_hits_in_both_engines(name: str) -> 
     for engine in ("sim", "vllm"):
         assert ttft[engine, name] < 0.8 * ttft[engine, "fcfs"], (engine, ttft)
     assert ttft["vllm", name] == pytest.approx(ttft["sim", name], rel=0.15)
+
+
+def test_bench_runs_on_vllm(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tailwise.cli import app
+
+    out = tmp_path / "b"
+    res = CliRunner().invoke(app, ["bench", "--engine", "vllm", "--workload", "slo-mix",
+                                   "--head", "60", "--policy", "fcfs,lpm", "--out", str(out),
+                                   "--no-plots", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["engine"] == "vllm"
+    assert data["workloads"]["slo-mix"]["lpm"]["completed"] == 60
