@@ -205,19 +205,19 @@ def _workload(name: str, model: StepTimeModel, seed: int, scale: float,
 
 def install_prefix_probe(sim: Simulator) -> None:
     """Give a policy that ranks waiting requests by live prefix-cache hits (SGLang LPM,
-    HRRN) the simulator's read-only lookup. Bridge until the engine installs it itself
-    (it then has ``cached_prefix_tokens``, preferred here)."""
+    HRRN) the simulator's read-only lookup — the estimate the engine records as
+    ``cached_tokens`` when a request is queued. Bridge until the engine installs it
+    itself (a public ``cached_prefix_tokens`` is preferred when present)."""
     pol = sim.policy
     if not pol.uses_prefix_probe:
         return
     probe = getattr(sim, "cached_prefix_tokens", None)
     if probe is None:
-        seg, bs = sim.cfg.hash_block_tokens, sim.bs
+        estimate = sim._cached_estimate
 
         def probe(r: ReqInfo) -> int:
             assert isinstance(r, SimRequest)
-            segs, own, _ = sim._prefix_hit(r)
-            return len(segs) * seg + own * bs
+            return estimate(r)
 
     pol.set_prefix_probe(probe)
 
