@@ -4,7 +4,33 @@ Every objective reads the stable ``results.json`` schema produced by
 :func:`tailwise.simulator.metrics.summarize` (replay) or reported by the learner from the engine's
 own telemetry (live reward), so replay and live trials are scored by the same code.
 
-``reward`` (default, maximise) — EWSJF's meta-objective ``λ1·C + λ2·L − λ3·S − λ4·U``:
+``operator`` (default, maximise) — what an operator's dashboard shows, each figure
+relative to the FCFS baseline replayed on the *same* window, as a clipped log-ratio
+``r_k = clip(ln(x_k / x_k^base), ±ln(max_ratio))`` (lower latency ⇒ r < 0):
+
+==================  ==========================================================  =========
+term (weight name)  figure ``x``                                                default w
+==================  ==========================================================  =========
+``ttft_mean``       mean TTFT of each class, log-ratios averaged over classes   1.0
+``ttft_p99``        P99 TTFT of each class, averaged over classes               1.0
+``ttlt_p99``        P99 TTLT (end to end) of the whole window                   1.0
+``slo_miss``        SLO miss rate ``1 − attainment`` of each class, plus a      1.0
+                    floor of one request's share (so 0 misses is finite)
+``wasted``          wasted (recomputed) tokens, plus a floor of                 0.25
+                    ``wasted_floor_per_request`` tokens per request
+==================  ==========================================================  =========
+
+``value = −Σ_k w_k·r_k / Σ_k w_k`` over the terms that are defined on the window: 0 when
+the candidate equals the baseline, +0.1 ≈ a 10% better weighted geometric mean. Classes
+are the summary's classes (the trace's SLO/class labels, else short/long by prompt
+length), each counted equally so a small interactive class is not drowned by a large
+batch class. Log-ratios make a 2× gain on TTFT and a 2× gain on P99 TTLT count the same
+however different the seconds are, and the clip (default 10×) stops one collapsed term
+(e.g. a baseline with almost no wasted work) from drowning the others. Weights are set by
+operators in the sidecar config (``[tuner.objective.weights]``); a negative, NaN or
+infinite weight, or all weights zero, is refused with the field named.
+
+``reward`` (maximise) — EWSJF's meta-objective ``λ1·C + λ2·L − λ3·S − λ4·U``:
 
 C, completion / SLO attainment, in [0, 1]
     ``overall.slo_attainment``: requests of the window that finished *and* met their TTFT
@@ -59,6 +85,7 @@ class ObjectiveError(ValueError):
 
 
 class ObjectiveKind(StrEnum):
+    OPERATOR = "operator"
     REWARD = "reward"
     P99_TTLT = "p99_ttlt"
     GOODPUT = "goodput"
@@ -66,6 +93,7 @@ class ObjectiveKind(StrEnum):
 
 #: Optuna study direction of each objective
 DIRECTIONS: dict[ObjectiveKind, Literal["maximize", "minimize"]] = {
+    ObjectiveKind.OPERATOR: "maximize",
     ObjectiveKind.REWARD: "maximize",
     ObjectiveKind.P99_TTLT: "minimize",
     ObjectiveKind.GOODPUT: "maximize",
@@ -85,10 +113,31 @@ class Lambdas:
     unfairness: float = 0.1
 
 
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """Weights of the ``operator`` objective's terms; finite, >= 0, not all zero."""
+
+    ttft_mean: float = 1.0
+    ttft_p99: float = 1.0
+    ttlt_p99: float = 1.0
+    slo_miss: float = 1.0
+    wasted: float = 0.25
+
+
+OPERATOR_TERMS = ("ttft_mean", "ttft_p99", "ttlt_p99", "slo_miss", "wasted")
+
+
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    kind: ObjectiveKind = ObjectiveKind.REWARD
+    kind: ObjectiveKind = ObjectiveKind.OPERATOR
     lambdas: Lambdas = field(default_factory=Lambdas)
+    #: weights of the ``operator`` objective
+    weights: Weights = field(default_factory=Weights)
+    #: each log-ratio is clipped to ±ln(max_ratio)
+    max_ratio: float = 10.0
+    #: wasted-work floor, tokens per request of the window (a window with less recompute
+    #: than this counts as "none")
+    wasted_floor_per_request: float = 100.0
     #: metric and statistics of the latency-gain term L
     latency_metric: str = "ttlt"
     latency_stats: tuple[str, ...] = ("mean", "p99")
@@ -105,6 +154,25 @@ class ObjectiveConfig:
                 object.__setattr__(self, "lambdas", Lambdas(**self.lambdas))
             except TypeError as exc:
                 raise ObjectiveError(f"objective.lambdas: {exc}") from None
+        if isinstance(self.weights, Mapping):
+            try:
+                object.__setattr__(self, "weights", Weights(**self.weights))
+            except TypeError as exc:
+                raise ObjectiveError(f"objective.weights: {exc}") from None
+        for name in OPERATOR_TERMS:
+            v = getattr(self.weights, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
+                    or v < 0:
+                raise ObjectiveError(f"objective.weights.{name}: must be finite and >= 0, "
+                                     f"got {v!r}")
+        if not any(getattr(self.weights, n) > 0 for n in OPERATOR_TERMS):
+            raise ObjectiveError(f"objective.weights: at least one of {list(OPERATOR_TERMS)} "
+                                 "must be > 0 (all are zero)")
+        for name, lo in (("max_ratio", 1.0), ("wasted_floor_per_request", 0.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
+                    or v <= lo:
+                raise ObjectiveError(f"objective.{name}: must be finite and > {lo:g}, got {v!r}")
         if not isinstance(self.kind, ObjectiveKind):
             try:
                 object.__setattr__(self, "kind", ObjectiveKind(self.kind))
@@ -140,7 +208,7 @@ class ObjectiveConfig:
         return DIRECTIONS[self.kind]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Components:
     """The four reward terms of one evaluation (NaN where undefined)."""
 
@@ -148,6 +216,8 @@ class Components:
     latency_gain: float
     starvation: float
     unfairness: float
+    #: the ``operator`` objective's clipped log-ratios vs. the baseline (NaN: undefined)
+    log_ratios: Mapping[str, float] = field(default_factory=dict)
 
     def as_attrs(self) -> dict[str, float | None]:
         """JSON-safe (NaN → None) for Optuna user attributes."""
@@ -156,6 +226,7 @@ class Components:
             "L": _json_num(self.latency_gain),
             "S": _json_num(self.starvation),
             "U": _json_num(self.unfairness),
+            **{f"r_{k}": _json_num(v) for k, v in self.log_ratios.items()},
         }
 
 
@@ -194,7 +265,82 @@ def components(
             n_short = _ratio(_stat(cls["short"], "ttlt", "mean"), _stat(bcls["short"], "ttlt", "mean"))
             n_long = _ratio(_stat(cls["long"], "ttlt", "mean"), _stat(bcls["long"], "ttlt", "mean"))
             u = abs(n_short - n_long)
-    return Components(c, lat, s, u)
+    lr = log_ratios(summary, baseline, cfg) if baseline is not None else {}
+    return Components(c, lat, s, u, lr)
+
+
+def log_ratios(summary: Mapping[str, Any], baseline: Mapping[str, Any],
+               cfg: ObjectiveConfig) -> dict[str, float]:
+    """The ``operator`` terms of ``summary`` vs. ``baseline`` (module docstring); NaN
+    where a term is undefined on this window (no class in common, missing metric).
+
+    >>> b = {"overall": {"requests": 10, "ttlt": {"p99": 10.0}, "wasted_recompute_tokens": 0},
+    ...      "classes": {"a": {"requests": 10, "ttft": {"mean": 2.0, "p99": 4.0},
+    ...                        "slo_attainment": 0.9}}}
+    >>> r = log_ratios(b, b, ObjectiveConfig())
+    >>> sorted(r.items())[0], all(v == 0.0 for v in r.values())
+    (('slo_miss', 0.0), True)
+    """
+    clip = math.log(cfg.max_ratio)
+
+    def lr(x: float, x0: float) -> float | None:
+        """None: the baseline lacks the figure (term skipped); NaN: the candidate lacks
+        a figure the baseline has (the candidate is broken: the value is NaN)."""
+        if not math.isfinite(x0) or x0 < 0:
+            return None
+        if not math.isfinite(x) or x < 0:
+            return math.nan
+        if x == x0:
+            return 0.0
+        if x == 0.0 or x0 == 0.0:
+            return -clip if x < x0 else clip
+        return max(-clip, min(clip, math.log(x / x0)))
+
+    def mean(vals: list[float | None]) -> float | None:
+        ok = [v for v in vals if v is not None]
+        return sum(ok) / len(ok) if ok else None  # NaN propagates
+
+    ov, bov = _section(summary, "overall"), _section(baseline, "overall")
+    cls = _maybe_section(summary, "classes") or {}
+    bcls = _maybe_section(baseline, "classes") or {}
+    common = [k for k in cls if k in bcls and isinstance(cls[k], Mapping)
+              and isinstance(bcls[k], Mapping)]
+    if not common:  # no per-class figures: the whole window is one class
+        common, cls, bcls = ["overall"], {"overall": ov}, {"overall": bov}
+    out: dict[str, float | None] = {}
+    for term, stat in (("ttft_mean", "mean"), ("ttft_p99", "p99")):
+        out[term] = mean([lr(_stat(cls[k], "ttft", stat), _stat(bcls[k], "ttft", stat))
+                          for k in common])
+    out["ttlt_p99"] = lr(_stat(ov, "ttlt", "p99"), _stat(bov, "ttlt", "p99"))
+    misses: list[float | None] = []
+    for k in common:
+        n = max(_num(cls[k].get("requests")), _num(bcls[k].get("requests")), 1.0)
+        floor = 1.0 / n if math.isfinite(n) else 0.01
+        a, a0 = _num(cls[k].get("slo_attainment")), _num(bcls[k].get("slo_attainment"))
+        misses.append(lr(1.0 - a + floor, 1.0 - a0 + floor))
+    out["slo_miss"] = mean(misses)
+    n_req = _num(ov.get("requests"))
+    floor_w = cfg.wasted_floor_per_request * (n_req if math.isfinite(n_req) else 1.0)
+    out["wasted"] = lr(_num(ov.get("wasted_recompute_tokens")) + floor_w,
+                       _num(bov.get("wasted_recompute_tokens")) + floor_w)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def operator_value(ratios: Mapping[str, float], w: Weights) -> float:
+    """``−Σ w_k·r_k / Σ w_k`` over the terms the baseline defines with weight > 0; NaN
+    if none, or if the candidate lacks one of them (NaN term)."""
+    num = den = 0.0
+    for name in OPERATOR_TERMS:
+        wk = float(getattr(w, name))
+        if name not in ratios or wk == 0:
+            continue
+        r = ratios[name]
+        if not math.isfinite(r):
+            return math.nan
+        if wk > 0:
+            num += wk * r
+            den += wk
+    return -num / den if den > 0 else math.nan
 
 
 def reward(c: Components, lam: Lambdas) -> float:
@@ -219,7 +365,10 @@ def evaluate(
     Components are computed for every objective kind so they can be recorded alongside.
     """
     comp = components(summary, baseline, cfg)
-    if cfg.kind is ObjectiveKind.REWARD:
+    if cfg.kind is ObjectiveKind.OPERATOR:
+        value = operator_value(comp.log_ratios, cfg.weights) if baseline is not None \
+            else math.nan
+    elif cfg.kind is ObjectiveKind.REWARD:
         value = reward(comp, cfg.lambdas)
     elif cfg.kind is ObjectiveKind.P99_TTLT:
         value = _stat(_section(summary, "overall"), "ttlt", "p99")
@@ -240,6 +389,22 @@ def improvement(value: float, reference: float, direction: str) -> float:
     if reference == 0.0:
         return math.inf if gain > 0 else (0.0 if gain == 0 else -math.inf)
     return gain / abs(reference)
+
+
+def gain(value: float, reference: float, cfg: ObjectiveConfig) -> float:
+    """How much better ``value`` is than ``reference`` (> 0 = better; what the gate's
+    margin is compared with). The ``operator`` value is already a log-ratio to the
+    baseline, so its gain is the plain difference (0.02 ≈ 2% better); the other kinds use
+    :func:`improvement` (relative).
+
+    >>> gain(0.05, 0.0, ObjectiveConfig())
+    0.05
+    """
+    if cfg.kind is ObjectiveKind.OPERATOR:
+        if not (math.isfinite(value) and math.isfinite(reference)):
+            return math.nan
+        return value - reference
+    return improvement(value, reference, cfg.direction)
 
 
 # -- helpers ------------------------------------------------------------------------------

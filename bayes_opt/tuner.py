@@ -21,7 +21,7 @@ traffic:
    infinite is returned as NaN, which Optuna records as FAILED.
 5. **Gate**: the best COMPLETE challenger is promoted only if it beats the champion's value
    on the same window by more than ``cfg.margin`` (relative, see
-   :func:`tailwise.bayes_opt.objective.improvement`). No finite champion value ⇒ no promotion.
+   :func:`tailwise.bayes_opt.objective.gain`). No finite champion value ⇒ no promotion.
 
 Every trial carries user attributes for optuna-dashboard: ``round``, ``window_id``,
 ``window_requests``, ``role`` (champion/challenger/live), the drift figures, the reward
@@ -64,7 +64,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tailwise.bayes_opt.objective import (
     ObjectiveConfig,
     evaluate,
-    improvement,
+    gain,
 )
 from tailwise.bayes_opt.replay import Evaluator, ReplayEvaluator, metrics_config
 from tailwise.bayes_opt.space import SpaceConfig, policy_to_params, suggest_params, suggest_policy
@@ -356,7 +356,7 @@ class Tuner:
             return result("no challenger completed")
         if champ_value is None:
             return result("the champion has no finite value on this window; nothing is promoted")
-        imp = improvement(best_value, champ_value, direction)
+        imp = gain(best_value, champ_value, self.cfg.objective)
         if not imp > self.cfg.margin:
             return result(f"best challenger (trial {best.number}) improves by {imp:.4g}, "
                           f"not more than the margin {self.cfg.margin}", imp=imp)

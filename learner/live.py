@@ -57,7 +57,7 @@ from typing import Any, Protocol, TypeGuard, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from tailwise.bayes_opt.objective import ObjectiveConfig, evaluate, improvement
+from tailwise.bayes_opt.objective import ObjectiveConfig, evaluate, gain
 from tailwise.learner.config import WindowConfig
 from tailwise.learner.publisher import PolicyStore, PromotionPaused
 from tailwise.learner.state import StateFile
@@ -324,7 +324,7 @@ class LiveTrials:
             log.warning("live trial %d FAILED (%s); back to the champion", trial.number,
                         res.state)
             return LiveRound("live_failed", self._revert(now, trial, "trial failed"), **info)
-        imp = improvement(value, champ_value, objective.direction) \
+        imp = gain(value, champ_value, objective) \
             if champ_value is not None else math.nan
         if imp > margin:
             log.info("live trial %d kept: %.4g vs champion %.4g (+%.3g > margin %g)",

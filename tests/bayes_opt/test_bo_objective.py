@@ -34,7 +34,7 @@ def summ(overall: dict[str, Any], short: dict[str, Any] | None = None,
     return s
 
 
-CFG = ObjectiveConfig()
+CFG = ObjectiveConfig(kind=ObjectiveKind.REWARD)
 
 
 def test_completion_is_slo_attainment_when_present() -> None:

@@ -135,7 +135,7 @@ def test_trials_carry_dashboard_attributes() -> None:
         assert a["round"] == 1 and len(a["window_id"]) == 16 and a["drift"] is None
         assert {"C", "L", "S", "U", "ttlt_p99", "role", "policy"} <= set(a)
         Policy.from_dict(a["policy"]).validate()
-    assert tu.study.user_attrs["tailwise:objective"] == "reward"
+    assert tu.study.user_attrs["tailwise:objective"] == "operator"
     assert tu.study.user_attrs["tailwise:last_round"]["round"] == 1
 
 

@@ -73,7 +73,7 @@ class LiveRig:
 
     def _make_tuner(self, base: Policy) -> RecordingTuner:
         t = RecordingTuner(TunerConfig(storage=str(self.journal), study_name="live", seed=0,
-                                       margin=MARGIN), base)
+                                       margin=MARGIN, objective={"kind": "reward"}), base)
         self.tuners.append(t)
         return t
 
