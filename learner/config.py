@@ -64,6 +64,13 @@ class LoopConfig:
     tune_on_partition_change: bool = True
     #: wall seconds the loop waits for new telemetry before re-checking stop/state
     idle_wait_s: float = 0.5
+    #: CPU bound of tuning, so replays do not slow an engine on the same host: the loop
+    #: thread (and every thread it starts) runs at this many nice levels below the
+    #: sidecar's gRPC threads (0-19; Linux niceness is per thread) ...
+    nice: int = 10
+    #: ... and numeric libraries (BLAS/OpenMP via threadpoolctl, torch) use at most this
+    #: many worker threads while it tunes
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in LOOP_MODES:
@@ -85,8 +92,12 @@ class SidecarConfig:
     tls_key: Path | None = None
     #: allow a non-local bind without TLS or token
     insecure: bool = False
-    #: frozen policy file published as the first version (default: FCFS)
-    initial_policy: Path | None = None
+    #: the first version a fresh sidecar publishes: a frozen policy file, or a policy name
+    #: (``tailwise``, ``ewsjf``, ``uniboost``, ``kairos``, ``fcfs``, ... at its defaults).
+    #: Set it to what the adapters are configured with (their ``mode``/``policy_file``):
+    #: the adapters adopt what the sidecar publishes. Default: ``tailwise``, the adapter's
+    #: default mode — never a silent FCFS. A restarted sidecar resumes its persisted policy.
+    initial_policy: str = "tailwise"
     max_message_bytes: int = 4 * 1024 * 1024
     #: gRPC worker threads; every open Subscribe/Report stream holds one for its lifetime,
     #: so size it above 2 × (engines served) plus room for admin/health calls
@@ -144,8 +155,30 @@ class SidecarConfig:
             raise ConfigError(f"loop.round_every_s: must be > 0, got {lp.round_every_s}")
         if lp.n_trials < 1:
             raise ConfigError(f"loop.n_trials: must be >= 1, got {lp.n_trials}")
+        if not 0 <= lp.nice <= 19:
+            raise ConfigError(f"loop.nice: must be in [0, 19], got {lp.nice}")
+        if lp.threads < 1:
+            raise ConfigError(f"loop.threads: must be >= 1, got {lp.threads}")
+        if not self.initial_policy.strip():
+            raise ConfigError("initial_policy: must be a policy file or a policy name")
+        self._validate_tuner()
         if self.token is not None and not self.token.strip():
             raise ConfigError("token: must not be empty")
+
+
+    def _validate_tuner(self) -> None:
+        """Refuse a bad ``[tuner]`` table (objective weights included) at start, naming
+        the field, instead of when the first round builds the tuner."""
+        from tailwise.bayes_opt.objective import ObjectiveError
+        from tailwise.bayes_opt.tuner import TunerConfig, TunerConfigError
+
+        try:
+            TunerConfig(**{"storage": "memory", **self.tuner})
+        except (TunerConfigError, ObjectiveError) as exc:
+            msg = str(exc)
+            raise ConfigError(msg if msg.startswith("tuner.") else f"tuner.{msg}") from None
+        except TypeError as exc:
+            raise ConfigError(f"tuner: {exc}") from None
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from concurrent import futures
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -99,6 +100,35 @@ def default_partitioner_factory() -> PartitionerFactory | None:
     return make
 
 
+def resolve_initial_policy(cfg: SidecarConfig) -> Policy:
+    """``cfg.initial_policy``: an existing frozen file, else a policy name at its defaults
+    (with the tuner's step-time model when the config gives one)."""
+    from tailwise.scorer.registry import POLICY_NAMES, default_policy
+    from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel, StepTimeModelError
+
+    spec = cfg.initial_policy
+    path = Path(spec)
+    if path.is_file():
+        try:
+            return load_frozen(path)
+        except FrozenPolicyError as exc:
+            raise ConfigError(f"initial_policy: {exc}") from exc
+    model = H100_LLAMA3_8B
+    raw = cfg.tuner.get("model")
+    if isinstance(raw, dict):
+        try:
+            model = StepTimeModel.from_dict(dict(raw))
+        except StepTimeModelError as exc:
+            raise ConfigError(f"tuner.model: {exc}") from None
+    name = {"boost": "uniboost"}.get(spec, spec)
+    policy = default_policy(name, model)
+    if policy is None:
+        choices = [n for n in POLICY_NAMES if default_policy(n) is not None]
+        raise ConfigError(f"initial_policy: {spec!r} is neither a policy file nor a policy "
+                          f"name (one of {', '.join(choices)})")
+    return policy
+
+
 class Sidecar:
     """One sidecar instance (in-process: tests and benchmarks build it directly)."""
 
@@ -110,12 +140,9 @@ class Sidecar:
         self.cfg = cfg
         self.metrics = SidecarMetrics()
         self.state = StateFile(cfg.state_dir)
-        initial: Policy | None = None
-        if cfg.initial_policy is not None:
-            try:
-                initial = load_frozen(cfg.initial_policy)
-            except FrozenPolicyError as exc:
-                raise ConfigError(f"initial_policy: {exc}") from exc
+        initial = resolve_initial_policy(cfg)
+        log.info("initial policy (published if no persisted one): mode=%s source=%s",
+                 initial.mode.value, initial.source.value)
         self.store = PolicyStore(self.state, self.metrics, initial)
         m = self.metrics
         self.window = TelemetryWindow(

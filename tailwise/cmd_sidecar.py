@@ -44,8 +44,11 @@ def register(app: typer.Typer) -> None:
         tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key.")] = None,
         insecure: Annotated[bool, typer.Option(
             "--insecure", help="Allow a non-local bind without TLS or token.")] = False,
-        initial_policy: Annotated[Path | None, typer.Option(
-            "--initial-policy", help="Frozen policy file to publish first (default FCFS).")] = None,
+        initial_policy: Annotated[str | None, typer.Option(
+            "--initial-policy", help="What a fresh sidecar publishes first: a frozen policy "
+                                     "FILE or a policy name (default tailwise, the adapter's "
+                                     "default mode; match the adapters' mode/policy_file).")
+        ] = None,
         trial_window_s: Annotated[float | None, typer.Option(
             "--trial-window-s", help="Replay window, engine seconds.")] = None,
         round_every_s: Annotated[float | None, typer.Option(
