@@ -167,18 +167,23 @@ class SidecarConfig:
 
 
     def _validate_tuner(self) -> None:
-        """Refuse a bad ``[tuner]`` table (objective weights included) at start, naming
-        the field, instead of when the first round builds the tuner."""
-        from tailwise.bayes_opt.objective import ObjectiveError
-        from tailwise.bayes_opt.tuner import TunerConfig, TunerConfigError
+        """Refuse a bad ``[tuner.objective]`` table (weights included) at start, naming
+        the field, instead of when the first round builds the tuner. (Only the objective:
+        the rest of ``TunerConfig`` would import Optuna, which a sidecar without a loop
+        never needs.)"""
+        from tailwise.bayes_opt.objective import ObjectiveConfig, ObjectiveError
 
+        obj = self.tuner.get("objective")
+        if obj is None:
+            return
+        if not isinstance(obj, dict):
+            raise ConfigError("tuner.objective: must be a table")
         try:
-            TunerConfig(**{"storage": "memory", **self.tuner})
-        except (TunerConfigError, ObjectiveError) as exc:
-            msg = str(exc)
-            raise ConfigError(msg if msg.startswith("tuner.") else f"tuner.{msg}") from None
+            ObjectiveConfig(**obj)
+        except ObjectiveError as exc:
+            raise ConfigError(f"tuner.{exc}") from None
         except TypeError as exc:
-            raise ConfigError(f"tuner: {exc}") from None
+            raise ConfigError(f"tuner.objective: {exc}") from None
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

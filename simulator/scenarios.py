@@ -12,38 +12,205 @@ reports keep the short/long prompt classes; phases are told apart by the shift t
   long-context requests (16k–32k-token prompts) in the middle.
 * ``reasoning`` — the conversation trace at the target load where, from the middle on,
   30% of requests produce reasoning-style long outputs (2k–8k tokens).
+
+Multi-phase scenarios where the best static policy changes from phase to phase (issue 13:
+"scenarios where learning matters"). They run on their own engine, :data:`SHIFT_ENGINE`
+(the H100 profile with 6,000 KV blocks ≈ 96k tokens, so long decodes fill the cache and
+preemption happens), carry class labels (and SLO classes where tagged), and list their
+phases (:attr:`Scenario.phases`); ``benchmarks/online_targets.py`` measures, per phase,
+how far every static arm is from that phase's best static arm.
+
+* ``code-reasoning-slo`` — calm Azure code traffic (0.7 load) → bursty reasoning
+  overload (Gamma CV 2, half the outputs bounded-Pareto 1k–16k tokens, 1.15 load) → an
+  SLO-tagged interactive/batch mix (TTFT SLO 2 s / 60 s, 0.95 load).
+* ``chat-longdoc-burst`` — Azure conversation (0.85 load) → long-document chat (30% of
+  prompts 8k–30k tokens, 1.0 load) → bursty short chat (Gamma CV 3, 1.2 load).
+* ``slo-flip`` — batch-heavy SLO mix (20% interactive, 0.9 load) → interactive flood
+  beside long batch documents (80% interactive, 1.1 load) → reasoning overload (1.1 load).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+import numpy.typing as npt
 
+from tailwise.scorer.policy import SloParams
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig
+from tailwise.simulator.metrics import MetricsConfig
 from tailwise.simulator.traces import Trace, TraceError, load_trace
 from tailwise.simulator.workload import concat, offered_load, rate_scale_for_load
 
-SCENARIOS = ("code-to-conv", "load-ramp", "long-burst", "reasoning")
+SHIFT_SCENARIOS = ("code-reasoning-slo", "chat-longdoc-burst", "slo-flip")
+SCENARIOS = ("code-to-conv", "load-ramp", "long-burst", "reasoning", *SHIFT_SCENARIOS)
+
+#: the engine of the multi-phase scenarios: H100 profile, 6,000 KV blocks (~96k tokens)
+SHIFT_ENGINE = EngineConfig(num_gpu_blocks=6000)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    #: engine time of the phase's first arrival
+    start_s: float
+    target_load: float
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
     trace: Trace
-    #: engine time at which the workload shifts
+    #: engine time at which the workload (first) shifts
     shift_s: float
     description: str
+    #: every phase, in order (two-phase scenarios: before/after ``shift_s``)
+    phases: tuple[Phase, ...] = ()
+    #: engine the scenario is meant for (None: the caller's)
+    engine: EngineConfig | None = None
+    #: metric SLO targets (per SLO class) the scenario is scored with
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def phase_of(self, arrival_s: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+        """Index of the phase each arrival time falls in."""
+        starts = np.asarray([p.start_s for p in self.phases] or [0.0, self.shift_s])
+        return np.clip(np.searchsorted(starts, arrival_s, side="right") - 1, 0, None)
 
 
 def _at_load(trace: Trace, load: float, cfg: EngineConfig, model: StepTimeModel) -> Trace:
     return trace.scaled(rate_scale_for_load(trace, load, cfg, model))
 
 
+def slo_metrics() -> MetricsConfig:
+    """Metric SLOs = the policy's default SLO classes (what Kairos and urgency read)."""
+    slo = SloParams()
+    return MetricsConfig(ttft_slo_s=slo.ttft_s, tpot_slo_s=slo.tpot_s,
+                         slo_classes={c.name: (c.ttft_s, c.tpot_s) for c in slo.classes})
+
+
+def _gamma(rng: np.random.Generator, n: int, cv: float) -> npt.NDArray[np.float64]:
+    shape = 1.0 / (cv * cv)
+    gaps = rng.gamma(shape, 1.0 / shape, n)
+    gaps[0] = 0.0
+    return np.cumsum(gaps)
+
+
+def _lognormal(rng: np.random.Generator, median: float, sigma: float, lo: int, hi: int,
+               n: int) -> npt.NDArray[np.int64]:
+    return np.clip(np.rint(rng.lognormal(math.log(median), sigma, n)), lo, hi).astype(np.int64)
+
+
+def _pareto(rng: np.random.Generator, alpha: float, lo: float, hi: float, n: int
+            ) -> npt.NDArray[np.int64]:
+    """Bounded Pareto(α) on [lo, hi] by inverse CDF (heavy-tailed reasoning outputs)."""
+    u = rng.random(n)
+    la, ha = lo ** alpha, hi ** alpha
+    x: npt.NDArray[np.float64] = (-(u * ha - u * la - ha) / (ha * la)) ** (-1.0 / alpha)
+    out: npt.NDArray[np.int64] = np.clip(np.rint(x), lo, hi).astype(np.int64)
+    return out
+
+
+def reasoning_phase(rng: np.random.Generator, n: int, cv: float = 2.0,
+                    heavy_share: float = 0.5) -> Trace:
+    """Bursty reasoning: prompts 100–4k (log-uniform), ``heavy_share`` of the outputs
+    bounded-Pareto(1.1) on 1k–16k tokens, the rest log-normal around 150."""
+    prompt = np.rint(np.exp(rng.uniform(math.log(100), math.log(4000), n))).astype(np.int64)
+    heavy = rng.random(n) < heavy_share
+    out = _lognormal(rng, 150, 0.8, 8, 1000, n)
+    out[heavy] = _pareto(rng, 1.1, 1000, 16_000, int(heavy.sum()))
+    return Trace("reasoning", _gamma(rng, n, cv), prompt, out,
+                 classes=["reasoning" if h else "chat" for h in heavy.tolist()],
+                 meta={"format": "scenario"})
+
+
+def slo_phase(rng: np.random.Generator, n: int, interactive: float, cv: float = 1.5) -> Trace:
+    """SLO-tagged mix: interactive (short, TTFT SLO 2 s) and batch (long documents,
+    TTFT SLO 60 s) requests, Gamma arrivals."""
+    inter = rng.random(n) < interactive
+    prompt = np.where(inter, _lognormal(rng, 400, 0.7, 16, 4000, n),
+                      _lognormal(rng, 4000, 0.6, 500, 24_000, n))
+    out = np.where(inter, _lognormal(rng, 150, 0.7, 4, 1500, n),
+                   _lognormal(rng, 600, 0.8, 16, 6000, n))
+    slo = ["interactive" if i else "batch" for i in inter.tolist()]
+    return Trace("slo-mix", _gamma(rng, n, cv), prompt, out, classes=list(slo),
+                 slo_classes=slo, meta={"format": "scenario"})
+
+
+def longdoc_phase(rng: np.random.Generator, n: int, long_share: float = 0.3) -> Trace:
+    """Chat with long documents: ``long_share`` of prompts 8k–30k tokens (log-uniform)."""
+    long = rng.random(n) < long_share
+    prompt = _lognormal(rng, 600, 0.8, 16, 6000, n)
+    prompt[long] = np.rint(np.exp(rng.uniform(math.log(8000), math.log(30_000),
+                                              int(long.sum())))).astype(np.int64)
+    out = _lognormal(rng, 200, 0.8, 4, 2000, n)
+    return Trace("longdoc", _gamma(rng, n, 1.0), prompt, out,
+                 classes=["longdoc" if x else "chat" for x in long.tolist()],
+                 meta={"format": "scenario"})
+
+
+def _labelled(trace: Trace, label: str) -> Trace:
+    return replace(trace, classes=[label] * len(trace))
+
+
+def _phased(name: str, parts: list[tuple[str, Trace, float]], cfg: EngineConfig,
+            model: StepTimeModel, description: str) -> Scenario:
+    """Concatenate ``(phase name, trace, load)`` parts, each scaled to its own load, with
+    one median inter-arrival gap between phases."""
+    scaled = [(n, _at_load(t, load, cfg, model), load) for n, t, load in parts]
+    trace = scaled[0][1]
+    phases = [Phase(scaled[0][0], 0.0, scaled[0][2])]
+    for pname, t, load in scaled[1:]:
+        gap = float(np.median(np.diff(t.arrival_s))) if len(t) > 1 else 0.0
+        start = float(trace.arrival_s[-1]) + gap
+        trace = concat(trace, t, gap_s=gap, name=name)
+        phases.append(Phase(pname, start, load))
+    trace = replace(trace, name=name, meta={"format": "scenario", "scenario": name})
+    return Scenario(name, trace, phases[1].start_s, description, tuple(phases), cfg,
+                    slo_metrics())
+
+
+def build_shift(name: str, model: StepTimeModel, *, requests: int = 1500,
+                seed: int = 0, cfg: EngineConfig = SHIFT_ENGINE) -> Scenario:
+    """One of :data:`SHIFT_SCENARIOS` with ``requests`` requests per phase."""
+    rng = np.random.default_rng(seed)
+    n = requests
+    if name == "code-reasoning-slo":
+        code = load_trace("azure-code")
+        start = int(rng.integers(0, max(len(code) - n, 1)))
+        calm = _labelled(code.select(np.arange(start, min(start + n, len(code)))), "code")
+        return _phased(name, [("calm code", calm, 0.7),
+                              ("bursty reasoning", reasoning_phase(rng, n), 1.15),
+                              ("slo mix", slo_phase(rng, n, 0.7), 0.95)], cfg, model,
+                       "Azure code 0.7 → bursty reasoning 1.15 (KV pressure) → "
+                       "SLO interactive/batch mix 0.95")
+    if name == "chat-longdoc-burst":
+        conv = load_trace("azure-conv")
+        start = int(rng.integers(0, max(len(conv) - n, 1)))
+        chat = _labelled(conv.select(np.arange(start, min(start + n, len(conv)))), "chat")
+        burst = replace(longdoc_phase(rng, n, 0.0), arrival_s=_gamma(rng, n, 3.0))
+        return _phased(name, [("chat", chat, 0.85),
+                              ("long documents", longdoc_phase(rng, n), 1.0),
+                              ("bursty chat", burst, 1.2)], cfg, model,
+                       "Azure conversation 0.85 → long documents 1.0 → bursty chat 1.2")
+    if name == "slo-flip":
+        return _phased(name, [("batch-heavy", slo_phase(rng, n, 0.2), 0.9),
+                              ("interactive flood", slo_phase(rng, n, 0.8, cv=2.0), 1.1),
+                              ("reasoning", reasoning_phase(rng, n), 1.1)], cfg, model,
+                       "SLO mix 20% interactive 0.9 → 80% interactive 1.1 → "
+                       "reasoning 1.1")
+    raise TraceError(f"unknown scenario {name!r}; choose from: {', '.join(SCENARIOS)}")
+
+
 def build(name: str, cfg: EngineConfig, model: StepTimeModel, *, load: float = 0.9,
           requests: int = 3000, seed: int = 0) -> Scenario:
-    """The named scenario with about ``requests`` requests per phase."""
+    """The named scenario with about ``requests`` requests per phase (multi-phase
+    scenarios ignore ``load``, set their own per phase and keep ``cfg`` only if it is
+    not the default engine)."""
+    if name in SHIFT_SCENARIOS:
+        return build_shift(name, model, requests=requests, seed=seed,
+                           cfg=SHIFT_ENGINE if cfg == EngineConfig() else cfg)
     rng = np.random.default_rng(seed)
     if name == "code-to-conv":
         a = _at_load(load_trace("azure-code").head(requests), load, cfg, model)

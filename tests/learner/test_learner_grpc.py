@@ -94,7 +94,7 @@ def test_protocol_nonce_ack_nack_and_never_resend(sidecar: Sidecar) -> None:
     admin = AdminClient(sidecar.address)
     s = RawSubscription(sidecar.address, pb.Ack(kind=pb.ACK_KIND_HELLO, adapter_id="A"))
     u1 = s.next()
-    assert u1.version == 1 and len(u1.nonce) == 16 and u1.policy.mode == pb.MODE_FCFS
+    assert u1.version == 1 and len(u1.nonce) == 16 and u1.policy.mode == pb.MODE_TAILWISE
     # an answer quoting an unknown nonce is stale and ignored
     s.out.put(pb.Ack(kind=pb.ACK_KIND_ACK, nonce="bogus", version=1))
     s.out.put(pb.Ack(kind=pb.ACK_KIND_ACK, nonce=u1.nonce, version=1))
@@ -177,7 +177,7 @@ def test_admin_validates_and_guards_the_testing_hook(tmp_path: Path) -> None:
             with pytest.raises(InvalidArgument, match="action"):
                 admin._set(pb.SetPolicyRequest())
             version, policy = admin.current()
-            assert version == 1 and policy.mode is Mode.FCFS
+            assert version == 1 and policy.mode is Mode.TAILWISE  # the default initial policy
             assert not admin.resume()
     finally:
         sc.stop(0.5)

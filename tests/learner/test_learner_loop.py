@@ -240,6 +240,7 @@ def test_shifted_workload_through_telemetry_improves_within_8_trials(tmp_path: P
     trace = concat(pre, post)
     trace = trace.scaled(rate_scale_for_load(trace, 1.0, EngineConfig(), H100_LLAMA3_8B))
     cfg = SidecarConfig(listen="127.0.0.1:0", metrics_port=-1, state_dir=tmp_path,
+                        initial_policy="fcfs",  # the champion to beat: stock vLLM order
                         loop=LoopConfig(enabled=False, n_trials=8,
                                         round_every_s=trace.duration_s / 2),
                         window=WindowConfig(trial_window_s=trace.duration_s + 1, min_requests=50),

@@ -56,7 +56,7 @@ def test_subscribe_nack_ack_health_metrics(tmp_path: Path) -> None:
             bad.boost.gamma = math.nan
             assert admin.push_unchecked(bad) == 2
             assert client.wait_for(lambda c: c.counters.nacked == 1, 30)
-            assert client.current().version == 1 and client.current().mode is Mode.FCFS
+            assert client.current().version == 1 and client.current().mode is Mode.TAILWISE
             assert "boost.gamma" in client.nacked_versions()[2]
             # the next good one is ACKed and applied
             assert admin.push(neutral_policy().replace(mode=Mode.BOOST)) == 3
