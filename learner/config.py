@@ -43,6 +43,9 @@ class WindowConfig:
     settle_quantile: float = 0.99
     #: the settled span ends at most this many engine seconds before the engine clock
     max_settle_lag_s: float = 600.0
+    #: replay the backlog too: requests still in the engine when the window starts are
+    #: replayed from its start (``TelemetryWindow.trace(carry_in=True)``)
+    carry_in: bool = True
 
 
 #: how the loop scores candidates: on a replay of the telemetry window, or live

@@ -412,7 +412,8 @@ class LearningLoop:
             self.history.append(RoundRecord(now, "no_tuner", 0, None, None, None))
             self._finish_round(now, "no_tuner")
             return "no_tuner", None
-        trace = self.window.trace(since, name=f"window@{now:.1f}", until=until)
+        trace = self.window.trace(since, name=f"window@{now:.1f}", until=until,
+                                  carry_in=self.wcfg.carry_in)
         if trace is None:  # pragma: no cover - count_since said otherwise
             self._finish_round(now, "too_few_requests")
             return "too_few_requests", None

@@ -293,21 +293,46 @@ class TelemetryWindow:
             return list(self._steps)
 
     def trace(self, since: float, name: str = "telemetry-window",
-              until: float = math.inf) -> Trace | None:
-        """The finished requests arriving in ``[since, until)`` as a Trace (None if none)."""
-        recs = sorted(self.finished_since(since, until), key=lambda r: r.arrival_time)
+              until: float = math.inf, *, carry_in: bool = False) -> Trace | None:
+        """The finished requests arriving in ``[since, until)`` as a Trace (None if none).
+
+        ``carry_in``: also the requests that were in the engine at ``since`` (arrived
+        before, finished after), placed at ``since`` in their arrival order — those still
+        waiting with their whole work, those already decoding with the prompt (their KV)
+        and the share of their output still to come (interpolated between first token and
+        finish). Without them a replay of an overloaded window starts from an empty engine
+        and sees none of the backlog the engine really carried: every candidate then
+        replays alike (the flat trial values of issue 13).
+        """
+        with self._cond:
+            recs = [r for r in self._finished if since <= r.arrival_time < until]
+            carried = [r for r in self._finished
+                       if r.arrival_time < since < r.finish_time] if carry_in else []
         if not recs:
             return None
-        t0 = recs[0].arrival_time
-        arrival = np.asarray([r.arrival_time - t0 for r in recs], dtype=np.float64)
-        prompt = np.asarray([r.prompt_tokens for r in recs], dtype=np.int64)
-        output = np.asarray([max(r.output_tokens, 1) for r in recs], dtype=np.int64)
-        slo = [r.slo_class for r in recs]
+        recs.sort(key=lambda r: r.arrival_time)
+        carried.sort(key=lambda r: r.arrival_time)
+
+        def remaining(r: FinishedRequest) -> int:
+            ft = r.first_token_time
+            if ft is None or ft >= since or r.finish_time <= ft:
+                return max(r.output_tokens, 1)
+            share = (r.finish_time - since) / (r.finish_time - ft)
+            return max(int(round(r.output_tokens * share)), 1)
+
+        t0 = since if carried else recs[0].arrival_time
+        rows = [(since - t0, r, remaining(r)) for r in carried]
+        rows += [(r.arrival_time - t0, r, max(r.output_tokens, 1)) for r in recs]
+        arrival = np.asarray([a for a, _, _ in rows], dtype=np.float64)
+        prompt = np.asarray([r.prompt_tokens for _, r, _ in rows], dtype=np.int64)
+        output = np.asarray([o for _, _, o in rows], dtype=np.int64)
+        slo = [r.slo_class for _, r, _ in rows]
         return Trace(
             name=name, arrival_s=arrival, prompt_tokens=prompt, output_tokens=output,
             slo_classes=slo if any(slo) else None,
             meta={"format": "telemetry", "engine_t0": t0, "engine_since": since,
-                  "engine_t1": max(r.finish_time for r in recs),
+                  "engine_t1": max(r.finish_time for _, r, _ in rows),
                   "engine_until": until if math.isfinite(until) else None,
-                  "cached_tokens": [r.cached_tokens for r in recs]},
+                  "carried_in": len(carried),
+                  "cached_tokens": [r.cached_tokens for _, r, _ in rows]},
         )

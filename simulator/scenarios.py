@@ -32,6 +32,7 @@ how far every static arm is from that phase's best static arm.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -154,11 +155,22 @@ def _labelled(trace: Trace, label: str) -> Trace:
     return replace(trace, classes=[label] * len(trace))
 
 
-def _phased(name: str, parts: list[tuple[str, Trace, float]], cfg: EngineConfig,
-            model: StepTimeModel, description: str) -> Scenario:
-    """Concatenate ``(phase name, trace, load)`` parts, each scaled to its own load, with
-    one median inter-arrival gap between phases."""
-    scaled = [(n, _at_load(t, load, cfg, model), load) for n, t, load in parts]
+def _phased(name: str, parts: list[tuple[str, Callable[[int], Trace], float]],
+            cfg: EngineConfig, model: StepTimeModel, description: str, requests: int,
+            phase_s: float | None) -> Scenario:
+    """Concatenate ``(phase name, make(n), load)`` parts, each scaled to its own load and
+    (with ``phase_s``) cut to ``phase_s`` engine seconds — phases of equal length, so
+    each gets as many tuning rounds whatever its request rate — with one median
+    inter-arrival gap between phases."""
+    scaled: list[tuple[str, Trace, float]] = []
+    for pname, make, load in parts:
+        t = _at_load(make(requests), load, cfg, model)
+        if phase_s is not None and len(t) > 1:
+            rate = len(t) / max(t.duration_s, 1e-9)
+            t = _at_load(make(max(int(math.ceil(rate * phase_s * 1.1)) + 2, 2)), load, cfg,
+                         model)
+            t = t.select(np.flatnonzero(t.arrival_s < phase_s))
+        scaled.append((pname, t, load))
     trace = scaled[0][1]
     phases = [Phase(scaled[0][0], 0.0, scaled[0][2])]
     for pname, t, load in scaled[1:]:
@@ -171,35 +183,48 @@ def _phased(name: str, parts: list[tuple[str, Trace, float]], cfg: EngineConfig,
                     slo_metrics())
 
 
-def build_shift(name: str, model: StepTimeModel, *, requests: int = 1500,
-                seed: int = 0, cfg: EngineConfig = SHIFT_ENGINE) -> Scenario:
-    """One of :data:`SHIFT_SCENARIOS` with ``requests`` requests per phase."""
+def _azure(name: str, label: str, rng: np.random.Generator) -> Callable[[int], Trace]:
+    full = load_trace(name)
+    start = int(rng.integers(0, len(full) // 2))
+
+    def make(n: int) -> Trace:
+        idx = (start + np.arange(n)) % len(full)  # wraps: arrivals are re-based below
+        t = full.select(idx)
+        gaps = np.diff(full.arrival_s, prepend=full.arrival_s[0])[idx]
+        gaps[0] = 0.0
+        return _labelled(replace(t, arrival_s=np.cumsum(np.maximum(gaps, 0.0))), label)
+
+    return make
+
+
+def build_shift(name: str, model: StepTimeModel, *, requests: int = 1000,
+                seed: int = 0, cfg: EngineConfig = SHIFT_ENGINE,
+                phase_s: float | None = 300.0) -> Scenario:
+    """One of :data:`SHIFT_SCENARIOS`: phases of ``phase_s`` engine seconds each (None:
+    ``requests`` requests each)."""
     rng = np.random.default_rng(seed)
-    n = requests
     if name == "code-reasoning-slo":
-        code = load_trace("azure-code")
-        start = int(rng.integers(0, max(len(code) - n, 1)))
-        calm = _labelled(code.select(np.arange(start, min(start + n, len(code)))), "code")
-        return _phased(name, [("calm code", calm, 0.7),
-                              ("bursty reasoning", reasoning_phase(rng, n), 1.15),
-                              ("slo mix", slo_phase(rng, n, 0.7), 0.95)], cfg, model,
-                       "Azure code 0.7 → bursty reasoning 1.15 (KV pressure) → "
-                       "SLO interactive/batch mix 0.95")
+        return _phased(name, [("calm code", _azure("azure-code", "code", rng), 0.7),
+                              ("bursty reasoning", lambda n: reasoning_phase(rng, n), 1.15),
+                              ("slo mix", lambda n: slo_phase(rng, n, 0.7), 0.95)],
+                       cfg, model, "Azure code 0.7 → bursty reasoning 1.15 (KV pressure) → "
+                       "SLO interactive/batch mix 0.95", requests, phase_s)
     if name == "chat-longdoc-burst":
-        conv = load_trace("azure-conv")
-        start = int(rng.integers(0, max(len(conv) - n, 1)))
-        chat = _labelled(conv.select(np.arange(start, min(start + n, len(conv)))), "chat")
-        burst = replace(longdoc_phase(rng, n, 0.0), arrival_s=_gamma(rng, n, 3.0))
-        return _phased(name, [("chat", chat, 0.85),
-                              ("long documents", longdoc_phase(rng, n), 1.0),
+        def burst(n: int) -> Trace:
+            return replace(longdoc_phase(rng, n, 0.0), arrival_s=_gamma(rng, n, 3.0))
+
+        return _phased(name, [("chat", _azure("azure-conv", "chat", rng), 0.85),
+                              ("long documents", lambda n: longdoc_phase(rng, n), 1.0),
                               ("bursty chat", burst, 1.2)], cfg, model,
-                       "Azure conversation 0.85 → long documents 1.0 → bursty chat 1.2")
+                       "Azure conversation 0.85 → long documents 1.0 → bursty chat 1.2",
+                       requests, phase_s)
     if name == "slo-flip":
-        return _phased(name, [("batch-heavy", slo_phase(rng, n, 0.2), 0.9),
-                              ("interactive flood", slo_phase(rng, n, 0.8, cv=2.0), 1.1),
-                              ("reasoning", reasoning_phase(rng, n), 1.1)], cfg, model,
-                       "SLO mix 20% interactive 0.9 → 80% interactive 1.1 → "
-                       "reasoning 1.1")
+        return _phased(name, [("batch-heavy", lambda n: slo_phase(rng, n, 0.2), 0.9),
+                              ("interactive flood", lambda n: slo_phase(rng, n, 0.8, cv=2.0),
+                               1.1),
+                              ("reasoning", lambda n: reasoning_phase(rng, n), 1.1)],
+                       cfg, model, "SLO mix 20% interactive 0.9 → 80% interactive 1.1 → "
+                       "reasoning 1.1", requests, phase_s)
     raise TraceError(f"unknown scenario {name!r}; choose from: {', '.join(SCENARIOS)}")
 
 

@@ -198,3 +198,31 @@ def test_state_writes_are_atomic_files(tmp_path: Path) -> None:
     for v in range(1, 30):
         assert st.issue_version() == v
     assert [p.name for p in tmp_path.iterdir()] == ["sidecar_state.json"]
+
+
+def test_trace_carry_in_replays_the_backlog_from_the_window_start() -> None:
+    """Requests in the engine at ``since`` are replayed from ``since``: a waiting one
+    whole, a decoding one with the share of its output still to come."""
+    from tailwise.learner.window import TelemetryWindow
+    from tailwise.wire.v1 import policy_pb2 as pb
+
+    w = TelemetryWindow()
+    b = pb.EngineEvent()
+    # (id, arrival, first token, finish, prompt, output)
+    for rid, arr, ftt, fin, p, o in (("dec", 0.5, 1.0, 11.0, 500, 100),
+                                     ("wait", 2.0, 6.0, 8.0, 300, 40),
+                                     ("done", 1.0, 2.0, 3.0, 50, 5),
+                                     ("new", 6.0, 6.5, 7.0, 70, 9)):
+        b.requests.add(kind=pb.REQUEST_EVENT_KIND_FINISHED, request_id=rid, time=fin,
+                       arrival_time=arr, first_token_time=ftt, prompt_tokens=p,
+                       output_tokens=o)
+    assert w.apply(b) == 4
+    plain = w.trace(5.0)
+    assert plain is not None and plain.prompt_tokens.tolist() == [70]
+    tr = w.trace(5.0, carry_in=True)
+    assert tr is not None and tr.meta["carried_in"] == 2
+    # "done" finished before the window: not replayed; "dec" had 6 of its 10 s of
+    # decoding left (60 of 100 tokens); "wait" had not started: whole
+    assert tr.arrival_s.tolist() == [0.0, 0.0, 1.0]
+    assert tr.prompt_tokens.tolist() == [500, 300, 70]
+    assert tr.output_tokens.tolist() == [60, 40, 9]

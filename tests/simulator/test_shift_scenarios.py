@@ -13,7 +13,7 @@ from tailwise.simulator.workload import offered_load
 
 @pytest.mark.parametrize("name", SHIFT_SCENARIOS)
 def test_phases_are_ordered_labelled_and_at_their_load(name: str) -> None:
-    s = build_shift(name, H100_LLAMA3_8B, requests=300, seed=3)
+    s = build_shift(name, H100_LLAMA3_8B, requests=300, seed=3, phase_s=None)
     assert name in SCENARIOS and s.engine == SHIFT_ENGINE and len(s.phases) == 3
     starts = [p.start_s for p in s.phases]
     assert starts == sorted(starts) and starts[0] == 0.0 and s.shift_s == starts[1]
@@ -38,3 +38,11 @@ def test_deterministic_per_seed(name: str) -> None:
     assert np.array_equal(a.trace.arrival_s, b.trace.arrival_s)
     assert np.array_equal(a.trace.output_tokens, b.trace.output_tokens)
     assert not np.array_equal(a.trace.output_tokens, c.trace.output_tokens)
+
+
+@pytest.mark.parametrize("name", SHIFT_SCENARIOS)
+def test_phases_of_equal_length(name: str) -> None:
+    s = build_shift(name, H100_LLAMA3_8B, requests=200, seed=0, phase_s=120.0)
+    starts = [p.start_s for p in s.phases] + [float(s.trace.arrival_s[-1])]
+    lengths = np.diff(starts)
+    assert np.all(lengths <= 121.0) and np.all(lengths >= 100.0)
