@@ -318,7 +318,7 @@ class TelemetryWindow:
             if ft is None or ft >= since or r.finish_time <= ft:
                 return max(r.output_tokens, 1)
             share = (r.finish_time - since) / (r.finish_time - ft)
-            return max(int(round(r.output_tokens * share)), 1)
+            return max(round(r.output_tokens * share), 1)
 
         t0 = since if carried else recs[0].arrival_time
         rows = [(since - t0, r, remaining(r)) for r in carried]

@@ -167,7 +167,7 @@ def _phased(name: str, parts: list[tuple[str, Callable[[int], Trace], float]],
         t = _at_load(make(requests), load, cfg, model)
         if phase_s is not None and len(t) > 1:
             rate = len(t) / max(t.duration_s, 1e-9)
-            t = _at_load(make(max(int(math.ceil(rate * phase_s * 1.1)) + 2, 2)), load, cfg,
+            t = _at_load(make(max(math.ceil(rate * phase_s * 1.1) + 2, 2)), load, cfg,
                          model)
             t = t.select(np.flatnonzero(t.arrival_s < phase_s))
         scaled.append((pname, t, load))

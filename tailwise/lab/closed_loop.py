@@ -48,7 +48,7 @@ from tailwise.lab.scenario_report import report_context, write_scenario_report
 from tailwise.lab.sidecar_process import SidecarLaunchError, SidecarSubprocess
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler, default_policy
-from tailwise.simulator.engine import SimResult
+from tailwise.simulator.engine import EngineConfig, SimResult
 from tailwise.simulator.scenarios import Scenario, build
 from tailwise.simulator.traces import Trace, TraceError
 
@@ -212,6 +212,10 @@ def run_online(opts: OnlineOptions) -> Path:
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     scen, scale = scenario_of(opts)
+    if scen.engine is not None and opts.engine == EngineConfig():
+        # a multi-phase scenario brings its engine (KV pressure) and SLO classes
+        opts = dataclasses.replace(opts, engine=scen.engine, metrics=dataclasses.replace(
+            opts.metrics, slo_classes={**scen.metrics.slo_classes, **opts.metrics.slo_classes}))
     # phases are told apart by arrival time vs. shift_s; classes stay short/long by prompt
     trace = scen.trace
     log(f"{'trace' if opts.trace is not None else 'scenario'} {scen.name}: {len(trace)} "
