@@ -21,7 +21,8 @@ real sidecar process, paced in engine time), then prints:
 Median and worst over seeds close the output. ``--trace FILE`` adds a trace file cut
 into three equal phases.
 
-    python benchmarks/online_targets.py [--seeds 5] [--requests 800] [--scenarios ...]
+    python benchmarks/online_targets.py [--seeds 5] [--phase-s 180] [--scenarios ...]
+        [--trace FILE]
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
         round_every_s=a.round_every_s, trials_per_round=a.trials, seed=seed, plots=False,
         metrics=s.metrics, requests=a.requests, min_requests=a.min_requests,
         offline_trials=a.offline_trials, verbose=False,
-        trial_window_s=a.trial_window_s or a.round_every_s)
+        trial_window_s=a.trial_window_s or a.round_every_s,
+        sidecar_overrides={"window": {"settle_quantile": a.settle_quantile}})
 
 
 def run_one(s: Scenario, seed: int, a: argparse.Namespace) -> Run:
@@ -232,7 +234,11 @@ def main() -> None:
     ap.add_argument("--trace", default=None, help="also a trace file cut into three phases")
     ap.add_argument("--trace-load", type=float, default=1.0)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--requests", type=int, default=800, help="requests per phase")
+    ap.add_argument("--requests", type=int, default=800,
+                    help="requests per phase of --trace; probe size of the scenarios")
+    ap.add_argument("--phase-s", type=float, default=180.0, help="engine seconds per phase")
+    ap.add_argument("--settle-quantile", type=float, default=0.99,
+                    help="sidecar window.settle_quantile")
     ap.add_argument("--round-every-s", type=float, default=60.0)
     ap.add_argument("--trial-window-s", type=float, default=None)
     ap.add_argument("--min-requests", type=int, default=150)
@@ -242,7 +248,7 @@ def main() -> None:
     a = ap.parse_args()
     rows = []
     for seed in range(a.seeds):
-        scens = [build_shift(n, MODEL, requests=a.requests, seed=seed)
+        scens = [build_shift(n, MODEL, requests=a.requests, seed=seed, phase_s=a.phase_s)
                  for n in a.scenarios.split(",") if n]
         if a.trace:
             scens.append(trace_scenario(a.trace, a.requests, a.trace_load))

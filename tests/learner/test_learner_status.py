@@ -96,11 +96,12 @@ def test_round_replays_the_settled_span(tmp_path: Path, settle: float) -> None:
     if settle:
         # the replay ends where arrivals stop having finished: no censored tail
         assert (rec.window_start, rec.window_end) == (40.0, 80.0)
-        assert len(trace) == 40
+        # + the backlog at the window's start (1..39 ran until 99.5), replayed from 40
+        assert len(trace) == 40 + 39 and trace.meta["carried_in"] == 39
     else:
         # the latest span, censored: only the requests that happened to finish
         assert (rec.window_start, rec.window_end) == (59.5, math.inf)
-        assert len(trace) == 20
+        assert len(trace) == 20 + 59 and trace.meta["carried_in"] == 59
 
 
 # -- loop progress and GetStatus --------------------------------------------------------------
