@@ -27,10 +27,16 @@ BASELINES = ["fcfs", "srpt-oracle", "hrrn", "las"]
 SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing")
 
 
-def ablations() -> dict[str, Policy]:
-    """``tailwise`` with one mechanism off (as a static policy, like a frozen file)."""
+def ablations(sweep: str | None = None) -> dict[str, Policy]:
+    """``tailwise`` with one mechanism off (as a static policy, like a frozen file), and
+    with ``sweep`` (``FIELD=V1,V2,...`` of RegimeParams) each value in turn."""
     base = Policy(mode=Mode.TAILWISE)
     out = {"tailwise-static": base}
+    if sweep:
+        field, _, values = sweep.partition("=")
+        for v in values.split(","):
+            out[f"{field}={v}"] = dataclasses.replace(
+                base, regime=dataclasses.replace(RegimeParams(), **{field: float(v)}))
     for flag in SWITCHES:
         out[f"no-{flag}"] = dataclasses.replace(
             base, regime=dataclasses.replace(RegimeParams(), **{flag: False}))
@@ -61,8 +67,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--workload", default=",".join(SUITE))
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--sweep", default=None,
+                    help="also run FIELD=V1,V2,... of RegimeParams (e.g. horizon_factor=1,2,4)")
     args = ap.parse_args()
-    files = ablations()
+    files = ablations(args.sweep)
     opts = BenchOptions(workloads=args.workload.split(","),
                         policies=[*BASELINES, "tailwise", *files], files=files, jobs=args.jobs)
     res = run_bench(opts)

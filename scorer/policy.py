@@ -236,6 +236,28 @@ class Policy:
         p.validate()
         return p
 
+    def waiting_bound(self) -> str:
+        """The safety envelope in words, for operators (``tailwise policy validate``).
+
+        >>> print(Policy(mode=Mode.BOOST).waiting_bound())
+        no request waits more than 240 s behind a later arrival (safety.aging_s)
+        """
+        if self.mode is Mode.FCFS:
+            return "FCFS: no request is ever overtaken by a later arrival"
+        if self.mode is Mode.KAIROS:
+            return ("none: Kairos orders by SLO slack; a request past its SLO is demoted, "
+                    "not dropped, and can wait behind later arrivals without bound")
+        fixed = (f"no request waits more than {self.safety.aging_s:g} s behind a later arrival "
+                 f"(safety.aging_s)")
+        g = self.regime
+        if self.mode is not Mode.TAILWISE or not g.relative_aging:
+            return fixed
+        return (f"no request waits more than E behind a later arrival, E = clip("
+                f"{g.aging_factor:g} x T, {g.aging_floor_s:g} s, {g.envelope_cap_s:g} s) where T "
+                f"is the measured p{100 * g.latency_quantile:g} first-to-last-token time of the "
+                f"last {g.latency_window} requests (E = {min(self.safety.aging_s, g.envelope_cap_s):g} s"
+                f" until measured); never more than {g.envelope_cap_s:g} s")
+
     # -- validation ----------------------------------------------------------------------
     def validate(self) -> None:
         """Raise :class:`PolicyError` naming the first bad field."""

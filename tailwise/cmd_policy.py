@@ -88,6 +88,7 @@ def register(app: typer.Typer) -> None:
             raise _fail(exc) from None
         typer.echo(f"ok: {file} (version {policy.version}, mode {policy.mode.value}, "
                    f"{len(policy.queues)} queues, source {policy.source.value})")
+        typer.echo(f"waiting bound: {policy.waiting_bound()}")
 
     @policy_app.command("kill")
     def kill(sidecar: Sidecar, token: Token = None, token_file: TokenFile = None,

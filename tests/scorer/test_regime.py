@@ -166,3 +166,12 @@ def test_tuner_space_reaches_the_regime_parameters() -> None:
     p = suggest_policy(FixedTrial(params), base, (), cfg)
     assert (p.regime.aging_factor, p.regime.horizon_factor, p.regime.pacing_blocks) == (4.0, 1.5, 2.0)
     assert p.regime.relative_aging is False
+
+
+def test_waiting_bound_states_the_envelope_in_force() -> None:
+    tw = Policy(mode=Mode.TAILWISE)
+    assert "clip(2 x T, 30 s, 3600 s)" in tw.waiting_bound()
+    assert "never more than 3600 s" in tw.waiting_bound()
+    fixed = dataclasses.replace(tw, regime=RegimeParams(relative_aging=False))
+    assert fixed.waiting_bound().startswith("no request waits more than 240 s")
+    assert Policy(mode=Mode.KAIROS).waiting_bound().startswith("none")
