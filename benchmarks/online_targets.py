@@ -216,10 +216,11 @@ def report(run: Run, a: argparse.Namespace) -> dict[str, Any]:
     print(f"target 3: published per phase {per_phase}; gate (new − replaced on the next "
           f"window): {', '.join(f'{g:+.3f}' for g in gates) or 'nothing published'}")
     ttb = trials_to_best(rounds)
-    distinct = [len({round(v, 4) for v in r["trial_values"] if v is not None}) for r in rounds]
+    distinct = [len({round(v, 4) for v in r["trial_values"] if v is not None}) for r in rounds
+                if any(v is not None for v in r["trial_values"])]
     print(f"target 4: trials until within 0.05 of the round's best: max "
           f"{max(ttb) if ttb else '–'}, median {statistics.median(ttb) if ttb else '–'} "
-          f"over {len(ttb)} rounds; distinct trial values per round (median): "
+          f"over {len(ttb)} rounds; distinct trial values per tuned round (median): "
           f"{statistics.median(distinct) if distinct else '–'}")
     print(f"target 5: online arm wall {run.online_wall_s:.0f} s")
     return {"scenario": s.name, "seed": run.seed, "t1": t1, "t2": min(margin.values()),
@@ -234,6 +235,7 @@ def main() -> None:
     ap.add_argument("--trace", default=None, help="also a trace file cut into three phases")
     ap.add_argument("--trace-load", type=float, default=1.0)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--requests", type=int, default=800,
                     help="requests per phase of --trace; probe size of the scenarios")
     ap.add_argument("--phase-s", type=float, default=180.0, help="engine seconds per phase")
@@ -247,7 +249,7 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write the per-run summaries here")
     a = ap.parse_args()
     rows = []
-    for seed in range(a.seeds):
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
         scens = [build_shift(n, MODEL, requests=a.requests, seed=seed, phase_s=a.phase_s)
                  for n in a.scenarios.split(",") if n]
         if a.trace:
