@@ -124,7 +124,10 @@ def summarize(res: SimResult, cfg: MetricsConfig | None = None) -> dict[str, Any
             "makespan_s": span,
             "sim_end_s": res.end_time,
             "wall_s": res.wall_s,
-            "mean_kv_usage": float(ts["kv_usage"].mean()) if len(ts["kv_usage"]) else 0.0,
+            # a replay against a real server may have no KV series (not observable)
+            "mean_kv_usage": (float(np.nanmean(ts["kv_usage"]))
+                              if "kv_usage" in ts and np.isfinite(ts["kv_usage"]).any()
+                              else (None if "kv_usage" not in ts else 0.0)),
             "max_waiting": int(ts["waiting"].max()) if len(ts["waiting"]) else 0,
             "counters": dict(res.counters),
         },

@@ -17,9 +17,11 @@ import csv
 import html
 import json
 import math
-from dataclasses import dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,6 +34,26 @@ class Run:
     name: str
     result: SimResult
     summary: dict[str, Any]
+
+
+class Summarised(Protocol):
+    """Anything with a name and a ``results.json`` summary (a run, or one read back)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def summary(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class Section:
+    """An extra table in the report (e.g. a replay's errors by reason)."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    images: list[str] = field(default_factory=list)
 
 
 def make_runs(results: dict[str, SimResult], cfg: MetricsConfig) -> list[Run]:
@@ -83,7 +105,7 @@ def _fmt(v: float | None, unit: str = "") -> str:
     return f"{v:.3f}"
 
 
-def ratio_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+def ratio_table(runs: Sequence[Summarised]) -> tuple[list[str], list[list[str]]]:
     """Each policy's metric divided by FCFS's and by SRPT-oracle's (lower is better)."""
     base = {r.name: r.summary for r in runs}
     refs = [n for n in ("fcfs", "srpt-oracle") if n in base]
@@ -99,27 +121,31 @@ def ratio_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def metric_table(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+def metric_table(runs: Sequence[Summarised]) -> tuple[list[str], list[list[str]]]:
     header = ["policy"] + [f"{label} ({unit})" if unit else label for label, unit, _ in _COLUMNS]
     rows = [[r.name] + [_fmt(lookup(r.summary, path), unit) for _, unit, path in _COLUMNS]
             for r in runs]
     return header, rows
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def md_table(header: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(out)
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
+def html_table(header: list[str], rows: list[list[str]]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+    trs = "".join("<tr>" + "".join(f"<td>{md_inline_html(c)}</td>" for c in row) + "</tr>"
                   for row in rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 
-def plot_all(out: Path, runs: list[Run], cfg: MetricsConfig, window_s: float) -> list[str]:
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def plot_all(out: Path, runs: list[Run], cfg: MetricsConfig, window_s: float,
+             time_label: str = "engine time (s)") -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,7 +162,8 @@ def plot_all(out: Path, runs: list[Run], cfg: MetricsConfig, window_s: float) ->
             m = np.asarray(pr.classes) == cname
             v = np.sort(pr.ttlt[m][np.isfinite(pr.ttlt[m])])
             if v.size:
-                ax.plot(v, np.arange(1, v.size + 1) / v.size, label=r.name)
+                ax.plot(v, np.arange(1, v.size + 1) / v.size, label=r.name,
+                        linestyle=LINESTYLES[runs.index(r) % len(LINESTYLES)])
         ax.set_xscale("log")
         ax.set_xlabel("TTLT (s, log)")
         ax.set_ylabel("CDF")
@@ -151,9 +178,11 @@ def plot_all(out: Path, runs: list[Run], cfg: MetricsConfig, window_s: float) ->
     fig, ax = plt.subplots(figsize=(9, 4))
     for r in runs:
         w = windows(r.result, window_s, cfg)
-        ax.plot(w["start"], w["p99_ttlt"], marker=".", label=r.name)
+        ax.plot(w["start"], w["p99_ttlt"], marker=".", label=r.name,
+                linestyle=LINESTYLES[runs.index(r) % len(LINESTYLES)])
     ax.set_xlabel("arrival time (s)")
     ax.set_ylabel(f"P99 TTLT per {window_s:g}s window (s)")
+    ax.set_title(f"P99 end-to-end latency per {window_s:g}s window of arrivals")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -161,15 +190,24 @@ def plot_all(out: Path, runs: list[Run], cfg: MetricsConfig, window_s: float) ->
     plt.close(fig)
     files.append("p99_windows.png")
 
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    for r in runs:
+    # a replay without server metrics has no KV series: plot the queue alone
+    has_kv = any("kv_usage" in r.result.timeseries for r in runs)
+    fig, axes2 = plt.subplots(2 if has_kv else 1, 1, figsize=(9, 6 if has_kv else 3.5),
+                              sharex=True, squeeze=False)
+    a1, a2 = axes2[0][0], axes2[-1][0]
+    for i, r in enumerate(runs):
         ts = r.result.timeseries
-        a1.plot(ts["t"], ts["kv_usage"], lw=0.8, label=r.name)
-        a2.plot(ts["t"], ts["waiting"], lw=0.8, label=r.name)
-    a1.set_ylabel("KV usage")
+        style = LINESTYLES[i % len(LINESTYLES)]
+        if "kv_usage" in ts:
+            a1.plot(ts["t"], ts["kv_usage"], lw=0.8, label=r.name, linestyle=style)
+        a2.plot(ts["t"], ts["waiting"], lw=0.8, label=r.name, linestyle=style)
+    if has_kv:
+        a1.set_ylabel("KV usage")
     a2.set_ylabel("waiting requests")
-    a2.set_xlabel("engine time (s)")
-    for a in (a1, a2):
+    a2.set_xlabel(time_label)
+    a1.set_title("KV usage and waiting queue over time" if has_kv else
+                 "requests waiting for their first token over time")
+    for a in {a1, a2}:
         a.grid(alpha=0.3)
     a1.legend(fontsize=7)
     fig.tight_layout()
@@ -180,7 +218,15 @@ def plot_all(out: Path, runs: list[Run], cfg: MetricsConfig, window_s: float) ->
 
 
 def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: MetricsConfig,
-                 window_s: float = 60.0, plots: bool = True) -> Path:
+                 window_s: float = 60.0, plots: bool = True, *,
+                 title: str = "tailwise simulation report", description: str | None = None,
+                 sections: Sequence[Section] = (),
+                 time_label: str = "engine time (s)") -> Path:
+    """Write results.json, CSVs, plots and the markdown/HTML report into ``out``.
+
+    ``description`` replaces the engine paragraph (a replay has no simulated engine);
+    ``sections`` are extra tables shown before the plots.
+    """
     out.mkdir(parents=True, exist_ok=True)
     results = {
         "trace": context.get("trace", {}),
@@ -197,12 +243,10 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
         w.writerows(mrows)
     for r in runs:
         write_requests_csv(r.result, out / f"requests_{r.name}.csv", cfg)
-    images = plot_all(out, runs, cfg, window_s) if plots else []
+    images = plot_all(out, runs, cfg, window_s, time_label) if plots else []
     trace = context.get("trace", {})
     conf = context.get("config", {})
-    lines = [
-        "# tailwise simulation report",
-        "",
+    default_description = (
         f"Trace **{trace.get('name', '?')}**: {trace.get('requests', '?')} requests over "
         f"{trace.get('duration_s', '?')} s (rate scale {conf.get('rate_scale', 1)}, offered load "
         f"{conf.get('offered_load', '?')}). Engine: {conf.get('step_model', '?')}, "
@@ -211,35 +255,61 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
         f"{conf.get('engine', {}).get('max_num_seqs', '?')} running, "
         f"{conf.get('engine', {}).get('max_num_batched_tokens', '?')}-token steps. "
         f"Classes: short = prompt ≤ {cfg.short_threshold} tokens. SLO: TTFT ≤ {cfg.ttft_slo_s} s, "
-        f"TPOT ≤ {cfg.tpot_slo_s * 1000:g} ms.",
+        f"TPOT ≤ {cfg.tpot_slo_s * 1000:g} ms.")
+    lines = [
+        f"# {title}",
+        "",
+        description if description is not None else default_description,
         "",
         "## Metrics (lower is better except goodput/throughput)",
         "",
-        _md_table(mh, mrows),
+        md_table(mh, mrows),
         "",
         "## Ratios (policy ÷ reference; < 1 means better than the reference)",
         "",
-        _md_table(rh, rrows),
+        md_table(rh, rrows),
         "",
     ]
+    for sec in sections:
+        lines += [f"## {sec.title}", ""] + ([sec.note, ""] if sec.note else [])
+        lines += ([md_table(sec.header, sec.rows), ""] if sec.rows else [])
+        lines += [f"![{i}]({i})" for i in sec.images] + ([""] if sec.images else [])
     if images:
         lines += ["## Plots", ""] + [f"![{i}]({i})" for i in images] + [""]
     lines += ["Per-request data: `requests_<policy>.csv`; machine-readable: `results.json`.", ""]
     (out / "report.md").write_text("\n".join(lines))
     body = "".join([
-        "<h1>tailwise simulation report</h1>",
-        f"<p>{html.escape(lines[2])}</p>",
-        "<h2>Metrics</h2>", _html_table(mh, mrows),
-        "<h2>Ratios</h2>", _html_table(rh, rrows),
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{md_inline_html(lines[2])}</p>",
+        "<h2>Metrics</h2>", html_table(mh, mrows),
+        "<h2>Ratios</h2>", html_table(rh, rrows),
+        "".join(f"<h2>{html.escape(sec.title)}</h2>"
+                + (f"<p>{md_inline_html(sec.note)}</p>" if sec.note else "")
+                + (html_table(sec.header, sec.rows) if sec.rows else "")
+                + "".join(f'<img src="{i}" style="max-width:100%">' for i in sec.images)
+                for sec in sections),
         "".join(f'<h2>{html.escape(i)}</h2><img src="{i}" style="max-width:100%">' for i in images),
     ])
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}")
     (out / "report.html").write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>tailwise report</title>"
-        f"<style>{style}</style></head><body>{body}</body></html>\n")
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
     return out / "report.md"
+
+
+STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+         "td:first-child,th:first-child{text-align:left}")
+
+
+def md_inline_html(text: str) -> str:
+    """Escape a markdown paragraph for HTML, rendering ``**bold**`` and ```code```.
+
+    >>> md_inline_html("Trace **a<b** at `x`")
+    'Trace <b>a&lt;b</b> at <code>x</code>'
+    """
+    out = html.escape(text, quote=False)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
 
 
 def _json_default(obj: Any) -> Any:

@@ -11,6 +11,7 @@ from tailwise import (
     cmd_freeze,
     cmd_plan,
     cmd_policy,
+    cmd_replay,
     cmd_sidecar,
     cmd_simulate,
 )
@@ -45,6 +46,7 @@ cmd_freeze.register(app)
 cmd_dashboard.register(app)
 cmd_plan.register(app)
 cmd_bench.register(app)
+cmd_replay.register(app)
 
 
 if __name__ == "__main__":  # pragma: no cover
