@@ -66,6 +66,9 @@ def register(app: typer.Typer) -> None:
         ttft_slo: Annotated[float, typer.Option(help="TTFT SLO (s) for goodput.")] = 8.0,
         tpot_slo: Annotated[float, typer.Option(help="TPOT SLO (s) for goodput.")] = 0.05,
         window: Annotated[float, typer.Option(help="Window (s) of the P99-over-time plot.")] = 60.0,
+        scrape_metrics: Annotated[bool, typer.Option(
+            help="Poll the server's /metrics (vLLM/SGLang gauges) for the queue/KV plot.")
+        ] = True,
         plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = True,
         progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     ) -> None:
@@ -100,6 +103,7 @@ def register(app: typer.Typer) -> None:
             max_concurrency=max_concurrency, timeout_s=timeout,
             token_range=_token_range(token_range), api_key=api_key,
             max_model_len=max_model_len, rate_scale=rate_scale,
+            scrape_interval_s=1.0 if scrape_metrics else None,
             metrics=MetricsConfig(short_threshold=short_threshold, ttft_slo_s=ttft_slo,
                                   tpot_slo_s=tpot_slo),
             window_s=window, plots=plots)

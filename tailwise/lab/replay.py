@@ -309,6 +309,35 @@ def client_timeseries(ms: Sequence[Measurement]) -> dict[str, np.ndarray[Any, An
             "running": np.array(running, dtype=np.float64)}
 
 
+# -- pure: the server's own Prometheus gauges -----------------------------------------------
+#: series name -> (vLLM metric, SGLang metric); values summed over label sets
+SERVER_GAUGES = {"waiting": ("vllm:num_requests_waiting", "sglang:num_queue_reqs"),
+                 "running": ("vllm:num_requests_running", "sglang:num_running_reqs"),
+                 "kv_usage": ("vllm:kv_cache_usage_perc", "sglang:token_usage")}
+
+
+def parse_server_metrics(text: str) -> dict[str, float]:
+    """Queue length, running requests and KV usage from a ``/metrics`` page (vLLM or
+    SGLang names); keys are absent when the server does not export them.
+
+    >>> parse_server_metrics('vllm:num_requests_waiting{engine="0"} 3.0\n')
+    {'waiting': 3.0}
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names = {m: key for key, ms in SERVER_GAUGES.items() for m in ms}
+    out: dict[str, float] = {}
+    try:
+        for fam in text_string_to_metric_families(text):
+            for sample in fam.samples:
+                key = names.get(sample.name)
+                if key is not None and math.isfinite(sample.value):
+                    out[key] = out.get(key, 0.0) + float(sample.value)
+    except ValueError:
+        return {}
+    return out
+
+
 # -- driver (I/O) ----------------------------------------------------------------------------
 @dataclass
 class ReplayConfig:
@@ -319,6 +348,8 @@ class ReplayConfig:
     timeout_s: float = 600.0
     token_range: tuple[int, int] = (100, 300)
     api_key: str | None = None
+    #: poll the server's /metrics this often (s) for queue/KV series; None: don't
+    scrape_interval_s: float | None = 1.0
 
     def validate(self) -> None:
         if self.max_concurrency < 1:
@@ -444,6 +475,35 @@ class ReplayOutcome:
     measurements: list[Measurement]
     wall_s: float
     interrupted: bool
+    #: the server's own waiting/running/KV series (replay clock), when it exports them
+    server_series: dict[str, np.ndarray[Any, Any]] | None = None
+
+
+async def _scrape(client: httpx.AsyncClient, cfg: ReplayConfig, clock: Callable[[], float],
+                  rows: list[tuple[float, dict[str, float]]]) -> None:
+    """Poll ``/metrics`` until cancelled; stop at the first page without known gauges."""
+    assert cfg.scrape_interval_s is not None
+    while True:
+        try:
+            resp = await client.get(f"{cfg.base_url}/metrics", headers=cfg.headers(),
+                                    timeout=5.0)
+            vals = parse_server_metrics(resp.text) if resp.status_code == 200 else {}
+        except httpx.HTTPError:
+            vals = {}
+        if "waiting" not in vals:
+            return
+        rows.append((clock(), vals))
+        await asyncio.sleep(cfg.scrape_interval_s)
+
+
+def _series(rows: list[tuple[float, dict[str, float]]]) -> dict[str, np.ndarray[Any, Any]] | None:
+    if len(rows) < 2:
+        return None
+    out = {"t": np.array([t for t, _ in rows], dtype=np.float64)}
+    for key in SERVER_GAUGES:
+        if all(key in v for _, v in rows):
+            out[key] = np.array([v[key] for _, v in rows], dtype=np.float64)
+    return out
 
 
 async def run_replay(plan: Sequence[PlannedRequest], cfg: ReplayConfig, *,
@@ -476,6 +536,9 @@ async def run_replay(plan: Sequence[PlannedRequest], cfg: ReplayConfig, *,
                 on_done(m)
 
     stopper = asyncio.ensure_future(stop.wait())
+    scraped: list[tuple[float, dict[str, float]]] = []
+    scraper = (asyncio.create_task(_scrape(client, cfg, clock, scraped))
+               if cfg.scrape_interval_s else None)
     try:
         for req in plan:
             delay = req.arrival_s - clock()
@@ -491,11 +554,15 @@ async def run_replay(plan: Sequence[PlannedRequest], cfg: ReplayConfig, *,
             await asyncio.wait({stopper, everything}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopper.cancel()
+        if scraper is not None:
+            scraper.cancel()
         for t in tasks:
             t.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-    return ReplayOutcome(ms, clock(), stop.is_set())
+    if scraper is not None:
+        await asyncio.gather(scraper, return_exceptions=True)
+    return ReplayOutcome(ms, clock(), stop.is_set(), _series(scraped))
 
 
 # -- one replay, end to end: discover, plan, send, report ------------------------------------
@@ -514,6 +581,7 @@ class ReplayOptions:
     token_range: tuple[int, int] = (100, 300)
     api_key: str | None = None
     max_model_len: int | None = None
+    scrape_interval_s: float | None = 1.0
     rate_scale: float = 1.0
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     window_s: float = 60.0
@@ -554,7 +622,7 @@ async def prepare(opts: ReplayOptions, client: httpx.AsyncClient) -> Prepared:
     assert model is not None
     mml = opts.max_model_len or (info.max_model_len.get(model) if info else None)
     cfg = ReplayConfig(base, model, "tokens", opts.max_concurrency, opts.timeout_s,
-                       opts.token_range, opts.api_key)
+                       opts.token_range, opts.api_key, opts.scrape_interval_s)
     cfg.validate()
     if opts.prompt_mode != "auto":
         cfg.prompt_mode = opts.prompt_mode
@@ -577,7 +645,8 @@ def _short(exc: BaseException) -> str:
 def write_replay_report(opts: ReplayOptions, prep: Prepared, outcome: ReplayOutcome) -> Path:
     """The simulate report (same files and schema), plus the client's errors by reason."""
     ms = sorted(outcome.measurements, key=lambda m: m.index)
-    res = to_sim_result(opts.trace, prep.plan, ms, opts.label, outcome.wall_s)
+    res = to_sim_result(opts.trace, prep.plan, ms, opts.label, outcome.wall_s,
+                        outcome.server_series)
     summary = summarize(res, opts.metrics)
     errors = error_counts(ms)
     ok = [m for m in ms if m.status == "ok"]
@@ -602,7 +671,8 @@ def write_replay_report(opts: ReplayOptions, prep: Prepared, outcome: ReplayOutc
                    "prompt_mode": cfg.prompt_mode, "max_concurrency": cfg.max_concurrency,
                    "timeout_s": cfg.timeout_s, "max_model_len": prep.max_model_len,
                    "rate_scale": round(opts.rate_scale, 6), "interrupted": outcome.interrupted,
-                   "wall_s": round(outcome.wall_s, 3), "policies": [opts.label]},
+                   "wall_s": round(outcome.wall_s, 3), "policies": [opts.label],
+                   "queue_series": "server /metrics" if outcome.server_series else "client"},
     }
     sections = [_errors_section(opts.label, ms)]
     notes = [f"{len(ms)} of {len(prep.plan)} planned requests sent"]
@@ -617,13 +687,16 @@ def write_replay_report(opts: ReplayOptions, prep: Prepared, outcome: ReplayOutc
         notes.append(f"{len(mism)} prompts counted differently by the server (text prompts "
                      f"are approximate)")
     trace = context["trace"]
+    queue_src = ("the server's own /metrics gauges" if outcome.server_series
+                 else "client view (requests sent, no token yet)")
     description = (
         f"Replay of trace **{trace.get('name', '?')}** ({len(prep.plan)} requests over "
         f"{trace.get('duration_s', '?')} s after rate scale {opts.rate_scale:g}) against "
         f"`{cfg.base_url}`, model `{cfg.model}`, prompts as "
         f"{'token ids' if cfg.prompt_mode == 'tokens' else 'text (approximate lengths)'}, "
         f"output lengths forced with ignore_eos, at most {cfg.max_concurrency} requests open, "
-        f"timeout {cfg.timeout_s:g} s. Latencies measured on the client from each request's "
+        f"timeout {cfg.timeout_s:g} s. Queue plot: "
+        f"{queue_src}. Latencies measured on the client from each request's "
         f"trace arrival time (queueing inside the server is not observable: '–'). "
         f"Classes: short = prompt ≤ {opts.metrics.short_threshold} tokens. SLO: TTFT ≤ "
         f"{opts.metrics.ttft_slo_s} s, TPOT ≤ {opts.metrics.tpot_slo_s * 1000:g} ms. "

@@ -46,7 +46,10 @@ class FakeOpenAI:
     fail_status: dict[int, int] = field(default_factory=dict)
     #: prompt length -> seconds to sleep before answering
     hang_s: dict[int, float] = field(default_factory=dict)
+    #: serve vLLM-style gauges on /metrics (waiting = requests before their first token)
+    metrics: bool = False
     received: list[Received] = field(default_factory=list)
+    waiting: int = 0
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -79,6 +82,14 @@ class FakeOpenAI:
                              **({"max_model_len": fake.max_model_len} if fake.max_model_len else {})}
                             for m in fake.models]
                     self._json(200, {"object": "list", "data": data})
+                elif self.path == "/metrics" and fake.metrics:
+                    text = (f'vllm:num_requests_waiting{{engine="0"}} {fake.waiting}\n'
+                            f'vllm:kv_cache_usage_perc{{engine="0"}} 0.25\n').encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
                 else:
                     self._json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -113,7 +124,11 @@ class FakeOpenAI:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
+                with fake._lock:
+                    fake.waiting += 1
                 time.sleep(fake.first_delay_s)
+                with fake._lock:
+                    fake.waiting -= 1
                 out = int(body["max_tokens"])
                 for i in range(out):
                     if i:
