@@ -675,7 +675,7 @@ def write_replay_report(opts: ReplayOptions, prep: Prepared, outcome: ReplayOutc
                    "queue_series": "server /metrics" if outcome.server_series else "client"},
     }
     sections = [_errors_section(opts.label, ms)]
-    notes = [f"{len(ms)} of {len(prep.plan)} planned requests sent"]
+    notes = [f"{summary['client']['sent']} of {len(prep.plan)} planned requests sent"]
     if outcome.interrupted:
         notes.append("run interrupted (Ctrl-C): the tables cover what was measured so far")
     if summary["client"]["clipped_to_max_model_len"]:
