@@ -265,11 +265,10 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
         "",
         md_table(mh, mrows),
         "",
-        "## Ratios (policy ÷ reference; < 1 means better than the reference)",
-        "",
-        md_table(rh, rrows),
-        "",
     ]
+    if len(rh) > 1:  # only when a reference (fcfs, srpt-oracle) was run
+        lines += ["## Ratios (policy ÷ reference; < 1 means better than the reference)", "",
+                  md_table(rh, rrows), ""]
     for sec in sections:
         lines += [f"## {sec.title}", ""] + ([sec.note, ""] if sec.note else [])
         lines += ([md_table(sec.header, sec.rows), ""] if sec.rows else [])
@@ -282,7 +281,7 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{md_inline_html(lines[2])}</p>",
         "<h2>Metrics</h2>", html_table(mh, mrows),
-        "<h2>Ratios</h2>", html_table(rh, rrows),
+        "<h2>Ratios</h2>" + html_table(rh, rrows) if len(rh) > 1 else "",
         "".join(f"<h2>{html.escape(sec.title)}</h2>"
                 + (f"<p>{md_inline_html(sec.note)}</p>" if sec.note else "")
                 + (html_table(sec.header, sec.rows) if sec.rows else "")

@@ -215,6 +215,48 @@ def parse_sse_line(line: str) -> SSEEvent | None:
         prompt_tokens=_int_or_none(usage.get("prompt_tokens")) if usage else None)
 
 
+class SSELineSplitter:
+    """Split a text stream into SSE lines at CRLF, LF or CR only.
+
+    Not ``str.splitlines`` (which httpx's ``aiter_lines`` uses): that also breaks at
+    U+2028, U+0085, ... which JSON leaves unescaped inside generated text, so a token
+    such as U+2028 would cut a ``data:`` payload in two.
+
+    >>> sp = SSELineSplitter()
+    >>> sp.feed('data: {"t": "a\u2028b"}\r')
+    []
+    >>> sp.feed('\ndata: [DO') + sp.feed('NE]\n')
+    ['data: {"t": "a\u2028b"}', 'data: [DONE]']
+    """
+
+    def __init__(self) -> None:
+        self._buf = ""
+
+    def feed(self, text: str) -> list[str]:
+        buf = self._buf + text
+        lines: list[str] = []
+        start = i = 0
+        n = len(buf)
+        while i < n:
+            c = buf[i]
+            if c == "\n" or c == "\r":
+                if c == "\r" and i + 1 == n:
+                    break  # a CR at the end may be the first half of CRLF
+                lines.append(buf[start:i])
+                i += 2 if c == "\r" and buf[i + 1] == "\n" else 1
+                start = i
+            else:
+                i += 1
+        self._buf = buf[start:]
+        return lines
+
+    def close(self) -> list[str]:
+        rest, self._buf = self._buf, ""
+        if rest.endswith("\r"):  # a final CR ends a line (it was held back for CRLF)
+            return [rest[:-1]]
+        return [rest] if rest else []
+
+
 def _int_or_none(v: Any) -> int | None:
     return int(v) if isinstance(v, int | float) and math.isfinite(v) else None
 
@@ -407,26 +449,19 @@ async def _one(client: httpx.AsyncClient, cfg: ReplayConfig, req: PlannedRequest
                     text = (await resp.aread()).decode("utf-8", "replace")
                     m.fail(f"HTTP {resp.status_code}", _error_message(text))
                     return
-                async for line in resp.aiter_lines():
-                    ev = parse_sse_line(line)
-                    if ev is None:
-                        continue
-                    if ev.error is not None:
-                        m.fail(ev.error.split(":")[0], ev.error)
-                        return
-                    if ev.done:
-                        done = True
+                splitter = SSELineSplitter()
+                async for chunk in resp.aiter_text():
+                    for line in splitter.feed(chunk):
+                        if _apply(parse_sse_line(line), m, clock):
+                            done = True
+                            break
+                    if done or m.status != "ok":
                         break
-                    if ev.tokens:
-                        now = clock()
-                        if m.tokens == 0:
-                            m.first_token_s = now
-                        m.tokens += ev.tokens
-                        m.finish_s = now
-                    if ev.completion_tokens is not None and m.tokens:
-                        m.tokens = ev.completion_tokens
-                    if ev.prompt_tokens is not None:
-                        m.server_prompt_tokens = ev.prompt_tokens
+                if not done and m.status == "ok":
+                    done = any(_apply(parse_sse_line(line), m, clock)
+                               for line in splitter.close())
+                if m.status != "ok":
+                    return
     except TimeoutError:
         m.fail("timeout", f"no complete answer within {cfg.timeout_s:g} s")
         return
@@ -443,6 +478,28 @@ async def _one(client: httpx.AsyncClient, cfg: ReplayConfig, req: PlannedRequest
         m.fail("stream ended early", f"stream closed without [DONE] after {m.tokens} tokens")
     elif m.tokens == 0:
         m.fail("no tokens", "stream finished without any token")
+
+
+def _apply(ev: SSEEvent | None, m: Measurement, clock: Callable[[], float]) -> bool:
+    """Fold one SSE event into the measurement; True at ``[DONE]``."""
+    if ev is None:
+        return False
+    if ev.error is not None:
+        m.fail(ev.error.split(":")[0], ev.error)
+        return False
+    if ev.done:
+        return True
+    if ev.tokens:
+        now = clock()
+        if m.tokens == 0:
+            m.first_token_s = now
+        m.tokens += ev.tokens
+        m.finish_s = now
+    if ev.completion_tokens is not None and m.tokens:
+        m.tokens = ev.completion_tokens
+    if ev.prompt_tokens is not None:
+        m.server_prompt_tokens = ev.prompt_tokens
+    return False
 
 
 def _refused(exc: BaseException) -> bool:

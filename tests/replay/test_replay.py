@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support.fake_openai import FakeOpenAI
 from support.net import closed_port
 from typer.testing import CliRunner
@@ -92,6 +95,24 @@ def test_sse_parser_reads_usage_errors_and_done() -> None:
     assert parse_sse_line("event: x") is None
 
 
+@given(st.lists(st.text(st.characters(blacklist_characters="\r\n"), max_size=30), max_size=8),
+       st.lists(st.sampled_from(["\n", "\r\n", "\r"]), min_size=8, max_size=8),
+       st.lists(st.integers(1, 7), min_size=1, max_size=20))
+def test_sse_splitter_matches_lines_for_any_chunking(lines: list[str], ends: list[str],
+                                                     cuts: list[int]) -> None:
+    from tailwise.lab.replay import SSELineSplitter
+
+    stream = "".join(line + end for line, end in zip(lines, ends, strict=False))
+    sp, got, pos, k = SSELineSplitter(), [], 0, 0
+    while pos < len(stream):
+        step = cuts[k % len(cuts)]
+        got += sp.feed(stream[pos:pos + step])
+        pos, k = pos + step, k + 1
+    got += sp.close()
+    oracle = re.split(r"\r\n|\r|\n", stream)[:-1] if stream else []
+    assert got == oracle
+
+
 # -- against the fake server -----------------------------------------------------------------
 def test_replay_measures_each_request_with_trace_lengths(tmp_path: Path) -> None:
     tr = make_trace([0.0, 0.02, 0.04, 0.06, 0.08, 0.10], [5, 40, 5, 40, 1500, 8],
@@ -135,10 +156,13 @@ def test_arrivals_are_paced_and_sent_in_trace_order(tmp_path: Path) -> None:
                           prompt_mode="tokens"))
         recv = srv.completions()
     # the first prompt id spells the request index (base 200 from id 100)
-    assert [r.first_ids[0] - 100 for r in recv] == list(range(7))
+    at = {r.first_ids[0] - 100: r.t for r in recv}
+    assert sorted(at) == list(range(7))
     # pacing, as a causal bound: no request reaches the server before its arrival time
-    assert all(r.t - t_before >= a for r, a in zip(recv, arrivals, strict=True))
+    assert all(at[i] - t_before >= a for i, a in enumerate(arrivals))
+    # the client sends in trace order, each at or after its arrival
     sent = [float(row["sent_s"]) for row in client_rows(tmp_path)]
+    assert sent == sorted(sent)
     assert all(s >= a for s, a in zip(sent, arrivals, strict=True))
 
 
@@ -327,3 +351,34 @@ def test_server_metrics_parser_sums_label_sets_and_ignores_garbage() -> None:
             'sglang:token_usage 0.5\nother 9\n')
     assert parse_server_metrics(text) == {"waiting": 5.0, "kv_usage": 0.5}
     assert parse_server_metrics("{{{ not prometheus") == {}
+
+
+def test_report_baseline_policy_filter_and_names(tmp_path: Path) -> None:
+    from tailwise.lab.compare import CompareError, compare
+
+    def fake_results(d: Path, pols: dict[str, float]) -> Path:
+        d.mkdir()
+        summaries = {p: {"overall": {"ttlt": {"mean": v, "p99": 2 * v}, "requests": 3,
+                                     "completed": 3}, "classes": {}} for p, v in pols.items()}
+        (d / "results.json").write_text(json.dumps({"config": {"engine_impl": "sim"},
+                                                    "policies": summaries}))
+        return d
+
+    a = fake_results(tmp_path / "a", {"fcfs": 4.0, "tailwise": 2.0})
+    b = fake_results(tmp_path / "b", {"stock": 8.0})
+    compare([a, b], tmp_path / "o1", names=["sim", "real"], baseline="stock", plots=False)
+    cmp = json.loads((tmp_path / "o1" / "comparison.json").read_text())
+    assert cmp["baseline"] == "real/stock"
+    assert cmp["ratios"]["sim/tailwise"]["TTLT mean"] == pytest.approx(0.25)
+    assert cmp["ratios"]["sim/fcfs"]["TTLT p99"] == pytest.approx(0.5)
+    md = (tmp_path / "o1" / "comparison.md").read_text()
+    assert "**0.25×**" in md  # the best (lowest) ratio of its column is marked
+    compare([a, b], tmp_path / "o2", policies=["tailwise", "stock"], plots=False)
+    runs = json.loads((tmp_path / "o2" / "comparison.json").read_text())["runs"]
+    assert set(runs) == {"a/tailwise", "b/stock"}
+    with pytest.raises(CompareError, match="--policy"):
+        compare([a, b], tmp_path / "o3", policies=["nope"])
+    with pytest.raises(CompareError, match="--baseline"):
+        compare([a, b], tmp_path / "o4", baseline="nope")
+    with pytest.raises(CompareError, match="--names"):
+        compare([a, b], tmp_path / "o5", names=["x"])

@@ -133,8 +133,9 @@ class FakeOpenAI:
                 for i in range(out):
                     if i:
                         time.sleep(fake.token_delay_s)
-                    chunk = {"choices": [{"index": 0, "text": f" t{i}"}]}
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    # U+2028/U+0085 stay raw in JSON (as vLLM sends them): not line breaks
+                    chunk = {"choices": [{"index": 0, "text": f" t{i}\u2028\x85"}]}
+                    self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
                     self.wfile.flush()
                 usage = {"choices": [], "usage": {"prompt_tokens": plen,
                                                   "completion_tokens": out}}
