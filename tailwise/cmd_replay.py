@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tailwise.cmd_simulate import fail
+from tailwise.cli_flags import fail
 from tailwise.simulator.metrics import MetricsConfig
 from tailwise.simulator.traces import TraceError, load_trace
 
