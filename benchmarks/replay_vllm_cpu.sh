@@ -14,6 +14,7 @@
 #   TAILWISE_CONFIG='{"tailwise": {"mode": "tailwise"}}'   --additional-config of the
 #                                           tailwise arm (default: built-in tailwise mode)
 #   CLIENT_PY=python                        a Python with tailwise installed (the client)
+#   ARMS="stock tailwise"                   run order (one server at a time)
 #   PORT=8311 (stock) and PORT+1 (tailwise)
 set -euo pipefail
 
@@ -30,6 +31,7 @@ PORT=${PORT:-8311}
 TIMEOUT=${TIMEOUT:-900}
 MAX_CONCURRENCY=${MAX_CONCURRENCY:-256}
 CLIENT_PY=${CLIENT_PY:-python}
+ARMS=${ARMS:-stock tailwise}
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -79,17 +81,25 @@ replay() {  # $1 = arm, $2 = port
     --max-concurrency "$MAX_CONCURRENCY" --no-progress)
 }
 
-start_server stock "$PORT"
-replay stock "$PORT"
-stop_server
+run_arm() {  # $1 = stock | tailwise
+  if [ "$1" = stock ]; then
+    start_server stock "$PORT"
+    replay stock "$PORT"
+  else
+    start_server tailwise "$((PORT + 1))" \
+      --scheduler-cls tailwise.engine_adapter.vllm.TailwiseScheduler \
+      --additional-config "$TAILWISE_CONFIG"
+    grep -q "TailwiseScheduler" "$OUT/server_tailwise.log" || {
+      echo "the tailwise server did not load TailwiseScheduler; see $OUT/server_tailwise.log" >&2
+      exit 1; }
+    replay tailwise "$((PORT + 1))"
+  fi
+  stop_server
+}
 
-start_server tailwise "$((PORT + 1))" \
-  --scheduler-cls tailwise.engine_adapter.vllm.TailwiseScheduler \
-  --additional-config "$TAILWISE_CONFIG"
-grep -q "TailwiseScheduler" "$OUT/server_tailwise.log" || {
-  echo "the tailwise server did not load TailwiseScheduler; see $OUT/server_tailwise.log" >&2; exit 1; }
-replay tailwise "$((PORT + 1))"
-stop_server
+# one server at a time (the CPU is shared); ARMS="tailwise stock" reverses the order to
+# check that a drift in machine load between the two runs is not what the ratios show
+for arm in $ARMS; do run_arm "$arm"; done
 
 (cd "$REPO" && PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$CLIENT_PY" -m tailwise.cli report \
   "$OUT/stock" "$OUT/tailwise" --out "$OUT/compare")
