@@ -140,8 +140,11 @@ def register(app: typer.Typer) -> None:
         if interrupted:
             err.print("[yellow]interrupted: the report covers the requests measured so far[/]")
         if failed:
-            err.print(f"[yellow]{failed} requests failed; see 'Errors by reason' in the report[/]")
+            err.print(f"[yellow]{failed} requests failed or were interrupted; see 'Errors by "
+                      f"reason' in the report[/]")
         Console().print(f"report: {path}")
+        if interrupted:
+            raise typer.Exit(130)  # the shell's status for SIGINT, after the report is written
 
     @app.command()
     def report(
