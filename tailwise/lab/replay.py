@@ -96,7 +96,8 @@ def build_plan(trace: Trace, max_model_len: int | None = None) -> list[PlannedRe
     """One planned request per trace row, lengths clipped to fit ``max_model_len``.
 
     vLLM rejects prompt + max_tokens > max_model_len; clipping (counted in the report)
-    keeps such rows measurable instead of turning them into HTTP 400s.
+    keeps such rows measurable instead of turning them into HTTP 400s. The prompt is
+    shortened first; the output only when it alone does not fit.
 
     >>> from tailwise.simulator.traces import Trace
     >>> t = Trace("t", np.array([0.0, 1.5]), np.array([10, 100]), np.array([5, 50]))
@@ -110,8 +111,9 @@ def build_plan(trace: Trace, max_model_len: int | None = None) -> list[PlannedRe
         p, o = max(int(trace.prompt_tokens[i]), 1), max(int(trace.output_tokens[i]), 1)
         sp, so = p, o
         if max_model_len is not None and sp + so > max_model_len:
-            so = min(so, max_model_len // 2)
-            sp = max(1, min(sp, max_model_len - so))
+            # shorten the prompt first: the output length drives decode time and TPOT
+            so = min(so, max_model_len - 1)
+            sp = min(sp, max_model_len - so)
         plan.append(PlannedRequest(
             index=i, arrival_s=float(trace.arrival_s[i]), prompt_tokens=sp, output_tokens=so,
             trace_prompt_tokens=int(trace.prompt_tokens[i]),
@@ -214,7 +216,7 @@ def parse_sse_line(line: str) -> SSEEvent | None:
 
 
 class SSELineSplitter:
-    """Split a text stream into SSE lines at CRLF, LF or CR only.
+    r"""Split a text stream into SSE lines at CRLF, LF or CR only.
 
     Not ``str.splitlines`` (which httpx's ``aiter_lines`` uses): that also breaks at
     U+2028, U+0085, ... which JSON leaves unescaped inside generated text, so a token
@@ -357,7 +359,7 @@ SERVER_GAUGES = {"waiting": ("vllm:num_requests_waiting", "sglang:num_queue_reqs
 
 
 def parse_server_metrics(text: str) -> dict[str, float]:
-    """Queue length, running requests and KV usage from a ``/metrics`` page (vLLM or
+    r"""Queue length, running requests and KV usage from a ``/metrics`` page (vLLM or
     SGLang names); keys are absent when the server does not export them.
 
     >>> parse_server_metrics('vllm:num_requests_waiting{engine="0"} 3.0\n')

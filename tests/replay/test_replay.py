@@ -81,6 +81,7 @@ def test_plan_clips_to_max_model_len_and_keeps_trace_lengths() -> None:
     plan = build_plan(tr, max_model_len=128)
     assert all(p.prompt_tokens + p.output_tokens <= 128 for p in plan)
     assert [p.clipped for p in plan] == [False, True, True]
+    assert [(p.prompt_tokens, p.output_tokens) for p in plan] == [(10, 5), (108, 20), (1, 127)]
     assert [p.trace_prompt_tokens for p in plan] == [10, 500, 90]
     assert build_plan(tr, None)[1].prompt_tokens == 500
 
