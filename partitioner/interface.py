@@ -6,6 +6,9 @@ Contract (what the learner loop and the persistence layer rely on):
   of an arrived or finished request). It is O(1) amortised, never raises on bad telemetry
   (non-finite, negative or absurd values are skipped and counted in ``skipped``) and never
   changes the partition by itself.
+* ``predict_one(x)`` routes a routing-feature value to the index of the queue whose
+  ``[lo, hi)`` holds it in the current partition, or :data:`BUBBLE` (gaps, outside every
+  queue, NaN): the same answer the engine's EWSJF queue gives for that partition.
 * ``partition()`` returns the current queues as sorted, disjoint ``[lo, hi)`` intervals
   (:class:`~tailwise.scorer.policy.QueueSpec`), ready to be put into a
   :class:`~tailwise.scorer.policy.Policy`. It is cheap (no recomputation).
@@ -26,6 +29,9 @@ from collections.abc import Mapping
 from typing import Any, Self
 
 from tailwise.scorer.policy import QueueSpec
+
+#: queue index :meth:`Partitioner.predict_one` returns for values outside every queue
+BUBBLE = -1
 
 
 class PartitionerStateError(ValueError):
@@ -49,6 +55,10 @@ class Partitioner(ABC):
     @abstractmethod
     def learn_one(self, x: float) -> None:
         """Observe one routing-feature value; O(1) amortised, never raises on bad values."""
+
+    @abstractmethod
+    def predict_one(self, x: float) -> int:
+        """Queue index of ``x`` in the current partition, or :data:`BUBBLE`."""
 
     @abstractmethod
     def partition(self) -> tuple[QueueSpec, ...]:

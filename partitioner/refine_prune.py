@@ -2,19 +2,36 @@
 
 Our reading of the paper, with every ambiguity resolved here (tests check the properties):
 
+One object learns and routes (river's shape): ``learn_one(x)`` feeds a request's routing
+feature, ``predict_one(x)`` routes it to its queue index (or :data:`BUBBLE`), exactly as
+the engine's EWSJF queue does (``tests/partitioner`` checks both against a linear scan
+and against :class:`~tailwise.scorer.ewsjf.EwsjfPolicy`).
+
 Reservoir
-    A *sliding window* of the ``params.reservoir_size`` most recent accepted values (a
-    ``deque`` with ``maxlen``), not uniform reservoir sampling: the partition should follow
-    the *recent* workload, so old traffic must age out, and a window does that
-    deterministically with O(1) ``learn_one``. Values that are NaN, infinite, negative or
-    above :data:`MAX_X` are bad telemetry: skipped and counted in ``skipped``.
+    A *sliding window* of the ``params.reservoir_size`` most recent accepted values
+    (river's :class:`~river.utils.SortedWindow`, kept sorted so a refresh needs no sort),
+    not uniform reservoir sampling: the partition should follow the *recent* workload, so
+    old traffic must age out, and a window does that deterministically. Values that are
+    NaN, infinite, negative or above :data:`MAX_X` are bad telemetry: skipped and counted
+    in ``skipped``.
+
+Streaming statistics (between refreshes, O(1) per value, river)
+    Each accepted value is routed with ``predict_one`` and counted into its queue's
+    :class:`river.stats.Mean` (or the bubble's), so :meth:`RefinePrune.queue_stats` shows
+    how the live stream falls on the partition in force, and a
+    :class:`river.stats.Quantile` per level in :data:`QUANTILES` tracks the routing
+    feature's distribution. A :class:`~tailwise.partitioner.drift.DriftDetector` (river's
+    ADWIN on ``log1p x``) is warmed at every refresh with the last :data:`DRIFT_WARMUP`
+    reservoir values (what the partition was fitted on) and then fed the new ones; when
+    it fires, the partition no longer fits the stream and a refresh falls due at once.
 
 Refresh trigger
     Due when ``params.refresh_requests`` values were accepted since the last refresh, or
-    when at least one was and ``params.refresh_s`` engine seconds passed since it
-    (whichever comes first). ``now`` comes from an injected clock. The first ``refresh``
-    call only starts the clock; a clock that goes backwards (engine restart) restarts it.
-    No new data means nothing to refresh, so an idle engine does no k-means.
+    when at least one was and ``params.refresh_s`` engine seconds passed since it, or when
+    at least one was and the drift detector fired (whichever comes first). ``now`` comes
+    from an injected clock. The first ``refresh`` call only starts the clock; a clock that
+    goes backwards (engine restart) restarts it. No new data means nothing to refresh, so
+    an idle engine does no k-means.
 
 Refine (one pass per refresh; the partition deepens over successive refreshes)
     The reservoir is grouped by the current queues; a value in a gap or outside every
@@ -54,6 +71,9 @@ Intervals
 
 Initial partition: the empty tuple (everything goes to the bubble queue) until the first
 refresh with data. Deterministic given ``seed`` (k-means ``random_state``) and the input.
+State (``to_state``) carries the drift detector's warm-up values, so a restored
+partitioner replays them and the values since the last refresh and resumes identically
+(exactly so while ``since_refresh`` <= the reservoir's length).
 
 >>> rp = RefinePrune(EwsjfParams(refresh_requests=20))
 >>> for x in [100] * 10 + [1000] * 6 + [10_000] * 4:
@@ -62,6 +82,8 @@ refresh with data. Deterministic given ``seed`` (k-means ``random_state``) and t
 True
 >>> [(q.lo, q.hi, q.mean_len, q.density) for q in rp.partition()]
 [(100.0, 101.0, 100.0, 0.5), (1000.0, 1001.0, 1000.0, 0.3), (10000.0, 10001.0, 10000.0, 0.2)]
+>>> [rp.predict_one(x) for x in (100, 500, 1000, 10_000.5, 20_000)]
+[0, -1, 1, 2, -1]
 """
 
 from __future__ import annotations
@@ -69,17 +91,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections import deque
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
+from river import stats
+from river.utils import SortedWindow
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from tailwise.partitioner.interface import Partitioner, PartitionerStateError
+from tailwise.partitioner.drift import DEFAULT_DELTA, DriftDetector
+from tailwise.partitioner.interface import BUBBLE, Partitioner, PartitionerStateError
 from tailwise.scorer.policy import SCHEMA_VERSION, EwsjfParams, Policy, PolicyError, QueueSpec
 
 #: largest routing-feature value accepted (tokens); beyond it is a telemetry bug
@@ -90,6 +115,10 @@ PRUNE_EPS = 1.0
 K = 3
 #: k-means restarts (1-D, k=3: a few are plenty)
 N_INIT = 3
+#: reservoir values (the latest) the drift detector is warmed with at each refresh
+DRIFT_WARMUP = 256
+#: levels of the streaming quantiles of the routing feature (:meth:`RefinePrune.quantiles`)
+QUANTILES = (0.5, 0.9, 0.99)
 
 STATE_KIND = "refine_prune"
 STATE_VERSION = 1
@@ -107,6 +136,8 @@ _STATE_KEYS = frozenset(
         "queues",
     }
 )
+#: optional state fields (older states lack them): drift detector settings and warm-up
+_OPTIONAL_KEYS = frozenset({"drift_delta", "drift_warmup", "drift_pending", "drift_detections"})
 
 FloatArray = NDArray[np.float64]
 
@@ -162,22 +193,42 @@ def prune_spans(spans: Sequence[Span], max_queues: int, eps: float = PRUNE_EPS) 
 
 
 class RefinePrune(Partitioner):
-    """Refine-and-Prune over a sliding-window reservoir; see the module docstring."""
+    """Refine-and-Prune over a sliding-window reservoir; see the module docstring.
 
-    def __init__(self, params: EwsjfParams | None = None, seed: int = 0) -> None:
+    ``drift_delta`` is the ADWIN confidence of the early-refresh drift detector; ``None``
+    turns early refresh off (the count and time triggers remain).
+    """
+
+    def __init__(self, params: EwsjfParams | None = None, seed: int = 0, *,
+                 drift_delta: float | None = DEFAULT_DELTA) -> None:
         params = EwsjfParams() if params is None else params
         _check_params(params)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
             raise ValueError(f"seed: must be an integer in [0, 2**32), got {seed!r}")
+        if drift_delta is not None and not (
+            isinstance(drift_delta, int | float) and 0.0 < drift_delta < 1.0
+        ):
+            raise ValueError(f"drift_delta: must be None or in (0, 1), got {drift_delta!r}")
         self._params = params
         self._seed = seed
-        self._reservoir: deque[float] = deque(maxlen=params.reservoir_size)
+        self._reservoir: SortedWindow[float] = SortedWindow(params.reservoir_size)
         self._since = 0
         self._last_t: float | None = None
         self._queues: tuple[QueueSpec, ...] = ()
+        self._los: tuple[float, ...] = ()
+        self._his: tuple[float, ...] = ()
         self.skipped = 0
         #: number of Refine-and-Prune runs so far
         self.refreshes = 0
+        self._drift_delta = None if drift_delta is None else float(drift_delta)
+        self._drift: DriftDetector | None = None
+        self._warmup: list[float] = []
+        #: the drift detector fired since the last refresh (a refresh is due)
+        self.drift_pending = False
+        #: drift detections so far
+        self.drift_detections = 0
+        self._reset_stream_stats()
+        self._quantiles = {q: stats.Quantile(q) for q in QUANTILES}
 
     # -- river-style streaming API ----------------------------------------------------
     @property
@@ -191,17 +242,61 @@ class RefinePrune(Partitioner):
         ) or not 0.0 <= float(x) <= MAX_X:  # False for NaN
             self.skipped += 1
             return
-        self._reservoir.append(float(x))
+        v = float(x)
+        self._reservoir.append(v)
         self._since += 1
+        for q in self._quantiles.values():
+            q.update(v)
+        self._observe(v)
+
+    def predict_one(self, x: float) -> int:
+        """Queue index whose ``[lo, hi)`` holds ``x`` in the current partition, else
+        :data:`BUBBLE` (gaps, outside every queue, NaN). O(log queues)."""
+        i = bisect_right(self._los, x) - 1
+        if i >= 0 and x < self._his[i]:
+            return i
+        return BUBBLE
+
+    def _observe(self, v: float) -> None:
+        """Streaming per-queue statistics and the drift detector for one accepted value."""
+        i = self.predict_one(v)
+        self._stream_stats[i + 1].update(v)
+        if self._drift is not None and self._drift.learn_one({"x": v}):
+            self.drift_pending = True
+            self.drift_detections += 1
+
+    def _reset_stream_stats(self) -> None:
+        # index 0 is the bubble, i + 1 is queue i
+        self._stream_stats = [stats.Mean() for _ in range(len(self._queues) + 1)]
+
+    def queue_stats(self) -> list[tuple[int, float, float]]:
+        """Since the last refresh, per queue (bubble first, index -1): ``(queue, share of
+        accepted values, their mean)`` from river's streaming means."""
+        total = sum(m.n for m in self._stream_stats)
+        return [(i - 1, m.n / total if total else 0.0, float(m.get()))
+                for i, m in enumerate(self._stream_stats)]
+
+    def quantiles(self) -> dict[float, float | None]:
+        """Streaming quantiles of every accepted routing-feature value (river's P²)."""
+        return {q: est.get() for q, est in self._quantiles.items()}
 
     def partition(self) -> tuple[QueueSpec, ...]:
         return self._queues
+
+    def _set_queues(self, queues: tuple[QueueSpec, ...]) -> None:
+        self._queues = queues
+        self._los = tuple(q.lo for q in queues)
+        self._his = tuple(q.hi for q in queues)
 
     def due(self, now: float) -> bool:
         """Whether :meth:`refresh` at ``now`` would recompute (without side effects)."""
         if self._since >= self._params.refresh_requests:
             return True
-        if self._since == 0 or self._last_t is None or now < self._last_t:
+        if self._since == 0 or self._last_t is None:
+            return False
+        if self.drift_pending:
+            return True
+        if now < self._last_t:
             return False
         return now - self._last_t >= self._params.refresh_s
 
@@ -217,16 +312,31 @@ class RefinePrune(Partitioner):
         self._since = 0
         self.refreshes += 1
         if not self._reservoir:
+            self._rewarm()
             return False
-        values = np.sort(np.fromiter(self._reservoir, dtype=np.float64, count=len(self._reservoir)))
+        values = np.asarray(self._reservoir, dtype=np.float64)  # SortedWindow: sorted
         # single-threaded k-means: the data are tiny, the sidecar shares its host with the
         # engine (OpenMP spin-waiting under contention made fits ~20x slower), and results
         # then cannot depend on the machine's thread count
         with threadpool_limits(limits=1, user_api="openmp"):
             new = self._specs(self._refine_prune(values))
         changed = new != self._queues
-        self._queues = new
+        self._set_queues(new)
+        self._rewarm()
         return changed
+
+    def _rewarm(self) -> None:
+        """After a refresh: new drift detector warmed with the latest reservoir values,
+        fresh per-queue statistics for the new partition."""
+        self.drift_pending = False
+        self._reset_stream_stats()
+        if self._drift_delta is None:
+            return
+        self._warmup = list(self._reservoir.unsorted_window)[-DRIFT_WARMUP:]
+        self._drift = DriftDetector(("x",), self._drift_delta)
+        for v in self._warmup:
+            self._drift.learn_one({"x": v})
+        self._drift.detections = 0
 
     def update_params(self, params: EwsjfParams) -> bool:
         """Adopt new (e.g. Bayesian-optimised) parameters; ``True`` iff the partition changed.
@@ -236,15 +346,20 @@ class RefinePrune(Partitioner):
         """
         _check_params(params)
         self._params = params
-        if self._reservoir.maxlen != params.reservoir_size:
-            self._reservoir = deque(self._reservoir, maxlen=params.reservoir_size)
+        if self._reservoir.size != params.reservoir_size:
+            old = list(self._reservoir.unsorted_window)
+            self._reservoir = SortedWindow(params.reservoir_size)
+            for v in old[-params.reservoir_size:]:
+                self._reservoir.append(v)
         if len(self._queues) > params.max_queues:
             spans = [Span(q.lo, q.hi, q.density * (q.hi - q.lo), q.mean_len) for q in self._queues]
             new = self._specs(prune_spans(spans, params.max_queues))
         else:
             new = tuple(self._reweight(q) for q in self._queues)
         changed = new != self._queues
-        self._queues = new
+        self._set_queues(new)
+        if changed:
+            self._reset_stream_stats()
         return changed
 
     # -- the algorithm ------------------------------------------------------------------
@@ -315,19 +430,23 @@ class RefinePrune(Partitioner):
             "state_version": STATE_VERSION,
             "seed": self._seed,
             "params": plain["ewsjf"],
-            "reservoir": list(self._reservoir),
+            "reservoir": list(self._reservoir.unsorted_window),
             "since_refresh": self._since,
             "last_refresh_t": self._last_t,
             "skipped": self.skipped,
             "refreshes": self.refreshes,
             "queues": plain["queues"],
+            "drift_delta": self._drift_delta,
+            "drift_warmup": list(self._warmup),
+            "drift_pending": self.drift_pending,
+            "drift_detections": self.drift_detections,
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Self:
         if not isinstance(state, Mapping):
             raise PartitionerStateError("state", f"must be an object, got {type(state).__name__}")
-        unknown = sorted(set(state) - _STATE_KEYS, key=str)
+        unknown = sorted(set(state) - _STATE_KEYS - _OPTIONAL_KEYS, key=str)
         if unknown:
             raise PartitionerStateError(str(unknown[0]), "unknown field")
         missing = sorted(_STATE_KEYS - set(state))
@@ -347,20 +466,46 @@ class RefinePrune(Partitioner):
             isinstance(last_t, bool) or not isinstance(last_t, int | float) or not math.isfinite(last_t)
         ):
             raise PartitionerStateError("last_refresh_t", f"must be null or a finite number, got {last_t!r}")
-        self = cls(params, seed=seed)
-        self._reservoir.extend(reservoir)
+        delta = state.get("drift_delta", DEFAULT_DELTA)
+        if delta is not None and (isinstance(delta, bool) or not isinstance(delta, int | float)
+                                  or not 0.0 < delta < 1.0):
+            raise PartitionerStateError("drift_delta", f"must be null or in (0, 1), got {delta!r}")
+        warmup = _load_reservoir(state.get("drift_warmup", []), DRIFT_WARMUP, "drift_warmup")
+        pending = state.get("drift_pending", False)
+        if not isinstance(pending, bool):
+            raise PartitionerStateError("drift_pending", f"must be a boolean, got {pending!r}")
+        self = cls(params, seed=seed, drift_delta=delta)
+        for v in reservoir:
+            self._reservoir.append(v)
         self._since = _int_field(state, "since_refresh")
         self._last_t = None if last_t is None else float(last_t)
         self.skipped = _int_field(state, "skipped")
         self.refreshes = _int_field(state, "refreshes")
         # weights always derive from params; bounds, mean and density load as saved
-        self._queues = tuple(self._reweight(q) for q in queues)
+        self._set_queues(tuple(self._reweight(q) for q in queues))
+        # streaming statistics: replay the warm-up, then the values since the last refresh
+        self._reset_stream_stats()
+        self._warmup = warmup
+        if delta is not None and self.refreshes > 0:
+            self._drift = DriftDetector(("x",), float(delta))
+            for v in warmup:
+                self._drift.learn_one({"x": v})
+        recent = reservoir[len(reservoir) - min(self._since, len(reservoir)):]
+        for v in reservoir:
+            for q in self._quantiles.values():
+                q.update(v)
+        for v in recent:
+            self._observe(v)
+        self.drift_pending = pending
+        self.drift_detections = _int_field(state, "drift_detections") if "drift_detections" in \
+            state else self.drift_detections
         return self
 
     def __repr__(self) -> str:
         return (
             f"RefinePrune(queues={len(self._queues)}, reservoir={len(self._reservoir)}/"
-            f"{self._params.reservoir_size}, since_refresh={self._since})"
+            f"{self._params.reservoir_size}, since_refresh={self._since}, "
+            f"drift_detections={self.drift_detections})"
         )
 
 
@@ -422,20 +567,19 @@ def _load_policy_parts(params: Any, queues: Any) -> tuple[EwsjfParams, tuple[Que
     return p.ewsjf, p.queues
 
 
-def _load_reservoir(values: Any, size: int) -> list[float]:
+def _load_reservoir(values: Any, size: int, name: str = "reservoir") -> list[float]:
     if not isinstance(values, list | tuple):
-        raise PartitionerStateError("reservoir", f"must be a list, got {type(values).__name__}")
+        raise PartitionerStateError(name, f"must be a list, got {type(values).__name__}")
     if len(values) > size:
-        raise PartitionerStateError(
-            "reservoir", f"holds {len(values)} values, more than params.reservoir_size={size}"
-        )
+        bound = f"params.reservoir_size={size}" if name == "reservoir" else str(size)
+        raise PartitionerStateError(name, f"holds {len(values)} values, more than {bound}")
     out: list[float] = []
     for i, v in enumerate(values):
         if (
             isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v <= MAX_X  # False for NaN
         ):
             raise PartitionerStateError(
-                f"reservoir[{i}]", f"must be a finite number in [0, {MAX_X:g}], got {v!r}"
+                f"{name}[{i}]", f"must be a finite number in [0, {MAX_X:g}], got {v!r}"
             )
         out.append(float(v))
     return out

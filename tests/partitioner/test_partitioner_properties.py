@@ -8,7 +8,7 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tailwise.partitioner import BUBBLE, RefinePrune, Router
+from tailwise.partitioner import BUBBLE, RefinePrune
 from tailwise.scorer.policy import EwsjfParams, LinearWeight, Policy
 
 # token counts (mostly) plus arbitrary non-negative floats, with heavy duplication
@@ -33,13 +33,12 @@ def check_partition(rp: RefinePrune) -> None:
     queues = rp.partition()
     Policy(queues=queues, ewsjf=rp.params).validate()  # sorted, disjoint, finite, <= max
     assert 1 <= len(queues) <= rp.params.max_queues
-    router = Router(queues)
     reservoir = rp.to_state()["reservoir"]
     for x in reservoir:
-        assert router.route(x) != BUBBLE, (x, queues)
+        assert rp.predict_one(x) != BUBBLE, (x, queues)
     counts = [0] * len(queues)
     for x in reservoir:
-        counts[router.route(x)] += 1
+        counts[rp.predict_one(x)] += 1
     for q, n in zip(queues, counts, strict=True):
         assert n > 0  # no empty queue
         assert q.lo <= q.mean_len < q.hi
@@ -78,23 +77,35 @@ def test_deterministic_given_seed_and_input(p: EwsjfParams, xs: list[float], see
 
 
 @settings(max_examples=200, deadline=None)
-@given(params, st.lists(st.one_of(values, st.just(math.nan), st.just(-3.0)), max_size=300))
-def test_reservoir_is_bounded_and_count_trigger_is_exact(p: EwsjfParams, xs: list[float]) -> None:
-    rp = RefinePrune(dataclasses.replace(p, refresh_s=1e12))  # count trigger only
+@given(params, st.lists(st.one_of(values, st.just(math.nan), st.just(-3.0)), max_size=300),
+       st.booleans())
+def test_reservoir_is_bounded_and_count_trigger_is_exact(
+    p: EwsjfParams, xs: list[float], drift_on: bool
+) -> None:
+    """Count trigger exact; with the drift detector on, a refresh is also due exactly when
+    it fired since the last refresh (and never before the first one)."""
+    rp = RefinePrune(dataclasses.replace(p, refresh_s=1e12),  # count (and drift) triggers
+                     drift_delta=0.002 if drift_on else None)
     accepted: list[float] = []
     since = 0
     for x in xs:
+        pending_before = rp.drift_pending
         rp.learn_one(x)
         if 0.0 <= x <= 1e12:
             accepted.append(x)
             since += 1
-        due = since >= p.refresh_requests
+        else:
+            assert rp.drift_pending == pending_before  # bad telemetry never feeds the detector
+        if not drift_on or rp.refreshes == 0:
+            assert not rp.drift_pending
+        due = since >= p.refresh_requests or (since > 0 and rp.drift_pending)
         assert rp.due(0.0) == due
         before = rp.refreshes
         rp.refresh(0.0)
         assert rp.refreshes == before + due
         if due:
             since = 0
+            assert not rp.drift_pending
         assert len(rp.to_state()["reservoir"]) <= p.reservoir_size
     assert rp.to_state()["reservoir"] == accepted[-p.reservoir_size :]
     assert rp.skipped == len(xs) - len(accepted)

@@ -11,8 +11,8 @@ import pytest
 
 import tailwise.partitioner.interface
 import tailwise.partitioner.refine_prune
-import tailwise.partitioner.routing
-from tailwise.partitioner import BUBBLE, Partitioner, RefinePrune, Router
+import tailwise.partitioner.drift
+from tailwise.partitioner import BUBBLE, Partitioner, RefinePrune
 from tailwise.partitioner.refine_prune import Span, prune_score, prune_spans
 from tailwise.scorer.policy import EwsjfParams, LinearWeight, Policy, PolicyError
 
@@ -32,7 +32,7 @@ def seeded(params: EwsjfParams, queues: list[tuple[float, float]], values: list[
 
 
 @pytest.mark.parametrize("module", [tailwise.partitioner.interface, tailwise.partitioner.refine_prune,
-                                    tailwise.partitioner.routing])
+                                    tailwise.partitioner.drift])
 def test_doctests(module: Any) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0
@@ -134,8 +134,7 @@ def test_fractional_values_get_disjoint_intervals() -> None:
         rp.learn_one(x)
     rp.refresh(0.0, force=True)
     assert bounds(rp) == [(1.25, 1.5), (1.5, 1.75), (1.75, 2.75)]
-    router = Router(rp.partition())
-    assert [router.route(x) for x in (1.25, 1.5, 1.75)] == [0, 1, 2]
+    assert [rp.predict_one(x) for x in (1.25, 1.5, 1.75)] == [0, 1, 2]
 
 
 # -- prune ----------------------------------------------------------------------------------
@@ -282,6 +281,5 @@ def test_reservoir_values_route_to_queues_after_refresh_and_new_gap_values_to_bu
     for x in [100] * 10 + [1000] * 6:
         rp.learn_one(x)
     rp.refresh(0.0, force=True)
-    router = Router(rp.partition())
-    assert router.route(100) == 0 and router.route(1000) == 1
-    assert router.route(500) == BUBBLE
+    assert rp.predict_one(100) == 0 and rp.predict_one(1000) == 1
+    assert rp.predict_one(500) == BUBBLE
