@@ -12,13 +12,17 @@ Bounding (:func:`cap_window`). Replay cost grows with the window, so a window lo
 Naming (:func:`fingerprint`): a short sha256 of the arrays, so caches (the FCFS baseline
 replay) and Optuna user attributes can refer to "the same window".
 
-Drift (:func:`drift`): the two-sample Kolmogorov–Smirnov statistic (``scipy.stats``)
-between the previous window's and this window's prompt lengths and output lengths; the
-drift is the larger of the two (0 = same distributions, 1 = disjoint). The previous
-window is kept as a :class:`LengthSketch` — 256 evenly spaced quantiles of each length
-(inverted-CDF, so they are actual lengths; an empirical distribution accurate to about
-1/256 in KS terms) plus the arrival rate — small
-enough to persist in the study so drift survives a sidecar restart.
+Drift (:func:`drift`): river's ADWIN decides, through
+:class:`tailwise.partitioner.drift.DriftDetector` (one ADWIN per length, on ``log1p``).
+It is fed the previous window's sample (shuffled with a fixed seed) and then this
+window's requests in arrival order; a drift is detected when it fires during this
+window. The figure (``Drift.value``) is the size of the detected shift: the largest
+``|Δ mean log1p length|`` (1 = the geometric mean moved ×e) among the lengths whose
+detector fired, 0 when none did — so "no drift" is the detector's verdict, not a
+threshold on a statistic. The previous window is kept as a :class:`LengthSketch` — 256
+evenly spaced quantiles of each length (inverted-CDF, so they are actual lengths) plus
+the arrival rate — small enough to persist in the study so drift survives a sidecar
+restart, and the verdict is the same after a restart (no detector state lives elsewhere).
 
 >>> import numpy as np
 >>> from tailwise.simulator.traces import Trace
@@ -26,8 +30,8 @@ enough to persist in the study so drift survives a sidecar restart.
 >>> w = cap_window(t, 4)
 >>> len(w), w.prompt_tokens.tolist(), w.arrival_s.tolist()
 (4, [7, 8, 9, 10], [0.0, 1.0, 2.0, 3.0])
->>> drift(LengthSketch.of(t), t).value < 0.01
-True
+>>> drift(LengthSketch.of(t), t).value
+0.0
 """
 
 from __future__ import annotations
@@ -38,11 +42,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
+from tailwise.partitioner.drift import DriftDetector
 from tailwise.simulator.traces import Trace
 
 SKETCH_POINTS = 256
+#: seed of the shuffle of the reference sample fed to the detector first
+DRIFT_SHUFFLE_SEED = 0
 
 
 class WindowError(ValueError):
@@ -120,38 +126,65 @@ class LengthSketch:
 
 @dataclass(frozen=True)
 class Drift:
-    """KS statistics of prompt and output lengths; ``rate_log_ratio`` = |ln(rate / ref)|."""
+    """ADWIN's verdict per length, the shift sizes (``|Δ mean log1p|``) and the rate change
+    ``rate_log_ratio`` = |ln(rate / ref)|; ``at_request`` is the window index of the
+    first detection (None: no drift)."""
 
-    prompt_ks: float
-    output_ks: float
+    prompt_detected: bool
+    output_detected: bool
+    prompt_shift: float
+    output_shift: float
     rate_log_ratio: float | None
+    at_request: int | None = None
+
+    @property
+    def detected(self) -> bool:
+        return self.prompt_detected or self.output_detected
 
     @property
     def value(self) -> float:
-        return max(self.prompt_ks, self.output_ks)
+        """Largest detected shift (0 when ADWIN detected none)."""
+        shifts = [s for s, d in ((self.prompt_shift, self.prompt_detected),
+                                 (self.output_shift, self.output_detected)) if d]
+        return max(shifts, default=0.0)
 
-    def as_attrs(self) -> dict[str, float | None]:
+    def as_attrs(self) -> dict[str, float | bool | int | None]:
         return {
             "drift": self.value,
-            "drift_prompt_ks": self.prompt_ks,
-            "drift_output_ks": self.output_ks,
+            "drift_detected": self.detected,
+            "drift_prompt_shift": self.prompt_shift,
+            "drift_output_shift": self.output_shift,
             "drift_rate_log_ratio": self.rate_log_ratio,
+            "drift_at_request": self.at_request,
         }
 
 
 def drift(reference: LengthSketch, trace: Trace) -> Drift:
-    """How far ``trace``'s length distributions moved from ``reference`` (see module doc)."""
+    """How far ``trace``'s lengths moved from ``reference``, by river's ADWIN (module doc)."""
     if len(trace) == 0:
         raise WindowError("window: empty")
-    p = _ks(reference.prompt, trace.prompt_tokens)
-    o = _ks(reference.output, trace.output_tokens)
+    det = DriftDetector(("prompt", "output"))
+    rng = np.random.default_rng(DRIFT_SHUFFLE_SEED)
+    ref_p = np.asarray(reference.prompt, dtype=np.float64)
+    ref_o = np.asarray(reference.output, dtype=np.float64)
+    for p, o in zip(rng.permutation(ref_p), rng.permutation(ref_o), strict=False):
+        det.learn_one({"prompt": float(p), "output": float(o)})
+    order = np.argsort(trace.arrival_s, kind="stable")
+    prompts = trace.prompt_tokens[order].astype(np.float64)
+    outputs = trace.output_tokens[order].astype(np.float64)
+    fired: set[str] = set()
+    at: int | None = None
+    for i, (p, o) in enumerate(zip(prompts, outputs, strict=True)):
+        if det.learn_one({"prompt": float(p), "output": float(o)}):
+            fired.update(det.drifted)
+            at = i if at is None else at
     rate: float | None = None
     dur = trace.duration_s
     if reference.rate_rps and dur > 0:
         rate = abs(math.log((len(trace) / dur) / reference.rate_rps))
-    return Drift(p, o, rate)
+    return Drift("prompt" in fired, "output" in fired, _shift(ref_p, prompts),
+                 _shift(ref_o, outputs), rate, at)
 
 
-def _ks(ref: tuple[float, ...], x: Any) -> float:
-    res = stats.ks_2samp(np.asarray(ref, dtype=np.float64), np.asarray(x, dtype=np.float64))
-    return float(res.statistic)
+def _shift(ref: Any, x: Any) -> float:
+    return float(abs(np.mean(np.log1p(x)) - np.mean(np.log1p(ref))))
