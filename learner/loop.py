@@ -58,6 +58,7 @@ from typing import Any, Protocol
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped,unused-ignore]
 
 from tailwise.learner.config import LoopConfig, WindowConfig
+from tailwise.learner.estimators import BoostEstimator
 from tailwise.learner.live import LiveRound, LiveTrials, LiveTunerLike
 from tailwise.learner.metrics import SidecarMetrics
 from tailwise.learner.publisher import PolicyStore, PromotionPaused
@@ -169,6 +170,8 @@ class LearningLoop:
         if partitioner_factory is not None:
             self.partitioner = self._make_partitioner(partitioner_factory)
         self._last_round: float | None = state.state.last_round_engine_time
+        #: DistBoost / γ-Ada estimator of the policy in force (the one LocalLearner runs)
+        self.boost: BoostEstimator | None = None
         self._partition_dirty = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -297,6 +300,7 @@ class LearningLoop:
         if now is None:
             return StepOutcome(None)
         learned, changed = self._feed_partitioner(now)
+        self._feed_boost(now)
         if self.live is not None:
             self.live.observe(now)
         if self._last_round is None or now < self._last_round:
@@ -381,6 +385,31 @@ class LearningLoop:
                 log.error("partition state is not JSON-serialisable (%s); not persisted", exc)
                 self.metrics.loop_errors.labels("persist").inc()
         return len(new), changed
+
+    def _feed_boost(self, now: float) -> None:
+        """Finished requests to the policy's γ estimator; a new γ is published at once."""
+        done = self.window.take_finished_unlearned()
+        current = self.store.last_good()
+        if self.boost is None or not self.boost.matches(current):
+            self.boost = BoostEstimator(current)
+        gamma: float | None = None
+        for r in done:
+            new = self.boost.learn_one(
+                {"arrival_s": r.arrival_time, "finish_s": r.finish_time,
+                 "prompt_tokens": float(r.prompt_tokens), "output_tokens": float(r.output_tokens)},
+                current_gamma=current.boost.gamma if gamma is None else gamma)
+            gamma = gamma if new is None else new
+        if gamma is None or gamma == current.boost.gamma:
+            return
+        try:
+            pub = self.store.publish(self.boost.apply(current, gamma), source=Source.LEARNED,
+                                     note=f"{self.boost.name} gamma={gamma:.4g} at engine "
+                                          f"t={now:.1f}", automatic=True)
+        except (PromotionPaused, PolicyError) as exc:
+            log.info("gamma %.4g not published: %s", gamma, exc)
+            return
+        if pub.policy is not None:
+            self._adopt(pub.policy)
 
     def _current_partition(self, current: Policy) -> tuple[QueueSpec, ...]:
         if self.partitioner is None:

@@ -86,6 +86,7 @@ class TelemetryWindow:
         self._max_pending = max_pending
         self._finished: deque[FinishedRequest] = deque()
         self._unlearned: deque[float] = deque()
+        self._unlearned_finished: deque[FinishedRequest] = deque(maxlen=max_requests)
         self._pending: OrderedDict[tuple[str, str], _Arrival] = OrderedDict()
         self._steps: deque[StepStats] = deque(maxlen=max_steps)
         self._now: float | None = None
@@ -173,6 +174,7 @@ class TelemetryWindow:
             rec = FinishedRequest(arrival, t, prompt, min(cached, prompt), ev.output_tokens, slo,
                                   ftt, ev.num_preemptions)
             self._finished.append(rec)
+            self._unlearned_finished.append(rec)
             if len(self._finished) > self._max_requests:
                 self._finished.popleft()
                 self._on_evict("finished", 1)
@@ -237,6 +239,13 @@ class TelemetryWindow:
         with self._cond:
             out = list(self._unlearned)
             self._unlearned.clear()
+            return out
+
+    def take_finished_unlearned(self) -> list[FinishedRequest]:
+        """Requests finished since the last call (for the streaming γ estimators)."""
+        with self._cond:
+            out = list(self._unlearned_finished)
+            self._unlearned_finished.clear()
             return out
 
     def finished_since(self, since: float, until: float = math.inf) -> list[FinishedRequest]:

@@ -24,17 +24,16 @@ after preemption is protected until its next threshold (anti-thrash, see
 :mod:`tailwise.scorer.preemption`).
 
 Variants differ only in where γ comes from: UniBoost uses the policy's γ; DistBoost's γ
-is fitted by :func:`fit_gamma` from the job-size distribution; γ-Ada's is steered by
-:class:`GammaAda` from measured tail latency. Fitting and steering are pure estimators
-here; the learner (sidecar, or the in-process loop for simulation) runs them and pushes
-the new γ as a new policy version.
+is fitted from the job-size distribution and γ-Ada's is steered from measured tail
+latency, by the estimators in :mod:`tailwise.learner.estimators`; the learner (sidecar,
+or the in-process loop for simulation) runs them and pushes the new γ as a new policy
+version.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections import deque
 from collections.abc import Sequence
 
 from tailwise.scorer.interface import KeyedQueue
@@ -166,87 +165,3 @@ class BoostPolicy(KeyedQueue):
 
     def on_preempt(self, req: ReqInfo, now: float) -> None:
         req.sched_protect_level = -1
-
-
-# -- DistBoost: γ from the job-size distribution ---------------------------------------
-def fit_gamma(sizes_s: Sequence[float], rate_rps: float, lo: float, hi: float) -> float:
-    """Decay rate of the FCFS response-time tail for this workload, clipped to [lo, hi].
-
-    γ-Boost (Yu & Scully) sets γ to the tail decay rate γ*, the positive root of the
-    Cramér–Lundberg equation ``λ·(E[e^{γS}] − 1) = γ`` for arrival rate λ and job size S
-    (engine seconds), with the moment generating function estimated from observed sizes.
-    Under overload (λ·E[S] ≥ 1) there is no positive root; the lower bound is returned,
-    making boosts large (favouring short jobs, which is what overload calls for).
-
-    >>> round(fit_gamma([1.0] * 100, 0.5, 1e-3, 100.0), 3)  # 0.5(e^γ − 1) = γ
-    1.256
-    """
-    n = len(sizes_s)
-    if n == 0 or rate_rps <= 0 or not math.isfinite(rate_rps):
-        return lo
-    sizes = [s for s in sizes_s if math.isfinite(s) and s >= 0]
-    if not sizes:
-        return lo
-    mean = sum(sizes) / len(sizes)
-    if rate_rps * mean >= 1.0:
-        return lo
-    smax = max(sizes)
-
-    def f(g: float) -> float:
-        # λ(E[e^{gS}] − 1) − g, computed with the max factored out to avoid overflow
-        m = sum(math.exp(g * (s - smax)) for s in sizes) / len(sizes)
-        log_mgf = g * smax + math.log(m)
-        if log_mgf > 700:
-            return math.inf
-        return rate_rps * (math.exp(log_mgf) - 1.0) - g
-
-    # f < 0 just above 0 (load < 1) and f → ∞: bisection on [lo, hi]
-    a, b = lo, hi
-    if f(a) >= 0:
-        return lo
-    if f(b) < 0:
-        return hi
-    for _ in range(100):
-        mid = 0.5 * (a + b)
-        if f(mid) < 0:
-            a = mid
-        else:
-            b = mid
-        if b - a < 1e-9 * max(1.0, b):
-            break
-    return 0.5 * (a + b)
-
-
-class GammaAda:
-    """γ-Ada: steer γ so the measured tail TTLT meets a target (river-style estimator).
-
-    Larger γ decays boosts faster (closer to FCFS, which protects the tail); smaller γ
-    favours short jobs. After every ``window`` finished requests: if the ``quantile``
-    TTLT exceeds the target, γ ← γ·step; if it is below half the target, γ ← γ/step.
-    """
-
-    def __init__(self, params: BoostParams) -> None:
-        self.p = params
-        self.gamma = params.gamma
-        self._ttlt: deque[float] = deque(maxlen=params.ada_window)
-        self._since = 0
-        self.last_tail: float | None = None
-
-    def learn_one(self, ttlt_s: float) -> bool:
-        """Observe one finished request; True when γ changed."""
-        if not math.isfinite(ttlt_s) or ttlt_s < 0:
-            return False
-        self._ttlt.append(ttlt_s)
-        self._since += 1
-        if self._since < self.p.ada_window or len(self._ttlt) < self.p.ada_window:
-            return False
-        self._since = 0
-        data = sorted(self._ttlt)
-        tail = data[min(int(self.p.ada_quantile * len(data)), len(data) - 1)]
-        self.last_tail = tail
-        old = self.gamma
-        if tail > self.p.ada_target_s:
-            self.gamma = min(self.gamma * self.p.ada_step, self.p.gamma_max)
-        elif tail < 0.5 * self.p.ada_target_s:
-            self.gamma = max(self.gamma / self.p.ada_step, self.p.gamma_min)
-        return self.gamma != old

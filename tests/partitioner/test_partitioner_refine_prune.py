@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+import tailwise.partitioner.drift
 import tailwise.partitioner.interface
 import tailwise.partitioner.refine_prune
-import tailwise.partitioner.drift
 from tailwise.partitioner import BUBBLE, Partitioner, RefinePrune
 from tailwise.partitioner.refine_prune import Span, prune_score, prune_spans
 from tailwise.scorer.policy import EwsjfParams, LinearWeight, Policy, PolicyError

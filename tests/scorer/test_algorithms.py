@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tailwise.scorer.boost import BoostPolicy, GammaAda, boost, fit_gamma
+from tailwise.scorer.boost import BoostPolicy, boost
 from tailwise.scorer.ewsjf import EwsjfPolicy, queue_factor, score
 from tailwise.scorer.kairos import KairosPolicy
 from tailwise.scorer.policy import BoostParams, Mode, Policy, QueueSpec, SafetyParams, SloClass, SloParams
@@ -76,23 +76,6 @@ def test_restored_request_is_protected_until_its_next_threshold() -> None:
     assert pol.protected(r)
     r.num_output_tokens *= 3  # crosses the next MemGuard threshold (ratio 2)
     assert not pol.protected(r)
-
-
-def test_fit_gamma_solves_the_cramer_equation() -> None:
-    # deterministic sizes S=1 at rate 0.5: 0.5(e^γ − 1) = γ  ⇒ γ ≈ 1.2564
-    g = fit_gamma([1.0] * 50, 0.5, 1e-3, 100.0)
-    assert 0.5 * (math.exp(g) - 1) == pytest.approx(g, rel=1e-6)
-    assert fit_gamma([1.0] * 50, 2.0, 0.01, 100.0) == 0.01  # overload: no positive root
-
-
-def test_gamma_ada_moves_gamma_toward_the_target() -> None:
-    params = BoostParams(gamma=1.0, ada_target_s=10.0, ada_window=10, ada_step=2.0)
-    ada = GammaAda(params)
-    changed = [ada.learn_one(100.0) for _ in range(10)]
-    assert changed[-1] and ada.gamma == 2.0  # tail too high → more FCFS-like
-    for _ in range(10):
-        ada.learn_one(1.0)
-    assert ada.gamma == 1.0  # tail well below target → favour short jobs again
 
 
 # -- victims ------------------------------------------------------------------------------
