@@ -61,6 +61,7 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from tailwise.bayes_opt import history
 from tailwise.bayes_opt.objective import (
     ObjectiveConfig,
     evaluate,
@@ -240,6 +241,7 @@ class Tuner:
                 f"study {cfg.study_name!r} was created to {have} but objective "
                 f"{cfg.objective.kind.value!r} needs to {direction}; use another study name"
             )
+        history.name_metrics(self.study, cfg.objective)
         kind = self.study.user_attrs.get(ATTR_OBJECTIVE)
         if kind is None:
             self.study.set_user_attr(ATTR_OBJECTIVE, cfg.objective.kind.value)
@@ -259,14 +261,17 @@ class Tuner:
         self._partition: tuple[QueueSpec, ...] = base_policy.queues
         self._live: dict[int, tuple[optuna.Trial, _Beat, Policy]] = {}
         self._live_baseline: Mapping[str, Any] | None = None
+        self._round_entry: dict[str, Any] = {}
         self.fail_stale_trials()
 
     # -- rounds ---------------------------------------------------------------------------
     def tune(
-        self, window: Trace, current: Policy, partition: tuple[QueueSpec, ...], n_trials: int
+        self, window: Trace, current: Policy, partition: tuple[QueueSpec, ...], n_trials: int,
+        *, window_span: tuple[float, float] | None = None,
     ) -> RoundResult:
         """One round on ``window``; see the module docstring. ``n_trials`` counts the
-        champion's trial."""
+        champion's trial; ``window_span`` is the window's engine-time range (for the
+        tuning history, :mod:`tailwise.bayes_opt.history`)."""
         if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
             raise TunerConfigError(f"n_trials: must be an integer >= 1, got {n_trials!r}")
         current.validate()
@@ -283,7 +288,10 @@ class Tuner:
         token = uuid.uuid4().hex
         common: dict[str, Any] = {
             "round": rnd, "round_token": token, "window_id": wid,
-            "window_requests": len(window), **(dr.as_attrs() if dr else {"drift": None}),
+            "window_requests": len(window),
+            **(dr.as_attrs() if dr else {"drift": None, "drift_detected": None}),
+            **history.window_attrs(window, window_span, self.cfg.engine,
+                                   self.cfg.model or self.base.step_time),
         }
         self.study.enqueue_trial(
             policy_to_params(current, self.cfg.space, self.base),
@@ -291,6 +299,8 @@ class Tuner:
         )
         policies: dict[int, Policy] = {}
         prompts = window.prompt_tokens
+        champ_value: list[float | None] = [None]
+        comp_keys: dict[str, None] = {}
 
         def objective(trial: optuna.Trial) -> float:
             champion = trial.user_attrs.get(ATTR_CHAMPION_TOKEN) == token
@@ -305,11 +315,20 @@ class Tuner:
                     policy = self._candidate(trial, prompts)
                 policies[trial.number] = policy
                 trial.set_user_attr("policy", policy.to_dict())
+                trial.set_user_attr("diff_vs_champion", history.policy_diff(policy, current))
                 summary = self.evaluator.run(window, policy)
             except Exception as exc:
                 trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+                trial.set_user_attr("outcome", f"failed: {type(exc).__name__}: {exc}")
                 raise
-            return _score(trial, summary, base_summary, self.cfg.objective)
+            value, keys = _score(trial, summary, base_summary, self.cfg.objective)
+            comp_keys.update(dict.fromkeys(keys))
+            role = "champion" if champion else "challenger"
+            trial.set_user_attr("outcome", history.standing(
+                role, value, champ_value[0], self.cfg.margin, self.cfg.objective.direction))
+            if champion and math.isfinite(value):
+                champ_value[0] = value
+            return value
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
@@ -323,7 +342,59 @@ class Tuner:
         ]
         result = self._gate(trials, policies, rnd, wid, len(window), dr)
         self._record_round(result, current)
+        self._record_history(result, trials, common, list(comp_keys))
         return result
+
+    # -- tuning history (optuna-dashboard) ------------------------------------------------
+    def _record_history(self, res: RoundResult, trials: Sequence[FrozenTrial],
+                        common: Mapping[str, Any], keys: Sequence[str]) -> None:
+        promoted = res.best_trial if res.promoted is not None else None
+        outcomes = history.final_outcomes(trials, promoted, res.reason)
+        for t in trials:
+            history.save_trial_note(self.study, t, f"Round {res.round}: {outcomes[t.number]}")
+        by_number = {t.number: t for t in trials}
+        champ = next((t for t in trials if t.user_attrs.get("role") == "champion"), None)
+        best = by_number.get(res.best_trial) if res.best_trial is not None else None
+        comps = {"champion": history.components(champ.user_attrs, keys) if champ else {},
+                 "best": history.components(best.user_attrs, keys) if best else {}}
+        self._round_entry = {
+            **{k: common.get(k) for k in ("round", "window_id", "window_requests",
+                                           "window_start_s", "window_end_s", "window_load",
+                                           "drift", "drift_detected")},
+            "champion_value": res.champion_value, "best_value": res.best_value,
+            "best_trial": res.best_trial, "promoted_trial": promoted,
+            "outcome": f"promoted trial {promoted}" if promoted is not None else "kept champion",
+            "reason": res.reason, "components": comps,
+        }
+        history.record_round(self.study, self._round_entry)
+
+    def record_publication(self, res: RoundResult, outcome: str, version: int | None) -> None:
+        """The learner's verdict on a round's promotion (``promoted`` with the published
+        version, ``paused``, ``rejected_*``): into the best trial's note and the study note."""
+        entry = dict(self._round_entry)
+        if entry.get("round") != res.round or res.promoted is None or res.best_trial is None:
+            return
+        text = (f"published as version {version}" if outcome == "promoted" and version is not None
+                else f"promoted, not published: {outcome}")
+        entry["outcome"] = f"trial {res.best_trial} {text}"
+        entry["published_version"] = version
+        self._round_entry = entry
+        best = next((t for t in self.study.get_trials(deepcopy=False)
+                     if t.number == res.best_trial), None)
+        if best is not None:
+            history.save_trial_note(self.study, best, f"Round {res.round}: {text} ({res.reason})")
+        history.record_round(self.study, entry)
+
+    def record_live_outcome(self, trial_number: int, outcome: str,
+                            version: int | None = None) -> None:
+        """A live trial's verdict (``live_kept``, ``live_reverted``, ``live_failed``...)."""
+        t = next((t for t in self.study.get_trials(deepcopy=False)
+                  if t.number == trial_number), None)
+        if t is None:
+            return
+        word = outcome.removeprefix("live_").split("+")[0]
+        history.save_trial_note(self.study, t, f"Live trial: {word}" + (
+            f" (policy version {version})" if version is not None else ""))
 
     def _candidate(self, trial: optuna.trial.BaseTrial, prompts: Any) -> Policy:
         return suggest_policy(trial, self.base, self._partition, self.cfg.space, prompts,
@@ -514,14 +585,16 @@ def make_sampler(cfg: TunerConfig, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def _score(trial: optuna.Trial, summary: Mapping[str, Any], baseline: Mapping[str, Any],
-           cfg: ObjectiveConfig) -> float:
+           cfg: ObjectiveConfig) -> tuple[float, list[str]]:
+    """The trial's value (NaN: Optuna records it FAILED) and its component names."""
     value, comp = evaluate(summary, baseline, cfg)
-    for k, v in {**comp.as_attrs(), **_headline(summary)}.items():
+    attrs = comp.as_attrs()
+    for k, v in {**attrs, **_headline(summary)}.items():
         trial.set_user_attr(k, v)
     if not math.isfinite(value):
         trial.set_user_attr("error", "objective is not finite")
-        return math.nan  # Optuna records the trial as FAILED
-    return value
+        return math.nan, list(attrs)
+    return value, list(attrs)
 
 
 def _headline(summary: Mapping[str, Any]) -> dict[str, float | None]:

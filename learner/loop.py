@@ -353,6 +353,9 @@ class LearningLoop:
                 rnd = LiveRound("error", window_start=since, window_end=until)
             self._partition_dirty = False
             self._record_study(tuner, None)
+            if rnd.trial is not None:
+                _hook(tuner, "record_live_outcome", rnd.trial, rnd.outcome,
+                      rnd.published_version)
         self.metrics.window_requests.set(rnd.window_requests)
         vals = () if rnd.trial is None or rnd.summary is None else (
             math.nan if rnd.value is None else rnd.value,)
@@ -449,7 +452,8 @@ class LearningLoop:
         current = self.store.last_good()
         partition = self._current_partition(current)
         try:
-            res = tuner.tune(trace, current, partition, self.cfg.n_trials)
+            res = tuner.tune(trace, current, partition, self.cfg.n_trials,
+                             **_span_kw(tuner, since, until))
         except Exception:
             log.exception("tuning round failed")
             self.metrics.loop_errors.labels("tune").inc()
@@ -461,6 +465,7 @@ class LearningLoop:
         self.last_result = res
         self._record_study(tuner, res)
         outcome, version = self._maybe_publish(res, now)
+        _hook(tuner, "record_publication", res, outcome, version)
         self.history.append(RoundRecord(
             now, outcome, len(trace), res.best_value, res.drift, version,
             window_start=since, window_end=until,
@@ -562,6 +567,23 @@ def bound_cpu(nice: int, threads: int) -> dict[str, Any]:
 
 #: live outcomes in which no trial was scored or published (``StepOutcome.round_run``)
 _NOT_RUN = frozenset({"too_few_requests", "live_waiting", "no_tuner", "paused"})
+
+
+def _span_kw(tuner: Any, since: float, until: float) -> dict[str, Any]:
+    """``window_span`` for tuners whose ``tune`` takes it (the tuning history)."""
+    params = inspect.signature(tuner.tune).parameters
+    return {"window_span": (since, until)} if "window_span" in params else {}
+
+
+def _hook(target: Any, name: str, *args: Any) -> None:
+    """Call an optional tuner hook; a failure is logged, never raised into the loop."""
+    fn: Callable[..., Any] | None = getattr(target, name, None)
+    if fn is None:
+        return
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("%s(...) failed", name)
 
 
 def _opt_float(v: Any) -> float | None:
