@@ -33,7 +33,7 @@ from typing import Any
 
 import optuna
 
-from tailwise.bayes_opt.objective import ObjectiveConfig, improvement
+from tailwise.bayes_opt.objective import ObjectiveConfig, gain
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig
@@ -50,7 +50,7 @@ _IGNORED = ("version", "created_at", "source", "note", "extra", "schema_version"
 
 
 def metric_name(cfg: ObjectiveConfig) -> str:
-    """The objective's name on the dashboard, e.g. ``reward (maximize)``."""
+    """The objective's name on the dashboard, e.g. ``operator (maximize)``."""
     return f"{cfg.kind.value} ({cfg.direction})"
 
 
@@ -101,15 +101,16 @@ def policy_diff(policy: Policy, champion: Policy, limit: int = 12) -> str:
 
 
 def standing(role: str, value: float, champion_value: float | None, margin: float,
-             direction: str) -> str:
-    """A finished trial's standing against the champion of its round."""
+             cfg: ObjectiveConfig) -> str:
+    """A finished trial's standing against the champion of its round (the gate's
+    :func:`~tailwise.bayes_opt.objective.gain`)."""
     if role == "champion":
         return "champion (in force)"
     if not math.isfinite(value):
         return "failed: objective is not finite"
     if champion_value is None:
         return "scored (champion has no value)"
-    imp = improvement(value, champion_value, direction)
+    imp = gain(value, champion_value, cfg)
     if imp > margin:
         return f"better than champion by {imp:+.2%} (> margin {margin:.0%})"
     return f"not better than champion ({imp:+.2%}, margin {margin:.0%})"

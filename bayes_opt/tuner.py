@@ -331,7 +331,7 @@ class Tuner:
             comp_keys.update(dict.fromkeys(keys))
             role = "champion" if champion else "challenger"
             trial.set_user_attr("outcome", history.standing(
-                role, value, champ_value[0], self.cfg.margin, self.cfg.objective.direction))
+                role, value, champ_value[0], self.cfg.margin, self.cfg.objective))
             if champion and math.isfinite(value):
                 champ_value[0] = value
             return value

@@ -7,8 +7,9 @@ and the same evaluator. A run's *trials to best* is the first trial after which 
 value so far is within ``tolerance`` of the reference best — the best value any sampler
 reached on that window and seed (a sampler that never gets close counts ``trials + 1``):
 
-* *relative*: ``improvement(reference, best so far) <= tolerance``
-  (:func:`~tailwise.bayes_opt.objective.improvement`), literally "within 5%";
+* *relative*: ``gain(reference, best so far) <= tolerance``
+  (:func:`~tailwise.bayes_opt.objective.gain`, what the gate's margin is compared with),
+  literally "within 5%";
 * *of the spread*: the gap to the reference is at most ``tolerance`` × (reference − the
   champion's value), i.e. the run has found 95% of the improvement over the policy in
   force that was available. When the objective is flat, the relative criterion is met by
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 import optuna
 
-from tailwise.bayes_opt.objective import improvement
+from tailwise.bayes_opt.objective import ObjectiveConfig, gain
 from tailwise.bayes_opt.replay import ReplayEvaluator, metrics_config
 from tailwise.bayes_opt.space import refine_partition
 from tailwise.bayes_opt.tuner import Tuner, TunerConfig
@@ -64,7 +65,7 @@ class Run:
     def trials_to(self, target: float, tolerance: float) -> int:
         """Relative criterion (module docstring)."""
         for k, b in enumerate(self.running_best(), start=1):
-            if math.isfinite(b) and improvement(target, b, "maximize") <= tolerance:
+            if math.isfinite(b) and gain(target, b, ObjectiveConfig()) <= tolerance:
                 return k
         return len(self.values) + 1
 
@@ -126,9 +127,9 @@ def compare(samplers: Sequence[str], workloads: Sequence[str], seeds: Sequence[i
             k = [r.trials_to(ref[r.seed], tolerance) for r in mine]
             g = [r.trials_to_spread(ref[r.seed], tolerance) for r in mine]
             reached = sum(x <= trials for x in g)
-            gain = statistics.median(improvement(max(r.running_best()), r.values[0], "maximize")
-                                     for r in mine)
+            better = statistics.median(gain(max(r.running_best()), r.values[0], ObjectiveConfig())
+                                       for r in mine)
             lines.append(f"| {w} | {s} | {statistics.median(k):g} ({max(k)}) | "
                          f"{statistics.median(g):g} ({max(g)}) | {reached}/{len(mine)} | "
-                         f"{gain:+.2%} | {statistics.median(r.wall_s for r in mine):.1f} |")
+                         f"{better:+.2%} | {statistics.median(r.wall_s for r in mine):.1f} |")
     return runs, lines

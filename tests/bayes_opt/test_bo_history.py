@@ -18,7 +18,8 @@ import optuna
 import pytest
 from bo_fakes import FakeEvaluator, make_trace
 
-from tailwise.bayes_opt.history import ATTR_ROUNDS
+from tailwise.bayes_opt.history import ATTR_ROUNDS, metric_name
+from tailwise.bayes_opt.objective import ObjectiveConfig
 from tailwise.bayes_opt.storage import open_storage
 from tailwise.bayes_opt.tuner import Tuner, TunerConfig
 from tailwise.scorer.policy import Mode, Policy, QueueSpec
@@ -28,6 +29,7 @@ optuna_dashboard = pytest.importorskip("optuna_dashboard", reason="needs the [da
 CURRENT = Policy(mode=Mode.TAILWISE)  # γ = 0.1, off the fake's optimum γ = 0.3
 PARTITION = (QueueSpec(1, 1024, 200, 0.001), QueueSpec(1024, 20000, 3000, 0.00001))
 REQUIRE_CHROMIUM = os.environ.get("TAILWISE_REQUIRE_CHROMIUM") == "1"
+METRIC = metric_name(ObjectiveConfig())  # e.g. "operator (maximize)"
 
 
 def tuned_study(tmp_path: Path) -> tuple[Tuner, Any, Any]:
@@ -50,7 +52,8 @@ def test_history_reads_back_through_optunas_api(tmp_path: Path) -> None:
     assert r1.promoted is not None  # the fake's γ optimum is reachable: round 1 promotes
     study = optuna.load_study(study_name="ops",
                               storage=open_storage(str(tmp_path / "study.journal")))
-    assert study.metric_names == ["reward (maximize)"]  # not "Objective 0"
+    assert study.metric_names == [METRIC]  # not "Objective 0"
+    assert METRIC.startswith(ObjectiveConfig().kind.value)
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == 16
     for t in trials:
@@ -86,11 +89,13 @@ def test_history_reads_back_through_optunas_api(tmp_path: Path) -> None:
                           for t in failed)
     # the study note says what each round published and why, with named components
     note = optuna_dashboard.get_note(study)
-    assert "reward (maximize)" in note
+    assert METRIC in note
     assert f"trial {r1.best_trial} published as version 7" in note
     assert r2.reason.split(" ")[0] in note
-    assert "objective components" in note and "| C |" in note
     rounds = study.user_attrs[ATTR_ROUNDS]
+    comps = rounds[-1]["components"]["champion"]
+    assert comps and "objective components" in note
+    assert all(f"| {k} |" in note for k in comps)  # every component named in the note
     assert [r["round"] for r in rounds] == [1, 2]
     assert rounds[0]["published_version"] == 7
 
@@ -145,7 +150,7 @@ def test_dashboard_renders_metric_names_outcomes_and_the_round_note(
     exe = chromium()
     history = text(browse(exe, dashboard, "--dump-dom"))
     assert "ops (id=" in history  # the study page loaded its data
-    assert "History y Axis reward (maximize)" in history  # the metric name on the chart
+    assert f"History y Axis {METRIC}" in history  # the metric name on the chart
     assert "Objective 0" not in history
     trials = text(browse(exe, f"{dashboard}/trials", "--dump-dom"))
     for attr in ("window_start_s 1200.0", "window_end_s 1800.0", "window_requests 300",
