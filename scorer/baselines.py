@@ -293,12 +293,14 @@ class OracleSJF(_SizeAware):
 
 
 class OracleSRPT(_SizeAware):
-    """SRPT on true remaining work, preemptive through the running order."""
+    """SRPT on true remaining work, preemptive through the running order. Work counts
+    the uncached prompt only (a prefix-cache hit is work the engine does not do), as the
+    oracle SJF's job size does; before this the oracle was blind to prefix hits."""
 
     name = "srpt-oracle"
 
     def remaining_s(self, req: ReqInfo) -> float:
-        total = req.prompt_tokens * self.cp + _true_output(req) * self.cd
+        total = self.job_size_s(req, _true_output(req))
         return max(total - self.attained(req), 0.0)
 
     def waiting_key(self, req: ReqInfo, now: float) -> float:
