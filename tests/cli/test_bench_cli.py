@@ -143,3 +143,18 @@ def test_head_takes_a_slice_and_bad_options_are_one_line_errors(tmp_path: Path) 
                       (["--head", "1"], "head must be >= 2")):
         res = runner.invoke(app, ["bench", "--out", str(tmp_path), *args, *SMALL])
         assert res.exit_code == 2 and msg in res.output, res.output
+
+
+def test_best_cell_is_min_for_latency_and_max_for_slo_attainment() -> None:
+    from tailwise.lab.bench_report import workload_table
+
+    per: dict[str, dict[str, Any]] = {
+        "a": {"ttft_mean": 2.0, "slo_attainment": {"interactive": 0.5}},
+        "b": {"ttft_mean": 1.0, "slo_attainment": {"interactive": 0.9}},
+        "c": {"ttft_mean": None, "slo_attainment": {"interactive": 0.1}},
+    }
+    header, rows = workload_table(per)
+    ttft, slo = header.index("TTFT mean (s)"), header.index("SLO interactive")
+    best = {header[j]: [r[0][0] for r in rows if r[j][1]] for j in (ttft, slo)}
+    assert best == {"TTFT mean (s)": ["b"], "SLO interactive": ["b"]}
+    assert rows[2][ttft] == ("–", False)
