@@ -585,7 +585,11 @@ class Simulator:
         budget = self.cfg.max_num_batched_tokens
         self._preempted_this_step = 0
         self._swap_ms = 0.0
-        cap = pol.decode_cap(list(self.running), now) if pol.caps_decode else None
+        cap = None
+        if pol.caps_decode:
+            for r in self.running:  # the cap reads decode progress: materialise it
+                self._sync(r)
+            cap = pol.decode_cap(list(self.running), now)
         B = self.n_dec
         need_dec = self.cnt[self.D % bs] if B else 0
         chunks: list[tuple[SimRequest, int]] = []
