@@ -13,10 +13,13 @@ traffic:
    knows where it sits) and measured on the new window.
 4. ``n_trials − 1`` **challengers** are sampled by Optuna (TPE by default, seeded and
    modelling after ``n_startup_trials`` = 4 trials; the GP sampler with ``sampler="gp"``;
-   never a hand-written optimizer). TPE is the default because it measured as good or
-   better on trials-to-best and ~10x cheaper per round than ``GPSampler``
-   (``benchmarks/sampler_compare.py``: median trials to 95% of the available gain 9 vs
-   11 and 5 vs 5 on two workloads, 5 seeds) from :mod:`tailwise.bayes_opt.space` — by default a box of ×/÷4
+   never a hand-written optimizer). TPE stays the default on cost: on the operator
+   objective (``benchmarks/sampler_compare.py``, 5 seeds, 10 trials) neither sampler won
+   both workloads — to 95% of the available gain, bursty overload: GP median 10 trials
+   (4/5 runs) vs TPE 11 (1/5); code 80/20: TPE 6 (4/5) vs GP 11 (2/5) — while a GP round
+   took ~16x longer (22 s vs 1.4 s on a shared 2-core host) and the sidecar tunes at
+   bounded CPU. ``sampler="gp"`` is one setting away for workloads like the first. Challengers
+   come from :mod:`tailwise.bayes_opt.space` — by default a box of ×/÷4
    around ``base_policy``'s values. A challenger is ``base_policy`` + the trial's
    parameters + its partition (the learner's partition, refined once with the
    candidate's α/max_queues over the window when the space searches them; see
