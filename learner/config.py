@@ -81,6 +81,28 @@ class LoopConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HintsConfig:
+    """Router hints (GET /v1/hints and the HintService gRPC method)."""
+
+    host: str = "127.0.0.1"
+    #: HTTP/JSON hints port; 0 picks a free one, -1 (default) disables the HTTP endpoint
+    #: (the gRPC HintService is always on)
+    port: int = -1
+    #: the replica's KV blocks (vLLM num_gpu_blocks) and step token budget
+    #: (max_num_batched_tokens), used to express hints in blocks and engine-seconds
+    kv_total_blocks: int = 28_600
+    step_budget: int = 8192
+    max_engines: int = 64
+
+    def __post_init__(self) -> None:
+        if not -1 <= self.port <= 65535:
+            raise ConfigError(f"hints.port: must be in [-1, 65535], got {self.port}")
+        for name in ("kv_total_blocks", "step_budget", "max_engines"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"hints.{name}: must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True, slots=True)
 class SidecarConfig:
     listen: str = "127.0.0.1:50051"
     metrics_host: str = "127.0.0.1"
@@ -119,6 +141,7 @@ class SidecarConfig:
     tuner: dict[str, Any] = field(default_factory=dict)
     #: testing hook: SetPolicy(unchecked=True) may publish an unvalidated policy
     testing_allow_unchecked_push: bool = False
+    hints: HintsConfig = HintsConfig()
 
     @property
     def storage_url(self) -> str:

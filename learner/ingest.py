@@ -39,6 +39,8 @@ class TelemetryIngest:
         #: per engine_id, the emitter's cumulative drop count last reported
         self._emitter_dropped: dict[str, int] = {}
         self._thread: threading.Thread | None = None
+        #: also fed every batch (router hints); set by the sidecar
+        self.hints: Any = None
 
     # -- producer side (gRPC threads) ---------------------------------------------------
     def offer(self, batch: pb.EngineEvent) -> bool:
@@ -125,6 +127,8 @@ class TelemetryIngest:
                 if item is _STOP:
                     return
                 accepted = self.window.apply(item)
+                if self.hints is not None:
+                    self.hints.apply(item)
                 self.metrics.events_ingested.inc(accepted)
                 now = self.window.engine_now()
                 if now is not None:

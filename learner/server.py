@@ -24,12 +24,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tailwise.learner.config import ConfigError, SidecarConfig
+from tailwise.learner.hints import HintBook, HintHttpServer, HintServicer
 from tailwise.learner.ingest import TelemetryIngest
 from tailwise.learner.loop import LearningLoop, PartitionerFactory, TunerFactory, TunerLike
 from tailwise.learner.metrics import SidecarMetrics
 from tailwise.learner.policy_service import PolicyServicer
 from tailwise.learner.publisher import PolicyStore
-from tailwise.learner.security import TokenInterceptor, check_bind, server_credentials, split_host_port
+from tailwise.learner.security import (
+    TokenInterceptor,
+    check_bind,
+    is_loopback,
+    server_credentials,
+    split_host_port,
+)
 from tailwise.learner.state import StateFile
 from tailwise.learner.status import StatusReporter
 from tailwise.learner.window import TelemetryWindow
@@ -150,6 +157,12 @@ class Sidecar:
             on_reject=lambda reason, n: m.events_rejected.labels(reason).inc(n),
             on_evict=lambda what, n: m.window_evicted.labels(what).inc(n))
         self.ingest = TelemetryIngest(self.window, self.metrics, cfg.ingest_buffer_batches)
+        self.hints = HintBook(kv_total_blocks=cfg.hints.kv_total_blocks,
+                              step_budget=cfg.hints.step_budget,
+                              max_engines=cfg.hints.max_engines)
+        self.ingest.hints = self.hints
+        self.hints_http: HintHttpServer | None = None
+        self.hints_port: int | None = None
         self.policy_service = PolicyServicer(
             self.store, self.metrics, stream_max_age_s=cfg.stream_max_age_s,
             allow_unchecked=cfg.testing_allow_unchecked_push)
@@ -169,6 +182,9 @@ class Sidecar:
         self._stopped = threading.Event()
         self._done = threading.Event()
 
+    def _policy_in_force(self) -> Policy | None:
+        return self.store.current().policy
+
     @property
     def address(self) -> str:
         host, _ = split_host_port(self.cfg.listen)
@@ -186,6 +202,7 @@ class Sidecar:
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
         rpc.add_policy_service(self.policy_service, server)
         rpc.add_telemetry_service(self.ingest, server)
+        rpc.add_hint_service(HintServicer(self.hints, self._policy_in_force), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*rpc.SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -204,6 +221,13 @@ class Sidecar:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if cfg.metrics_port >= 0:
             self.metrics_port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
+        if cfg.hints.port >= 0:
+            if not is_loopback(cfg.hints.host) and cfg.token is None and not cfg.insecure:
+                raise ConfigError(f"hints.host: refusing to serve hints on non-local "
+                                  f"{cfg.hints.host!r} without a token; pass --insecure")
+            self.hints_http = HintHttpServer(self.hints, self._policy_in_force, cfg.hints.host,
+                                             cfg.hints.port, cfg.token).start()
+            self.hints_port = self.hints_http.port
         self.loop.start()
         log.info("sidecar listening on %s (policy version %d)", self.address,
                  self.store.current().version)
@@ -219,6 +243,8 @@ class Sidecar:
             self.store.kick()
             self._server.stop(grace).wait(grace + 1.0)
         self.ingest.stop()
+        if self.hints_http is not None:
+            self.hints_http.stop()
         self.metrics.close()
         self._done.set()
 
@@ -237,7 +263,7 @@ def run_sidecar(cfg: SidecarConfig) -> int:
     """Run until SIGINT/SIGTERM; prints the ready line; returns an exit status."""
     sidecar = Sidecar(cfg).start()
     ready = {"event": "listening", "address": sidecar.address, "port": sidecar.port,
-             "metrics_port": sidecar.metrics_port,
+             "metrics_port": sidecar.metrics_port, "hints_port": sidecar.hints_port,
              "policy_version": sidecar.store.current().version,
              "state_dir": str(cfg.state_dir), "storage": cfg.storage_url}
     sys.stdout.write(json.dumps(ready) + "\n")

@@ -9,8 +9,10 @@ same object, so what is simulated is what a gateway scorer would see.
 Definitions (our choices; the router papers leave them open):
 
 * ``queue_depth`` — requests in the engine's waiting queue: the count the last step
-  reported plus the arrivals since (the engine admits only at step starts, so this is
-  exact between steps).
+  reported plus the arrivals after that step's start (the engine admits only at step
+  starts, so this is exact between steps). Arrivals are matched to steps by time, not
+  by event order, because a telemetry batch carries request and step events in two
+  separate lists.
 * ``queue_tokens`` / ``queue_s`` — prompt tokens of the requests that have not produced
   their first token yet (waiting or still in prefill; a preempted request's recompute
   is not counted), and the engine-seconds to prefill them: chunks of the step token
@@ -36,6 +38,7 @@ Definitions (our choices; the router papers leave them open):
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any, NamedTuple
 
 from tailwise.scorer.hooks import StepStats
@@ -111,7 +114,8 @@ class HintTracker:
         self._unstarted: dict[str, int] = {}
         self._queue_tokens = 0
         self._step_waiting = 0
-        self._arrived_since_step = 0
+        #: arrival times not yet covered by a step's waiting count (nondecreasing)
+        self._recent: deque[float] = deque()
         self.preemptions = 0
         self._running = 0
         self._kv = 0.0
@@ -122,7 +126,7 @@ class HintTracker:
     # ------------------------------------------------------------ plain-value feed
     def arrival(self, rid: str, prompt_tokens: int, now: float, cached_tokens: int = 0) -> None:
         self._cached = None
-        self._arrived_since_step += 1
+        self._recent.append(now)
         self._at = max(self._at, now)
         if len(self._unstarted) >= MAX_TRACKED or rid in self._unstarted:
             self.untracked += 1
@@ -150,7 +154,10 @@ class HintTracker:
         self._cached = None
         self._running = stats.running
         self._step_waiting = stats.waiting
-        self._arrived_since_step = 0
+        start = stats.now - stats.step_time_s + 1e-9  # arrivals up to here are counted
+        recent = self._recent
+        while recent and recent[0] <= start:
+            recent.popleft()
         self._kv = min(max(stats.kv_usage, 0.0), 1.0) if math.isfinite(stats.kv_usage) else 0.0
         self._at = max(self._at, stats.now)
 
@@ -182,7 +189,7 @@ class HintTracker:
     # ------------------------------------------------------------ answer
     @property
     def queue_depth(self) -> int:
-        return self._step_waiting + self._arrived_since_step
+        return self._step_waiting + len(self._recent)
 
     @property
     def queue_tokens(self) -> int:

@@ -29,6 +29,11 @@ def register(app: typer.Typer) -> None:
             "--metrics-port", help="Prometheus port (default 9464; 0 = any; -1 = off).")] = None,
         metrics_host: Annotated[str | None, typer.Option(
             "--metrics-host", help="Prometheus bind address (default 127.0.0.1).")] = None,
+        hints_port: Annotated[int | None, typer.Option(
+            "--hints-port", help="Router hints HTTP/JSON port, GET /v1/hints "
+                                 "(default off = -1; 0 = any).")] = None,
+        hints_host: Annotated[str | None, typer.Option(
+            "--hints-host", help="Router hints bind address (default 127.0.0.1).")] = None,
         storage: Annotated[str | None, typer.Option(
             "--storage", help="Optuna storage: journal file or RDB URL "
                               "(default STATE_DIR/study.journal).")] = None,
@@ -107,6 +112,13 @@ def register(app: typer.Typer) -> None:
                 data["insecure"] = True
             if testing_allow_unchecked_push:
                 data["testing_allow_unchecked_push"] = True
+            hints = dict(data.get("hints") or {})
+            if hints_port is not None:
+                hints["port"] = hints_port
+            if hints_host is not None:
+                hints["host"] = hints_host
+            if hints:
+                data["hints"] = hints
             window = dict(data.get("window") or {})
             if trial_window_s is not None:
                 window["trial_window_s"] = trial_window_s

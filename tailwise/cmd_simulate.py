@@ -22,6 +22,7 @@ from tailwise.scorer.step_time import StepTimeModelError
 from tailwise.simulator.engine import EngineConfig, EngineConfigError
 from tailwise.simulator.metrics import MetricsConfig
 from tailwise.simulator.report import lookup
+from tailwise.simulator.routers import UnknownRouterError
 from tailwise.simulator.step_models import load_step_model
 from tailwise.simulator.traces import TraceError, load_trace
 
@@ -68,6 +69,8 @@ APPLIES: dict[str, frozenset[str]] = {
     "backlog": frozenset({COMPARE}),
     "plan": frozenset({COMPARE}),
     "progress": frozenset({COMPARE}),
+    "replicas": frozenset({COMPARE}),
+    "router": frozenset({COMPARE}),
     "seed": frozenset({SCENARIO, ONLINE_SCENARIO, ONLINE_TRACE}),
     **{name: frozenset({ONLINE_SCENARIO, ONLINE_TRACE}) for name in (
         "sidecar", "token", "round_every_s", "trials_per_round")},
@@ -157,6 +160,12 @@ def register(app: typer.Typer) -> None:
         plan: Annotated[str | None, typer.Option(
             help="With --backlog: also run offline planner orders as policies, e.g. "
                  "sorted-f,sorted-f-ls (named plan:<method>).")] = None,
+        replicas: Annotated[int, typer.Option(
+            help="Fleet mode: N engine replicas behind a router on one clock "
+                 "(--target-load then means load per replica).")] = 1,
+        router: Annotated[str | None, typer.Option(
+            help="Fleet mode: comma-separated routers: round-robin, least-loaded, "
+                 "prefix-affinity, kv-aware (default least-loaded).")] = None,
     ) -> None:
         """Run policies on one trace (same trace and seed for all) and write a report."""
         mode = mode_of(scenario, online)
@@ -237,6 +246,23 @@ def register(app: typer.Typer) -> None:
         if tr.skipped:
             Console(stderr=True).print(
                 f"[yellow]skipped {tr.skipped} bad rows[/] (first: {tr.skip_reasons[0]})")
+        if replicas != 1 or router is not None:
+            if engine_impl != "sim" or backlog or files:
+                fail("--replicas/--router run the built-in simulator on a timed trace with "
+                     "named policies (no --engine vllm, --backlog or --policy-file)")
+            from tailwise.lab.fleet_cli import run_fleet_command
+
+            try:
+                run_fleet_command(tr, names, router or "least-loaded", replicas, engine, model,
+                                  rate_scale=rate_scale, target_load=target_load, out=out,
+                                  plots=plots, progress=progress,
+                                  metrics=MetricsConfig(short_threshold=short_threshold,
+                                                        ttft_slo_s=ttft_slo,
+                                                        tpot_slo_s=tpot_slo))
+            except (*_USER_ERRORS, UnknownRouterError) as exc:
+                fail(str(exc))
+            return
+
         comp = Comparison(trace=tr, policies=names, engine=engine, model=model,
                           metrics=MetricsConfig(short_threshold=short_threshold,
                                                 ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo),

@@ -23,11 +23,14 @@ SET_POLICY = f"/{POLICY_SERVICE}/SetPolicy"
 GET_POLICY = f"/{POLICY_SERVICE}/GetPolicy"
 GET_STATUS = f"/{POLICY_SERVICE}/GetStatus"
 REPORT = f"/{TELEMETRY_SERVICE}/Report"
+HINT_SERVICE = "tailwise.v1.HintService"
+GET_HINTS = f"/{HINT_SERVICE}/GetHints"
 
 #: full service names, for reflection and the health service
 SERVICE_NAMES: tuple[str, ...] = (
     pb.DESCRIPTOR.services_by_name["PolicyService"].full_name,
     pb.DESCRIPTOR.services_by_name["TelemetryService"].full_name,
+    pb.DESCRIPTOR.services_by_name["HintService"].full_name,
 )
 
 Metadata = Sequence[tuple[str, str]]
@@ -55,6 +58,24 @@ class TelemetryServicer(Protocol):
     def Report(  # noqa: N802
         self, request_iterator: Iterator[pb.EngineEvent], context: Any
     ) -> pb.Summary: ...
+
+
+class HintServicer(Protocol):
+    def GetHints(  # noqa: N802
+        self, request: pb.GetHintsRequest, context: Any
+    ) -> pb.HintsResponse: ...
+
+
+def add_hint_service(servicer: HintServicer, server: Any) -> None:
+    handlers = {
+        "GetHints": grpc.unary_unary_rpc_method_handler(
+            servicer.GetHints,
+            request_deserializer=pb.GetHintsRequest.FromString,
+            response_serializer=pb.HintsResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(HINT_SERVICE, handlers),))
+    server.add_registered_method_handlers(HINT_SERVICE, handlers)
 
 
 def add_policy_service(servicer: PolicyServicer, server: Any) -> None:
@@ -169,6 +190,24 @@ class TelemetryStub:
     def report(self, batches: Iterator[pb.EngineEvent], *, timeout: float,
                metadata: Metadata = ()) -> pb.Summary:
         resp: pb.Summary = self._report(batches, timeout=timeout, metadata=tuple(metadata))
+        return resp
+
+
+class HintStub:
+    """Client side of ``HintService`` (what a gateway scorer calls)."""
+
+    def __init__(self, channel: Any) -> None:
+        self._get_hints = channel.unary_unary(
+            GET_HINTS,
+            request_serializer=pb.GetHintsRequest.SerializeToString,
+            response_deserializer=pb.HintsResponse.FromString,
+            _registered_method=True,
+        )
+
+    def get_hints(self, replica: str = "", *, timeout: float,
+                  metadata: Metadata = ()) -> pb.HintsResponse:
+        resp: pb.HintsResponse = self._get_hints(
+            pb.GetHintsRequest(replica=replica), timeout=timeout, metadata=tuple(metadata))
         return resp
 
 

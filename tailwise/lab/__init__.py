@@ -17,4 +17,7 @@ Modules, one concern each:
 ``markdown``        markdown table and cell formatting shared by the reports.
 ``bench``           ``tailwise bench``: every policy on every suite workload.
 ``bench_report``    the bench report (markdown, HTML, figure, README table).
+``fleet``           ``tailwise simulate --replicas/--router``: router × policy fleet runs, report.
+``fleet_cli``       the console side of the fleet command.
+``fleet_study``     one Optuna study shared by several sidecars (PostgreSQL kill drill).
 """

@@ -43,6 +43,8 @@ def test_typed_bindings_match_generated_services() -> None:
         rpc.GET_STATUS: ("PolicyService", "GetStatus", "GetStatusRequest", "LearnerStatus",
                          False, False),
         rpc.REPORT: ("TelemetryService", "Report", "EngineEvent", "Summary", True, False),
+        rpc.GET_HINTS: ("HintService", "GetHints", "GetHintsRequest", "HintsResponse",
+                        False, False),
     }
     n_methods = sum(len(s.methods) for s in svc.values())
     assert n_methods == len(expect)

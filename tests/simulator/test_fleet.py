@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tailwise.lab.arms import make_arm
 from tailwise.scorer.hints import HintTracker
 from tailwise.scorer.registry import make_named
 from tailwise.scorer.step_time import H100_LLAMA3_8B
@@ -26,7 +27,6 @@ def _trace(n: int = 400, load: float = 0.9, replicas: int = 1, seed: int = 0) ->
 
 
 def _arms(policy: str, n: int) -> list[ReplicaArm]:
-    from tailwise.lab.arms import make_arm
     out = []
     for _ in range(n):
         a = make_arm(policy, M)
@@ -37,7 +37,6 @@ def _arms(policy: str, n: int) -> list[ReplicaArm]:
 @pytest.mark.parametrize("policy", ["fcfs", "tailwise", "srpt-oracle"])
 def test_one_replica_fleet_is_the_single_engine(policy: str) -> None:
     tr = _trace(600, load=1.1)
-    from tailwise.lab.arms import make_arm
     a = make_arm(policy, M)
     single = simulate(tr, a.scheduler, EngineConfig(), M, source=a.source, sink=a.sink)
     fleet = simulate_fleet(tr, _arms(policy, 1), make_router("least-loaded", 1))

@@ -495,3 +495,45 @@ class Summary(_message.Message):
     events_dropped: int
     batches: int
     def __init__(self, events_received: _Optional[int] = ..., events_dropped: _Optional[int] = ..., batches: _Optional[int] = ...) -> None: ...
+
+class GetHintsRequest(_message.Message):
+    __slots__ = ("replica",)
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    def __init__(self, replica: _Optional[str] = ...) -> None: ...
+
+class ReplicaHints(_message.Message):
+    __slots__ = ("replica", "queue_depth", "queue_tokens", "queue_s", "running", "kv_pressure", "kv_used_blocks", "kv_total_blocks", "admission_horizon_s", "policy_version", "policy_mode", "at", "age_s")
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_S_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    KV_PRESSURE_FIELD_NUMBER: _ClassVar[int]
+    KV_USED_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    KV_TOTAL_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_HORIZON_S_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_MODE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    AGE_S_FIELD_NUMBER: _ClassVar[int]
+    replica: str
+    queue_depth: int
+    queue_tokens: int
+    queue_s: float
+    running: int
+    kv_pressure: float
+    kv_used_blocks: int
+    kv_total_blocks: int
+    admission_horizon_s: float
+    policy_version: int
+    policy_mode: str
+    at: float
+    age_s: float
+    def __init__(self, replica: _Optional[str] = ..., queue_depth: _Optional[int] = ..., queue_tokens: _Optional[int] = ..., queue_s: _Optional[float] = ..., running: _Optional[int] = ..., kv_pressure: _Optional[float] = ..., kv_used_blocks: _Optional[int] = ..., kv_total_blocks: _Optional[int] = ..., admission_horizon_s: _Optional[float] = ..., policy_version: _Optional[int] = ..., policy_mode: _Optional[str] = ..., at: _Optional[float] = ..., age_s: _Optional[float] = ...) -> None: ...
+
+class HintsResponse(_message.Message):
+    __slots__ = ("replicas",)
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    replicas: _containers.RepeatedCompositeFieldContainer[ReplicaHints]
+    def __init__(self, replicas: _Optional[_Iterable[_Union[ReplicaHints, _Mapping]]] = ...) -> None: ...

@@ -339,3 +339,96 @@ class TelemetryService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class HintServiceStub:
+    """---------------------------------------------------------------------------------
+    Router hints (read-only; for a gateway scorer such as an llm-d scorer plugin)
+    ---------------------------------------------------------------------------------
+
+    Per-replica hints computed from each engine's own telemetry by
+    tailwise.scorer.hints.HintTracker (the function the fleet simulator's routers use).
+    Also served as JSON on the sidecar's hints HTTP port (GET /v1/hints).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetHints = channel.unary_unary(
+                '/tailwise.v1.HintService/GetHints',
+                request_serializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.GetHintsRequest.SerializeToString,
+                response_deserializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.HintsResponse.FromString,
+                _registered_method=True)
+
+
+class HintServiceServicer:
+    """---------------------------------------------------------------------------------
+    Router hints (read-only; for a gateway scorer such as an llm-d scorer plugin)
+    ---------------------------------------------------------------------------------
+
+    Per-replica hints computed from each engine's own telemetry by
+    tailwise.scorer.hints.HintTracker (the function the fleet simulator's routers use).
+    Also served as JSON on the sidecar's hints HTTP port (GET /v1/hints).
+    """
+
+    def GetHints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_HintServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetHints': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHints,
+                    request_deserializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.GetHintsRequest.FromString,
+                    response_serializer=tailwise_dot_wire_dot_v1_dot_policy__pb2.HintsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tailwise.v1.HintService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tailwise.v1.HintService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class HintService:
+    """---------------------------------------------------------------------------------
+    Router hints (read-only; for a gateway scorer such as an llm-d scorer plugin)
+    ---------------------------------------------------------------------------------
+
+    Per-replica hints computed from each engine's own telemetry by
+    tailwise.scorer.hints.HintTracker (the function the fleet simulator's routers use).
+    Also served as JSON on the sidecar's hints HTTP port (GET /v1/hints).
+    """
+
+    @staticmethod
+    def GetHints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailwise.v1.HintService/GetHints',
+            tailwise_dot_wire_dot_v1_dot_policy__pb2.GetHintsRequest.SerializeToString,
+            tailwise_dot_wire_dot_v1_dot_policy__pb2.HintsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
