@@ -150,9 +150,11 @@ def open_storage(
             db = Path(spec[len("sqlite:///"):])
             if not db.is_file():
                 raise StorageError(f"storage {spec!r}: no such SQLite database {db}")
-        kwargs: dict[str, Any] = {}
+        # pool_pre_ping: a connection dropped by a database restart is replaced on the
+        # next checkout instead of failing the next operation
+        kwargs: dict[str, Any] = {"engine_kwargs": {"pool_pre_ping": True}}
         if spec.startswith("sqlite"):
-            kwargs["engine_kwargs"] = {"connect_args": {"timeout": 30}}
+            kwargs["engine_kwargs"]["connect_args"] = {"timeout": 30}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat_interval
