@@ -38,6 +38,9 @@ sys.meta_path.insert(0, _RefuseBareParts())
 
 REQUIRE_VLLM = os.environ.get("TAILWISE_REQUIRE_VLLM") == "1"
 _skipped_vllm: list[str] = []
+# PostgreSQL tests (marker ``postgres``) likewise: CI sets TAILWISE_REQUIRE_POSTGRES=1
+REQUIRE_POSTGRES = os.environ.get("TAILWISE_REQUIRE_POSTGRES") == "1"
+_skipped_postgres: list[str] = []
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -53,6 +56,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped and "vllm" in report.keywords:
         _skipped_vllm.append(report.nodeid)
+    if report.skipped and "postgres" in report.keywords:
+        _skipped_postgres.append(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -60,3 +65,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
         print(f"\nerror: {len(_skipped_vllm)} vLLM tests were skipped in CI "
               f"(TAILWISE_REQUIRE_VLLM=1), e.g. {_skipped_vllm[0]}")
+    if REQUIRE_POSTGRES and _skipped_postgres:
+        session.exitstatus = 1
+        print(f"\nerror: {len(_skipped_postgres)} PostgreSQL tests were skipped in CI "
+              f"(TAILWISE_REQUIRE_POSTGRES=1), e.g. {_skipped_postgres[0]}")

@@ -43,8 +43,9 @@ from optuna.trial import FrozenTrial, TrialState
 from tailwise.bayes_opt.storage import open_storage
 from tailwise.engine_adapter.policy_client import PolicyClient
 from tailwise.engine_adapter.telemetry import TelemetryEmitter
+from tailwise.lab.pacing import PacedSink
+from tailwise.lab.sidecar_process import SidecarSubprocess
 from tailwise.learner.admin import AdminClient
-from tailwise.online import PacedSink, SidecarSubprocess
 from tailwise.scorer.frozen import save
 from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.scorer.step_time import H100_LLAMA3_8B
@@ -134,10 +135,7 @@ class _Replica:
         self.thread.start()
 
     def _run(self) -> None:
-        try:
-            self.sim.run()
-        except Exception:  # the engine outlives its sidecar; never let a thread crash loudly
-            pass
+        self.sim.run()  # the pacer never raises: a dead sidecar only makes syncs fail fast
 
     def alive(self) -> bool:
         return self.sidecar.proc.poll() is None

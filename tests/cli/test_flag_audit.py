@@ -31,6 +31,7 @@ VALUES: dict[str, list[str]] = {
     "seed": ["--seed", "3"], "sidecar": ["--sidecar", "127.0.0.1:1"],
     "token": ["--token", "t"], "round_every_s": ["--round-every-s", "30"],
     "trials_per_round": ["--trials-per-round", "2"],
+    "replicas": ["--replicas", "2"], "router": ["--router", "kv-aware"],
 }
 MODE_ARGS = {COMPARE: [], SCENARIO: ["--scenario", "long-burst"],
              ONLINE_SCENARIO: ["--scenario", "long-burst", "--online"],

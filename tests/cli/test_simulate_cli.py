@@ -90,3 +90,28 @@ def test_simulate_with_the_real_vllm_scheduler(tmp_path: Path) -> None:
     data = json.loads((out / "results.json").read_text())
     assert data["config"]["engine_impl"] == "vllm"
     assert data["policies"]["fcfs"]["overall"]["completed"] == 150
+
+
+def test_fleet_mode_writes_fleet_and_replica_tables(tmp_path: Path) -> None:
+    out = tmp_path / "fleet"
+    res = runner.invoke(app, ["simulate", "--trace", "azure-code", "--head", "300",
+                              "--policy", "fcfs,tailwise", "--replicas", "3",
+                              "--router", "round-robin,kv-aware", "--target-load", "0.9",
+                              "--out", str(out), "--no-plots", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    assert set(data["fleet"]) == {"round-robin", "kv-aware"}
+    cell = data["fleet"]["round-robin"]["fcfs"]
+    assert cell["routing"]["requests_per_replica"] == [100, 100, 100]
+    assert len(cell["replicas"]) == 3
+    assert cell["fleet"]["overall"]["requests"] == 300
+    assert sum(r["overall"]["requests"] for r in cell["replicas"]) == 300
+    html = (out / "report.html").read_text()
+    assert "**" not in html and "class='best'" in html
+
+
+def test_unknown_router_is_a_one_line_error(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["simulate", "--trace", "azure-code", "--replicas", "2",
+                              "--router", "nope", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "unknown router 'nope'" in res.output
