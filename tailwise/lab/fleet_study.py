@@ -165,6 +165,16 @@ def _trials(storage: Any, study: str) -> list[FrozenTrial]:
     return []
 
 
+def _has_heartbeat(storage: Any, trial: FrozenTrial) -> bool:
+    """Whether Optuna's RDB heartbeat table holds a beat for ``trial``."""
+    from sqlalchemy import text
+
+    with storage.engine.connect() as conn:
+        row = conn.execute(text("SELECT 1 FROM trial_heartbeats WHERE trial_id = :t"),
+                           {"t": trial._trial_id}).first()
+    return row is not None
+
+
 def _ts(d: datetime | None) -> float:
     """Optuna stores naive local datetimes; compare them as such."""
     return d.timestamp() if d is not None else math.nan
@@ -203,9 +213,12 @@ def run_drill(cfg: DrillConfig, *, db_stop: Callable[[], None] | None = None,
         running: list[FrozenTrial] = []
 
         def victim_running() -> bool:
+            # only a trial with a recorded heartbeat is heartbeat-managed (Optuna leaves a
+            # trial that never beat alone), so kill during one that has beaten
             running[:] = [t for t in _trials(reader, cfg.study)
                           if t.state == TrialState.RUNNING
-                          and t.user_attrs.get("window_requests") == victim.cap]
+                          and t.user_attrs.get("window_requests") == victim.cap
+                          and _has_heartbeat(reader, t)]
             return bool(running)
 
         wait(victim_running, "a running trial of the victim", poll=0.02)
