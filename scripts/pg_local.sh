@@ -50,7 +50,9 @@ case "$cmd" in
       -o "-k $dir -c listen_addresses='' -c fsync=off -c max_connections=200" start >/dev/null
     ;;
   stop)
-    "${as_user[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+    # fast shutdown (disconnects clients); immediate if that does not finish in time
+    "${as_user[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 120 stop >/dev/null \
+      || "${as_user[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate -w -t 60 stop >/dev/null
     ;;
   *)
     echo "usage: pg_local.sh start|restart|stop DIR" >&2

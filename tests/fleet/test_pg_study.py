@@ -20,7 +20,7 @@ from tailwise.lab.fleet_study import DrillConfig, run_drill
 
 ROOT = Path(__file__).resolve().parents[2]
 PG = str(ROOT / "scripts" / "pg_local.sh")
-pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _have_binaries() -> bool:
@@ -48,7 +48,7 @@ def test_three_sidecars_share_one_study_through_kill_restart_and_outage(
         pg_dir: Path, tmp_path: Path) -> None:
     url = f"postgresql+psycopg2://tailwise@/tailwise?host={pg_dir}"
     cfg = DrillConfig(storage=url, workdir=tmp_path / "drill", study=f"fleet-{uuid.uuid4().hex[:8]}",
-                      timeout_s=360)
+                      timeout_s=540)
     res = run_drill(
         cfg,
         db_stop=lambda: subprocess.run([PG, "stop", str(pg_dir)], check=True, timeout=120),
