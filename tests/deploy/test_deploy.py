@@ -47,7 +47,7 @@ def test_manifest_wires_vllm_sidecar_policy_and_metrics() -> None:
     policy = loads(cm["policy.json"], "configmap")  # hash and schema checked
     policy.validate()
     cfg = config_from_mapping(tomllib.loads(cm["sidecar.toml"]))
-    assert cfg.initial_policy == Path("/etc/tailwise/policy.json")
+    assert str(cfg.initial_policy) == "/etc/tailwise/policy.json"
     containers = {c["name"]: c for c in
                   docs["Deployment"]["spec"]["template"]["spec"]["containers"]}
     args = containers["vllm"]["args"]

@@ -39,8 +39,9 @@ def _get(url: str, token: str | None = None) -> tuple[int, dict[str, object]]:
 
 def test_sidecar_hints_equal_the_simulators(tmp_path: Path) -> None:
     cfg = EngineConfig(num_gpu_blocks=4000)
+    # the engine below runs FCFS, so the sidecar publishes FCFS too (horizon 0)
     sc = Sidecar(SidecarConfig(listen="127.0.0.1:0", metrics_port=-1, state_dir=tmp_path,
-                               loop=LoopConfig(enabled=False),
+                               loop=LoopConfig(enabled=False), initial_policy="fcfs",
                                hints=HintsConfig(port=0, kv_total_blocks=cfg.num_gpu_blocks,
                                                  step_budget=cfg.max_num_batched_tokens)),
                  use_default_learners=False).start()
