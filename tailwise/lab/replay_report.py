@@ -64,6 +64,12 @@ def write_replay_report(opts: ReplayOptions, prep: Prepared, outcome: ReplayOutc
     if summary["client"]["clipped_to_max_model_len"]:
         notes.append(f"{summary['client']['clipped_to_max_model_len']} requests clipped to "
                      f"max_model_len {prep.max_model_len}")
+    late = sum(m.sent_s - m.arrival_s > 0.1 for m in ms if math.isfinite(m.sent_s))
+    if late:
+        notes.append(f"{late} requests sent over 0.1 s after their arrival (waiting for one "
+                     f"of the {prep.cfg.max_concurrency} --max-concurrency slots, or a busy "
+                     f"client; p99 lag {summary['client']['send_lag_s']['p99']:.2f} s): that "
+                     f"wait counts in their TTFT")
     if short_out:
         notes.append(f"{short_out} answers shorter than asked (server ignored ignore_eos?)")
     if mism:

@@ -383,3 +383,17 @@ def test_report_baseline_policy_filter_and_names(tmp_path: Path) -> None:
         compare([a, b], tmp_path / "o4", baseline="nope")
     with pytest.raises(CompareError, match="--names"):
         compare([a, b], tmp_path / "o5", names=["x"])
+
+
+def test_waiting_for_a_concurrency_slot_counts_in_ttft_and_is_reported(tmp_path: Path) -> None:
+    # three requests at t=0, one slot, each held >= 0.15 s: the third waits >= 0.3 s
+    tr = make_trace([0.0, 0.0, 0.0], [4, 4, 4], [1, 1, 1])
+    with FakeOpenAI(first_delay_s=0.15) as srv:
+        run(ReplayOptions(endpoint=srv.url, trace=tr, out=tmp_path, max_concurrency=1,
+                          plots=False))
+    rows = client_rows(tmp_path)
+    lags = sorted(float(r["sent_s"]) - float(r["arrival_s"]) for r in rows)
+    assert lags[1] >= 0.15 and lags[2] >= 0.3
+    ttft = sorted(float(r["first_token_s"]) - float(r["arrival_s"]) for r in rows)
+    assert ttft[2] >= 0.45  # its slot wait is part of its TTFT
+    assert "--max-concurrency slots" in (tmp_path / "report.md").read_text()
