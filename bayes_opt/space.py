@@ -36,7 +36,7 @@ name                            modes                  maps to
 ``regime.{switch}``             tailwise               adaptive_horizon, relative_aging,
                                                        admission_pacing
 ``slo.window`` (log)            kairos                 Kairos scoring window
-``slo.decode_cap``              kairos                 slack-guided decode cap
+``slo.decode_cap``              kairos, tailwise       slack-guided decode cap
 =============================== ====================== ===============================
 
 [*] With ``SpaceConfig.search_partition`` (default), and in tailwise mode only when
@@ -244,6 +244,7 @@ def suggest_params(trial: optuna.trial.BaseTrial, base: Policy, cfg: SpaceConfig
         ask.real("regime.pacing_blocks", cfg.pacing_blocks)
         if cfg.search_switches:
             ask.switch("slo.urgency", (False, True))
+            ask.switch("slo.decode_cap", (False, True))
             for flag in REGIME_SWITCHES:
                 ask.switch(f"regime.{flag}", (True, False))
     if mode is Mode.KAIROS:

@@ -28,9 +28,9 @@ import bisect
 from collections.abc import Iterator, Sequence
 
 from tailwise.scorer.interface import SchedulingPolicy
-from tailwise.scorer.policy import Policy
+from tailwise.scorer.policy import Policy, SloParams
 from tailwise.scorer.request import ReqInfo
-from tailwise.scorer.step_time import WORK_REF_CHUNK
+from tailwise.scorer.step_time import WORK_REF_CHUNK, StepTimeModel
 
 
 class KairosPolicy(SchedulingPolicy):
@@ -132,37 +132,45 @@ class KairosPolicy(SchedulingPolicy):
     def decode_cap(self, running: Sequence[ReqInfo], now: float) -> int | None:
         if not self.caps_decode:
             return None
-        # decode_slack inlined (same arithmetic, same floats): this runs every step over
-        # every running request and dominated Kairos's simulation time
-        m = self.model
-        d0, d1, d2 = m.decode_fixed_ms, m.decode_per_req_ms, m.decode_per_ctx_ms
-        tpots = self._tpots
-        slacks = []
-        for r in running:
-            out = r.num_output_tokens
-            n = r.prompt_tokens + out
-            if out <= 0 or r.num_computed_tokens < n - 1:
-                continue
-            tpot = tpots.get(r.slo_class)
-            if tpot is None:
-                tpot = tpots[r.slo_class] = self.slo.targets(r.slo_class)[1]
-            t_first = r.first_token_time if r.first_token_time is not None else now
-            slacks.append((tpot * (out + 1) - (now - t_first) - (d0 + d1 * 1 + d2 * n) / 1000.0,
-                           n))
-        slacks.sort()
-        feasible = [(s, n) for s, n in slacks if s >= 0]
-        if not feasible:
-            return None
-        min_slack = feasible[0][0]
-        total_ctx = sum(n for _, n in slacks)
-        if self.model.step_s(0, len(slacks), total_ctx) <= min_slack:
-            return None
-        ctx = 0
-        cap = 0
-        for b, (_, n) in enumerate(feasible, start=1):
-            ctx += n
-            if self.model.step_s(0, b, ctx) > min_slack:
-                break
-            cap = b
-        self.counters["decode_capped_steps"] += 1
-        return max(cap, 1)
+        cap = slack_decode_cap(running, now, self.model, self.slo, self._tpots)
+        if cap is not None:
+            self.counters["decode_capped_steps"] += 1
+        return cap
+
+
+def slack_decode_cap(running: Sequence[ReqInfo], now: float, model: StepTimeModel,
+                     slo: SloParams, tpots: dict[str, float]) -> int | None:
+    """Kairos's slack-guided decode batch: the most decodes (least slack first) whose
+    step time fits the smallest non-negative TPOT slack ``s_r = TPOT·(n_gen+1) −
+    (now − t_first) − step_time(1, len_r)``; ``None`` = no cap. ``tpots`` caches each
+    SLO class's TPOT target. Shared by Kairos and tailwise's budget shaping."""
+    # decode_slack inlined (same arithmetic, same floats): this runs every step over
+    # every running request and dominated Kairos's simulation time
+    d0, d1, d2 = model.decode_fixed_ms, model.decode_per_req_ms, model.decode_per_ctx_ms
+    slacks = []
+    for r in running:
+        out = r.num_output_tokens
+        n = r.prompt_tokens + out
+        if out <= 0 or r.num_computed_tokens < n - 1:
+            continue
+        tpot = tpots.get(r.slo_class)
+        if tpot is None:
+            tpot = tpots[r.slo_class] = slo.targets(r.slo_class)[1]
+        t_first = r.first_token_time if r.first_token_time is not None else now
+        slacks.append((tpot * (out + 1) - (now - t_first) - (d0 + d1 * 1 + d2 * n) / 1000.0, n))
+    slacks.sort()
+    feasible = [(s, n) for s, n in slacks if s >= 0]
+    if not feasible:
+        return None
+    min_slack = feasible[0][0]
+    total_ctx = sum(n for _, n in slacks)
+    if model.step_s(0, len(slacks), total_ctx) <= min_slack:
+        return None
+    ctx = 0
+    cap = 0
+    for b, (_, n) in enumerate(feasible, start=1):
+        ctx += n
+        if model.step_s(0, b, ctx) > min_slack:
+            break
+        cap = b
+    return max(cap, 1)

@@ -40,8 +40,10 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Sequence
 
 from tailwise.scorer.boost import BoostPolicy, boost
+from tailwise.scorer.kairos import slack_decode_cap
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.request import ReqInfo
 
@@ -91,7 +93,21 @@ class TailwisePolicy(BoostPolicy):
         self._since_update = 0
         if policy.regime.relative_aging:
             self.time_dependent = True
+        #: budget shaping: Kairos's slack-guided decode cap (``slo.decode_cap``)
+        self.caps_decode = policy.slo.decode_cap
+        self.model = policy.step_time
+        self._tpots: dict[str, float] = {}
         self._apply_envelope(0.0)
+
+    def decode_cap(self, running: Sequence[ReqInfo], now: float) -> int | None:
+        """With ``slo.decode_cap``: decode only as many requests per step as their TPOT
+        slack needs (Kairos's rule), leaving step time and budget to prefills."""
+        if not self.caps_decode:
+            return None
+        cap = slack_decode_cap(running, now, self.model, self.slo, self._tpots)
+        if cap is not None:
+            self.counters["decode_capped_steps"] += 1
+        return cap
 
     # -- the envelope and boost horizon relative to measured service time ---------------
     def envelope_s(self) -> float:

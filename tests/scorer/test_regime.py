@@ -160,7 +160,8 @@ def test_tuner_space_reaches_the_regime_parameters() -> None:
               "safety.max_boost_frac": 0.5, "preemption.priority_band_s": 600.0,
               "safety.aging_s": 240.0, "boost.partition_aware": False,
               "preemption.cache_aware": True, "preemption.anti_thrash": True,
-              "slo.urgency": False, "regime.aging_factor": 4.0, "regime.horizon_factor": 1.5,
+              "slo.urgency": False, "slo.decode_cap": False, "regime.aging_factor": 4.0,
+              "regime.horizon_factor": 1.5,
               "regime.pacing_blocks": 2.0, "regime.adaptive_horizon": True,
               "regime.relative_aging": False, "regime.admission_pacing": True}
     p = suggest_policy(FixedTrial(params), base, (), cfg)
@@ -175,3 +176,26 @@ def test_waiting_bound_states_the_envelope_in_force() -> None:
     fixed = dataclasses.replace(tw, regime=RegimeParams(relative_aging=False))
     assert fixed.waiting_bound().startswith("no request waits more than 240 s")
     assert Policy(mode=Mode.KAIROS).waiting_bound().startswith("none")
+
+
+@given(st.lists(st.tuples(st.integers(1, 4000), st.integers(1, 3000), st.floats(0.0, 60.0),
+                          st.sampled_from(["", "interactive", "batch"])), min_size=1, max_size=40),
+       st.floats(0.0, 100.0))
+def test_tailwise_budget_shaping_is_kairos_decode_cap(reqs: list[tuple[int, int, float, str]],
+                                                      extra: float) -> None:
+    """``slo.decode_cap`` in tailwise mode is Kairos's slack-guided cap, the same code."""
+    from tailwise.scorer.kairos import KairosPolicy
+
+    running = []
+    for i, (prompt, out, started, cls) in enumerate(reqs):
+        r = ReqInfo(f"r{i}", arrival_time=0.0, prompt_tokens=prompt, slo_class=cls,
+                    num_output_tokens=out, num_computed_tokens=prompt + out - 1)
+        r.first_token_time = started
+        running.append(r)
+    now = max(s for _, _, s, _ in reqs) + extra
+    slo = dataclasses.replace(Policy().slo, decode_cap=True)
+    tw = build_scheduler(Policy(mode=Mode.TAILWISE, slo=slo))
+    kairos = KairosPolicy(Policy(mode=Mode.KAIROS, slo=slo))
+    assert tw.caps_decode
+    assert tw.decode_cap(running, now) == kairos.decode_cap(running, now)
+    assert not tailwise().caps_decode and tailwise().decode_cap(running, now) is None
