@@ -124,6 +124,7 @@ class PolicyClient:
         max_message_bytes: int = 4 * 1024 * 1024,
         rng: random.Random | None = None,
         on_update: Callable[[Policy], None] | None = None,
+        on_count: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.address = address
         self.adapter_id = adapter_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -135,6 +136,7 @@ class PolicyClient:
         self._backoff = Backoff(initial_backoff_s, max_backoff_s, rng)
         self._stream_max_age_s = stream_max_age_s
         self._on_update = on_update
+        self._on_count = on_count
         policy, frozen_error = initial_policy(frozen_file)
         #: the one reference the engine reads; replaced, never mutated
         self._policy: Policy = policy
@@ -173,6 +175,11 @@ class PolicyClient:
                           else v) for k, v in changes.items()}
             self._counters = dataclasses.replace(c, **values)
             self._cond.notify_all()
+        if self._on_count is not None:
+            try:
+                self._on_count(changes)
+            except Exception:
+                log.exception("on_count callback failed")
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> PolicyClient:
@@ -258,6 +265,8 @@ class PolicyClient:
                     got_any = True
                     self._backoff.reset()
                     self._count(connected=True)
+                    log.info("policy stream to sidecar %s open (adapter %s, %d reconnects so far)",
+                             self.address, self.adapter_id, self.counters.reconnects)
                 outbox.put(self._handle(update))
         except grpc.RpcError as exc:
             err = from_rpc_error(exc)

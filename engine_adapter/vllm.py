@@ -53,6 +53,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
@@ -65,6 +66,7 @@ from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.request import Request, RequestStatus
 
 from tailwise.engine_adapter.config import TailwiseConfig
+from tailwise.engine_adapter.metrics import AdapterMetrics, multiprocess_enabled
 from tailwise.engine_adapter.policy_queue import PolicyRequestQueue, reset_sched_state
 from tailwise.engine_adapter.wiring import make_policy_source, make_telemetry_sink
 from tailwise.scorer.hooks import NullSink, PolicySource, StepStats, TelemetrySink
@@ -73,7 +75,29 @@ from tailwise.scorer.policy import Mode, Policy
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.request import ReqInfo
 
-logger = logging.getLogger(__name__)
+#: under ``vllm.``: vLLM configures handlers for its own logger tree only
+logger = logging.getLogger("vllm.tailwise")
+
+
+class _ToVllmLog(logging.Handler):
+    """Hands ``tailwise.*`` records (the sidecar client, the telemetry emitter) to vLLM's
+    logger tree, so they appear in vLLM's log with vLLM's format and level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger.handle(record)
+
+
+def attach_to_vllm_logging() -> None:
+    """Route the ``tailwise`` logger into vLLM's (idempotent). The ``tailwise`` level
+    follows vLLM's (``VLLM_LOGGING_LEVEL``, INFO by default) unless set explicitly."""
+    root = logging.getLogger("tailwise")
+    if not any(isinstance(h, _ToVllmLog) for h in root.handlers):
+        root.addHandler(_ToVllmLog())
+    if root.level == logging.NOTSET:
+        root.setLevel(logging.getLogger("vllm").getEffectiveLevel())
+
+
+attach_to_vllm_logging()
 
 if TYPE_CHECKING:
     _Base = Scheduler
@@ -97,6 +121,71 @@ class TailwiseSchedulerMixin(_Base):
     clock of ``Request.arrival_time``).
     """
 
+    # Every attribute the overrides touch has a class-level default or is created on
+    # first use, so a scheduler built without ``__init__`` (vLLM's own tests do
+    # ``object.__new__(AsyncScheduler)`` and set fields by hand) runs as stock vLLM.
+    _tw_source: PolicySource | None = None
+    _tw_emit_steps: bool = False
+    #: the policy object last read from the source, and the one in force
+    _tw_seen: Policy | None = None
+    _tw_policy: Policy | None = None
+    #: the active SchedulingPolicy and its queue; None = neutral (stock vLLM)
+    _tw_sched: SchedulingPolicy | None = None
+    _tw_queue: PolicyRequestQueue | None = None
+    #: the Prometheus series (None: not exported, e.g. built without ``__init__``)
+    _tw_metrics: AdapterMetrics | None = None
+
+    @cached_property
+    def tailwise_config(self) -> TailwiseConfig:
+        """The validated ``"tailwise"`` section of vLLM's ``--additional-config``."""
+        vllm_config = getattr(self, "vllm_config", None)
+        return TailwiseConfig.from_additional_config(getattr(vllm_config, "additional_config", None))
+
+    @cached_property
+    def tailwise_counters(self) -> Counter[str]:
+        """Adapter events (policy swaps, fallbacks, skipped rankings, ...) by name."""
+        return Counter()
+
+    @cached_property
+    def _tw_clock(self) -> Callable[[], float]:
+        return time.time
+
+    @cached_property
+    def _tw_builder(self) -> Callable[[Policy], SchedulingPolicy]:
+        return build_scheduler
+
+    @cached_property
+    def _tw_sink(self) -> TelemetrySink:
+        return NullSink()
+
+    @cached_property
+    def _tw_live(self) -> dict[str, tuple[Request, ReqInfo]]:
+        """request_id -> (vLLM request, our view of it), for every live request."""
+        return {}
+
+    @cached_property
+    def _tw_prefilling(self) -> dict[str, None]:
+        """Admitted requests still prefilling (recompute included)."""
+        return {}
+
+    @cached_property
+    def _tw_first_pending(self) -> set[str]:
+        """Admitted requests without a first token yet."""
+        return set()
+
+    @cached_property
+    def _tw_steps(self) -> dict[int, tuple[float, int, int, int]]:
+        """id(SchedulerOutput) -> (schedule time, prefill tokens, decodes, decode context)."""
+        return {}
+
+    @cached_property
+    def _tw_logged(self) -> set[str]:
+        return set()
+
+    @cached_property
+    def _tw_fast_ok(self) -> bool:
+        return self._tw_fast_path_supported()
+
     def __init__(
         self,
         *args: Any,
@@ -108,45 +197,33 @@ class TailwiseSchedulerMixin(_Base):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.tailwise_config = TailwiseConfig.from_additional_config(
-            self.vllm_config.additional_config
-        )
-        self.tailwise_counters: Counter[str] = Counter()
-        self._tw_clock: Callable[[], float] = clock if clock is not None else time.time
-        self._tw_builder = builder if builder is not None else build_scheduler
-        self._tw_source: PolicySource | None = None
+        config = self.tailwise_config  # validates --additional-config at startup
+        self._tw_metrics = _make_metrics(self.vllm_config)
+        if clock is not None:
+            self._tw_clock = clock
+        if builder is not None:
+            self._tw_builder = builder
         if scheduling_policy is None:
+            on_count = self._tw_metrics.on_client_count if self._tw_metrics is not None else None
             self._tw_source = (
-                policy_source
-                if policy_source is not None
-                else make_policy_source(self.tailwise_config)
+                policy_source if policy_source is not None
+                else make_policy_source(config, on_count=on_count)
             )
-        self._tw_sink = (
-            telemetry_sink
-            if telemetry_sink is not None
-            else make_telemetry_sink(self.tailwise_config)
-        )
+        self._tw_sink = telemetry_sink if telemetry_sink is not None else make_telemetry_sink(config)
         self._tw_emit_steps = not isinstance(self._tw_sink, NullSink)
-        #: request_id -> (vLLM request, our view of it), for every live request
-        self._tw_live: dict[str, tuple[Request, ReqInfo]] = {}
-        #: the policy object last read from the source, and the one in force
-        self._tw_seen: Policy | None = None
-        self._tw_policy: Policy | None = None
-        #: the active SchedulingPolicy and its queue; None = neutral (stock vLLM)
-        self._tw_sched: SchedulingPolicy | None = None
-        self._tw_queue: PolicyRequestQueue | None = None
-        #: admitted requests still prefilling (recompute included) / without a first token
-        self._tw_prefilling: dict[str, None] = {}
-        self._tw_first_pending: set[str] = set()
-        #: id(SchedulerOutput) -> (schedule time, prefill tokens, decodes, decode context)
-        self._tw_steps: dict[int, tuple[float, int, int, int]] = {}
-        self._tw_logged: set[str] = set()
-        self._tw_fast_ok = self._tw_fast_path_supported()
         if scheduling_policy is not None:
             if not isinstance(scheduling_policy, FcfsQueue):
                 self._tw_install(scheduling_policy, self._tw_clock())
         else:
             self._tw_refresh_policy(self._tw_clock())
+        logger.info(
+            "tailwise adapter on (%s): sidecar %s, telemetry %s, startup policy %s; "
+            "tailwise series on vLLM's /metrics: %s",
+            type(self).__name__, config.sidecar or "none", "on" if self._tw_emit_steps else "off",
+            _describe(self._tw_policy),
+            "yes" if multiprocess_enabled() else
+            "no (set PROMETHEUS_MULTIPROC_DIR, or start with tailwise-vllm)",
+        )
 
     # -- public introspection ----------------------------------------------------------
     @property
@@ -170,6 +247,12 @@ class TailwiseSchedulerMixin(_Base):
         return entry[1] if entry is not None else None
 
     # -- bookkeeping helpers -----------------------------------------------------------
+    def _tw_fallback(self, reason: str) -> None:
+        """Count a fallback (fail-static path taken) by reason, in counters and metrics."""
+        self.tailwise_counters[reason] += 1
+        if self._tw_metrics is not None:
+            self._tw_metrics.fallback(reason)
+
     def _tw_log_once(self, key: str, msg: str, *args: Any) -> None:
         if key not in self._tw_logged:
             self._tw_logged.add(key)
@@ -209,7 +292,7 @@ class TailwiseSchedulerMixin(_Base):
                 request.block_hashes, request.num_tokens - 1
             )
         except Exception as exc:  # never let an estimate break scheduling
-            self.tailwise_counters["cache_estimate_errors"] += 1
+            self._tw_fallback("cache_estimate_errors")
             self._tw_log_once("cache_estimate", "tailwise: prefix-cache estimate failed: %r", exc)
             return 0
         return min(int(hit), request.num_prompt_tokens)
@@ -226,7 +309,7 @@ class TailwiseSchedulerMixin(_Base):
         try:
             policy = self._tw_source.current()
         except Exception as exc:
-            self.tailwise_counters["source_errors"] += 1
+            self._tw_fallback("source_errors")
             self._tw_log_once("source", "tailwise: policy source failed, keeping the last policy: %r", exc)
             return
         if policy is self._tw_seen:
@@ -239,7 +322,7 @@ class TailwiseSchedulerMixin(_Base):
             try:
                 new_sched = self._tw_builder(policy)
             except Exception as exc:
-                self.tailwise_counters["swap_failures"] += 1
+                self._tw_fallback("swap_failures")
                 self._tw_log_once(
                     f"build:{policy.version}",
                     "tailwise: policy version %s (mode %s) failed to build, keeping version %s: %r",
@@ -247,9 +330,18 @@ class TailwiseSchedulerMixin(_Base):
                 )
                 return
         self._tw_install(new_sched, now)
-        if self._tw_policy is not None:
+        swapped = self._tw_policy is not None
+        if swapped:
             self.tailwise_counters["policy_swaps"] += 1
         self._tw_policy = policy
+        metrics = self._tw_metrics
+        if metrics is not None:
+            metrics.policy_version.set(policy.version)
+            metrics.policy_active.set(1.0 if self._tw_sched is not None else 0.0)
+            if swapped:
+                metrics.swaps.inc()
+        if swapped:
+            logger.info("tailwise: %s in force", _describe(policy))
 
     def _tw_install(self, new_sched: SchedulingPolicy | None, now: float) -> None:
         """Switch the waiting queue to ``new_sched`` (None: vLLM's own queue)."""
@@ -287,7 +379,7 @@ class TailwiseSchedulerMixin(_Base):
 
     def _tw_degrade(self, exc: BaseException) -> None:
         """The active policy misbehaved: count it, log once, fall back to stock vLLM."""
-        self.tailwise_counters["policy_errors"] += 1
+        self._tw_fallback("policy_errors")
         version = getattr(self._tw_policy, "version", None)
         self._tw_log_once(
             f"degrade:{version}",
@@ -304,7 +396,7 @@ class TailwiseSchedulerMixin(_Base):
             try:
                 info = self._tw_new_info(request)
             except Exception as exc:  # a request we cannot describe is still served
-                self.tailwise_counters["untracked_requests"] += 1
+                self._tw_fallback("untracked_requests")
                 self._tw_log_once("info", "tailwise: cannot track request %s: %r",
                                   request.request_id, exc)
             else:
@@ -317,15 +409,29 @@ class TailwiseSchedulerMixin(_Base):
                 self._tw_hook_error(exc)
 
     def schedule(self, throttle_prefills: bool = False) -> SchedulerOutput:
+        started = time.perf_counter()
+        self._tw_inner_s = 0.0
         now = self._tw_clock()
         self._tw_refresh_policy(now)
         sched = self._tw_sched
         if sched is None:
-            out = super().schedule(throttle_prefills)
+            out = self._tw_stock_schedule(throttle_prefills)
         else:
             out = self._tw_schedule_active(sched, now, throttle_prefills)
         self._tw_observe(out, now, sched)
+        if self._tw_metrics is not None:
+            self._tw_metrics.decision.observe(time.perf_counter() - started - self._tw_inner_s)
         return out
+
+    _tw_inner_s = 0.0
+
+    def _tw_stock_schedule(self, throttle_prefills: bool) -> SchedulerOutput:
+        """vLLM's own ``schedule()``, timed so that decision time excludes it."""
+        t0 = time.perf_counter()
+        try:
+            return super().schedule(throttle_prefills)
+        finally:
+            self._tw_inner_s += time.perf_counter() - t0
 
     def _tw_schedule_active(
         self, sched: SchedulingPolicy, now: float, throttle_prefills: bool
@@ -343,7 +449,7 @@ class TailwiseSchedulerMixin(_Base):
         except Exception as exc:
             self.running = admitted_order
             self._tw_degrade(exc)
-            return super().schedule(throttle_prefills)
+            return self._tw_stock_schedule(throttle_prefills)
         saved_policy = self.policy
         saved_active = self.max_num_active_reqs
         self.policy = VllmQueuePolicy.FCFS  # victim = running[-1], which the policy ranked
@@ -351,7 +457,7 @@ class TailwiseSchedulerMixin(_Base):
         queue.begin_step(now)
         try:
             queue.pacer = self._tw_pacer(sched)
-            out = super().schedule(throttle_prefills)
+            out = self._tw_stock_schedule(throttle_prefills)
         finally:
             queue.end_step()
             self.policy = saved_policy
@@ -444,7 +550,7 @@ class TailwiseSchedulerMixin(_Base):
             if ordered is not None and {id(r) for r in ordered} != {id(r) for r in running}:
                 ordered = None
         if ordered is None:
-            self.tailwise_counters["order_running_invalid"] += 1
+            self._tw_fallback("order_running_invalid")
             self._tw_log_once("order", "tailwise: order_running did not return a permutation")
             ordered, ranked = list(running), infos
         hidden: list[Request] = []
@@ -546,7 +652,7 @@ class TailwiseSchedulerMixin(_Base):
 
     def _tw_hook_error(self, exc: BaseException) -> None:
         """A policy hook or the sink raised: sink errors are counted; policy errors degrade."""
-        self.tailwise_counters["hook_errors"] += 1
+        self._tw_fallback("hook_errors")
         self._tw_log_once("hook", "tailwise: policy hook or telemetry sink raised: %r", exc)
         if self._tw_sched is not None:
             self._tw_degrade(exc)
@@ -648,6 +754,24 @@ class TailwiseSchedulerMixin(_Base):
         except Exception as exc:
             self._tw_hook_error(exc)
         return finished
+
+
+def _describe(policy: Policy | None) -> str:
+    if policy is None:
+        return "none"
+    return f"policy version {policy.version} (mode {policy.mode.value}, source {policy.source.value})"
+
+
+def _make_metrics(vllm_config: Any) -> AdapterMetrics | None:
+    """The scheduler's Prometheus series, labelled like vLLM's (served model name, engine)."""
+    try:
+        names = vllm_config.model_config.served_model_name
+        model = names[0] if isinstance(names, list | tuple) else str(names)
+        engine = str(getattr(vllm_config.parallel_config, "data_parallel_rank", 0) or 0)
+        return AdapterMetrics(model, engine)
+    except Exception as exc:  # metrics are an aid: never block startup on them
+        logger.warning("tailwise: Prometheus series not exported: %r", exc)
+        return None
 
 
 def _admission_order(

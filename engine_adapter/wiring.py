@@ -58,8 +58,9 @@ class StartupFallback:
         return p
 
 
-def make_policy_source(cfg: TailwiseConfig) -> PolicySource:
-    """The policy source ``cfg`` describes (validates the startup policy either way)."""
+def make_policy_source(cfg: TailwiseConfig, **client_kwargs: Any) -> PolicySource:
+    """The policy source ``cfg`` describes (validates the startup policy either way);
+    ``client_kwargs`` go to the sidecar client's ``connect`` (e.g. ``on_count``)."""
     startup = cfg.startup_policy()
     if cfg.sidecar is None:
         return StaticPolicySource(startup)
@@ -69,6 +70,7 @@ def make_policy_source(cfg: TailwiseConfig) -> PolicySource:
         token=cfg.sidecar_token,
         tls_ca=cfg.sidecar_tls_ca,
         frozen_file=cfg.policy_file,
+        **client_kwargs,
     )
     if not isinstance(source, PolicySource):
         raise ConfigError("sidecar", "policy_client.connect() did not return a PolicySource")
