@@ -107,7 +107,7 @@ class VllmServer(_Process):
         if additional_config is not None:
             cmd += ["--additional-config", json.dumps(additional_config)]
         env = repo_env({"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), "HF_HUB_OFFLINE": "1",
-                        "PYTHONUNBUFFERED": "1",
+                        "PYTHONUNBUFFERED": "1", "VLLM_LOGGING_LEVEL": "INFO",
                         "VLLM_TARGET_DEVICE": "cpu", **(env or {})})
         super().__init__(cmd, log_path, env)
         self.url = f"http://127.0.0.1:{self.port}"

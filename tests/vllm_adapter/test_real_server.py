@@ -111,6 +111,11 @@ async def _burst(url: str, tag: str, gap_s: float = 0.05) -> list[Completion]:
         return list(await asyncio.gather(*tasks))
 
 
+async def _one(url: str) -> Completion:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(300.0)) as client:
+        return await stream_completion(client, url, "tiny", "warm-up", _prompt(8, 1), 2)
+
+
 def _order_evidence(results: list[Completion]) -> dict[str, Any]:
     """Sent order, first-token order, and the short-over-earlier-long overtakes."""
     sent = sorted(results, key=lambda c: c.sent_at)
@@ -175,7 +180,10 @@ def test_tailwise_with_sidecar(server_python: str, model_dir: Path, tmp_path: Pa
         server.wait_ready()
         srv = server
 
-        # the pushed version is ACKed by the adapter and in force in the scheduler
+        # the pushed version is ACKed by the adapter and in force in the scheduler (the
+        # scheduler reads the policy at its next step: one request makes a step happen)
+        warm = asyncio.run(_one(srv.url))
+        assert warm.ok, warm.error
         _wait(lambda: metric_value(srv.metrics(), "vllm:tailwise_policy_version") == pushed,
               120, f"vllm:tailwise_policy_version == {pushed} on vLLM's /metrics")
         acked = metric_value(sidecar.metrics(), "tailwise_policies_acked_total")
