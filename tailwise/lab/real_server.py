@@ -8,6 +8,7 @@ period. Nothing here asserts: the tests do (tests/vllm_adapter/test_real_server.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -182,8 +183,10 @@ class Completion:
 
 
 async def stream_completion(client: httpx.AsyncClient, url: str, model: str, name: str,
-                            prompt_ids: list[int], max_tokens: int) -> Completion:
-    """POST a streaming ``/v1/completions`` with a token-id prompt; EOS ignored."""
+                            prompt_ids: list[int], max_tokens: int,
+                            first_token: asyncio.Event | None = None) -> Completion:
+    """POST a streaming ``/v1/completions`` with a token-id prompt; EOS ignored.
+    ``first_token`` (if given) is set when the first token arrives."""
     body = {"model": model, "prompt": prompt_ids, "max_tokens": max_tokens, "stream": True,
             "ignore_eos": True, "temperature": 0.0}
     c = Completion(name=name, prompt_tokens=len(prompt_ids), sent_at=time.monotonic())
@@ -199,6 +202,8 @@ async def stream_completion(client: httpx.AsyncClient, url: str, model: str, nam
                 if chunk.get("choices"):
                     if c.first_token_at is None:
                         c.first_token_at = time.monotonic()
+                        if first_token is not None:
+                            first_token.set()
                     c.chunks += 1
             c.done_at = time.monotonic()
     except httpx.HTTPError as exc:

