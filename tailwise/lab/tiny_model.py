@@ -6,10 +6,9 @@ downloaded: the tokenizer is a byte-level BPE trained here with ``tokenizers`` o
 that ships with Python (the standard library's own sources), saved through
 ``transformers``' ``PreTrainedTokenizerFast.save_pretrained`` so vLLM loads it like any
 Hugging Face tokenizer. Byte-level means every string (and every token id below the
-vocabulary size) round-trips, so a client can ask for any prompt length.
+vocabulary size) round-trips, so a client can ask for any prompt length. Usage::
 
->>> # doctest: +SKIP
->>> write_tiny_model("/tmp/tiny-llama")  # then: vllm serve /tmp/tiny-llama --load-format dummy
+    write_tiny_model("/tmp/tiny-llama")  # then: vllm serve /tmp/tiny-llama --load-format dummy
 
 Needs ``transformers`` and ``tokenizers`` (both come with vLLM).
 """
