@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from tailwise.bayes_opt.window import fingerprint
+from tailwise.records.trace import Trace
 from tailwise.scorer.baselines import Fcfs
 from tailwise.scorer.interface import SchedulingPolicy
 from tailwise.scorer.policy import Policy
@@ -23,7 +24,6 @@ from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig, simulate
 from tailwise.simulator.metrics import MetricsConfig, summarize
-from tailwise.simulator.traces import Trace
 
 Summary = Mapping[str, Any]
 

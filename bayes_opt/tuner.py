@@ -80,10 +80,10 @@ from tailwise.bayes_opt.replay import Evaluator, ReplayEvaluator, metrics_config
 from tailwise.bayes_opt.space import SpaceConfig, policy_to_params, suggest_params, suggest_policy
 from tailwise.bayes_opt.storage import DEFAULT_HEARTBEAT_S, open_storage
 from tailwise.bayes_opt.window import Drift, LengthSketch, WindowError, cap_window, drift, fingerprint
+from tailwise.records.trace import Trace
 from tailwise.scorer.policy import Policy, PolicyError, QueueSpec
 from tailwise.scorer.step_time import StepTimeModel, StepTimeModelError
 from tailwise.simulator.engine import EngineConfig
-from tailwise.simulator.traces import Trace
 
 ATTR_ROUND = "tailwise:round"
 ATTR_OBJECTIVE = "tailwise:objective"

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from tailwise.partitioner.drift import DriftDetector
-from tailwise.simulator.traces import Trace
+from tailwise.records.trace import Trace
 
 SKETCH_POINTS = 256
 #: seed of the shuffle of the reference sample fed to the detector first

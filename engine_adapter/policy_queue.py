@@ -26,19 +26,12 @@ from vllm.v1.request import Request, RequestStatus
 
 from tailwise.scorer.interface import KeyedQueue, SchedulingPolicy
 from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.swap import reset_sched_state
 
 
 def _fcfs_key(req: Request) -> tuple[bool, float, str]:
     """vLLM's FCFS order, reconstructed: preempted requests first, then by arrival."""
     return (req.status != RequestStatus.PREEMPTED, req.arrival_time, req.request_id)
-
-
-def reset_sched_state(info: ReqInfo) -> None:
-    """Forget the private ``sched_*`` state a previous policy left on ``info``."""
-    info.sched_key = 0.0
-    info.sched_tag = 0
-    info.sched_queue = -1
-    info.sched_protect_level = -1
 
 
 class PolicyRequestQueue(RequestQueue):

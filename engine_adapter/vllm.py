@@ -41,8 +41,10 @@ tokens at admission, first-token time, finish) is tracked per request in a
 ``update_from_output`` and ``finish_requests``; cost per step is O(scheduled + running)
 plus O(log waiting) per admission, never O(waiting).
 
-Policy swaps (a different object from the source) rebuild the ``SchedulingPolicy`` via
-:func:`tailwise.scorer.registry.build_scheduler` and move the waiting requests into it. A policy
+Policy swaps go through :class:`tailwise.scorer.swap.PolicySwap`, the routine the simulator
+calls too: a new policy object (not an equal re-send) rebuilds the ``SchedulingPolicy``
+via :func:`tailwise.scorer.registry.build_scheduler`, every live request's scheduling
+state is reset, and the waiting requests move into the new queue. A policy
 that fails to build, or raises while scheduling, is counted, logged once, and replaced
 by stock behaviour (fail-static); the engine never crashes or blocks because of it.
 """
@@ -67,13 +69,14 @@ from vllm.v1.request import Request, RequestStatus
 
 from tailwise.engine_adapter.config import TailwiseConfig
 from tailwise.engine_adapter.metrics import AdapterMetrics, multiprocess_enabled
-from tailwise.engine_adapter.policy_queue import PolicyRequestQueue, reset_sched_state
+from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
 from tailwise.engine_adapter.wiring import make_policy_source, make_telemetry_sink
 from tailwise.scorer.hooks import NullSink, PolicySource, StepStats, TelemetrySink
 from tailwise.scorer.interface import FcfsQueue, SchedulingPolicy
 from tailwise.scorer.policy import Mode, Policy
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.swap import PolicySwap, SwapFailed, reset_sched_state
 
 #: under ``vllm.``: vLLM configures handlers for its own logger tree only
 logger = logging.getLogger("vllm.tailwise")
@@ -211,6 +214,8 @@ class TailwiseSchedulerMixin(_Base):
             )
         self._tw_sink = telemetry_sink if telemetry_sink is not None else make_telemetry_sink(config)
         self._tw_emit_steps = not isinstance(self._tw_sink, NullSink)
+from tailwise.engine_adapter.metrics import AdapterMetrics, multiprocess_enabled
+from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
         if scheduling_policy is not None:
             if not isinstance(scheduling_policy, FcfsQueue):
                 self._tw_install(scheduling_policy, self._tw_clock())
@@ -312,36 +317,11 @@ class TailwiseSchedulerMixin(_Base):
             self._tw_fallback("source_errors")
             self._tw_log_once("source", "tailwise: policy source failed, keeping the last policy: %r", exc)
             return
-        if policy is self._tw_seen:
+        outcome = self._tw_swap.offer(policy)
+        if outcome is None:
             return
-        self._tw_seen = policy
-        if policy == self._tw_policy:
-            return  # same content re-sent: nothing to rebuild
-        new_sched: SchedulingPolicy | None = None
-        if policy.mode is not Mode.FCFS:
-            try:
-                new_sched = self._tw_builder(policy)
-            except Exception as exc:
-                self._tw_fallback("swap_failures")
-                self._tw_log_once(
-                    f"build:{policy.version}",
-                    "tailwise: policy version %s (mode %s) failed to build, keeping version %s: %r",
-                    policy.version, policy.mode, getattr(self._tw_policy, "version", None), exc,
-                )
-                return
-        self._tw_install(new_sched, now)
-        swapped = self._tw_policy is not None
-        if swapped:
-            self.tailwise_counters["policy_swaps"] += 1
-        self._tw_policy = policy
-        metrics = self._tw_metrics
-        if metrics is not None:
-            metrics.policy_version.set(policy.version)
-            metrics.policy_active.set(1.0 if self._tw_sched is not None else 0.0)
-            if swapped:
-                metrics.swaps.inc()
-        if swapped:
-            logger.info("tailwise: %s in force", _describe(policy))
+from tailwise.engine_adapter.metrics import AdapterMetrics, multiprocess_enabled
+from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
 
     def _tw_install(self, new_sched: SchedulingPolicy | None, now: float) -> None:
         """Switch the waiting queue to ``new_sched`` (None: vLLM's own queue)."""

@@ -7,9 +7,9 @@ same engine-time schedule and settled span as a replay round) calls
 
 1. **Score the trial in flight**, if any. The requests that arrived while its policy was
    in force (from the engine time it was published) and have settled become a
-   :class:`~tailwise.simulator.engine.RequestRecords` built from telemetry — arrival, first-token
+   :class:`~tailwise.records.requests.RequestRecords` built from telemetry — arrival, first-token
    and finish times, prompt/output tokens, preemptions; nothing is replayed — and go
-   through :func:`tailwise.simulator.metrics.summarize` (:func:`measured_summary`), so a live
+   through :func:`tailwise.records.summary.summarize` (:func:`measured_summary`), so a live
    trial is summarised and scored by the same code as a replayed one. The summary is told
    to the tuner with the champion's measured summary as the baseline. Until
    ``window.min_requests`` of them have settled the trial keeps running (at most
@@ -62,11 +62,10 @@ from tailwise.learner.config import WindowConfig
 from tailwise.learner.publisher import PolicyStore, PromotionPaused
 from tailwise.learner.state import StateFile
 from tailwise.learner.window import FinishedRequest, TelemetryWindow
+from tailwise.records.requests import RequestRecords
+from tailwise.records.summary import EngineStats, MetricsConfig, Summary, summarize
 from tailwise.scorer.hooks import StepStats
 from tailwise.scorer.policy import Policy, PolicyError, QueueSpec, Source
-from tailwise.simulator.engine import EngineConfig, RequestRecords, SimResult
-from tailwise.simulator.metrics import MetricsConfig, summarize
-from tailwise.simulator.traces import Trace
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +99,17 @@ class LiveTunerLike(Protocol):
 
 # -- measurement (pure) ---------------------------------------------------------------------
 def measured_summary(requests: Sequence[FinishedRequest], steps: Sequence[StepStats],
-                     cfg: MetricsConfig, *, policy: Policy, end_time: float) -> dict[str, Any]:
-    """The ``tailwise.simulator.metrics.summarize`` summary of requests the engine really served.
+                     cfg: MetricsConfig, *, end_time: float) -> Summary:
+    """The :func:`tailwise.records.summary.summarize` summary of requests the engine
+    really served (the same code that summarises a simulator run).
 
     First admission is not in telemetry: the first token stands in for it (queueing
     delay = TTFT). Wasted recompute tokens are unknown (0). ``steps`` give the KV usage and
     waiting figures of the ``engine`` section.
 
-    >>> from tailwise.simulator.metrics import MetricsConfig
-    >>> from tailwise.scorer.policy import neutral_policy
+    >>> from tailwise.records.summary import MetricsConfig
     >>> r = FinishedRequest(10.0, 12.0, 100, 0, 21, "", 10.5, 0)
-    >>> s = measured_summary([r], [], MetricsConfig(), policy=neutral_policy(), end_time=12.0)
+    >>> s = measured_summary([r], [], MetricsConfig(), end_time=12.0)
     >>> s["overall"]["ttlt"]["mean"], s["overall"]["ttft"]["p99"], s["overall"]["tpot"]["mean"]
     (2.0, 0.5, 0.075)
     """
@@ -136,20 +135,10 @@ def measured_summary(requests: Sequence[FinishedRequest], steps: Sequence[StepSt
         preemptions=ints([r.num_preemptions for r in recs]),
         wasted_tokens=np.zeros(n, np.int64), cached_tokens=ints([r.cached_tokens for r in recs]),
         rejected=np.zeros(n, np.bool_), classes=None, slo_classes=slo_classes)
-    t0 = float(arrival[0]) if n else 0.0
-    trace = Trace(name="live", arrival_s=arrival - t0, prompt_tokens=prompt,
-                  output_tokens=np.maximum(output, 1), slo_classes=slo_classes,
-                  meta={"format": "telemetry", "engine_t0": t0})
-    timeseries = {
-        "t": np.asarray([s.now for s in steps], dtype=np.float64),
-        "kv_usage": np.asarray([s.kv_usage for s in steps], dtype=np.float64),
-        "waiting": np.asarray([s.waiting for s in steps], dtype=np.float64),
-        "running": np.asarray([s.running for s in steps], dtype=np.float64),
-    }
-    res = SimResult(trace=trace, config=EngineConfig(), model=policy.step_time,
-                    policy_name=f"live v{policy.version}", records=records,
-                    timeseries=timeseries, counters={}, end_time=end_time, wall_s=0.0)
-    return summarize(res, cfg)
+    engine = EngineStats(end_time=end_time,
+                         kv_usage=np.asarray([s.kv_usage for s in steps], dtype=np.float64),
+                         waiting=np.asarray([s.waiting for s in steps], dtype=np.float64))
+    return summarize(records, engine, cfg)
 
 
 # -- state ----------------------------------------------------------------------------------
@@ -181,7 +170,8 @@ class Champion:
     """The policy the live trials are compared with, and its measured summary."""
 
     policy: Policy
-    summary: dict[str, Any]
+    #: a :class:`~tailwise.records.summary.Summary`, or one read back from the state file
+    summary: Mapping[str, Any]
     #: the measured span of arrival (engine) time, and its finished requests
     since: float
     until: float
@@ -218,7 +208,7 @@ class LiveRound:
     window_start: float | None = None
     window_end: float | None = None
     #: the summary told to the tuner (None when nothing was told)
-    summary: dict[str, Any] | None = None
+    summary: Mapping[str, Any] | None = None
 
 
 # -- the controller -------------------------------------------------------------------------
@@ -307,7 +297,7 @@ class LiveTrials:
                                  **info)
         candidate = self.store.current().policy
         assert candidate is not None  # ours: published by this loop, validated
-        summary = measured_summary(recs, self._steps(lo, until), mcfg, policy=candidate,
+        summary = measured_summary(recs, self._steps(lo, until), mcfg,
                                    end_time=until)
         try:
             res = tuner.tell_live(trial.number, summary, baseline=champ.summary)
@@ -344,11 +334,10 @@ class LiveTrials:
 
     # -- pieces -------------------------------------------------------------------------
     def _measure_in_force(self, since: float, until: float, mcfg: MetricsConfig
-                          ) -> tuple[float, int, dict[str, Any]]:
+                          ) -> tuple[float, int, Summary]:
         lo = max(since, self._in_force[1])
         recs = self.window.finished_since(lo, until) if lo < until else []
-        summary = measured_summary(recs, self._steps(lo, until), mcfg,
-                                   policy=self.store.last_good(), end_time=until)
+        summary = measured_summary(recs, self._steps(lo, until), mcfg, end_time=until)
         return lo, len(recs), summary
 
     def _steps(self, lo: float, hi: float) -> list[StepStats]:

@@ -64,8 +64,8 @@ from tailwise.learner.metrics import SidecarMetrics
 from tailwise.learner.publisher import PolicyStore, PromotionPaused
 from tailwise.learner.state import StateFile
 from tailwise.learner.window import TelemetryWindow
+from tailwise.records.trace import Trace
 from tailwise.scorer.policy import EwsjfParams, Policy, PolicyError, QueueSpec, Source
-from tailwise.simulator.traces import Trace
 
 log = logging.getLogger(__name__)
 

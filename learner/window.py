@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tailwise.records.trace import Trace
 from tailwise.scorer.hooks import StepStats
-from tailwise.simulator.traces import Trace
 from tailwise.wire.v1 import policy_pb2 as pb
 
 #: events stamped later than this (seconds) are refused: no engine clock is that far along,

@@ -47,12 +47,14 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
+from tailwise.records.requests import RequestRecords
+from tailwise.records.trace import Trace
 from tailwise.scorer.hooks import PolicySource, StepStats, TelemetrySink
 from tailwise.scorer.interface import SchedulingPolicy
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
-from tailwise.simulator.traces import Trace
+from tailwise.scorer.swap import PolicySwap, SwapFailed
 
 PENDING, WAITING, PREFILL, DECODE, DONE, REJECTED = range(6)
 
@@ -129,36 +131,6 @@ class SimRequest(ReqInfo):
         self.phase = 0
         self.lost_computed = 0
         self.swapped_tokens = 0
-
-
-@dataclass
-class RequestRecords:
-    """Per-request outcomes, parallel numpy arrays indexed like the trace."""
-
-    arrival: npt.NDArray[np.float64]
-    prompt: npt.NDArray[np.int64]
-    output: npt.NDArray[np.int64]
-    first_scheduled: npt.NDArray[np.float64]
-    first_token: npt.NDArray[np.float64]
-    finish: npt.NDArray[np.float64]
-    preemptions: npt.NDArray[np.int64]
-    wasted_tokens: npt.NDArray[np.int64]
-    cached_tokens: npt.NDArray[np.int64]
-    #: True for requests rejected because they can never fit in KV
-    rejected: npt.NDArray[np.bool_]
-    classes: list[str] | None = None
-    slo_classes: list[str] | None = None
-
-    @classmethod
-    def empty(cls, trace: Trace) -> RequestRecords:
-        n = len(trace)
-        nan = np.full(n, np.nan)
-        return cls(arrival=trace.arrival_s.copy(), prompt=trace.prompt_tokens.copy(),
-                   output=trace.output_tokens.copy(), first_scheduled=nan.copy(),
-                   first_token=nan.copy(), finish=nan.copy(),
-                   preemptions=np.zeros(n, np.int64), wasted_tokens=np.zeros(n, np.int64),
-                   cached_tokens=np.zeros(n, np.int64), rejected=np.zeros(n, np.bool_),
-                   classes=trace.classes, slo_classes=trace.slo_classes)
 
 
 @dataclass
@@ -277,6 +249,7 @@ class Simulator:
         self.ts_run: list[float] = []
         self._last_sample = -math.inf
         self._policy_obj: Policy | None = None
+        self._swap: PolicySwap[SchedulingPolicy] = PolicySwap(self._build)
         self._anon = 0  # names for anonymous freed-block runs in the LRU queue
         self._old_counters: Counter[str] = Counter()
         self.policy_changes: list[tuple[float, int]] = []
@@ -352,7 +325,7 @@ class Simulator:
 
     @property
     def policy_in_force(self) -> Policy | None:
-        """The policy object last taken from ``source`` (None without a source)."""
+        """The policy whose queue is installed (None without a source)."""
         return self._policy_obj
 
     def _result(self, t0: float) -> SimResult:
@@ -396,29 +369,32 @@ class Simulator:
             self.sink.on_arrival(r, r.arrival_time)
 
     # ---------------------------------------------------------------- policy swaps
-    def _check_policy(self) -> None:
-        assert self.source is not None
-        p = self.source.current()
-        if p is self._policy_obj:
-            return
-        first = self._policy_obj is None
-        self._policy_obj = p
+    def _build(self, policy: Policy) -> SchedulingPolicy:
         if self.builder is None:
             from tailwise.scorer.registry import build_scheduler
             self.builder = build_scheduler
-        try:
-            new = self.builder(p)
-        except Exception:  # a policy that cannot be built never replaces a working one
+        return self.builder(policy)
+
+    def _check_policy(self) -> None:
+        assert self.source is not None
+        outcome = self._swap.offer(self.source.current())
+        if outcome is None:
+            return
+        if isinstance(outcome, SwapFailed):
             self.counters["policy_build_errors"] += 1
             return
+        new, p = outcome.built, outcome.policy
+        self._policy_obj = p
+        PolicySwap.forget(self.running)
         waiting = sorted(self.policy.waiting(), key=lambda r: (r.arrival_time, r.request_id))
+        PolicySwap.forget(waiting)
         for r in waiting:
             new.add(r, self.now)
         self._old_counters.update(self.policy.counters)
         self.policy = new
         self.policy_changes.append((self.now, p.version))
         self.policy_timeline.append((self.now, p))
-        if not first:
+        if not outcome.first:
             self.counters["policy_swaps"] += 1
 
     # ---------------------------------------------------------------- decoders

@@ -27,14 +27,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tailwise.records.requests import RequestRecords
+from tailwise.records.trace import Trace
 from tailwise.scorer.hints import HintTracker
 from tailwise.scorer.hooks import PolicySource, StepStats, TelemetrySink
 from tailwise.scorer.interface import SchedulingPolicy
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
-from tailwise.simulator.engine import EngineConfig, RequestRecords, SimResult, Simulator
+from tailwise.simulator.engine import EngineConfig, SimResult, Simulator
 from tailwise.simulator.routers import Router, RouteRequest
-from tailwise.simulator.traces import Trace
 
 
 @dataclass

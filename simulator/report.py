@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from tailwise.simulator.metrics import MetricsConfig, per_request, summarize, wi
 class Run:
     name: str
     result: SimResult
+    #: a :class:`~tailwise.records.summary.Summary` (as a plain dict, like one read back)
     summary: dict[str, Any]
 
 
@@ -57,7 +58,8 @@ class Section:
 
 
 def make_runs(results: dict[str, SimResult], cfg: MetricsConfig) -> list[Run]:
-    return [Run(name, res, summarize(res, cfg)) for name, res in results.items()]
+    return [Run(name, res, cast(dict[str, Any], summarize(res, cfg)))
+            for name, res in results.items()]
 
 
 _COLUMNS: list[tuple[str, str, tuple[str, ...]]] = [
@@ -82,7 +84,7 @@ _RATIOS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def lookup(summary: dict[str, Any], path: tuple[str, ...]) -> float | None:
+def lookup(summary: Mapping[str, Any], path: tuple[str, ...]) -> float | None:
     cur: Any = summary
     for key in path:
         if not isinstance(cur, dict) or key not in cur:

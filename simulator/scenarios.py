@@ -38,11 +38,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
+from tailwise.records.trace import Trace, TraceError
 from tailwise.scorer.policy import SloParams
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig
 from tailwise.simulator.metrics import MetricsConfig
-from tailwise.simulator.traces import Trace, TraceError, load_trace
+from tailwise.simulator.traces import load_trace
 from tailwise.simulator.workload import concat, offered_load, rate_scale_for_load
 
 SHIFT_SCENARIOS = ("code-reasoning-slo", "chat-longdoc-burst", "slo-flip")

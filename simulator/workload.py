@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tailwise.records.trace import Trace, TraceError
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig
-from tailwise.simulator.traces import Trace, TraceError
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ from tailwise.planner import (
     compare,
     default_methods,
 )
+from tailwise.records.trace import TraceError
 from tailwise.scorer.step_time import StepTimeModelError
-from tailwise.simulator.traces import TraceError
 
 EXIT_BAD_INPUT = 2
 EXIT_TARGET_MISSED = 1

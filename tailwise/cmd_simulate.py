@@ -14,6 +14,7 @@ from rich.table import Table
 from tailwise.cli_flags import fail, reject
 from tailwise.lab.comparison import Comparison, EngineChoiceError, as_backlog, run_comparison
 from tailwise.planner.methods import METHODS as PLAN_METHODS
+from tailwise.records.trace import TraceError
 from tailwise.scorer.frozen import FrozenPolicyError
 from tailwise.scorer.frozen import load as load_frozen
 from tailwise.scorer.policy import PolicyError
@@ -24,7 +25,7 @@ from tailwise.simulator.metrics import MetricsConfig
 from tailwise.simulator.report import lookup
 from tailwise.simulator.routers import UnknownRouterError
 from tailwise.simulator.step_models import load_step_model
-from tailwise.simulator.traces import TraceError, load_trace
+from tailwise.simulator.traces import load_trace
 
 _USER_ERRORS = (TraceError, StepTimeModelError, EngineConfigError, UnknownPolicyError,
                 FrozenPolicyError, PolicyError, EngineChoiceError)

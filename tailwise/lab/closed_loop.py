@@ -46,11 +46,11 @@ from tailwise.lab.options import BEST, FCFS, ONLINE, OnlineOptions
 from tailwise.lab.pacing import PacedSink, PacingStats
 from tailwise.lab.scenario_report import report_context, write_scenario_report
 from tailwise.lab.sidecar_process import SidecarLaunchError, SidecarSubprocess
+from tailwise.records.trace import Trace, TraceError
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.simulator.engine import EngineConfig, SimResult
 from tailwise.simulator.scenarios import Scenario, build
-from tailwise.simulator.traces import Trace, TraceError
 
 #: offered load of a scenario when none is asked for
 DEFAULT_SCENARIO_LOAD = 0.9

@@ -20,13 +20,13 @@ from tailwise.lab.arms import make_arm
 from tailwise.lab.experiment import Arm, Experiment, Runner, builtin_runner, run_experiment
 from tailwise.planner.model import TimeModel
 from tailwise.planner.policy import PlannedOrder
+from tailwise.records.trace import Trace
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig
 from tailwise.simulator.metrics import MetricsConfig
 from tailwise.simulator.report import Run, make_runs, write_report
-from tailwise.simulator.traces import Trace
 
 #: engines ``--engine`` accepts
 ENGINE_NAMES = ("sim", "vllm")

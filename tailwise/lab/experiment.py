@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from tailwise.records.trace import Trace, TraceError
 from tailwise.scorer.hooks import PolicySource, TelemetrySink
 from tailwise.scorer.interface import SchedulingPolicy
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig, SimResult, simulate
-from tailwise.simulator.traces import Trace, TraceError
 from tailwise.simulator.workload import offered_load, rate_scale_for_load
 
 

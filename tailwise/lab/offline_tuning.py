@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from tailwise.lab.options import PAPER_MODES, OnlineOptions
+from tailwise.records.trace import Trace
 from tailwise.scorer.policy import EwsjfParams, Mode, Policy, QueueSpec
 from tailwise.scorer.registry import default_policy
-from tailwise.simulator.traces import Trace
 
 
 def split_phases(trace: Trace, shift_s: float) -> tuple[Trace, Trace]:

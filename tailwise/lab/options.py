@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from tailwise.lab.experiment import Runner, builtin_runner
+from tailwise.records.trace import Trace
 from tailwise.scorer.policy import Mode
 from tailwise.scorer.registry import POLICY_NAMES
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig
 from tailwise.simulator.metrics import MetricsConfig
-from tailwise.simulator.traces import Trace
 
 FCFS, BEST, ONLINE = "fcfs", "best-of-papers", "tailwise-online"
 #: the paper policies the static best-of-papers arm chooses from (CLI name, mode)

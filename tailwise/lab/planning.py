@@ -15,8 +15,9 @@ import numpy as np
 
 from tailwise.planner import Evaluation, Instance, Schedule, TimeModel
 from tailwise.planner.report import CSV_FIELDS, method_row, schedule_records
+from tailwise.records.trace import Trace
 from tailwise.simulator.step_models import load_step_model
-from tailwise.simulator.traces import Trace, load_trace
+from tailwise.simulator.traces import load_trace
 
 #: at most this many points per KV-usage panel (peaks kept)
 _PLOT_POINTS = 4000

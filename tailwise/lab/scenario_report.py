@@ -11,10 +11,10 @@ import numpy as np
 
 from tailwise.lab.markdown import format_cell, format_optional, markdown_table
 from tailwise.lab.options import OnlineOptions
+from tailwise.records.trace import Trace
 from tailwise.simulator.engine import SimResult
 from tailwise.simulator.metrics import MetricsConfig, per_request
 from tailwise.simulator.scenarios import Scenario, describe_load
-from tailwise.simulator.traces import Trace
 
 
 def phase_table(runs: dict[str, SimResult], shift_s: float, cfg: MetricsConfig

@@ -39,11 +39,12 @@ from typing import Any
 import numpy as np
 
 from tailwise.lab.experiment import Arm
+from tailwise.records.requests import RequestRecords
+from tailwise.records.trace import Trace
 from tailwise.scorer.interface import SchedulingPolicy
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import StepTimeModel
-from tailwise.simulator.engine import EngineConfig, EngineConfigError, RequestRecords, SimResult
-from tailwise.simulator.traces import Trace
+from tailwise.simulator.engine import EngineConfig, EngineConfigError, SimResult
 
 #: the scheduler needs a model config; this one never has weights
 TINY_MODEL_CONFIG: dict[str, Any] = {

@@ -55,8 +55,8 @@ def test_wheel_installs_only_the_tailwise_namespace(tmp_path: Path) -> None:
     added = _top_level_names(site) - before
     assert added == {"tailwise"}
     pkg = site / "tailwise"
-    for part in ("scorer", "partitioner", "simulator", "bayes_opt", "learner", "engine_adapter",
-                 "planner", "wire"):
+    for part in ("records", "scorer", "partitioner", "simulator", "bayes_opt", "learner",
+                 "engine_adapter", "planner", "wire"):
         assert (pkg / part / "__init__.py").is_file(), f"tailwise.{part} missing from the wheel"
         assert not (pkg / part).is_symlink()
     assert (pkg / "wire" / "v1" / "policy_pb2.py").is_file()
