@@ -1,4 +1,4 @@
-"""Freeze a study's policy into a frozen policy file (schema-versioned, sha256-hashed).
+"""Choose the policy of a study to freeze (schema-versioned, sha256-hashed file).
 
 ``which="champion"``: the policy the tuner last recorded as in force (study user attribute
 ``tailwise:champion``: the promoted challenger of the latest round, the champion it kept,
@@ -10,20 +10,18 @@ mix), so they are not compared with each other; within a round every trial repla
 same window. A study with no rounds (live-only trials) falls back to the best trial of
 the whole study.
 
-The file is written by :func:`tailwise.scorer.frozen.save` (atomic, ``source=frozen``).
+The file is written by :func:`tailwise.wire.policy_file.save` (atomic, ``source=frozen``).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tailwise.bayes_opt.storage import StorageError, open_storage
 from tailwise.bayes_opt.tuner import ATTR_CHAMPION
-from tailwise.scorer import frozen
 from tailwise.scorer.policy import Policy, PolicyError
 
 WHICH = ("best", "champion")
@@ -74,17 +72,6 @@ def select_policy(study: optuna.Study, which: str = "best") -> tuple[Policy, str
     where = f"trial {best.number} (value {best.values[0]:.6g}"
     where += f", round {last})" if rounds else ")"
     return _policy(best.user_attrs["policy"], f"trial {best.number}"), where
-
-
-def freeze_study(
-    storage: str, study_name: str, out: str | Path, which: str = "best"
-) -> tuple[Path, Policy, str]:
-    """Write the selected policy of ``study_name`` to ``out``; returns path, policy, origin."""
-    study = load_study(storage, study_name)
-    policy, where = select_policy(study, which)
-    note = policy.note or f"frozen from study {study_name!r}, {where}"
-    path = frozen.save(policy.replace(note=note), out)
-    return path, frozen.load(path), where
 
 
 def _policy(data: object, what: str) -> Policy:

@@ -39,9 +39,10 @@ from typing import Any
 import optuna
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
+
+from tailwise.bayes_opt.optuna_seam import BaseHeartbeat, trial_id_of
 
 #: trial system attribute holding the journal heartbeat (wall-clock seconds)
 HEARTBEAT_ATTR = "tailwise:heartbeat"
@@ -88,7 +89,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             beat = t.system_attrs.get(HEARTBEAT_ATTR)
             if isinstance(beat, int | float) and now - float(beat) > grace:
-                stale.append(t._trial_id)
+                stale.append(trial_id_of(t))
         return stale
 
     def get_heartbeat_interval(self) -> int | None:

@@ -67,7 +67,6 @@ from typing import Any
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from tailwise.bayes_opt import history
@@ -75,6 +74,13 @@ from tailwise.bayes_opt.objective import (
     ObjectiveConfig,
     evaluate,
     gain,
+)
+from tailwise.bayes_opt.optuna_seam import (
+    BaseHeartbeat,
+    is_heartbeat_enabled,
+    storage_of,
+    study_id_of,
+    trial_id_of,
 )
 from tailwise.bayes_opt.replay import Evaluator, ReplayEvaluator, metrics_config
 from tailwise.bayes_opt.space import SpaceConfig, policy_to_params, suggest_params, suggest_policy
@@ -467,7 +473,7 @@ class Tuner:
         return rnd
 
     def _drift(self, window: Trace) -> Drift | None:
-        sysattrs = self.study._storage.get_study_system_attrs(self.study._study_id)
+        sysattrs = storage_of(self.study).get_study_system_attrs(study_id_of(self.study))
         ref: LengthSketch | None = None
         if SYS_DRIFT_REF in sysattrs:
             try:
@@ -475,8 +481,8 @@ class Tuner:
             except WindowError:
                 ref = None  # a corrupt reference only costs one drift figure
         dr = drift(ref, window) if ref is not None else None
-        self.study._storage.set_study_system_attr(
-            self.study._study_id, SYS_DRIFT_REF, LengthSketch.of(window).to_json()
+        storage_of(self.study).set_study_system_attr(
+            study_id_of(self.study), SYS_DRIFT_REF, LengthSketch.of(window).to_json()
         )
         return dr
 
@@ -498,7 +504,7 @@ class Tuner:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "heartbeat is supposed to be used with optimize"
                 trial = self.study.ask()
-            beat = _Beat(self.study._storage, trial._trial_id)
+            beat = _Beat(storage_of(self.study), trial_id_of(trial))
             trial.set_user_attr("role", "live")
             try:
                 policy = self._candidate(trial, None)
@@ -537,8 +543,8 @@ class Tuner:
                 raise TunerError(f"trial {trial_number} does not exist") from None
             if state is not TrialState.RUNNING:
                 raise TunerError(f"trial {trial_number} is {state.name}, not RUNNING")
-        storage = self.study._storage
-        tid = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, trial_number)
+        storage = storage_of(self.study)
+        tid = storage.get_trial_id_from_study_id_trial_number(study_id_of(self.study), trial_number)
         handle = optuna.Trial(self.study, tid)
         value, comp = evaluate(summary, self._live_baseline, self.cfg.objective)
         for k, v in {**comp.as_attrs(), **_headline(summary),

@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from tailwise.scorer.frozen import FrozenPolicyError
-from tailwise.scorer.frozen import load as load_frozen
 from tailwise.scorer.policy import Mode, Policy, Source
+from tailwise.wire.policy_file import load as load_frozen
 
 #: the key under ``--additional-config`` that belongs to tailwise
 SECTION = "tailwise"

@@ -37,10 +37,10 @@ from typing import Any
 import grpc
 
 from tailwise.scorer.frozen import FrozenPolicyError
-from tailwise.scorer.frozen import load as load_frozen
 from tailwise.scorer.policy import Policy, PolicyError, neutral_policy
 from tailwise.wire import codec, rpc
 from tailwise.wire.errors import DeadlineExceeded, SidecarError, Unauthenticated, from_rpc_error
+from tailwise.wire.policy_file import load as load_frozen
 from tailwise.wire.v1 import policy_pb2 as pb
 
 log = logging.getLogger(__name__)

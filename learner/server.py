@@ -41,9 +41,9 @@ from tailwise.learner.state import StateFile
 from tailwise.learner.status import StatusReporter
 from tailwise.learner.window import TelemetryWindow
 from tailwise.scorer.frozen import FrozenPolicyError
-from tailwise.scorer.frozen import load as load_frozen
 from tailwise.scorer.policy import EwsjfParams, Policy
 from tailwise.wire import rpc
+from tailwise.wire.policy_file import load as load_frozen
 
 log = logging.getLogger(__name__)
 

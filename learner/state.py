@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tailwise.scorer.frozen import atomic_write_text
+from tailwise.wire.policy_file import atomic_write_text
 
 FORMAT = "tailwise-sidecar-state"
 STATE_VERSION = 1

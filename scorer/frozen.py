@@ -7,15 +7,15 @@ Layout::
 The hash covers ``canonical_json(policy)`` exactly, so any edit to the body (or a
 truncated file) is refused with :class:`FrozenPolicyError`. Older schema versions load
 through :func:`tailwise.scorer.policy.migrate`.
+
+Pure: text in, text out. Reading and writing the files (atomically) is
+:mod:`tailwise.wire.policy_file`'s job.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from tailwise.scorer.policy import SCHEMA_VERSION, Policy, PolicyError, Source, canonical_json
@@ -70,41 +70,3 @@ def loads(text: str, origin: str = "<string>") -> Policy:
         return Policy.from_dict(body)
     except PolicyError as exc:
         raise FrozenPolicyError(f"{origin}: invalid policy: {exc}") from exc
-
-
-def atomic_write_text(target: Path, text: str) -> None:
-    """Replace ``target`` with ``text`` so that a crash leaves the old file or the new
-    one, never half of either: temp file in the same directory, fsync, rename, fsync of
-    the directory."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def save(policy: Policy, path: str | os.PathLike[str]) -> Path:
-    """Write the frozen file atomically (see :func:`atomic_write_text`)."""
-    target = Path(path)
-    atomic_write_text(target, dumps(policy))
-    return target
-
-
-def load(path: str | os.PathLike[str]) -> Policy:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise FrozenPolicyError(f"{p}: cannot read ({exc.strerror})") from exc
-    return loads(text, origin=str(p))

@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
                             "in force.")] = "best",
     ) -> None:
         """Freeze a tuned policy into a hashed, schema-versioned file for production."""
-        from tailwise.bayes_opt.freeze import WHICH, FreezeError, freeze_study
+        from tailwise.bayes_opt.freeze import WHICH, FreezeError
+        from tailwise.lab.freeze import freeze_study
 
         err = Console(stderr=True, soft_wrap=True)
         if which not in WHICH:

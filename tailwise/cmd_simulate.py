@@ -16,7 +16,6 @@ from tailwise.lab.comparison import Comparison, EngineChoiceError, as_backlog, r
 from tailwise.planner.methods import METHODS as PLAN_METHODS
 from tailwise.records.trace import TraceError
 from tailwise.scorer.frozen import FrozenPolicyError
-from tailwise.scorer.frozen import load as load_frozen
 from tailwise.scorer.policy import PolicyError
 from tailwise.scorer.registry import POLICY_NAMES, UnknownPolicyError
 from tailwise.scorer.step_time import StepTimeModelError
@@ -26,6 +25,7 @@ from tailwise.simulator.report import lookup
 from tailwise.simulator.routers import UnknownRouterError
 from tailwise.simulator.step_models import load_step_model
 from tailwise.simulator.traces import load_trace
+from tailwise.wire.policy_file import load as load_frozen
 
 _USER_ERRORS = (TraceError, StepTimeModelError, EngineConfigError, UnknownPolicyError,
                 FrozenPolicyError, PolicyError, EngineChoiceError)

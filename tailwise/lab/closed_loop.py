@@ -94,7 +94,7 @@ def run_online_arm(trace: Trace, opts: OnlineOptions, out: Path,
     from tailwise.engine_adapter.policy_client import PolicyClient
     from tailwise.engine_adapter.telemetry import TelemetryEmitter
     from tailwise.learner.admin import AdminClient
-    from tailwise.scorer.frozen import save
+    from tailwise.wire.policy_file import save
 
     proc: SidecarSubprocess | None = None
     log_path: Path | None = None

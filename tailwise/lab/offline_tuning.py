@@ -7,7 +7,7 @@ and Kairos (scoring window; slack-guided decode cap on) — the
 :class:`tailwise.bayes_opt.tuner.Tuner` runs ``offline_trials`` trials (the paper's
 default policy as the enqueued champion, then TPE) replaying the whole pre-shift trace
 on the simulator, scored with the sidecar's default objective against FCFS on the same
-replay. The best policy of the best mode is written with :func:`tailwise.scorer.frozen.save`,
+replay. The best policy of the best mode is written with :func:`tailwise.wire.policy_file.save`,
 loaded back (hash checked) and run static: no learner, no partition refresh, γ fixed.
 tailwise's own mode is not a paper policy and is not a candidate.
 """
@@ -61,7 +61,7 @@ def tune_best_of_papers(pre: Trace, opts: OnlineOptions, out: Path) -> BestOfPap
     from tailwise.bayes_opt.replay import ReplayEvaluator, metrics_config
     from tailwise.bayes_opt.space import SpaceConfig
     from tailwise.bayes_opt.tuner import Tuner, TunerConfig
-    from tailwise.scorer.frozen import load, save
+    from tailwise.wire.policy_file import load, save
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     part = learned_partition(pre, seed=opts.seed)

@@ -19,10 +19,12 @@ from bo_fakes import FakeEvaluator, make_trace
 from typer.testing import CliRunner
 
 from tailwise import cmd_dashboard, cmd_freeze
-from tailwise.bayes_opt.freeze import FreezeError, freeze_study, select_policy
+from tailwise.bayes_opt.freeze import FreezeError, select_policy
 from tailwise.bayes_opt.tuner import Tuner, TunerConfig
+from tailwise.lab.freeze import freeze_study
 from tailwise.scorer import frozen
 from tailwise.scorer.policy import Mode, Policy, QueueSpec, Source
+from tailwise.wire import policy_file
 
 CURRENT = Policy(mode=Mode.TAILWISE)
 PARTITION = (QueueSpec(1, 1024, 200, 0.001), QueueSpec(1024, 20000, 3000, 0.00001))
@@ -58,7 +60,7 @@ def test_freeze_best_of_latest_round_roundtrips(study_file: tuple[Path, Tuner],
     res = CliRunner().invoke(cli(), ["freeze", "--storage", str(path), "--study", "prod",
                                      "--out", str(out)])
     assert res.exit_code == 0, res.output
-    loaded = frozen.load(out)  # hash verified
+    loaded = policy_file.load(out)  # hash verified
     assert loaded.source is Source.FROZEN
     round2 = [t for t in tu.study.trials if t.user_attrs["round"] == 2 and t.value is not None]
     best = max(round2, key=lambda t: t.values[0])
@@ -71,7 +73,7 @@ def test_freeze_best_of_latest_round_roundtrips(study_file: tuple[Path, Tuner],
     doc["policy"]["boost"]["gamma"] = 0.123
     out.write_text(json.dumps(doc))
     with pytest.raises(frozen.FrozenPolicyError, match="sha256"):
-        frozen.load(out)
+        policy_file.load(out)
 
 
 def test_freeze_champion(study_file: tuple[Path, Tuner], tmp_path: Path) -> None:
@@ -80,7 +82,7 @@ def test_freeze_champion(study_file: tuple[Path, Tuner], tmp_path: Path) -> None
     _, policy, _ = freeze_study(str(path), "prod", out, which="champion")
     recorded = Policy.from_dict(tu.study.user_attrs["tailwise:champion"])
     assert policy.boost == recorded.boost and policy.queues == recorded.queues
-    assert frozen.load(out) == policy
+    assert policy_file.load(out) == policy
 
 
 def test_freeze_errors_are_clear(study_file: tuple[Path, Tuner], tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from tailwise import cmd_policy, cmd_sidecar
 from tailwise.learner.config import ConfigError, LoopConfig, SidecarConfig, config_from_mapping
 from tailwise.learner.server import Sidecar
-from tailwise.scorer.frozen import save
 from tailwise.scorer.policy import Mode, neutral_policy
+from tailwise.wire.policy_file import save
 
 pytestmark = pytest.mark.timeout(60)
 

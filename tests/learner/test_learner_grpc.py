@@ -19,12 +19,12 @@ from tailwise.engine_adapter.telemetry import TelemetryEmitter
 from tailwise.learner.admin import AdminClient
 from tailwise.learner.config import ConfigError, LoopConfig, SidecarConfig
 from tailwise.learner.server import Sidecar
-from tailwise.scorer.frozen import save
 from tailwise.scorer.hooks import PolicySource, StepStats, TelemetrySink
 from tailwise.scorer.policy import Mode, neutral_policy
 from tailwise.scorer.request import ReqInfo
 from tailwise.wire import codec, rpc
 from tailwise.wire.errors import FailedPrecondition, InvalidArgument, Unauthenticated
+from tailwise.wire.policy_file import save
 from tailwise.wire.v1 import policy_pb2 as pb
 
 pytestmark = pytest.mark.timeout(60)

@@ -15,13 +15,13 @@ from tailwise.cli import app
 from tailwise.lab.closed_loop import run_online
 from tailwise.lab.options import BEST, FCFS, ONLINE, OnlineOptions
 from tailwise.lab.pacing import PacedSink
-from tailwise.scorer.frozen import load
 from tailwise.scorer.hooks import StepStats
 from tailwise.scorer.policy import Mode, Policy
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig
 from tailwise.simulator.metrics import MetricsConfig
+from tailwise.wire.policy_file import load
 
 pytestmark = [pytest.mark.timeout(240)]
 

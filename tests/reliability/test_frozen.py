@@ -15,12 +15,13 @@ from support.fuzz import fuzz_settings
 from support.net import closed_port
 
 from tailwise.engine_adapter.policy_client import connect
-from tailwise.scorer.frozen import FrozenPolicyError, load, loads, policy_digest, save
+from tailwise.scorer.frozen import FrozenPolicyError, loads, policy_digest
 from tailwise.scorer.policy import BoostParams, Mode, Policy, QueueSpec, SafetyParams, Source
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig, simulate
 from tailwise.simulator.traces import Trace
+from tailwise.wire.policy_file import load, save
 
 pytestmark = [pytest.mark.timeout(120)]
 

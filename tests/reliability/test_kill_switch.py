@@ -26,7 +26,6 @@ from typer.testing import CliRunner
 from tailwise.cli import app
 from tailwise.engine_adapter.policy_client import PolicyClient
 from tailwise.learner.admin import AdminClient
-from tailwise.scorer.frozen import save
 from tailwise.scorer.hooks import StepStats
 from tailwise.scorer.policy import Mode, neutral_policy
 from tailwise.scorer.registry import build_scheduler, default_policy
@@ -34,6 +33,7 @@ from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig, simulate
 from tailwise.simulator.traces import Trace
 from tailwise.simulator.workload import generate, rate_scale_for_load
+from tailwise.wire.policy_file import save
 
 pytestmark = [pytest.mark.timeout(120)]
 

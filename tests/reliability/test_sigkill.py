@@ -35,13 +35,13 @@ from tailwise.bayes_opt.storage import open_storage
 from tailwise.engine_adapter.policy_client import PolicyClient
 from tailwise.engine_adapter.telemetry import TelemetryEmitter
 from tailwise.learner.admin import AdminClient
-from tailwise.scorer.frozen import save
 from tailwise.scorer.policy import Mode, neutral_policy
 from tailwise.scorer.registry import default_policy
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig
 from tailwise.simulator.traces import Trace
 from tailwise.simulator.workload import generate, rate_scale_for_load
+from tailwise.wire.policy_file import save
 
 pytestmark = [pytest.mark.timeout(240)]
 

@@ -24,6 +24,7 @@ from tailwise.scorer.policy import (
     SafetyParams,
     Source,
 )
+from tailwise.wire import policy_file
 
 
 def test_defaults_validate() -> None:
@@ -74,19 +75,19 @@ def test_dict_round_trip(gamma: float, aging: float, version: int, n: int) -> No
 
 def test_frozen_round_trip_and_tamper(tmp_path: Path) -> None:
     p = Policy(mode=Mode.TAILWISE, version=7, queues=(QueueSpec(0, 512, 200, 0.002),))
-    path = frozen.save(p, tmp_path / "policy.json")
-    loaded = frozen.load(path)
+    path = policy_file.save(p, tmp_path / "policy.json")
+    loaded = policy_file.load(path)
     assert loaded == dataclasses.replace(p, source=Source.FROZEN)
     doc = json.loads(path.read_text())
     doc["policy"]["boost"]["gamma"] = 9.0
     path.write_text(json.dumps(doc))
     with pytest.raises(FrozenPolicyError, match="sha256 mismatch"):
-        frozen.load(path)
+        policy_file.load(path)
     path.write_text(path.read_text()[:50])
     with pytest.raises(FrozenPolicyError, match="not valid JSON"):
-        frozen.load(path)
+        policy_file.load(path)
     with pytest.raises(FrozenPolicyError, match="cannot read"):
-        frozen.load(tmp_path / "missing.json")
+        policy_file.load(tmp_path / "missing.json")
 
 
 def test_older_schema_loads(tmp_path: Path) -> None:
@@ -99,6 +100,6 @@ def test_older_schema_loads(tmp_path: Path) -> None:
            "sha256": frozen.policy_digest(body), "policy": body}
     f = tmp_path / "old.json"
     f.write_text(json.dumps(doc))
-    p = frozen.load(f)
+    p = policy_file.load(f)
     assert p.schema_version == 2 and p.boost.gamma == 0.7 and p.slo.ttft_s == 5.0
     assert p.mode is Mode.BOOST

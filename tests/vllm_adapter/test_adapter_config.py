@@ -16,9 +16,9 @@ import pytest
 
 from tailwise.engine_adapter.config import ConfigError, TailwiseConfig
 from tailwise.engine_adapter.wiring import make_policy_source, make_telemetry_sink
-from tailwise.scorer.frozen import save as save_frozen
 from tailwise.scorer.hooks import NullSink, StaticPolicySource
 from tailwise.scorer.policy import Mode, Policy, Source
+from tailwise.wire.policy_file import save as save_frozen
 
 
 @pytest.mark.parametrize(

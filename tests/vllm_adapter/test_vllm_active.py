@@ -21,11 +21,11 @@ from vllm.v1.core.sched.request_queue import FCFSRequestQueue
 from vllm.v1.request import RequestStatus
 
 from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
-from tailwise.scorer.frozen import save as save_frozen
 from tailwise.scorer.interface import KeyedQueue
 from tailwise.scorer.policy import Mode, Policy, SafetyParams, SloParams
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.request import ReqInfo
+from tailwise.wire.policy_file import save as save_frozen
 
 pytestmark = pytest.mark.vllm
 
