@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from tailwise.bayes_opt.window import fingerprint
 from tailwise.records.trace import Trace
 from tailwise.scorer.baselines import Fcfs
-from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.interface import QueueDiscipline
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.step_time import StepTimeModel
@@ -55,7 +55,7 @@ class ReplayEvaluator:
         metrics: MetricsConfig,
         model: StepTimeModel | None = None,
         *,
-        builder: Callable[[Policy], SchedulingPolicy] = build_scheduler,
+        builder: Callable[[Policy], QueueDiscipline] = build_scheduler,
         cache_size: int = 8,
     ) -> None:
         engine.validate()

@@ -293,30 +293,30 @@ def params_to_policy(
         ew: dict[str, Any] = {}
         for w in WEIGHTS:
             old: LinearWeight = getattr(e, w)
-            a = _f(params, f"ewsjf.{w}.a", old.a)
-            c = _f(params, f"ewsjf.{w}.c_per_1k", old.c * 1000.0) / 1000.0
+            a = param_float(params, f"ewsjf.{w}.a", old.a)
+            c = param_float(params, f"ewsjf.{w}.c_per_1k", old.c * 1000.0) / 1000.0
             ew[w] = LinearWeight(a, c)
         ewsjf = dataclasses.replace(
-            e, alpha=_f(params, "ewsjf.alpha", e.alpha),
-            max_queues=_i(params, "ewsjf.max_queues", e.max_queues), **ew,
+            e, alpha=param_float(params, "ewsjf.alpha", e.alpha),
+            max_queues=param_int(params, "ewsjf.max_queues", e.max_queues), **ew,
         )
         b = base.boost
         boost = dataclasses.replace(
             b,
-            gamma=_f(params, "boost.gamma", b.gamma),
-            memguard_theta_s=_f(params, "boost.memguard_theta_s", b.memguard_theta_s),
-            memguard_ratio=_f(params, "boost.memguard_ratio", b.memguard_ratio),
-            partition_aware=_b(params, "boost.partition_aware", b.partition_aware),
+            gamma=param_float(params, "boost.gamma", b.gamma),
+            memguard_theta_s=param_float(params, "boost.memguard_theta_s", b.memguard_theta_s),
+            memguard_ratio=param_float(params, "boost.memguard_ratio", b.memguard_ratio),
+            partition_aware=param_bool(params, "boost.partition_aware", b.partition_aware),
         )
         s = base.slo
         slo = dataclasses.replace(
-            s, urgency=_b(params, "slo.urgency", s.urgency),
-            window=_i(params, "slo.window", s.window),
-            decode_cap=_b(params, "slo.decode_cap", s.decode_cap),
+            s, urgency=param_bool(params, "slo.urgency", s.urgency),
+            window=param_int(params, "slo.window", s.window),
+            decode_cap=param_bool(params, "slo.decode_cap", s.decode_cap),
         )
-        aging = _f(params, "safety.aging_s", base.safety.aging_s)
+        aging = param_float(params, "safety.aging_s", base.safety.aging_s)
         if "safety.max_boost_frac" in params:
-            frac = _f(params, "safety.max_boost_frac", 1.0)
+            frac = param_float(params, "safety.max_boost_frac", 1.0)
             if not 0.0 <= frac <= 1.0:  # False for NaN
                 raise SpaceError("safety.max_boost_frac", f"must be in [0, 1], got {frac!r}")
             max_boost = min(frac * aging, aging)
@@ -325,16 +325,16 @@ def params_to_policy(
         safety = SafetyParams(max_boost_s=max_boost, aging_s=aging)
         pr = base.preemption
         preemption = dataclasses.replace(
-            pr, cache_aware=_b(params, "preemption.cache_aware", pr.cache_aware),
-            anti_thrash=_b(params, "preemption.anti_thrash", pr.anti_thrash),
-            priority_band_s=_f(params, "preemption.priority_band_s", pr.priority_band_s),
+            pr, cache_aware=param_bool(params, "preemption.cache_aware", pr.cache_aware),
+            anti_thrash=param_bool(params, "preemption.anti_thrash", pr.anti_thrash),
+            priority_band_s=param_float(params, "preemption.priority_band_s", pr.priority_band_s),
         )
         g = base.regime
         regime = dataclasses.replace(
-            g, aging_factor=_f(params, "regime.aging_factor", g.aging_factor),
-            horizon_factor=_f(params, "regime.horizon_factor", g.horizon_factor),
-            pacing_blocks=_f(params, "regime.pacing_blocks", g.pacing_blocks),
-            **{flag: _b(params, f"regime.{flag}", getattr(g, flag)) for flag in REGIME_SWITCHES},
+            g, aging_factor=param_float(params, "regime.aging_factor", g.aging_factor),
+            horizon_factor=param_float(params, "regime.horizon_factor", g.horizon_factor),
+            pacing_blocks=param_float(params, "regime.pacing_blocks", g.pacing_blocks),
+            **{flag: param_bool(params, f"regime.{flag}", getattr(g, flag)) for flag in REGIME_SWITCHES},
         )
         queues = reweight(partition, ewsjf)
         return base.replace(
@@ -443,21 +443,24 @@ def refine_partition(
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _f(params: Mapping[str, Any], name: str, default: float) -> float:
+def param_float(params: Mapping[str, Any], name: str, default: float) -> float:
+    """Search-space parameter ``name`` as a float (``default`` when absent)."""
     v = params.get(name, default)
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise SpaceError(name, f"must be a number, got {v!r}")
     return float(v)
 
 
-def _i(params: Mapping[str, Any], name: str, default: int) -> int:
+def param_int(params: Mapping[str, Any], name: str, default: int) -> int:
+    """Search-space parameter ``name`` as an integer (``default`` when absent)."""
     v = params.get(name, default)
     if isinstance(v, bool) or not isinstance(v, int | float) or not float(v).is_integer():
         raise SpaceError(name, f"must be an integer, got {v!r}")
     return int(v)
 
 
-def _b(params: Mapping[str, Any], name: str, default: bool) -> bool:
+def param_bool(params: Mapping[str, Any], name: str, default: bool) -> bool:
+    """Search-space parameter ``name`` as a boolean (``default`` when absent)."""
     v = params.get(name, default)
     if not isinstance(v, bool):
         raise SpaceError(name, f"must be true or false, got {v!r}")

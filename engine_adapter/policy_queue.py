@@ -1,4 +1,4 @@
-"""vLLM's ``RequestQueue`` interface over a tailwise :class:`~tailwise.scorer.interface.SchedulingPolicy`.
+"""vLLM's ``RequestQueue`` interface over a tailwise :class:`~tailwise.scorer.interface.QueueDiscipline`.
 
 This is the seam through which tailwise reorders vLLM's waiting queue. vLLM's
 ``schedule()`` only ever looks at the head of ``self.waiting`` (``peek_request`` then
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from vllm.v1.core.sched.request_queue import RequestQueue
 from vllm.v1.request import Request, RequestStatus
 
-from tailwise.scorer.interface import KeyedQueue, SchedulingPolicy
+from tailwise.scorer.interface import KeyedQueue, QueueDiscipline
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.swap import reset_sched_state
 
@@ -35,7 +35,7 @@ def _fcfs_key(req: Request) -> tuple[bool, float, str]:
 
 
 class PolicyRequestQueue(RequestQueue):
-    """A ``RequestQueue`` whose order is decided by a ``SchedulingPolicy``.
+    """A ``RequestQueue`` whose order is decided by a ``QueueDiscipline``.
 
     ``info_of`` maps a vLLM request to its (engine-owned) :class:`ReqInfo`; ``prepare``
     refreshes that info just before the policy sees it (progress fields, prefix-cache
@@ -44,7 +44,7 @@ class PolicyRequestQueue(RequestQueue):
 
     def __init__(
         self,
-        policy: SchedulingPolicy,
+        policy: QueueDiscipline,
         info_of: Callable[[Request], ReqInfo],
         prepare: Callable[[Request, ReqInfo], None],
         clock: Callable[[], float],
@@ -205,7 +205,7 @@ class PolicyRequestQueue(RequestQueue):
         """The waiting requests in vLLM's FCFS order (preempted first, then arrival)."""
         return sorted(self._reqs.values(), key=_fcfs_key)
 
-    def rebind(self, policy: SchedulingPolicy, now: float) -> None:
+    def rebind(self, policy: QueueDiscipline, now: float) -> None:
         """Hand every waiting request to ``policy`` (in FCFS order) and use it from now on."""
         self.policy = policy
         self.failed = None

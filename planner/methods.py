@@ -31,7 +31,7 @@ class MethodSpec:
     run: Callable[[Instance, TimeModel, float], Schedule]
 
 
-def _ls(inst: Instance, tm: TimeModel, budget: float) -> Schedule:
+def _sorted_f_with_local_search(inst: Instance, tm: TimeModel, budget: float) -> Schedule:
     return sorted_f_local_search(inst, tm, time_budget_s=budget)
 
 
@@ -43,7 +43,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec("sorted-f-eager", "Sorted-F order, each request admitted as memory frees",
                    lambda i, t, b: sorted_f_schedule(i, "eager", t)),
         MethodSpec("sorted-f-ls", "Sorted-F improved by local search (Smith order + moves)",
-                   _ls),
+                   _sorted_f_with_local_search),
         MethodSpec("fcfs", "first come first served (arrival order)",
                    lambda i, t, b: fcfs(i)),
         MethodSpec("shortest-prompt", "shortest prompt first",

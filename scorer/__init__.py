@@ -3,7 +3,7 @@
 No I/O beyond the frozen-file helpers; used by both the simulator and the vLLM adapter.
 """
 
-from tailwise.scorer.interface import FcfsQueue, KeyedQueue, SchedulingPolicy
+from tailwise.scorer.interface import FcfsQueue, KeyedQueue, QueueDiscipline
 from tailwise.scorer.policy import Mode, Policy, PolicyError, Source, neutral_policy
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
@@ -15,8 +15,8 @@ __all__ = [
     "Mode",
     "Policy",
     "PolicyError",
+    "QueueDiscipline",
     "ReqInfo",
-    "SchedulingPolicy",
     "Source",
     "StepTimeModel",
     "neutral_policy",

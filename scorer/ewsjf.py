@@ -31,7 +31,7 @@ import statistics
 from bisect import bisect_right
 from collections.abc import Iterator
 
-from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.interface import QueueDiscipline
 from tailwise.scorer.policy import Policy, QueueSpec
 from tailwise.scorer.request import ReqInfo
 
@@ -61,7 +61,7 @@ def score(qf: float, w_base: float, w_urg: float, w_fair: float, wait_s: float,
     return qf * (w_base + w_urg * cs + w_fair * math.log(backlog + 1))
 
 
-class EwsjfPolicy(SchedulingPolicy):
+class EwsjfPolicy(QueueDiscipline):
     """Score the oldest request of each queue; serve the best."""
 
     name = "ewsjf"

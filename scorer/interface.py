@@ -1,4 +1,8 @@
-"""The one interface an engine calls every iteration: :class:`SchedulingPolicy`.
+"""The one interface an engine calls every iteration: :class:`QueueDiscipline`.
+
+Words: a :class:`~tailwise.scorer.policy.Policy` is the *settings* (what the sidecar
+tunes, pushes and freezes); a :class:`QueueDiscipline` is the *queue* an engine builds
+from them (:func:`tailwise.scorer.registry.build_scheduler`) and calls every step.
 
 Contract (what the simulator and the vLLM adapter rely on):
 
@@ -37,8 +41,9 @@ from tailwise.scorer.request import ReqInfo
 PrefixProbe = Callable[[ReqInfo], int]
 
 
-class SchedulingPolicy(ABC):
-    """Orders waiting requests and ranks running ones; see the module docstring."""
+class QueueDiscipline(ABC):
+    """The queue: orders waiting requests and ranks running ones; see the module
+    docstring. Built from a :class:`~tailwise.scorer.policy.Policy` (the settings)."""
 
     #: CLI / report name
     name: str = "abstract"
@@ -133,7 +138,11 @@ class SchedulingPolicy(ABC):
         """``req`` finished (or was aborted while running)."""
 
 
-class FcfsQueue(SchedulingPolicy):
+#: deprecated name of :class:`QueueDiscipline` (the simulator's engine still uses it)
+SchedulingPolicy = QueueDiscipline
+
+
+class FcfsQueue(QueueDiscipline):
     """vLLM's default: a deque, arrivals appended, preempted requests put back in front."""
 
     name = "fcfs"
@@ -168,7 +177,7 @@ class FcfsQueue(SchedulingPolicy):
         return iter(self._q)
 
 
-class KeyedQueue(SchedulingPolicy):
+class KeyedQueue(QueueDiscipline):
     """A waiting queue ordered by a per-request key fixed when the request is enqueued.
 
     Keys may depend on anything that does not change while a request waits (arrival,

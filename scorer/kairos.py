@@ -27,13 +27,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator, Sequence
 
-from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.interface import QueueDiscipline
 from tailwise.scorer.policy import Policy, SloParams
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import WORK_REF_CHUNK, StepTimeModel
 
 
-class KairosPolicy(SchedulingPolicy):
+class KairosPolicy(QueueDiscipline):
     name = "kairos"
     time_dependent = True
 

@@ -1,4 +1,4 @@
-"""From names and Policy objects to SchedulingPolicy instances.
+"""From names and Policy objects to QueueDiscipline instances.
 
 ``build_scheduler(policy)`` is what every engine calls when a new Policy arrives;
 ``make_named(name)`` serves the CLI's ``--policy`` names (baselines included).
@@ -21,7 +21,7 @@ from tailwise.scorer.baselines import (
 )
 from tailwise.scorer.boost import BoostPolicy
 from tailwise.scorer.ewsjf import EwsjfPolicy
-from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.interface import QueueDiscipline
 from tailwise.scorer.kairos import KairosPolicy
 from tailwise.scorer.policy import BoostParams, BoostVariant, Mode, Policy, SloParams
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
@@ -32,7 +32,7 @@ class UnknownPolicyError(ValueError):
     """A policy name is not one of :data:`POLICY_NAMES`."""
 
 
-def build_scheduler(policy: Policy) -> SchedulingPolicy:
+def build_scheduler(policy: Policy) -> QueueDiscipline:
     """The scheduling policy a validated :class:`Policy` describes."""
     policy.validate()
     if policy.mode is Mode.FCFS:
@@ -68,7 +68,7 @@ def default_policy(name: str, model: StepTimeModel = H100_LLAMA3_8B) -> Policy |
 
 
 #: CLI names of the baselines that are not Policy modes (they need simulator knowledge)
-_BASELINES: dict[str, Callable[[StepTimeModel], SchedulingPolicy]] = {
+_BASELINES: dict[str, Callable[[StepTimeModel], QueueDiscipline]] = {
     "fcfs": lambda m: Fcfs(),
     "vllm-priority": lambda m: VllmPriority(),
     "sjf-oracle": lambda m: OracleSJF(m),
@@ -85,7 +85,7 @@ POLICY_NAMES: tuple[str, ...] = (*_BASELINES, *_MODES)
 ADAPTIVE_NAMES: tuple[str, ...] = ("distboost", "gamma-ada", "ewsjf", "tailwise")
 
 
-def make_named(name: str, model: StepTimeModel = H100_LLAMA3_8B) -> SchedulingPolicy:
+def make_named(name: str, model: StepTimeModel = H100_LLAMA3_8B) -> QueueDiscipline:
     """A fresh scheduling policy for a CLI name (see :data:`POLICY_NAMES`)."""
     if name in _BASELINES:
         return _BASELINES[name](model)

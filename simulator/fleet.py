@@ -31,7 +31,7 @@ from tailwise.records.requests import RequestRecords
 from tailwise.records.trace import Trace
 from tailwise.scorer.hints import HintTracker
 from tailwise.scorer.hooks import PolicySource, StepStats, TelemetrySink
-from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.interface import QueueDiscipline
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
 from tailwise.simulator.engine import EngineConfig, SimResult, Simulator
@@ -42,7 +42,7 @@ from tailwise.simulator.routers import Router, RouteRequest
 class ReplicaArm:
     """One replica's scheduler and, for adaptive policies, its learner's seams."""
 
-    scheduler: SchedulingPolicy
+    scheduler: QueueDiscipline
     source: PolicySource | None = None
     sink: TelemetrySink | None = None
 

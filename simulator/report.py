@@ -93,7 +93,7 @@ def lookup(summary: Mapping[str, Any], path: tuple[str, ...]) -> float | None:
     return float(cur) if isinstance(cur, int | float) and math.isfinite(cur) else None
 
 
-def _fmt(v: float | None, unit: str = "") -> str:
+def _format_value(v: float | None, unit: str = "") -> str:
     if v is None:
         return "–"
     if unit == "" and float(v).is_integer():
@@ -125,7 +125,7 @@ def ratio_table(runs: Sequence[Summarised]) -> tuple[list[str], list[list[str]]]
 
 def metric_table(runs: Sequence[Summarised]) -> tuple[list[str], list[list[str]]]:
     header = ["policy"] + [f"{label} ({unit})" if unit else label for label, unit, _ in _COLUMNS]
-    rows = [[r.name] + [_fmt(lookup(r.summary, path), unit) for _, unit, path in _COLUMNS]
+    rows = [[r.name] + [_format_value(lookup(r.summary, path), unit) for _, unit, path in _COLUMNS]
             for r in runs]
     return header, rows
 

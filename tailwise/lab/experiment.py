@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from tailwise.records.trace import Trace, TraceError
 from tailwise.scorer.hooks import PolicySource, TelemetrySink
-from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.interface import QueueDiscipline
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig, SimResult, simulate
 from tailwise.simulator.workload import offered_load, rate_scale_for_load
@@ -24,7 +24,7 @@ class Arm:
     """What one compared policy needs: its scheduler, and for adaptive policies the
     policy source and telemetry sink of the learner that adapts it."""
 
-    scheduler: SchedulingPolicy
+    scheduler: QueueDiscipline
     source: PolicySource | None = None
     sink: TelemetrySink | None = None
 

@@ -41,7 +41,7 @@ import numpy as np
 from tailwise.lab.experiment import Arm
 from tailwise.records.requests import RequestRecords
 from tailwise.records.trace import Trace
-from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.interface import QueueDiscipline
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig, EngineConfigError, SimResult
@@ -380,7 +380,7 @@ def run_vllm(
     if progress is not None:
         progress(finished, n)
     sched_counters: dict[str, int] = {}
-    active: SchedulingPolicy | None = sched.tailwise_scheduling_policy
+    active: QueueDiscipline | None = sched.tailwise_scheduling_policy
     if active is not None:
         sched_counters = {f"policy.{k}": int(v) for k, v in active.counters.items()}
     return SimResult(
