@@ -22,4 +22,7 @@ Modules, one concern each:
 ``fleet``           ``tailwise simulate --replicas/--router``: router × policy fleet runs, report.
 ``fleet_cli``       the console side of the fleet command.
 ``fleet_study``     one Optuna study shared by several sidecars (PostgreSQL kill drill).
+``options``         the options of the closed loop and the names of its arms.
+``planning``        ``tailwise plan``'s backlog, time model and written plan.
+``freeze``          ``tailwise freeze``: a study's policy written as a frozen file.
 """

@@ -47,7 +47,12 @@ from tailwise.wire.v1 import policy_pb2 as pb
 pytestmark = [pytest.mark.timeout(240)]
 
 _ids = itertools.count()
-COUNTS = {"telemetry_events": 0, "telemetry_bad": 0, "trace_rows": 0, "trace_bad_rows": 0}
+
+
+def tally(figures: dict[str, Any], **counts: int) -> None:
+    """Add to the session's reliability figures (printed at the end, not asserted)."""
+    for key, n in counts.items():
+        figures[key] = int(figures.get(key, 0)) + n
 
 BAD_TIMES = [math.nan, math.inf, -math.inf, -1.0, -1e-9, 2e11, 1e300]
 
@@ -156,8 +161,8 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
 @given(good=st.lists(good_event(), max_size=30), bad=st.lists(bad_event(), max_size=30),
        seed=st.integers(0, 2**32 - 1))
 def test_malformed_telemetry_is_counted_never_fatal(
-        sidecar: Sidecar, good: list[tuple[str, Any]], bad: list[tuple[str, Any]],
-        seed: int) -> None:
+        sidecar: Sidecar, figures: dict[str, Any], good: list[tuple[str, Any]],
+        bad: list[tuple[str, Any]], seed: int) -> None:
     events = good + bad
     np.random.default_rng(seed).shuffle(events)  # type: ignore[arg-type]
     batch = pb.EngineEvent(engine_id="fuzz")
@@ -168,8 +173,7 @@ def test_malformed_telemetry_is_counted_never_fatal(
     assert summary.events_received == len(events)
     acc, rej = sidecar.wait_counts((acc0 + len(good), rej0 + len(bad)))
     assert (acc - acc0, rej - rej0) == (len(good), len(bad))
-    COUNTS["telemetry_events"] += len(events)
-    COUNTS["telemetry_bad"] += len(bad)
+    tally(figures, telemetry_events_fuzzed=len(events), telemetry_bad_events_rejected=len(bad))
 
 
 def test_garbage_bytes_and_oversized_messages(sidecar: Sidecar) -> None:
@@ -280,13 +284,12 @@ def jsonl_rows(draw: st.DrawFn) -> tuple[list[str], list[tuple[float, int, int]]
 @given(case=st.one_of(csv_rows().map(lambda c: ("csv", c)),
                       jsonl_rows().map(lambda c: ("jsonl", c))))
 def test_malformed_trace_rows_are_counted_or_refused(
-        tmp_path_factory: pytest.TempPathFactory,
+        tmp_path_factory: pytest.TempPathFactory, figures: dict[str, Any],
         case: tuple[str, tuple[list[str], list[tuple[float, int, int]], int]]) -> None:
     ext, (lines, good, n_bad) = case
     path = tmp_path_factory.mktemp("trace") / f"fuzz.{ext}"
     path.write_text("\n".join(lines) + "\n")
-    COUNTS["trace_rows"] += len(good) + n_bad
-    COUNTS["trace_bad_rows"] += n_bad
+    tally(figures, trace_rows_fuzzed=len(good) + n_bad, trace_bad_rows_counted=n_bad)
     if n_bad:
         with pytest.raises(TraceError, match=r":\d+: "):
             load_trace(path)
@@ -306,10 +309,3 @@ def test_malformed_trace_rows_are_counted_or_refused(
                    H100_LLAMA3_8B)
     done = np.isfinite(res.records.finish) | res.records.rejected
     assert done.all()
-
-
-def test_figures(figures: dict[str, Any]) -> None:
-    figures["telemetry_events_fuzzed"] = COUNTS["telemetry_events"]
-    figures["telemetry_bad_events_rejected"] = COUNTS["telemetry_bad"]
-    figures["trace_rows_fuzzed"] = COUNTS["trace_rows"]
-    figures["trace_bad_rows_counted"] = COUNTS["trace_bad_rows"]
