@@ -30,7 +30,7 @@ import math
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 
-from tailwise.scorer.interface import FcfsQueue, KeyedQueue, SchedulingPolicy
+from tailwise.scorer.interface import FcfsQueue, KeyedQueue, QueueDiscipline
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
 
@@ -61,7 +61,7 @@ class _SizeAware(KeyedQueue):
         return req.attained_s(self.cp, self.cd)
 
 
-class VllmPriority(SchedulingPolicy):
+class VllmPriority(QueueDiscipline):
     """vLLM 0.32's priority scheduling (``--scheduling-policy priority``).
 
     Waiting: ``PriorityRequestQueue``, a heap ordered by ``Request.__lt__`` — priority
@@ -117,7 +117,7 @@ class VllmPriority(SchedulingPolicy):
 SGLANG_SORT_LIMIT = 128
 
 
-class _SglangQueue(SchedulingPolicy):
+class _SglangQueue(QueueDiscipline):
     """SGLang's waiting list: sorted once per scheduling round by the policy's key
     (``SchedulePolicy.calc_priority``), then admitted front to back. With more than
     :data:`SGLANG_SORT_LIMIT` waiting the sort is skipped ("turn off the expensive prefix

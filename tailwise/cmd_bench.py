@@ -22,12 +22,12 @@ from rich.progress import (
 from tailwise.lab.bench import BenchError, BenchOptions, parse_policies, run_bench, write_results
 from tailwise.lab.bench_report import readme_table, write_report
 from tailwise.scorer.frozen import FrozenPolicyError
-from tailwise.scorer.frozen import load as load_frozen
 from tailwise.scorer.policy import PolicyError
 from tailwise.scorer.step_time import StepTimeModelError
 from tailwise.simulator.step_models import load_step_model
 from tailwise.simulator.suite import SUITE, UnknownWorkloadError, Workload, parse_names
 from tailwise.simulator.traces import TraceError
+from tailwise.wire.policy_file import load as load_frozen
 
 _USER_ERRORS = (BenchError, UnknownWorkloadError, TraceError, StepTimeModelError,
                 FrozenPolicyError, PolicyError)

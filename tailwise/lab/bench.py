@@ -39,6 +39,7 @@ import numpy.typing as npt
 
 from tailwise.lab.arms import make_arm as named_arm
 from tailwise.lab.experiment import Arm
+from tailwise.records.trace import Trace
 from tailwise.scorer import registry
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.request import ReqInfo
@@ -46,7 +47,6 @@ from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
 from tailwise.simulator.engine import SimRequest, SimResult, Simulator
 from tailwise.simulator.metrics import per_request, summarize
 from tailwise.simulator.suite import Workload, build, parse_names
-from tailwise.simulator.traces import Trace
 
 #: metrics compared against the references (lower is better for all of them)
 RATIO_KEYS = ("ttft_mean", "short_ttft_mean", "ttft_p99", "ttlt_p99", "ttlt_mean",

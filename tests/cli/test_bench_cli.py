@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from tailwise.cli import app
 from tailwise.lab import bench
 from tailwise.scorer import registry
-from tailwise.scorer.frozen import save
 from tailwise.scorer.policy import Mode, Policy
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.suite import build
+from tailwise.wire.policy_file import save
 
 runner = CliRunner()
 SMALL = ["--scale", "0.05", "--no-plots", "--no-progress"]
