@@ -41,6 +41,9 @@ from typing import Any
 import numpy as np
 
 from tailwise.bayes_opt.objective import ObjectiveConfig, evaluate
+from tailwise.lab.closed_loop import run_online_arm
+from tailwise.lab.offline_tuning import tune_best_of_papers
+from tailwise.lab.options import OnlineOptions
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.scorer.step_time import H100_LLAMA3_8B
@@ -55,17 +58,6 @@ from tailwise.simulator.scenarios import (
 )
 from tailwise.simulator.traces import load_trace
 from tailwise.simulator.workload import rate_scale_for_load
-
-try:  # the wiring layer (tailwise/lab) once it exists, else the older module
-    from tailwise.lab.closed_loop import run_online_arm  # type: ignore[import-not-found,unused-ignore]
-    from tailwise.lab.offline_tuning import tune_best_of_papers  # type: ignore[import-not-found,unused-ignore]
-    from tailwise.lab.options import OnlineOptions  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover
-    from tailwise.online import (  # type: ignore[attr-defined,no-redef,unused-ignore]
-        OnlineOptions,
-        run_online_arm,
-        tune_best_of_papers,
-    )
 
 MODEL = H100_LLAMA3_8B
 STATIC = ("fcfs", "uniboost", "ewsjf", "kairos", "tailwise")

@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
         and write the simulate report from client-side measurements. Ctrl-C writes what
         was measured so far."""
         from tailwise.lab.replay import ReplayError, ReplayOptions
-        from tailwise.lab.replay import replay as run
+        from tailwise.lab.replay_report import replay as run
 
         if prompt_mode not in ("auto", "tokens", "text"):
             fail(f"--prompt-mode must be auto, tokens or text, got {prompt_mode!r}")

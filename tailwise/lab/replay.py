@@ -42,7 +42,8 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from tailwise.simulator.engine import EngineConfig, RequestRecords, SimResult
+from tailwise.records.requests import RequestRecords
+from tailwise.simulator.engine import EngineConfig, SimResult
 from tailwise.simulator.metrics import MetricsConfig
 from tailwise.simulator.step_models import load_step_model
 from tailwise.simulator.traces import Trace
@@ -697,22 +698,3 @@ _LABEL_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
-
-
-async def replay(opts: ReplayOptions, *, stop: asyncio.Event | None = None,
-                 on_start: Callable[[Prepared], None] | None = None,
-                 on_done: Callable[[Measurement], None] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> tuple[Path, ReplayOutcome]:
-    """Prepare, replay until done or ``stop`` is set, and write the report either way."""
-    limits = httpx.Limits(max_connections=opts.max_concurrency + 1,
-                          max_keepalive_connections=opts.max_concurrency + 1)
-    timeout = httpx.Timeout(opts.timeout_s, connect=min(opts.timeout_s, 10.0))
-    async with httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport) as client:
-        prep = await prepare(opts, client)
-        if on_start is not None:
-            on_start(prep)
-        outcome = await run_replay(prep.plan, prep.cfg, client=client, stop=stop,
-                                   on_done=on_done)
-    from tailwise.lab.replay_report import write_replay_report  # it imports this module
-
-    return write_replay_report(opts, prep, outcome), outcome

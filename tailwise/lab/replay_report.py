@@ -1,15 +1,19 @@
-"""The report of one ``tailwise replay``: the ``simulate`` report (same files, same
-``results.json`` schema, through the simulator's own metrics and report code) filled from
-client-side measurements, plus the client's errors by reason and ``replay_<label>.csv``.
+"""One ``tailwise replay`` end to end (:func:`replay`) and its report: the ``simulate``
+report (same files, same ``results.json`` schema, through the simulator's own metrics and
+report code) filled from client-side measurements, plus the client's errors by reason and
+``replay_<label>.csv``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 
 from tailwise.lab.replay import (
@@ -19,6 +23,8 @@ from tailwise.lab.replay import (
     ReplayOptions,
     ReplayOutcome,
     error_counts,
+    prepare,
+    run_replay,
     to_sim_result,
 )
 from tailwise.simulator.metrics import dist, summarize
@@ -30,7 +36,8 @@ def write_replay_report(opts: ReplayOptions, prep: Prepared, outcome: ReplayOutc
     ms = sorted(outcome.measurements, key=lambda m: m.index)
     res = to_sim_result(opts.trace, prep.plan, ms, opts.label, outcome.wall_s,
                         outcome.server_series)
-    summary = summarize(res, opts.metrics)
+    # the standard summary plus the replay's own sections (schema: add fields freely)
+    summary: dict[str, Any] = dict(summarize(res, opts.metrics))
     errors = error_counts(ms)
     ok = [m for m in ms if m.status == "ok"]
     short_out = sum(m.tokens < prep.plan[m.index].output_tokens for m in ok)
@@ -129,3 +136,20 @@ def _write_client_csv(path: Path, ms: Sequence[Measurement],
                         "" if m.server_prompt_tokens is None else m.server_prompt_tokens,
                         p.output_tokens, m.tokens, p.trace_prompt_tokens,
                         p.trace_output_tokens, m.detail])
+
+
+async def replay(opts: ReplayOptions, *, stop: asyncio.Event | None = None,
+                 on_start: Callable[[Prepared], None] | None = None,
+                 on_done: Callable[[Measurement], None] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> tuple[Path, ReplayOutcome]:
+    """Prepare, replay until done or ``stop`` is set, and write the report either way."""
+    limits = httpx.Limits(max_connections=opts.max_concurrency + 1,
+                          max_keepalive_connections=opts.max_concurrency + 1)
+    timeout = httpx.Timeout(opts.timeout_s, connect=min(opts.timeout_s, 10.0))
+    async with httpx.AsyncClient(limits=limits, timeout=timeout, transport=transport) as client:
+        prep = await prepare(opts, client)
+        if on_start is not None:
+            on_start(prep)
+        outcome = await run_replay(prep.plan, prep.cfg, client=client, stop=stop,
+                                   on_done=on_done)
+    return write_replay_report(opts, prep, outcome), outcome

@@ -15,8 +15,8 @@ from threadpoolctl import threadpool_info  # type: ignore[import-untyped,unused-
 from tailwise.learner.config import ConfigError, SidecarConfig, config_from_mapping
 from tailwise.learner.loop import bound_cpu
 from tailwise.learner.server import Sidecar
-from tailwise.scorer.frozen import save
 from tailwise.scorer.policy import Mode, Policy, Source
+from tailwise.wire.policy_file import save
 
 
 def sidecar(tmp_path: Path, **over: Any) -> Sidecar:

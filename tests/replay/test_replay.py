@@ -29,9 +29,9 @@ from tailwise.lab.replay import (
     ReplayOptions,
     build_plan,
     parse_sse_line,
-    replay,
     token_prompt,
 )
+from tailwise.lab.replay_report import replay
 from tailwise.simulator.traces import Trace
 
 runner = CliRunner()
