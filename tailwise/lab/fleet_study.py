@@ -46,11 +46,11 @@ from tailwise.engine_adapter.telemetry import TelemetryEmitter
 from tailwise.lab.pacing import PacedSink
 from tailwise.lab.sidecar_process import SidecarSubprocess
 from tailwise.learner.admin import AdminClient
-from tailwise.scorer.frozen import save
 from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig, Simulator
 from tailwise.simulator.workload import generate, rate_scale_for_load
+from tailwise.wire.policy_file import save
 
 M = H100_LLAMA3_8B
 
