@@ -41,10 +41,8 @@ tokens at admission, first-token time, finish) is tracked per request in a
 ``update_from_output`` and ``finish_requests``; cost per step is O(scheduled + running)
 plus O(log waiting) per admission, never O(waiting).
 
-Policy swaps go through :class:`tailwise.scorer.swap.PolicySwap`, the routine the simulator
-calls too: a new policy object (not an equal re-send) rebuilds the ``QueueDiscipline``
-via :func:`tailwise.scorer.registry.build_scheduler`, every live request's scheduling
-state is reset, and the waiting requests move into the new queue. A policy
+Policy swaps (a different object from the source) rebuild the ``SchedulingPolicy`` via
+:func:`tailwise.scorer.registry.build_scheduler` and move the waiting requests into it. A policy
 that fails to build, or raises while scheduling, is counted, logged once, and replaced
 by stock behaviour (fail-static); the engine never crashes or blocks because of it.
 """
@@ -72,11 +70,11 @@ from tailwise.engine_adapter.metrics import AdapterMetrics, multiprocess_enabled
 from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
 from tailwise.engine_adapter.wiring import make_policy_source, make_telemetry_sink
 from tailwise.scorer.hooks import NullSink, PolicySource, StepStats, TelemetrySink
-from tailwise.scorer.interface import FcfsQueue, QueueDiscipline
+from tailwise.scorer.interface import FcfsQueue, SchedulingPolicy
 from tailwise.scorer.policy import Mode, Policy
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.request import ReqInfo
-from tailwise.scorer.swap import PolicySwap, SwapFailed, reset_sched_state
+from tailwise.scorer.swap import reset_sched_state
 
 #: under ``vllm.``: vLLM configures handlers for its own logger tree only
 logger = logging.getLogger("vllm.tailwise")
@@ -116,9 +114,9 @@ class TailwiseSchedulerMixin(_Base):
 
     Extra keyword arguments (for tests and the harness; vLLM passes none of them):
     ``policy_source`` and ``telemetry_sink`` replace the ones built from
-    ``--additional-config``; ``builder`` turns a Policy into a QueueDiscipline (default
+    ``--additional-config``; ``builder`` turns a Policy into a SchedulingPolicy (default
     :func:`tailwise.scorer.registry.build_scheduler`); ``scheduling_policy`` pins one
-    QueueDiscipline instance instead of reading a source (simulator baselines such as
+    SchedulingPolicy instance instead of reading a source (simulator baselines such as
     the oracles, which are not Policy modes; an :class:`~tailwise.scorer.interface.FcfsQueue`
     means stock behaviour); ``clock`` is the time source (default ``time.time``, the
     clock of ``Request.arrival_time``).
@@ -132,8 +130,8 @@ class TailwiseSchedulerMixin(_Base):
     #: the policy object last read from the source, and the one in force
     _tw_seen: Policy | None = None
     _tw_policy: Policy | None = None
-    #: the active QueueDiscipline and its queue; None = neutral (stock vLLM)
-    _tw_sched: QueueDiscipline | None = None
+    #: the active SchedulingPolicy and its queue; None = neutral (stock vLLM)
+    _tw_sched: SchedulingPolicy | None = None
     _tw_queue: PolicyRequestQueue | None = None
     #: the Prometheus series (None: not exported, e.g. built without ``__init__``)
     _tw_metrics: AdapterMetrics | None = None
@@ -154,7 +152,7 @@ class TailwiseSchedulerMixin(_Base):
         return time.time
 
     @cached_property
-    def _tw_builder(self) -> Callable[[Policy], QueueDiscipline]:
+    def _tw_builder(self) -> Callable[[Policy], SchedulingPolicy]:
         return build_scheduler
 
     @cached_property
@@ -194,8 +192,8 @@ class TailwiseSchedulerMixin(_Base):
         *args: Any,
         policy_source: PolicySource | None = None,
         telemetry_sink: TelemetrySink | None = None,
-        builder: Callable[[Policy], QueueDiscipline] | None = None,
-        scheduling_policy: QueueDiscipline | None = None,
+        builder: Callable[[Policy], SchedulingPolicy] | None = None,
+        scheduling_policy: SchedulingPolicy | None = None,
         clock: Callable[[], float] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -214,8 +212,6 @@ class TailwiseSchedulerMixin(_Base):
             )
         self._tw_sink = telemetry_sink if telemetry_sink is not None else make_telemetry_sink(config)
         self._tw_emit_steps = not isinstance(self._tw_sink, NullSink)
-from tailwise.engine_adapter.metrics import AdapterMetrics, multiprocess_enabled
-from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
         if scheduling_policy is not None:
             if not isinstance(scheduling_policy, FcfsQueue):
                 self._tw_install(scheduling_policy, self._tw_clock())
@@ -242,8 +238,8 @@ from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
         return self._tw_sched is not None
 
     @property
-    def tailwise_scheduling_policy(self) -> QueueDiscipline | None:
-        """The QueueDiscipline ordering vLLM's queues (``None``: stock vLLM)."""
+    def tailwise_scheduling_policy(self) -> SchedulingPolicy | None:
+        """The SchedulingPolicy ordering vLLM's queues (``None``: stock vLLM)."""
         return self._tw_sched
 
     def tailwise_info(self, request_id: str) -> ReqInfo | None:
@@ -317,13 +313,38 @@ from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
             self._tw_fallback("source_errors")
             self._tw_log_once("source", "tailwise: policy source failed, keeping the last policy: %r", exc)
             return
-        outcome = self._tw_swap.offer(policy)
-        if outcome is None:
+        if policy is self._tw_seen:
             return
-from tailwise.engine_adapter.metrics import AdapterMetrics, multiprocess_enabled
-from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
+        self._tw_seen = policy
+        if policy == self._tw_policy:
+            return  # same content re-sent: nothing to rebuild
+        new_sched: SchedulingPolicy | None = None
+        if policy.mode is not Mode.FCFS:
+            try:
+                new_sched = self._tw_builder(policy)
+            except Exception as exc:
+                self._tw_fallback("swap_failures")
+                self._tw_log_once(
+                    f"build:{policy.version}",
+                    "tailwise: policy version %s (mode %s) failed to build, keeping version %s: %r",
+                    policy.version, policy.mode, getattr(self._tw_policy, "version", None), exc,
+                )
+                return
+        self._tw_install(new_sched, now)
+        swapped = self._tw_policy is not None
+        if swapped:
+            self.tailwise_counters["policy_swaps"] += 1
+        self._tw_policy = policy
+        metrics = self._tw_metrics
+        if metrics is not None:
+            metrics.policy_version.set(policy.version)
+            metrics.policy_active.set(1.0 if self._tw_sched is not None else 0.0)
+            if swapped:
+                metrics.swaps.inc()
+        if swapped:
+            logger.info("tailwise: %s in force", _describe(policy))
 
-    def _tw_install(self, new_sched: QueueDiscipline | None, now: float) -> None:
+    def _tw_install(self, new_sched: SchedulingPolicy | None, now: float) -> None:
         """Switch the waiting queue to ``new_sched`` (None: vLLM's own queue)."""
         old_queue = self._tw_queue
         for req, info in self._tw_live.values():  # O(live), once per swap
@@ -414,7 +435,7 @@ from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
             self._tw_inner_s += time.perf_counter() - t0
 
     def _tw_schedule_active(
-        self, sched: QueueDiscipline, now: float, throttle_prefills: bool
+        self, sched: SchedulingPolicy, now: float, throttle_prefills: bool
     ) -> SchedulerOutput:
         queue = self._tw_queue
         assert queue is not None
@@ -447,10 +468,10 @@ from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
             self._tw_degrade(queue.failed)
         return out
 
-    def _tw_pacer(self, sched: QueueDiscipline) -> Callable[[Request], bool] | None:
+    def _tw_pacer(self, sched: SchedulingPolicy) -> Callable[[Request], bool] | None:
         """Admission pacing: the same ``admission_allowed`` the simulator asks, before each
         admission while something runs, with vLLM's free-block count of that moment."""
-        if type(sched).admission_allowed is QueueDiscipline.admission_allowed:
+        if type(sched).admission_allowed is SchedulingPolicy.admission_allowed:
             return None
         # requests admitted during this step are prefilling, not decoding: count once
         decoding = sum(1 for r in self.running if r.num_output_tokens > 0)
@@ -509,7 +530,7 @@ from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
             return False
         return blocks <= self.kv_cache_manager.block_pool.get_num_free_blocks()
 
-    def _tw_order_running(self, sched: QueueDiscipline, now: float) -> list[Request]:
+    def _tw_order_running(self, sched: SchedulingPolicy, now: float) -> list[Request]:
         """Put ``self.running`` in policy order; return the decodes held back by a cap."""
         running = self.running
         live = self._tw_live
@@ -553,7 +574,7 @@ from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
         return hidden
 
     def _tw_observe(
-        self, out: SchedulerOutput, now: float, sched: QueueDiscipline | None
+        self, out: SchedulerOutput, now: float, sched: SchedulingPolicy | None
     ) -> None:
         """Admissions, prefill progress and preemptions from one SchedulerOutput.
 
@@ -685,7 +706,7 @@ from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
         req: Request,
         info: ReqInfo,
         now: float,
-        sched: QueueDiscipline | None,
+        sched: SchedulingPolicy | None,
         ran: bool,
     ) -> None:
         self._tw_prefilling.pop(info.request_id, None)
