@@ -347,6 +347,8 @@ class TailwiseSchedulerMixin(_Base):
     def _tw_install(self, new_sched: SchedulingPolicy | None, now: float) -> None:
         """Switch the waiting queue to ``new_sched`` (None: vLLM's own queue)."""
         old_queue = self._tw_queue
+        if new_sched is not None and self._tw_sched is not None:
+            new_sched.carry_over(self._tw_sched)
         for req, info in self._tw_live.values():  # O(live), once per swap
             reset_sched_state(info)
             info.num_computed_tokens = req.num_computed_tokens

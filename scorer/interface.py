@@ -124,6 +124,11 @@ class QueueDiscipline(ABC):
         for the running requests' growth."""
         return True
 
+    def carry_over(self, old: QueueDiscipline) -> None:
+        """Called by an engine when this queue replaces ``old`` on a policy swap, before
+        any request is handed over: keep what ``old`` measured about the workload (not
+        per-request state, which a swap resets). Default: nothing."""
+
     # -- feedback hooks ------------------------------------------------------------------
     def on_admit(self, req: ReqInfo, now: float) -> None:
         """``req`` moved from waiting to running."""

@@ -43,6 +43,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from tailwise.scorer.boost import BoostPolicy, boost
+from tailwise.scorer.interface import QueueDiscipline
 from tailwise.scorer.kairos import slack_decode_cap
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.request import ReqInfo
@@ -129,6 +130,15 @@ class TailwisePolicy(BoostPolicy):
                 g.horizon_factor * scale, self.params.memguard_theta_s))
             self.max_boost = g.envelope_cap_s
         self._bcache.clear()
+
+    def carry_over(self, old: QueueDiscipline) -> None:
+        """A new policy version keeps the measured service times (a partition refresh or
+        a tuned parameter must not send the envelope back to its unmeasured default)."""
+        if isinstance(old, TailwisePolicy):
+            self._recent.extend(old._recent)
+            if old.service_scale > 0:
+                self.service_scale = old.service_scale
+                self._apply_envelope(self.service_scale)
 
     def on_finish(self, req: ReqInfo, now: float) -> None:
         super().on_finish(req, now)

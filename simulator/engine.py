@@ -384,6 +384,7 @@ class Simulator:
             self.counters["policy_build_errors"] += 1
             return
         new, p = outcome.built, outcome.policy
+        new.carry_over(self.policy)
         self._policy_obj = p
         PolicySwap.forget(self.running)
         waiting = sorted(self.policy.waiting(), key=lambda r: (r.arrival_time, r.request_id))

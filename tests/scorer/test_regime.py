@@ -199,3 +199,20 @@ def test_tailwise_budget_shaping_is_kairos_decode_cap(reqs: list[tuple[int, int,
     assert tw.caps_decode
     assert tw.decode_cap(running, now) == kairos.decode_cap(running, now)
     assert not tailwise().caps_decode and tailwise().decode_cap(running, now) is None
+
+
+def test_a_policy_swap_keeps_the_measured_service_scale() -> None:
+    """Engines call ``carry_over`` on a swap: a new version (here a partition refresh)
+    starts from the old one's measurement, not from the unmeasured default."""
+    old = tailwise()
+    finish(old, 32, 500.0)
+    new = tailwise()
+    assert new.envelope_s() == Policy().safety.aging_s
+    new.carry_over(old)
+    assert new.service_scale == old.service_scale == pytest.approx(500.0)
+    assert new.envelope_s() == old.envelope_s()
+    assert new.gamma == old.gamma
+    fcfs = build_scheduler(Policy())
+    fresh = tailwise()
+    fresh.carry_over(fcfs)  # nothing to keep from a queue that measures nothing
+    assert fresh.service_scale == 0.0
