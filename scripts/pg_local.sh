@@ -29,6 +29,7 @@ case "$cmd" in
   start)
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
+    cd /  # the server user may not be allowed into the caller's working directory
     if [ "$(id -u)" = 0 ]; then
       chown postgres "$dir" && chmod 700 "$dir"
       # the server user must be able to traverse to DIR (temp dirs are often 0700)
@@ -46,10 +47,13 @@ case "$cmd" in
     ;;
   restart)  # start an existing cluster again (after stop)
     dir="$(cd "$dir" && pwd)"
+    cd /
     "${as_user[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
       -o "-k $dir -c listen_addresses='' -c fsync=off -c max_connections=200" start >/dev/null
     ;;
   stop)
+    dir="$(cd "$dir" && pwd)"
+    cd /
     # fast shutdown (disconnects clients); immediate if that does not finish in time
     "${as_user[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 120 stop >/dev/null \
       || "${as_user[@]}" "$bin/pg_ctl" -D "$dir/data" -m immediate -w -t 60 stop >/dev/null
