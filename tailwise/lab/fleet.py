@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -141,19 +140,10 @@ _COLS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def _get(summary: dict[str, Any], path: tuple[str, ...]) -> float | None:
-    v: Any = summary
-    for k in path:
-        if not isinstance(v, dict) or k not in v:
-            return None
-        v = v[k]
-    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
-
-
 def fleet_table(cells: Sequence[FleetCell]) -> tuple[list[str], list[list[str]], list[list[bool]]]:
     """Rows router × policy; ``best`` marks the lowest value of each column."""
     header = ["router", "policy"] + [c for c, _ in _COLS]
-    vals = [[_get(c.summary, p) for _, p in _COLS] for c in cells]
+    vals = [[lookup(c.summary, p) for _, p in _COLS] for c in cells]
     best_col: list[float | None] = []
     for j in range(len(_COLS)):
         col = [x for v in vals if (x := v[j]) is not None]
@@ -170,7 +160,7 @@ def replica_table(cell: FleetCell) -> tuple[list[str], list[list[str]]]:
               "mean KV usage"]
     rows = []
     for k, s in enumerate(cell.summary["replicas"]):
-        vals = [_get(s, ("overall", "ttft", "mean")), _get(s, ("overall", "ttlt", "p99"))]
+        vals = [lookup(s, ("overall", "ttft", "mean")), lookup(s, ("overall", "ttlt", "p99"))]
         rows.append([str(k), str(s["overall"]["requests"])]
                     + ["–" if v is None else f"{v:.3f}" for v in vals]
                     + [str(s["overall"]["preemptions"]), f"{s['engine']['mean_kv_usage']:.3f}"])
@@ -210,7 +200,7 @@ def _plot(out: Path, cells: Sequence[FleetCell], title: str) -> str:
     width = 0.8 / max(len(policies), 1)
     for ax, (label, path) in zip(axes, (_COLS[0], _COLS[2]), strict=True):
         for j, pol in enumerate(policies):
-            ys = [next((_get(c.summary, path) or 0.0 for c in cells
+            ys = [next((lookup(c.summary, path) or 0.0 for c in cells
                         if c.router == r and c.policy == pol), 0.0) for r in routers]
             ax.bar(np.arange(len(routers)) + j * width, ys, width, label=pol, color=colors(j),
                    hatch=hatches[j % len(hatches)], edgecolor="black", linewidth=0.5)
