@@ -74,6 +74,7 @@ _COLUMNS: list[tuple[str, str, tuple[str, ...]]] = [
     ("queue p99", "s", ("overall", "queue_delay", "p99")),
     ("goodput", "req/s", ("overall", "goodput_rps")),
     ("throughput", "tok/s", ("overall", "throughput_tps")),
+    ("rejected", "", ("overall", "rejected")),
     ("preempt", "", ("overall", "preemptions")),
     ("wasted tok", "", ("overall", "wasted_recompute_tokens")),
 ]
@@ -112,21 +113,64 @@ def ratio_table(runs: Sequence[Summarised]) -> tuple[list[str], list[list[str]]]
     base = {r.name: r.summary for r in runs}
     refs = [n for n in ("fcfs", "srpt-oracle") if n in base]
     header = ["policy"] + [f"{label} ÷ {ref}" for ref in refs for label, _ in _RATIOS]
-    rows = []
+    rows, values = [], []
     for r in runs:
-        row = [r.name]
+        row, vals = [r.name], []
         for ref in refs:
             for _, path in _RATIOS:
                 a, b = lookup(r.summary, path), lookup(base[ref], path)
-                row.append("–" if a is None or not b else f"{a / b:.2f}×")
+                ratio = None if a is None or not b else a / b
+                vals.append(ratio)
+                row.append("–" if ratio is None else f"{ratio:.2f}×")
         rows.append(row)
+        values.append(vals)
+    _bold_columns(rows, values, [False] * (len(header) - 1))
     return header, rows
 
 
+#: columns where higher is better (every other metric column: lower is better)
+HIGHER_IS_BETTER = frozenset({"goodput", "throughput"})
+#: figure file -> what it shows (the report's heading for it)
+FIGURE_TITLES = {
+    "ttlt_cdf.png": "End-to-end latency (TTLT) distribution per request class",
+    "p99_windows.png": "P99 end-to-end latency per 60 s window of arrivals",
+    "kv_queue.png": "KV-cache usage and waiting requests over time",
+}
+
+
+def mark_best(values: Sequence[float | None], cells: list[str], higher: bool = False) -> None:
+    """Bold (markdown ``**``) the best of ``values`` in ``cells``, ties included; nothing
+    when every value is the same (no best to point at).
+
+    >>> cells = ["1.0", "0.5", "0.5", "–"]
+    >>> mark_best([1.0, 0.5, 0.5, None], cells); cells
+    ['1.0', '**0.5**', '**0.5**', '–']
+    """
+    present = [v for v in values if v is not None]
+    if len(set(present)) < 2:
+        return
+    best = max(present) if higher else min(present)
+    for i, v in enumerate(values):
+        if v == best:
+            cells[i] = f"**{cells[i]}**"
+
+
+def _bold_columns(rows: list[list[str]], values: list[list[float | None]],
+                  higher: Sequence[bool]) -> None:
+    for j, hi in enumerate(higher):
+        column = [row[j + 1] for row in rows]
+        mark_best([vals[j] for vals in values], column, hi)
+        for row, cell in zip(rows, column, strict=True):
+            row[j + 1] = cell
+
+
 def metric_table(runs: Sequence[Summarised]) -> tuple[list[str], list[list[str]]]:
+    """One row per policy; the best value of each column in bold."""
     header = ["policy"] + [f"{label} ({unit})" if unit else label for label, unit, _ in _COLUMNS]
-    rows = [[r.name] + [_format_value(lookup(r.summary, path), unit) for _, unit, path in _COLUMNS]
-            for r in runs]
+    values = [[lookup(r.summary, path) for _, _, path in _COLUMNS] for r in runs]
+    rows = [[r.name] + [_format_value(v, unit) for v, (_, unit, _) in zip(vals, _COLUMNS, strict=True)]
+            for r, vals in zip(runs, values, strict=True)]
+    _bold_columns(rows, values, [label in HIGHER_IS_BETTER for label, _, _ in _COLUMNS])
     return header, rows
 
 
@@ -263,7 +307,7 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
         "",
         description if description is not None else default_description,
         "",
-        "## Metrics (lower is better except goodput/throughput)",
+        "## Metrics (lower is better except goodput/throughput; best of each column in bold)",
         "",
         md_table(mh, mrows),
         "",
@@ -276,7 +320,9 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
         lines += ([md_table(sec.header, sec.rows), ""] if sec.rows else [])
         lines += [f"![{i}]({i})" for i in sec.images] + ([""] if sec.images else [])
     if images:
-        lines += ["## Plots", ""] + [f"![{i}]({i})" for i in images] + [""]
+        lines += ["## Plots", ""]
+        for i in images:
+            lines += [f"### {FIGURE_TITLES.get(i, i)}", "", f"![{FIGURE_TITLES.get(i, i)}]({i})", ""]
     lines += ["Per-request data: `requests_<policy>.csv`; machine-readable: `results.json`.", ""]
     (out / "report.md").write_text("\n".join(lines))
     body = "".join([
@@ -289,7 +335,9 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
                 + (html_table(sec.header, sec.rows) if sec.rows else "")
                 + "".join(f'<img src="{i}" style="max-width:100%">' for i in sec.images)
                 for sec in sections),
-        "".join(f'<h2>{html.escape(i)}</h2><img src="{i}" style="max-width:100%">' for i in images),
+        "".join(f'<h2>{html.escape(FIGURE_TITLES.get(i, i))}</h2>'
+                f'<img src="{i}" alt="{html.escape(FIGURE_TITLES.get(i, i))}" style="max-width:100%">'
+                for i in images),
     ])
     (out / "report.html").write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

@@ -33,7 +33,8 @@ def test_simulate_writes_report_with_table_and_plots(tmp_path: Path) -> None:
     assert {"short", "long"} <= set(fcfs["classes"])
     assert data["config"]["offered_load"] == 0.9
     md = (out / "report.md").read_text()
-    assert "÷ srpt-oracle" in md and "![ttlt_cdf.png]" in md
+    assert "÷ srpt-oracle" in md and "(ttlt_cdf.png)" in md
+    assert "### End-to-end latency (TTLT) distribution per request class" in md
 
 
 def test_unknown_policy_is_a_clear_error(tmp_path: Path) -> None:
