@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.real_server, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = os.environ.get("TAILWISE_REQUIRE_REAL_SERVER") == "1"
-LONG, SHORT, N_EACH, MAX_TOKENS, BLOCKER_TOKENS = 1024, 16, 6, 24, 1000
+LONG, SHORT, N_EACH, MAX_TOKENS, BLOCKER_TOKENS = 1024, 16, 6, 24, 2000
 SERVER_ARGS = ("--max-num-seqs", "2", "--max-num-batched-tokens", "4096", "--max-model-len", "2048",
                "--served-model-name", "tiny")
 
@@ -98,9 +98,10 @@ def _prompt(n: int, salt: int) -> list[int]:
     return [3 + (salt * 131 + i * 7) % 2000 for i in range(n)]
 
 
-async def _burst(url: str, tag: str, gap_s: float = 0.1) -> list[Completion]:
+async def _burst(url: str, tag: str, gap_s: float = 0.02) -> list[Completion]:
     """Two blockers (both slots), then N_EACH long-prompt and N_EACH short-prompt
-    requests sent ``gap_s`` apart, queueing behind the blockers. Returns all of them."""
+    requests sent ``gap_s`` apart, queueing behind the blockers (long blockers and a short gap:
+    on an idle machine the tiny model finishes 1,000 tokens before a slower burst queues)."""
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
         tasks = []
@@ -173,7 +174,7 @@ def test_stock_vllm_serves_in_arrival_order(server_python: str, model_dir: Path,
 
 def test_tailwise_with_sidecar(server_python: str, model_dir: Path, tmp_path: Path,
                                evidence: dict[str, Any]) -> None:
-    from tailwise.scorer.frozen import save
+    from tailwise.wire.policy_file import save
     from tailwise.scorer.policy import Mode, Policy, QueueSpec, Source
 
     # EWSJF with two length queues (without queues it is one FIFO): prompts < 256 tokens
