@@ -174,8 +174,8 @@ def test_stock_vllm_serves_in_arrival_order(server_python: str, model_dir: Path,
 
 def test_tailwise_with_sidecar(server_python: str, model_dir: Path, tmp_path: Path,
                                evidence: dict[str, Any]) -> None:
-    from tailwise.wire.policy_file import save
     from tailwise.scorer.policy import Mode, Policy, QueueSpec, Source
+    from tailwise.wire.policy_file import save
 
     # EWSJF with two length queues (without queues it is one FIFO): prompts < 256 tokens
     # and the rest; urgency grows fastest for short requests
