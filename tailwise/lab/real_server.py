@@ -184,9 +184,12 @@ class Completion:
 
 async def stream_completion(client: httpx.AsyncClient, url: str, model: str, name: str,
                             prompt_ids: list[int], max_tokens: int,
-                            first_token: asyncio.Event | None = None) -> Completion:
+                            first_token: asyncio.Event | None = None,
+                            accepted: asyncio.Event | None = None) -> Completion:
     """POST a streaming ``/v1/completions`` with a token-id prompt; EOS ignored.
-    ``first_token`` (if given) is set when the first token arrives."""
+    ``first_token`` (if given) is set when the first token arrives, ``accepted`` when the
+    server answered 200 (its stream has started; vLLM hands the request to the engine
+    right after)."""
     body = {"model": model, "prompt": prompt_ids, "max_tokens": max_tokens, "stream": True,
             "ignore_eos": True, "temperature": 0.0}
     c = Completion(name=name, prompt_tokens=len(prompt_ids), sent_at=time.monotonic())
@@ -195,6 +198,8 @@ async def stream_completion(client: httpx.AsyncClient, url: str, model: str, nam
             if resp.status_code != 200:
                 c.error = f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}"
                 return c
+            if accepted is not None:
+                accepted.set()
             async for line in resp.aiter_lines():
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue

