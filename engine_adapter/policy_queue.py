@@ -26,7 +26,6 @@ from vllm.v1.request import Request, RequestStatus
 
 from tailwise.scorer.interface import KeyedQueue, QueueDiscipline
 from tailwise.scorer.request import ReqInfo
-from tailwise.scorer.swap import reset_sched_state
 
 
 def _fcfs_key(req: Request) -> tuple[bool, float, str]:
@@ -206,7 +205,10 @@ class PolicyRequestQueue(RequestQueue):
         return sorted(self._reqs.values(), key=_fcfs_key)
 
     def rebind(self, policy: QueueDiscipline, now: float) -> None:
-        """Hand every waiting request to ``policy`` (in FCFS order) and use it from now on."""
+        """Hand every waiting request to ``policy`` (in FCFS order) and use it from now on.
+
+        The caller has reset their scheduling state (:meth:`PolicySwap.forget
+        <tailwise.scorer.swap.PolicySwap.forget>`, on every live request)."""
         self.policy = policy
         self.failed = None
         ordered = self.requests()
@@ -216,12 +218,10 @@ class PolicyRequestQueue(RequestQueue):
             # requeue() puts in front (FCFS semantics), so requeue in reverse order
             for req in reversed(preempted):
                 info = self._info_of(req)
-                reset_sched_state(info)
                 self._prepare(req, info)
                 policy.requeue(info, now)
             for req in fresh:
                 info = self._info_of(req)
-                reset_sched_state(info)
                 self._prepare(req, info)
                 policy.add(info, now)
         except Exception as exc:

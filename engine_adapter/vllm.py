@@ -41,8 +41,10 @@ tokens at admission, first-token time, finish) is tracked per request in a
 ``update_from_output`` and ``finish_requests``; cost per step is O(scheduled + running)
 plus O(log waiting) per admission, never O(waiting).
 
-Policy swaps (a different object from the source) rebuild the ``SchedulingPolicy`` via
-:func:`tailwise.scorer.registry.build_scheduler` and move the waiting requests into it. A policy
+Policy swaps go through :class:`~tailwise.scorer.swap.PolicySwap`, the routine the
+simulator calls too: an equal re-push is skipped; otherwise the ``QueueDiscipline`` is
+rebuilt via :func:`tailwise.scorer.registry.build_scheduler`, every live request's
+scheduling state is reset and the waiting requests move into the new queue. A policy
 that fails to build, or raises while scheduling, is counted, logged once, and replaced
 by stock behaviour (fail-static); the engine never crashes or blocks because of it.
 """
@@ -70,11 +72,11 @@ from tailwise.engine_adapter.metrics import AdapterMetrics, multiprocess_enabled
 from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
 from tailwise.engine_adapter.wiring import make_policy_source, make_telemetry_sink
 from tailwise.scorer.hooks import NullSink, PolicySource, StepStats, TelemetrySink
-from tailwise.scorer.interface import FcfsQueue, SchedulingPolicy
+from tailwise.scorer.interface import FcfsQueue, QueueDiscipline
 from tailwise.scorer.policy import Mode, Policy
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.request import ReqInfo
-from tailwise.scorer.swap import reset_sched_state
+from tailwise.scorer.swap import PolicySwap, SwapFailed
 
 #: under ``vllm.``: vLLM configures handlers for its own logger tree only
 logger = logging.getLogger("vllm.tailwise")
@@ -114,9 +116,9 @@ class TailwiseSchedulerMixin(_Base):
 
     Extra keyword arguments (for tests and the harness; vLLM passes none of them):
     ``policy_source`` and ``telemetry_sink`` replace the ones built from
-    ``--additional-config``; ``builder`` turns a Policy into a SchedulingPolicy (default
+    ``--additional-config``; ``builder`` turns a Policy into a QueueDiscipline (default
     :func:`tailwise.scorer.registry.build_scheduler`); ``scheduling_policy`` pins one
-    SchedulingPolicy instance instead of reading a source (simulator baselines such as
+    QueueDiscipline instance instead of reading a source (simulator baselines such as
     the oracles, which are not Policy modes; an :class:`~tailwise.scorer.interface.FcfsQueue`
     means stock behaviour); ``clock`` is the time source (default ``time.time``, the
     clock of ``Request.arrival_time``).
@@ -127,11 +129,8 @@ class TailwiseSchedulerMixin(_Base):
     # ``object.__new__(AsyncScheduler)`` and set fields by hand) runs as stock vLLM.
     _tw_source: PolicySource | None = None
     _tw_emit_steps: bool = False
-    #: the policy object last read from the source, and the one in force
-    _tw_seen: Policy | None = None
-    _tw_policy: Policy | None = None
-    #: the active SchedulingPolicy and its queue; None = neutral (stock vLLM)
-    _tw_sched: SchedulingPolicy | None = None
+    #: the active QueueDiscipline and its queue; None = neutral (stock vLLM)
+    _tw_sched: QueueDiscipline | None = None
     _tw_queue: PolicyRequestQueue | None = None
     #: the Prometheus series (None: not exported, e.g. built without ``__init__``)
     _tw_metrics: AdapterMetrics | None = None
@@ -152,8 +151,18 @@ class TailwiseSchedulerMixin(_Base):
         return time.time
 
     @cached_property
-    def _tw_builder(self) -> Callable[[Policy], SchedulingPolicy]:
+    def _tw_builder(self) -> Callable[[Policy], QueueDiscipline]:
         return build_scheduler
+
+    @cached_property
+    def _tw_swap(self) -> PolicySwap[QueueDiscipline | None]:
+        """The policy-swap routine the simulator calls too: which source reads swap."""
+        return PolicySwap(self._tw_build)
+
+    @property
+    def _tw_policy(self) -> Policy | None:
+        """The policy in force (None until one was read)."""
+        return self._tw_swap.in_force
 
     @cached_property
     def _tw_sink(self) -> TelemetrySink:
@@ -192,8 +201,8 @@ class TailwiseSchedulerMixin(_Base):
         *args: Any,
         policy_source: PolicySource | None = None,
         telemetry_sink: TelemetrySink | None = None,
-        builder: Callable[[Policy], SchedulingPolicy] | None = None,
-        scheduling_policy: SchedulingPolicy | None = None,
+        builder: Callable[[Policy], QueueDiscipline] | None = None,
+        scheduling_policy: QueueDiscipline | None = None,
         clock: Callable[[], float] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -238,8 +247,8 @@ class TailwiseSchedulerMixin(_Base):
         return self._tw_sched is not None
 
     @property
-    def tailwise_scheduling_policy(self) -> SchedulingPolicy | None:
-        """The SchedulingPolicy ordering vLLM's queues (``None``: stock vLLM)."""
+    def tailwise_scheduling_policy(self) -> QueueDiscipline | None:
+        """The QueueDiscipline ordering vLLM's queues (``None``: stock vLLM)."""
         return self._tw_sched
 
     def tailwise_info(self, request_id: str) -> ReqInfo | None:
@@ -304,7 +313,12 @@ class TailwiseSchedulerMixin(_Base):
         return info.cached_tokens if entry is None else self._tw_cached_estimate(entry[0])
 
     # -- policy swaps ------------------------------------------------------------------
+    def _tw_build(self, policy: Policy) -> QueueDiscipline | None:
+        """The queue for ``policy``; None for the neutral mode (stock vLLM)."""
+        return None if policy.mode is Mode.FCFS else self._tw_builder(policy)
+
     def _tw_refresh_policy(self, now: float) -> None:
+        """Read the source and apply what :meth:`PolicySwap.offer` makes of it."""
         if self._tw_source is None:
             return
         try:
@@ -313,44 +327,37 @@ class TailwiseSchedulerMixin(_Base):
             self._tw_fallback("source_errors")
             self._tw_log_once("source", "tailwise: policy source failed, keeping the last policy: %r", exc)
             return
-        if policy is self._tw_seen:
+        outcome = self._tw_swap.offer(policy)
+        if outcome is None:
             return
-        self._tw_seen = policy
-        if policy == self._tw_policy:
-            return  # same content re-sent: nothing to rebuild
-        new_sched: SchedulingPolicy | None = None
-        if policy.mode is not Mode.FCFS:
-            try:
-                new_sched = self._tw_builder(policy)
-            except Exception as exc:
-                self._tw_fallback("swap_failures")
-                self._tw_log_once(
-                    f"build:{policy.version}",
-                    "tailwise: policy version %s (mode %s) failed to build, keeping version %s: %r",
-                    policy.version, policy.mode, getattr(self._tw_policy, "version", None), exc,
-                )
-                return
-        self._tw_install(new_sched, now)
-        swapped = self._tw_policy is not None
-        if swapped:
+        if isinstance(outcome, SwapFailed):
+            self._tw_fallback("swap_failures")
+            self._tw_log_once(
+                f"build:{policy.version}",
+                "tailwise: policy version %s (mode %s) failed to build, keeping version %s: %r",
+                policy.version, policy.mode, getattr(self._tw_policy, "version", None),
+                outcome.error,
+            )
+            return
+        self._tw_install(outcome.built, now)
+        if not outcome.first:
             self.tailwise_counters["policy_swaps"] += 1
-        self._tw_policy = policy
         metrics = self._tw_metrics
         if metrics is not None:
             metrics.policy_version.set(policy.version)
             metrics.policy_active.set(1.0 if self._tw_sched is not None else 0.0)
-            if swapped:
+            if not outcome.first:
                 metrics.swaps.inc()
-        if swapped:
+        if not outcome.first:
             logger.info("tailwise: %s in force", _describe(policy))
 
-    def _tw_install(self, new_sched: SchedulingPolicy | None, now: float) -> None:
+    def _tw_install(self, new_sched: QueueDiscipline | None, now: float) -> None:
         """Switch the waiting queue to ``new_sched`` (None: vLLM's own queue)."""
         old_queue = self._tw_queue
         if new_sched is not None and self._tw_sched is not None:
             new_sched.carry_over(self._tw_sched)
-        for req, info in self._tw_live.values():  # O(live), once per swap
-            reset_sched_state(info)
+        PolicySwap.forget(info for _, info in self._tw_live.values())  # O(live), once per swap
+        for req, info in self._tw_live.values():
             info.num_computed_tokens = req.num_computed_tokens
             info.num_output_tokens = req.num_output_tokens
             info.num_preemptions = req.num_preemptions
@@ -437,7 +444,7 @@ class TailwiseSchedulerMixin(_Base):
             self._tw_inner_s += time.perf_counter() - t0
 
     def _tw_schedule_active(
-        self, sched: SchedulingPolicy, now: float, throttle_prefills: bool
+        self, sched: QueueDiscipline, now: float, throttle_prefills: bool
     ) -> SchedulerOutput:
         queue = self._tw_queue
         assert queue is not None
@@ -470,10 +477,10 @@ class TailwiseSchedulerMixin(_Base):
             self._tw_degrade(queue.failed)
         return out
 
-    def _tw_pacer(self, sched: SchedulingPolicy) -> Callable[[Request], bool] | None:
+    def _tw_pacer(self, sched: QueueDiscipline) -> Callable[[Request], bool] | None:
         """Admission pacing: the same ``admission_allowed`` the simulator asks, before each
         admission while something runs, with vLLM's free-block count of that moment."""
-        if type(sched).admission_allowed is SchedulingPolicy.admission_allowed:
+        if type(sched).admission_allowed is QueueDiscipline.admission_allowed:
             return None
         # requests admitted during this step are prefilling, not decoding: count once
         decoding = sum(1 for r in self.running if r.num_output_tokens > 0)
@@ -532,7 +539,7 @@ class TailwiseSchedulerMixin(_Base):
             return False
         return blocks <= self.kv_cache_manager.block_pool.get_num_free_blocks()
 
-    def _tw_order_running(self, sched: SchedulingPolicy, now: float) -> list[Request]:
+    def _tw_order_running(self, sched: QueueDiscipline, now: float) -> list[Request]:
         """Put ``self.running`` in policy order; return the decodes held back by a cap."""
         running = self.running
         live = self._tw_live
@@ -576,7 +583,7 @@ class TailwiseSchedulerMixin(_Base):
         return hidden
 
     def _tw_observe(
-        self, out: SchedulerOutput, now: float, sched: SchedulingPolicy | None
+        self, out: SchedulerOutput, now: float, sched: QueueDiscipline | None
     ) -> None:
         """Admissions, prefill progress and preemptions from one SchedulerOutput.
 
@@ -708,7 +715,7 @@ class TailwiseSchedulerMixin(_Base):
         req: Request,
         info: ReqInfo,
         now: float,
-        sched: SchedulingPolicy | None,
+        sched: QueueDiscipline | None,
         ran: bool,
     ) -> None:
         self._tw_prefilling.pop(info.request_id, None)

@@ -192,7 +192,8 @@ def plot(out: Path, results: dict[str, Any]) -> str | None:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("P99 TTLT ÷ FCFS")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8)
+    if labels:  # none when every policy run is a reference (e.g. --policy fcfs alone)
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8)
     fig.suptitle("Suite: mean TTFT vs. SRPT (x) and tail latency vs. FCFS (y); "
                  "lower-left is better")
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
