@@ -24,7 +24,7 @@ Contract (what the simulator and the vLLM adapter rely on):
 * Prefix-cache lookups: a policy that ranks *waiting* requests by their live cache hit
   (SGLang's LPM, HRRN) sets ``uses_prefix_probe``; the engine then installs a read-only
   lookup with ``set_prefix_probe`` (``probe(req)`` = prompt tokens a prefix-cache lookup
-  would hit now, touching nothing). Without one, :meth:`SchedulingPolicy.cached_now`
+  would hit now, touching nothing). Without one, :meth:`QueueDiscipline.cached_now`
   falls back to ``req.cached_tokens``, the hit the engine last recorded.
 """
 
@@ -141,10 +141,6 @@ class QueueDiscipline(ABC):
 
     def on_finish(self, req: ReqInfo, now: float) -> None:
         """``req`` finished (or was aborted while running)."""
-
-
-#: deprecated name of :class:`QueueDiscipline` (the simulator's engine still uses it)
-SchedulingPolicy = QueueDiscipline
 
 
 class FcfsQueue(QueueDiscipline):

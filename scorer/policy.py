@@ -2,7 +2,7 @@
 
 A :class:`Policy` is what the sidecar learns, pushes over gRPC, and what an operator
 freezes into a file. It is data only; :func:`tailwise.scorer.build_scheduler` turns it into a
-:class:`~tailwise.scorer.interface.SchedulingPolicy`. ``validate()`` raises :class:`PolicyError`
+:class:`~tailwise.scorer.interface.QueueDiscipline`. ``validate()`` raises :class:`PolicyError`
 naming the offending field, and every constructor path (``from_dict``, the protobuf codec,
 the frozen-file loader) validates.
 

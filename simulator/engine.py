@@ -50,7 +50,7 @@ import numpy.typing as npt
 from tailwise.records.requests import RequestRecords
 from tailwise.records.trace import Trace
 from tailwise.scorer.hooks import PolicySource, StepStats, TelemetrySink
-from tailwise.scorer.interface import SchedulingPolicy
+from tailwise.scorer.interface import QueueDiscipline
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
@@ -209,9 +209,9 @@ class KvPool:
 class Simulator:
     """One run of one policy over one trace. Use :func:`simulate`."""
 
-    def __init__(self, trace: Trace, scheduler: SchedulingPolicy, config: EngineConfig,
+    def __init__(self, trace: Trace, scheduler: QueueDiscipline, config: EngineConfig,
                  model: StepTimeModel, *, source: PolicySource | None = None,
-                 builder: Callable[[Policy], SchedulingPolicy] | None = None,
+                 builder: Callable[[Policy], QueueDiscipline] | None = None,
                  sink: TelemetrySink | None = None, debug: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> None:
         config.validate()
@@ -249,7 +249,7 @@ class Simulator:
         self.ts_run: list[float] = []
         self._last_sample = -math.inf
         self._policy_obj: Policy | None = None
-        self._swap: PolicySwap[SchedulingPolicy] = PolicySwap(self._build)
+        self._swap: PolicySwap[QueueDiscipline] = PolicySwap(self._build)
         self._anon = 0  # names for anonymous freed-block runs in the LRU queue
         self._old_counters: Counter[str] = Counter()
         self.policy_changes: list[tuple[float, int]] = []
@@ -369,7 +369,7 @@ class Simulator:
             self.sink.on_arrival(r, r.arrival_time)
 
     # ---------------------------------------------------------------- policy swaps
-    def _build(self, policy: Policy) -> SchedulingPolicy:
+    def _build(self, policy: Policy) -> QueueDiscipline:
         if self.builder is None:
             from tailwise.scorer.registry import build_scheduler
             self.builder = build_scheduler
@@ -924,7 +924,7 @@ class Simulator:
             raise AssertionError(f"waiting count {self.n_waiting} != policy queue {len(self.policy)}")
 
 
-def simulate(trace: Trace, scheduler: SchedulingPolicy, config: EngineConfig | None = None,
+def simulate(trace: Trace, scheduler: QueueDiscipline, config: EngineConfig | None = None,
              model: StepTimeModel = H100_LLAMA3_8B, **kwargs: Any) -> SimResult:
     """Replay ``trace`` through one engine with ``scheduler``; see :class:`Simulator`."""
     return Simulator(trace, scheduler, config or EngineConfig(), model, **kwargs).run()
