@@ -1,4 +1,5 @@
-"""Compare two ``results.json`` reports metric by metric (wall-clock fields ignored).
+"""Compare two ``results.json`` reports metric by metric (wall-clock fields ignored):
+an experiment's (``policies``) or ``tailwise bench``'s (``workloads``).
 
     python scripts/compare_results.py BEFORE/results.json AFTER/results.json
 
@@ -20,7 +21,7 @@ IGNORED = {"wall_s"}
 def leaves(doc: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
     if isinstance(doc, dict):
         for key, value in doc.items():
-            if key not in IGNORED:
+            if key not in IGNORED and not str(key).endswith("_wall_s"):
                 yield from leaves(value, (*path, str(key)))
     else:
         yield path, doc
@@ -30,7 +31,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    a, b = (json.loads(Path(p).read_text())["policies"] for p in argv)
+    docs = [json.loads(Path(p).read_text()) for p in argv]
+    a, b = (doc["policies"] if "policies" in doc else doc["workloads"] for doc in docs)
     la, lb = dict(leaves(a)), dict(leaves(b))
     diffs = 0
     for key in sorted(set(la) | set(lb)):

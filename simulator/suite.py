@@ -137,26 +137,27 @@ def _at_load(trace: Trace, load: float, cfg: EngineConfig, model: StepTimeModel)
 
 
 # -- the workloads ----------------------------------------------------------------------------
+def _azure(name: str, kind: str, n: int, load: float, cfg: EngineConfig, engine: str,
+           why: str, model: StepTimeModel, scale: float) -> Workload:
+    """The first ``n * scale`` requests (at least 50) of a bundled Azure 2023 trace,
+    rescaled to ``load`` on ``cfg``."""
+    tr = _at_load(load_trace(name).head(max(int(n * scale), 50)), load, cfg, model)
+    return Workload(name, replace(tr, name=name), cfg, _slo_metrics(),
+                    shape=f"Azure 2023 {kind} trace, first {len(tr)} requests, {load} load, "
+                          f"{engine}",
+                    why=why, target_load=load, offered_load=offered_load(tr, cfg, model))
+
+
 def azure_code(model: StepTimeModel, seed: int, scale: float) -> Workload:
-    cfg = EngineConfig()
-    n = max(int(4000 * scale), 50)
-    tr = _at_load(load_trace("azure-code").head(n), 0.9, cfg, model)
-    return Workload("azure-code", replace(tr, name="azure-code"), cfg, _slo_metrics(),
-                    shape=f"Azure 2023 code trace, first {len(tr)} requests, 0.9 load, "
-                          "default engine",
-                    why="production-like prefill-heavy traffic: a policy must not lose here",
-                    target_load=0.9, offered_load=offered_load(tr, cfg, model))
+    return _azure("azure-code", "code", 4000, 0.9, EngineConfig(), "default engine",
+                  "production-like prefill-heavy traffic: a policy must not lose here",
+                  model, scale)
 
 
 def azure_conv(model: StepTimeModel, seed: int, scale: float) -> Workload:
-    cfg = EngineConfig(num_gpu_blocks=3000)
-    n = max(int(3000 * scale), 50)
-    tr = _at_load(load_trace("azure-conv").head(n), 1.1, cfg, model)
-    return Workload("azure-conv", replace(tr, name="azure-conv"), cfg, _slo_metrics(),
-                    shape=f"Azure 2023 conversation trace, first {len(tr)} requests, 1.1 load, "
-                          "3,000 KV blocks",
-                    why="sustained overload with memory-bound admission",
-                    target_load=1.1, offered_load=offered_load(tr, cfg, model))
+    return _azure("azure-conv", "conversation", 3000, 1.1, EngineConfig(num_gpu_blocks=3000),
+                  "3,000 KV blocks", "sustained overload with memory-bound admission",
+                  model, scale)
 
 
 def bursty_reasoning(model: StepTimeModel, seed: int, scale: float) -> Workload:
