@@ -30,7 +30,7 @@ import math
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 
-from tailwise.scorer.interface import FcfsQueue, KeyedQueue, QueueDiscipline
+from tailwise.scorer.interface import FcfsQueue, KeyedQueue, LazyHeapQueue, QueueDiscipline
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
 
@@ -61,7 +61,7 @@ class _SizeAware(KeyedQueue):
         return req.attained_s(self.cp, self.cd)
 
 
-class VllmPriority(QueueDiscipline):
+class VllmPriority(LazyHeapQueue):
     """vLLM 0.32's priority scheduling (``--scheduling-policy priority``).
 
     Waiting: ``PriorityRequestQueue``, a heap ordered by ``Request.__lt__`` — priority
@@ -80,32 +80,13 @@ class VllmPriority(QueueDiscipline):
     def __init__(self) -> None:
         super().__init__()
         self._heap: list[tuple[int, float, str, int, ReqInfo]] = []
-        self._live: dict[ReqInfo, int] = {}
-        self._seq = 0
 
     def add(self, req: ReqInfo, now: float) -> None:
-        self._seq += 1
-        self._live[req] = self._seq
-        heapq.heappush(self._heap, (req.priority, req.arrival_time, req.request_id, self._seq,
-                                    req))
+        seq = self._enqueue(req)
+        heapq.heappush(self._heap, (req.priority, req.arrival_time, req.request_id, seq, req))
 
     def peek(self, now: float) -> ReqInfo | None:
-        heap, live = self._heap, self._live
-        while heap:
-            *_, seq, req = heap[0]
-            if live.get(req) == seq:
-                return req
-            heapq.heappop(heap)
-        return None
-
-    def remove(self, req: ReqInfo) -> bool:
-        return self._live.pop(req, None) is not None
-
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def waiting(self) -> Iterator[ReqInfo]:
-        return iter(list(self._live))
+        return self._top(self._heap)
 
     def order_running(self, running: Sequence[ReqInfo], now: float) -> list[ReqInfo]:
         pos = {id(r): i for i, r in enumerate(running)}

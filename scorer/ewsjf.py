@@ -29,9 +29,8 @@ import heapq
 import math
 import statistics
 from bisect import bisect_right
-from collections.abc import Iterator
 
-from tailwise.scorer.interface import QueueDiscipline
+from tailwise.scorer.interface import LazyHeapQueue
 from tailwise.scorer.policy import Policy, QueueSpec
 from tailwise.scorer.request import ReqInfo
 
@@ -61,7 +60,7 @@ def score(qf: float, w_base: float, w_urg: float, w_fair: float, wait_s: float,
     return qf * (w_base + w_urg * cs + w_fair * math.log(backlog + 1))
 
 
-class EwsjfPolicy(QueueDiscipline):
+class EwsjfPolicy(LazyHeapQueue):
     """Score the oldest request of each queue; serve the best."""
 
     name = "ewsjf"
@@ -86,9 +85,7 @@ class EwsjfPolicy(QueueDiscipline):
         self._heaps: list[list[tuple[float, int, ReqInfo]]] = [[] for _ in range(n + 1)]
         self._count = [0] * (n + 1)
         self._bubble_len_sum = 0.0
-        self._live: dict[ReqInfo, int] = {}
         self._fifo: list[tuple[float, int, ReqInfo]] = []
-        self._seq = 0
         self._choice: tuple[float, ReqInfo | None] | None = None
 
     def route(self, x: float) -> int:
@@ -104,29 +101,20 @@ class EwsjfPolicy(QueueDiscipline):
     def add(self, req: ReqInfo, now: float) -> None:
         q = self.route(float(req.uncached_prompt_tokens))
         req.sched_queue = q
-        self._seq += 1
-        self._live[req] = self._seq
+        seq = self._enqueue(req)
         slot = self._slot(q)
-        heapq.heappush(self._heaps[slot], (req.arrival_time, self._seq, req))
-        heapq.heappush(self._fifo, (req.arrival_time, self._seq, req))
+        heapq.heappush(self._heaps[slot], (req.arrival_time, seq, req))
+        heapq.heappush(self._fifo, (req.arrival_time, seq, req))
         self._count[slot] += 1
         if q == BUBBLE:
             self._bubble_len_sum += req.uncached_prompt_tokens
         self._choice = None
 
-    def _head(self, heap: list[tuple[float, int, ReqInfo]]) -> ReqInfo | None:
-        while heap:
-            _, seq, req = heap[0]
-            if self._live.get(req) == seq:
-                return req
-            heapq.heappop(heap)
-        return None
-
     def peek(self, now: float) -> ReqInfo | None:
         if self._choice is not None and self._choice[0] == now:
             return self._choice[1]
         best: ReqInfo | None = None
-        oldest = self._head(self._fifo)
+        oldest = self._top(self._fifo)
         if oldest is not None and now - oldest.arrival_time >= self.aging_s:
             best = oldest  # safety envelope: nobody waits longer than aging_s behind others
         else:
@@ -135,7 +123,7 @@ class EwsjfPolicy(QueueDiscipline):
             for slot, heap in enumerate(self._heaps):
                 if not self._count[slot]:
                     continue
-                head = self._head(heap)
+                head = self._top(heap)
                 if head is None:
                     continue
                 if slot < n:
@@ -156,7 +144,7 @@ class EwsjfPolicy(QueueDiscipline):
         return best
 
     def remove(self, req: ReqInfo) -> bool:
-        if self._live.pop(req, None) is None:
+        if not super().remove(req):
             return False
         slot = self._slot(req.sched_queue)
         self._count[slot] -= 1
@@ -164,10 +152,4 @@ class EwsjfPolicy(QueueDiscipline):
             self._bubble_len_sum -= req.uncached_prompt_tokens
         self._choice = None
         return True
-
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def waiting(self) -> Iterator[ReqInfo]:
-        return iter(list(self._live))
 

@@ -34,6 +34,7 @@ import heapq
 from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from tailwise.scorer.request import ReqInfo
 
@@ -178,7 +179,45 @@ class FcfsQueue(QueueDiscipline):
         return iter(self._q)
 
 
-class KeyedQueue(QueueDiscipline):
+class LazyHeapQueue(QueueDiscipline):
+    """Bookkeeping of the heap-backed queues: ``_live`` maps each waiting request to its
+    enqueue number; heap entries are tuples ending in ``(seq, req)``; removal only forgets
+    the request and stale entries are dropped when they reach a heap's top, so every
+    operation is O(log n) amortised."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._live: dict[ReqInfo, int] = {}
+        self._seq = 0
+
+    def _enqueue(self, req: ReqInfo) -> int:
+        """Make ``req`` live; returns the enqueue number its heap entries must carry."""
+        self._seq += 1
+        self._live[req] = self._seq
+        return self._seq
+
+    def _top(self, heap: list[Any]) -> ReqInfo | None:
+        """The live request at the top of ``heap`` (stale entries above it are popped)."""
+        live = self._live
+        while heap:
+            entry = heap[0]
+            req: ReqInfo = entry[-1]
+            if live.get(req) == entry[-2]:
+                return req
+            heapq.heappop(heap)
+        return None
+
+    def remove(self, req: ReqInfo) -> bool:
+        return self._live.pop(req, None) is not None
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def waiting(self) -> Iterator[ReqInfo]:
+        return iter(list(self._live))
+
+
+class KeyedQueue(LazyHeapQueue):
     """A waiting queue ordered by a per-request key fixed when the request is enqueued.
 
     Keys may depend on anything that does not change while a request waits (arrival,
@@ -193,8 +232,6 @@ class KeyedQueue(QueueDiscipline):
         self.aging_s = aging_s
         self._heap: list[tuple[float, int, ReqInfo]] = []
         self._fifo: list[tuple[float, int, ReqInfo]] = []
-        self._live: dict[ReqInfo, int] = {}
-        self._seq = 0
         if aging_s is not None:
             self.time_dependent = True
 
@@ -203,23 +240,12 @@ class KeyedQueue(QueueDiscipline):
         """Sort key of a waiting request (lower = sooner)."""
 
     def add(self, req: ReqInfo, now: float) -> None:
-        self._seq += 1
-        seq = self._seq
-        self._live[req] = seq
+        seq = self._enqueue(req)
         key = self.waiting_key(req, now)
         req.sched_key = key
         heapq.heappush(self._heap, (key, seq, req))
         if self.aging_s is not None:
             heapq.heappush(self._fifo, (req.arrival_time, seq, req))
-
-    def _top(self, heap: list[tuple[float, int, ReqInfo]]) -> ReqInfo | None:
-        live = self._live
-        while heap:
-            _, seq, req = heap[0]
-            if live.get(req) == seq:
-                return req
-            heapq.heappop(heap)
-        return None
 
     def peek(self, now: float) -> ReqInfo | None:
         best = self._top(self._heap)
@@ -242,12 +268,3 @@ class KeyedQueue(QueueDiscipline):
             self.counters["aging_promotions"] += 1
         del self._live[req]
         return req
-
-    def remove(self, req: ReqInfo) -> bool:
-        return self._live.pop(req, None) is not None
-
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def waiting(self) -> Iterator[ReqInfo]:
-        return iter(list(self._live))
