@@ -33,8 +33,11 @@ name                            modes                  maps to
 ``regime.aging_factor`` (log)   tailwise               envelope E = factor · service scale
 ``regime.horizon_factor`` (log) tailwise               boost time-scale 1/γ ≥ factor · T
 ``regime.pacing_blocks``        tailwise               admission pacing headroom
+``regime.queue_floor_factor``   tailwise               aging floor = factor · FCFS drain
+``regime.prefix_rekey_k`` (log) tailwise               waiting requests re-probed/round
 ``regime.{switch}``             tailwise               adaptive_horizon, relative_aging,
-                                                       admission_pacing
+                                                       admission_pacing, prefix_rekey,
+                                                       queue_floor
 ``slo.window`` (log)            kairos                 Kairos scoring window
 ``slo.decode_cap``              kairos, tailwise       slack-guided decode cap
 =============================== ====================== ===============================
@@ -105,7 +108,8 @@ Range = tuple[float, float]
 
 WEIGHTS = ("base", "urg", "fair")
 #: tailwise's regime mechanisms, each a switch (see :class:`~tailwise.scorer.policy.RegimeParams`)
-REGIME_SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing")
+REGIME_SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey",
+                   "queue_floor")
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,8 @@ class SpaceConfig:
     aging_factor: Range = (0.25, 16.0)
     horizon_factor: Range = (0.1, 10.0)
     pacing_blocks: Range = (0.0, 4.0)
+    queue_floor_factor: Range = (0.5, 4.0)
+    prefix_rekey_k: tuple[int, int] = (1, 64)
     #: also search the booleans (cache-aware/anti-thrash preemption, partition-aware
     #: boosts, SLO urgency, Kairos decode cap); off (default) keeps the base policy's
     #: choices, which are design decisions measured offline
@@ -159,7 +165,8 @@ class SpaceConfig:
                 if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
                     raise SpaceError(f"space.{f.name}", f"must be finite with low <= high, got {v!r}")
         for name in ("alpha", "gamma", "memguard_theta_s", "memguard_ratio", "aging_s",
-                     "priority_band_s", "aging_factor", "horizon_factor"):
+                     "priority_band_s", "aging_factor", "horizon_factor", "queue_floor_factor",
+                     "prefix_rekey_k"):
             if getattr(self, name)[0] <= 0:
                 raise SpaceError(f"space.{name}", "log-scale range must be > 0")
         if self.memguard_ratio[0] <= 1.0:
@@ -242,6 +249,9 @@ def suggest_params(trial: optuna.trial.BaseTrial, base: Policy, cfg: SpaceConfig
         ask.real("regime.horizon_factor", cfg.box(cfg.horizon_factor, g.horizon_factor),
                  log=True)
         ask.real("regime.pacing_blocks", cfg.pacing_blocks)
+        ask.real("regime.queue_floor_factor",
+                 cfg.box(cfg.queue_floor_factor, g.queue_floor_factor), log=True)
+        ask.integer("regime.prefix_rekey_k", cfg.prefix_rekey_k, log=True)
         if cfg.search_switches:
             ask.switch("slo.urgency", (False, True))
             ask.switch("slo.decode_cap", (False, True))
@@ -334,6 +344,9 @@ def params_to_policy(
             g, aging_factor=param_float(params, "regime.aging_factor", g.aging_factor),
             horizon_factor=param_float(params, "regime.horizon_factor", g.horizon_factor),
             pacing_blocks=param_float(params, "regime.pacing_blocks", g.pacing_blocks),
+            queue_floor_factor=param_float(params, "regime.queue_floor_factor",
+                                           g.queue_floor_factor),
+            prefix_rekey_k=param_int(params, "regime.prefix_rekey_k", g.prefix_rekey_k),
             **{flag: param_bool(params, f"regime.{flag}", getattr(g, flag)) for flag in REGIME_SWITCHES},
         )
         queues = reweight(partition, ewsjf)

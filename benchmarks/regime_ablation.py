@@ -24,7 +24,7 @@ from tailwise.scorer.policy import Mode, Policy, RegimeParams
 from tailwise.simulator.suite import SUITE
 
 BASELINES = ["fcfs", "srpt-oracle", "hrrn", "las"]
-SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing")
+SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey", "queue_floor")
 
 
 def ablations(sweep: str | None = None) -> dict[str, Policy]:
@@ -34,14 +34,15 @@ def ablations(sweep: str | None = None) -> dict[str, Policy]:
     out = {"tailwise-static": base}
     if sweep:
         field, _, values = sweep.partition("=")
+        kind = type(getattr(RegimeParams(), field))  # int fields stay int
         for v in values.split(","):
             out[f"{field}={v}"] = dataclasses.replace(
-                base, regime=dataclasses.replace(RegimeParams(), **{field: float(v)}))
+                base, regime=dataclasses.replace(RegimeParams(), **{field: kind(float(v))}))
     for flag in SWITCHES:
         out[f"no-{flag}"] = dataclasses.replace(
             base, regime=dataclasses.replace(RegimeParams(), **{flag: False}))
     out["no-regime"] = dataclasses.replace(base, regime=RegimeParams(
-        adaptive_horizon=False, relative_aging=False, admission_pacing=False))
+        **{flag: False for flag in SWITCHES}))
     return out
 
 

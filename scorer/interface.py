@@ -247,6 +247,28 @@ class KeyedQueue(LazyHeapQueue):
         if self.aging_s is not None:
             heapq.heappush(self._fifo, (req.arrival_time, seq, req))
 
+    def rekey(self, req: ReqInfo, now: float) -> bool:
+        """Recompute the key of a waiting request whose inputs changed while it waited
+        (e.g. its live prefix-cache hit); ``True`` if the key moved. O(log n): the old
+        heap entries become stale and are dropped lazily (compacted when they dominate)."""
+        if req not in self._live:
+            return False
+        key = self.waiting_key(req, now)
+        if key == req.sched_key:
+            return False
+        seq = self._enqueue(req)
+        req.sched_key = key
+        heapq.heappush(self._heap, (key, seq, req))
+        if self.aging_s is not None:
+            heapq.heappush(self._fifo, (req.arrival_time, seq, req))
+        if len(self._heap) > 2 * len(self._live) + 64:
+            live = self._live
+            self._heap = [e for e in self._heap if live.get(e[2]) == e[1]]
+            heapq.heapify(self._heap)
+            self._fifo = [e for e in self._fifo if live.get(e[2]) == e[1]]
+            heapq.heapify(self._fifo)
+        return True
+
     def peek(self, now: float) -> ReqInfo | None:
         best = self._top(self._heap)
         if best is None or self.aging_s is None:

@@ -206,6 +206,21 @@ class RegimeParams:
     #: (1 block = ``block_size`` decode steps of headroom for each of them)
     admission_pacing: bool = True
     pacing_blocks: float = 1.0
+    #: live prefix re-keying: each scheduling round, re-probe ``prefix_rekey_k`` waiting
+    #: requests (round-robin) with the engine's read-only prefix-cache lookup and re-key
+    #: those whose uncached prompt changed (an earlier turn of the same session got
+    #: cached while they waited); without it a request keeps the uncached length it had
+    #: when it was queued. Cost per round: ``prefix_rekey_k`` lookups + heap pushes
+    prefix_rekey: bool = True
+    prefix_rekey_k: int = 8
+    #: queue-relative aging floor: the envelope's floor is lowered to
+    #: ``queue_floor_factor·D``, ``D`` = the time FCFS would need to drain the waiting
+    #: prefill backlog now (waiting uncached prompt tokens ÷ recently admitted prefill
+    #: tokens per second), so a fixed floor never holds a request back longer than FCFS's
+    #: own queue would (``E = clip(aging_factor·T, min(aging_floor_s, queue_floor_factor·D),
+    #: envelope_cap_s)``; it only ever lowers ``E``)
+    queue_floor: bool = True
+    queue_floor_factor: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +333,8 @@ class Policy:
                 f"must not exceed safety.aging_s ({self.safety.aging_s}), got {self.safety.max_boost_s}",
             )
         g = self.regime
-        for flag in ("adaptive_horizon", "relative_aging", "admission_pacing"):
+        for flag in ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey",
+                     "queue_floor"):
             if not isinstance(getattr(g, flag), bool):
                 raise PolicyError(f"regime.{flag}", f"must be true or false, got {getattr(g, flag)!r}")
         _finite("regime.latency_quantile", g.latency_quantile, lo=0.5, hi=0.999)
@@ -329,6 +345,8 @@ class Policy:
         _finite("regime.aging_factor", g.aging_factor, lo=0.1, hi=1000.0)
         _finite("regime.aging_floor_s", g.aging_floor_s, lo=0.0, hi=86400.0)
         _finite("regime.envelope_cap_s", g.envelope_cap_s, lo=max(g.aging_floor_s, 1e-3), hi=86400.0)
+        _int_range("regime.prefix_rekey_k", g.prefix_rekey_k, 1, 4096)
+        _finite("regime.queue_floor_factor", g.queue_floor_factor, lo=0.1, hi=1000.0)
         if not isinstance(self.step_time, StepTimeModel):
             raise PolicyError("step_time", "must be a StepTimeModel")
 

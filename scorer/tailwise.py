@@ -29,10 +29,23 @@ so it does not grow with the queueing the policy causes):
   ``E = clip(aging_factor·T, aging_floor_s, envelope_cap_s)``;
 * admission pacing: the waiting head is admitted only if ``pacing_blocks`` free blocks
   per decoding request remain after its own, so it is not evicted a few steps later.
+* live prefix re-keying: a request is keyed by its uncached prompt when it is queued; if
+  an earlier turn of its session is computed while it waits, most of that prompt becomes
+  a cache hit. Each round ``prefix_rekey_k`` waiting requests (round-robin) are re-probed
+  with the engine's read-only lookup (``uses_prefix_probe``) and re-keyed when their
+  uncached length moved: bounded cost per round, every waiting request re-probed within
+  ``len(waiting)/k`` rounds (HRRN/LPM re-probe all of them, up to 128, every round).
+* queue-relative floor: with the fixed ``aging_floor_s`` the oldest request of an
+  overloaded engine waits the floor even when FCFS's whole queue is shorter (measured on
+  azure-conv at 1.1 load: the P99 TTLT was long prompts aged out at 30 s while FCFS's
+  P99 wait was 21 s). The floor is lowered to ``queue_floor_factor·D``, ``D`` = waiting
+  uncached prompt tokens ÷ the prefill tokens/s recently admitted: how long FCFS would
+  take to admit what waits now, the wait FCFS would impose on a new arrival.
 
 Safety bound an operator can read: no request waits longer than ``E`` behind a later
 arrival, and ``E ≤ envelope_cap_s`` (default 3600 s) always; ``E`` is reported by
 :meth:`TailwisePolicy.envelope_s`. With ``relative_aging`` off, ``E = safety.aging_s``.
+The queue-relative floor only ever lowers ``E``, so the bound holds with it on or off.
 """
 
 from __future__ import annotations
@@ -98,6 +111,22 @@ class TailwisePolicy(BoostPolicy):
         self.caps_decode = policy.slo.decode_cap
         self.model = policy.step_time
         self._tpots: dict[str, float] = {}
+        #: live prefix re-keying: the engine installs its probe when this is set
+        self.uses_prefix_probe = policy.regime.prefix_rekey
+        self._ring: deque[ReqInfo] = deque()
+        self._round: float | None = None
+        #: uncached prompt tokens of each waiting request as last probed, and their sum
+        self._uncached: dict[ReqInfo, int] = {}
+        self._backlog_tokens = 0
+        #: (time, uncached prefill tokens) of recent admissions: FCFS's drain rate
+        self._admits: deque[tuple[float, int]] = deque(maxlen=64)
+        self._admit_sum = 0
+        #: ``D`` seen at recent admissions, and their ``latency_quantile`` (the reference)
+        self._drains: deque[float] = deque(maxlen=policy.regime.latency_window)
+        self._drain_ref: float | None = None
+        self._drain_n = 0
+        #: ``clip(aging_factor·T, aging_floor_s, envelope_cap_s)`` before the queue floor
+        self._service_env: float | None = None
         self._apply_envelope(0.0)
 
     def decode_cap(self, running: Sequence[ReqInfo], now: float) -> int | None:
@@ -119,10 +148,14 @@ class TailwisePolicy(BoostPolicy):
     def _apply_envelope(self, scale: float) -> None:
         g = self.regime
         aging = self.base_aging
+        self._service_env = None
         if g.relative_aging:
             aging = min(g.envelope_cap_s,
                         max(g.aging_floor_s, g.aging_factor * scale) if scale > 0 else aging)
+            if scale > 0:
+                self._service_env = aging
         self.aging_s = aging
+        self._queue_floor()
         if g.adaptive_horizon and scale > 0:
             # a request with θ of service is boosted by horizon_factor·T; less work, a bit
             # more (logarithmically); the envelope, not a flat cap, bounds the waiting
@@ -154,6 +187,97 @@ class TailwisePolicy(BoostPolicy):
             self.service_scale = data[min(int(g.latency_quantile * len(data)), len(data) - 1)]
             self._apply_envelope(self.service_scale)
 
+    # -- queue-relative floor -------------------------------------------------------------
+    def fcfs_drain_s(self) -> float | None:
+        """``D``: waiting uncached prompt tokens ÷ recently admitted prefill tokens per
+        second (``None`` until two admissions are seen, or if time has not moved)."""
+        if len(self._admits) < 2:
+            return None
+        span = self._admits[-1][0] - self._admits[0][0]
+        admitted = self._admit_sum - self._admits[0][1]  # tokens admitted within the span
+        if span <= 0.0 or admitted <= 0:
+            return None
+        return self._backlog_tokens * span / admitted
+
+    def _queue_floor(self) -> None:
+        """``E = max(aging_factor·T, min(aging_floor_s, factor·D))`` capped; lowers E only."""
+        g = self.regime
+        env = self._service_env
+        if not g.queue_floor or env is None:
+            return
+        d = self._drain_ref
+        if d is None:
+            self.aging_s = env
+            return
+        floor = min(g.aging_floor_s, g.queue_floor_factor * d)
+        self.aging_s = min(env, max(floor, min(g.aging_factor * self.service_scale,
+                                               g.envelope_cap_s)))
+
+    def on_admit(self, req: ReqInfo, now: float) -> None:
+        super().on_admit(req, now)
+        if self.regime.queue_floor:
+            if len(self._admits) == self._admits.maxlen:
+                self._admit_sum -= self._admits[0][1]
+            tokens = req.uncached_prompt_tokens
+            self._admits.append((now, tokens))
+            self._admit_sum += tokens
+            d = self.fcfs_drain_s()
+            if d is not None:
+                self._drains.append(d)
+                self._drain_n += 1
+                if self._drain_n % self.regime.latency_update_every == 0 or \
+                        self._drain_ref is None:
+                    data = sorted(self._drains)
+                    q = self.regime.latency_quantile
+                    self._drain_ref = data[min(int(q * len(data)), len(data) - 1)]
+
+    # -- live prefix re-keying ------------------------------------------------------------
+    def _reprobe(self, now: float) -> None:
+        """Once per round: re-probe up to ``prefix_rekey_k`` waiting requests (round-robin)
+        and re-key those whose uncached prompt length moved."""
+        if self._round == now:
+            return
+        self._round = now
+        self._queue_floor()
+        if self.prefix_probe is None or not self.regime.prefix_rekey:
+            return
+        ring, live, k = self._ring, self._live, self.regime.prefix_rekey_k
+        probed = seen = 0
+        while ring and probed < k and seen < 4 * k:
+            seen += 1
+            r = ring.popleft()
+            if r not in live:
+                continue  # left the queue (or a duplicate from a requeue)
+            ring.append(r)
+            probed += 1
+            unc = r.prompt_tokens - self.cached_now(r)
+            old = self._uncached.get(r, unc)
+            if unc >= old:
+                continue  # keys only improve while waiting: an eviction does not demote
+            self._uncached[r] = unc
+            self._backlog_tokens += unc - old
+            r.sched_queue = self.route(float(unc))
+            if self.rekey(r, now):
+                self.counters["prefix_rekeys"] += 1
+
+    def peek(self, now: float) -> ReqInfo | None:
+        self._reprobe(now)
+        return super().peek(now)
+
+    def pop(self, now: float) -> ReqInfo:
+        req = super().pop(now)
+        self._left(req)
+        return req
+
+    def remove(self, req: ReqInfo) -> bool:
+        if not super().remove(req):
+            return False
+        self._left(req)
+        return True
+
+    def _left(self, req: ReqInfo) -> None:
+        self._backlog_tokens -= self._uncached.pop(req, 0)
+
     # -- admission pacing -----------------------------------------------------------------
     def admission_allowed(self, free_blocks: int, head_tokens: int, decoding: int,
                           block_size: int) -> bool:
@@ -176,20 +300,29 @@ class TailwisePolicy(BoostPolicy):
 
     def committed_work(self, req: ReqInfo) -> float:
         """Prefill work of the request's partition queue's mean length (b̄·c_p); its own
-        uncached prompt when it falls in the bubble or partitioning is off."""
+        uncached prompt (as last probed, while it waits) when it falls in the bubble or
+        partitioning is off."""
+        unc = self._uncached.get(req)
+        if unc is None:
+            unc = req.uncached_prompt_tokens
         if not self.partition_aware:
-            return super().committed_work(req)
+            return unc * self.cp
         q = req.sched_queue
         if q < 0 or q >= len(self.queues):
-            q = self.route(float(req.uncached_prompt_tokens))
+            q = self.route(float(unc))
             req.sched_queue = q
         if q == BUBBLE:
-            return super().committed_work(req)
+            return unc * self.cp
         return self.queues[q].mean_len * self.cp
 
     def deadline_offset(self, req: ReqInfo) -> float:
         return self.slo.targets(req.slo_class)[0] if self.slo.urgency else 0.0
 
     def add(self, req: ReqInfo, now: float) -> None:
-        req.sched_queue = self.route(float(req.uncached_prompt_tokens))
+        unc = req.uncached_prompt_tokens
+        self._backlog_tokens += unc - self._uncached.get(req, 0)
+        self._uncached[req] = unc
+        req.sched_queue = self.route(float(unc))
+        if self.uses_prefix_probe:
+            self._ring.append(req)
         super().add(req, now)

@@ -264,6 +264,7 @@ class Simulator:
         #: fleet mode (:meth:`offer`/:meth:`advance`): the fleet's next arrival time;
         #: None = this engine reads its own arrivals from the trace
         self._fleet_next: float | None = None
+        self._install_probe(self.policy)
         if source is not None:
             self._check_policy()
 
@@ -369,6 +370,19 @@ class Simulator:
             self.sink.on_arrival(r, r.arrival_time)
 
     # ---------------------------------------------------------------- policy swaps
+    def cached_prefix_tokens(self, r: ReqInfo) -> int:
+        """The read-only prefix probe policies get (``QueueDiscipline.set_prefix_probe``):
+        prompt tokens of a live request a prefix-cache lookup would hit now."""
+        assert isinstance(r, SimRequest)
+        return self._cached_estimate(r)
+
+    def _install_probe(self, pol: QueueDiscipline) -> None:
+        """Give a policy that ranks waiting requests by live prefix-cache hits (SGLang
+        LPM, HRRN, tailwise's prefix re-keying) this engine's lookup, as the vLLM adapter
+        gives it vLLM's."""
+        if pol.uses_prefix_probe:
+            pol.set_prefix_probe(self.cached_prefix_tokens)
+
     def _build(self, policy: Policy) -> QueueDiscipline:
         if self.builder is None:
             from tailwise.scorer.registry import build_scheduler
@@ -385,6 +399,7 @@ class Simulator:
             return
         new, p = outcome.built, outcome.policy
         new.carry_over(self.policy)
+        self._install_probe(new)
         self._policy_obj = p
         PolicySwap.forget(self.running)
         waiting = sorted(self.policy.waiting(), key=lambda r: (r.arrival_time, r.request_id))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -232,9 +232,7 @@ def policy_from_proto(msg: pb.Policy) -> Policy:
             decode_cap=s.decode_cap, urgency=s.urgency, window=s.window,
         ),
         safety=SafetyParams(max_boost_s=msg.safety.max_boost_s, aging_s=msg.safety.aging_s),
-        regime=(RegimeParams(**{f.name: getattr(msg.regime, f.name)
-                                for f in dataclasses.fields(RegimeParams)})
-                if msg.HasField("regime") else RegimeParams()),
+        regime=_regime_from_pb(msg) if msg.HasField("regime") else RegimeParams(),
         step_time=step_time,
         note=msg.note,
         extra=tuple((kv.key, kv.value) for kv in msg.extra),
@@ -316,3 +314,16 @@ def step_stats_from_proto(ev: pb.StepEvent) -> StepStats:
         decode_requests=ev.decode_requests, running=ev.running, waiting=ev.waiting,
         kv_usage=ev.kv_usage, preempted=ev.preempted, policy_version=ev.policy_version,
     )
+
+
+def _regime_from_pb(msg: pb.Policy) -> RegimeParams:
+    """RegimeParams from the wire; an ``optional`` field the sender left unset (it
+    predates the field) takes the dataclass default instead of proto3's zero."""
+    g, default = msg.regime, RegimeParams()
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(RegimeParams):
+        desc = g.DESCRIPTOR.fields_by_name[f.name]
+        unset = desc.has_presence and not g.HasField(f.name)
+        values[f.name] = getattr(default if unset else g, f.name)
+    return RegimeParams(**values)
+

@@ -42,9 +42,8 @@ from tailwise.lab.experiment import Arm
 from tailwise.records.trace import Trace
 from tailwise.scorer import registry
 from tailwise.scorer.policy import Policy
-from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
-from tailwise.simulator.engine import SimRequest, SimResult, Simulator
+from tailwise.simulator.engine import SimResult, Simulator
 from tailwise.simulator.metrics import per_request, summarize
 from tailwise.simulator.suite import Workload, build, parse_names
 
@@ -203,25 +202,6 @@ def _workload(name: str, model: StepTimeModel, seed: int, scale: float,
     return replace(wl, trace=wl.trace.head(head), meta={**wl.meta, "head": head})
 
 
-def install_prefix_probe(sim: Simulator) -> None:
-    """Give a policy that ranks waiting requests by live prefix-cache hits (SGLang LPM,
-    HRRN) the simulator's read-only lookup — the estimate the engine records as
-    ``cached_tokens`` when a request is queued. Bridge until the engine installs it
-    itself (a public ``cached_prefix_tokens`` is preferred when present)."""
-    pol = sim.policy
-    if not pol.uses_prefix_probe:
-        return
-    probe = getattr(sim, "cached_prefix_tokens", None)
-    if probe is None:
-        estimate = sim._cached_estimate
-
-        def probe(r: ReqInfo) -> int:
-            assert isinstance(r, SimRequest)
-            return estimate(r)
-
-    pol.set_prefix_probe(probe)
-
-
 def run_one(wname: str, pname: str, opts: BenchOptions,
             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """One policy on one workload (workloads are built once per process)."""
@@ -233,8 +213,7 @@ def run_one(wname: str, pname: str, opts: BenchOptions,
         return measure(run_vllm(wl.trace, arm, wl.engine, opts.model, progress=progress),
                        wl, opts.model)
     sim = Simulator(wl.trace, arm.scheduler, wl.engine, opts.model, source=arm.source,
-                    sink=arm.sink, progress=progress)
-    install_prefix_probe(sim)
+                    sink=arm.sink, progress=progress)  # installs its own prefix probe
     return measure(sim.run(), wl, opts.model)
 
 

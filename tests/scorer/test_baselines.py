@@ -9,7 +9,6 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tailwise.lab.bench import install_prefix_probe
 from tailwise.scorer.baselines import (
     SGLANG_SORT_LIMIT,
     LeastAttainedService,
@@ -219,7 +218,6 @@ def test_baselines_run_in_the_simulator_with_invariants() -> None:
     for name in ("hrrn", "lpm", "las", "vllm-priority"):
         pol = make_named(name)
         sim = Simulator(trace, pol, cfg, H100_LLAMA3_8B, debug=True)
-        install_prefix_probe(sim)
         assert (pol.prefix_probe is not None) == pol.uses_prefix_probe
         res = sim.run()
         assert np.isfinite(res.records.finish).all(), name

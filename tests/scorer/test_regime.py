@@ -163,10 +163,14 @@ def test_tuner_space_reaches_the_regime_parameters() -> None:
               "slo.urgency": False, "slo.decode_cap": False, "regime.aging_factor": 4.0,
               "regime.horizon_factor": 1.5,
               "regime.pacing_blocks": 2.0, "regime.adaptive_horizon": True,
-              "regime.relative_aging": False, "regime.admission_pacing": True}
+              "regime.relative_aging": False, "regime.admission_pacing": True,
+              "regime.queue_floor_factor": 2.0, "regime.prefix_rekey_k": 16,
+              "regime.prefix_rekey": False, "regime.queue_floor": True}
     p = suggest_policy(FixedTrial(params), base, (), cfg)
     assert (p.regime.aging_factor, p.regime.horizon_factor, p.regime.pacing_blocks) == (4.0, 1.5, 2.0)
     assert p.regime.relative_aging is False
+    assert (p.regime.queue_floor_factor, p.regime.prefix_rekey_k, p.regime.prefix_rekey) == (
+        2.0, 16, False)
 
 
 def test_waiting_bound_states_the_envelope_in_force() -> None:

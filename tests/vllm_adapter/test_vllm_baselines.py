@@ -11,7 +11,6 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'tailwise[vllm]')")
 
-from tailwise.lab.bench import install_prefix_probe
 from tailwise.lab.experiment import Arm
 from tailwise.lab.vllm_harness import run_vllm
 from tailwise.scorer.registry import make_named
@@ -36,7 +35,6 @@ def burst_with_shared_prefix(n: int = 40) -> tuple[Trace, np.ndarray]:
 
 def sim(trace: Trace, name: str, cfg: EngineConfig) -> SimResult:
     s = Simulator(trace, make_named(name, MODEL), cfg, MODEL)
-    install_prefix_probe(s)
     return s.run()
 
 

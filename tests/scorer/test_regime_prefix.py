@@ -1,0 +1,161 @@
+"""tailwise's live prefix re-keying and queue-relative aging floor (RegimeParams)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tailwise.records.trace import Trace
+from tailwise.scorer.policy import Mode, Policy, PolicyError, RegimeParams
+from tailwise.scorer.registry import build_scheduler
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.scorer.tailwise import TailwisePolicy
+from tailwise.simulator.engine import EngineConfig, Simulator
+from tailwise.wire import codec
+
+
+def tailwise(**regime: object) -> TailwisePolicy:
+    p = Policy(mode=Mode.TAILWISE, regime=dataclasses.replace(RegimeParams(), **regime))
+    sched = build_scheduler(p)
+    assert isinstance(sched, TailwisePolicy)
+    return sched
+
+
+class Cache:
+    """A prefix cache the test controls: request id -> prompt tokens it would hit."""
+
+    def __init__(self) -> None:
+        self.hit: dict[str, int] = {}
+        self.calls: list[str] = []
+
+    def __call__(self, req: ReqInfo) -> int:
+        self.calls.append(req.request_id)
+        return self.hit.get(req.request_id, 0)
+
+
+def test_a_waiting_turn_whose_context_got_cached_is_rekeyed_and_served_first() -> None:
+    """A 30k-token turn queued before its session's earlier turn was computed: once the
+    probe says 29.9k of it are cached it overtakes a 2k-token later arrival; with the
+    switch off it keeps its stale key and waits."""
+    order = {}
+    for on in (True, False):
+        sched = tailwise(prefix_rekey=on, prefix_rekey_k=2)
+        cache = Cache()
+        if sched.uses_prefix_probe:
+            sched.set_prefix_probe(cache)
+        turn = ReqInfo("turn", 0.0, 30_000)
+        other = ReqInfo("other", 0.1, 2_000)
+        sched.add(turn, 0.0)
+        sched.add(other, 0.1)
+        assert sched.peek(0.2) is other  # both uncached: the shorter prompt first
+        cache.hit["turn"] = 29_900
+        order[on] = sched.pop(0.3).request_id
+    assert order == {True: "turn", False: "other"}
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 60), k=st.integers(1, 8))
+def test_rekeying_probes_at_most_k_per_round_and_everyone_within_n_over_k(n: int, k: int) -> None:
+    sched = tailwise(prefix_rekey_k=k)
+    cache = Cache()
+    sched.set_prefix_probe(cache)
+    for i in range(n):
+        sched.add(ReqInfo(f"r{i}", float(i), 1000 + i), float(i))
+    rounds = -(-n // k)
+    seen: set[str] = set()
+    for t in range(rounds):
+        cache.calls.clear()
+        sched.peek(100.0 + t)
+        sched.peek(100.0 + t)  # the same round again: no new probes
+        assert len(cache.calls) <= k
+        seen.update(cache.calls)
+    assert len(seen) == n
+
+
+def test_rekeying_keeps_the_queue_consistent_under_churn() -> None:
+    """Random hits, admissions and requeues: every request comes out exactly once and
+    the backlog the queue floor reads returns to zero."""
+    rng = np.random.default_rng(3)
+    sched = tailwise(prefix_rekey_k=3)
+    cache = Cache()
+    sched.set_prefix_probe(cache)
+    reqs = [ReqInfo(f"r{i}", float(i), int(rng.integers(100, 20_000))) for i in range(200)]
+    out: list[str] = []
+    t = 0.0
+    for r in reqs:
+        t += 0.01
+        sched.add(r, t)
+        cache.hit[r.request_id] = int(rng.integers(0, r.prompt_tokens))
+        if rng.random() < 0.4:
+            out.append(sched.pop(t).request_id)
+    while len(sched):
+        t += 0.01
+        out.append(sched.pop(t).request_id)
+    assert sorted(out) == sorted(r.request_id for r in reqs)
+    assert sched._backlog_tokens == 0
+    assert sched.counters["prefix_rekeys"] > 0
+
+
+@pytest.mark.parametrize("rekey", [True, False])
+def test_the_simulator_installs_its_prefix_probe_when_the_policy_asks(rekey: bool) -> None:
+    trace = Trace(name="t", arrival_s=np.array([0.0, 0.1]),
+                  prompt_tokens=np.array([2048, 2048], np.int64),
+                  output_tokens=np.array([4, 4], np.int64), hash_ids=[(1, 2), (1, 2)])
+    sched = tailwise(prefix_rekey=rekey)
+    sim = Simulator(trace, sched, EngineConfig(hash_block_tokens=512), H100_LLAMA3_8B)
+    assert (sched.prefix_probe == sim.cached_prefix_tokens) is rekey
+    assert (sched.prefix_probe is None) is not rekey
+    assert np.isfinite(sim.run().records.finish).all()
+
+
+def fed(sched: TailwisePolicy, waiting_tokens: int, rate_tps: float) -> None:
+    """Admissions at ``rate_tps`` prefill tokens/s, then ``waiting_tokens`` waiting."""
+    for i in range(10):
+        r = ReqInfo(f"a{i}", 0.0, 1000)
+        sched.on_admit(r, i * 1000 / rate_tps)
+    sched.add(ReqInfo("w", 0.0, waiting_tokens), 0.0)
+
+
+@given(st.integers(1000, 10_000_000), st.floats(100.0, 1e6), st.floats(0.5, 500.0))
+def test_queue_floor_only_lowers_the_envelope_toward_fcfs_drain_time(
+        waiting: int, rate: float, service: float) -> None:
+    envelopes = {}
+    for on in (True, False):
+        sched = tailwise(queue_floor=on)
+        for i in range(32):
+            r = ReqInfo(f"f{i}", 0.0, 10)
+            r.first_token_time = 1.0
+            sched.on_finish(r, 1.0 + service)
+        fed(sched, waiting, rate)
+        sched.peek(1e6)  # a round refreshes the envelope
+        envelopes[on] = sched.envelope_s()
+    g = RegimeParams()
+    drain = waiting / rate
+    assert envelopes[True] <= envelopes[False] + 1e-9
+    expect = min(g.envelope_cap_s, max(g.aging_factor * service, min(g.aging_floor_s, drain)))
+    assert envelopes[True] == pytest.approx(expect, rel=1e-6)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("prefix_rekey_k", 0), ("prefix_rekey_k", 1.5), ("queue_floor_factor", 0.0),
+    ("queue_floor_factor", float("inf")), ("prefix_rekey", "yes"), ("queue_floor", 0),
+])
+def test_bad_values_are_refused_by_name(field: str, value: object) -> None:
+    with pytest.raises(PolicyError, match=rf"^regime\.{field}"):
+        Policy(mode=Mode.TAILWISE, regime=dataclasses.replace(RegimeParams(), **{field: value})
+               ).validate()
+
+
+def test_an_older_sender_leaving_the_new_fields_unset_gets_the_defaults() -> None:
+    p = Policy(mode=Mode.TAILWISE, regime=RegimeParams(prefix_rekey=False, prefix_rekey_k=3,
+                                                       queue_floor=False, queue_floor_factor=2.5))
+    msg = codec.policy_to_proto(p)
+    assert codec.policy_from_proto(msg) == p
+    for name in ("prefix_rekey", "prefix_rekey_k", "queue_floor", "queue_floor_factor"):
+        msg.regime.ClearField(name)
+    assert codec.policy_from_proto(msg).regime == RegimeParams()
