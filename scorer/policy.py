@@ -208,17 +208,18 @@ class RegimeParams:
     pacing_blocks: float = 1.0
     #: live prefix re-keying: each scheduling round, re-probe ``prefix_rekey_k`` waiting
     #: requests (round-robin) with the engine's read-only prefix-cache lookup and re-key
-    #: those whose uncached prompt changed (an earlier turn of the same session got
-    #: cached while they waited); without it a request keeps the uncached length it had
-    #: when it was queued. Cost per round: ``prefix_rekey_k`` lookups + heap pushes
+    #: those whose uncached prompt shrank (an earlier turn of the same session got cached
+    #: while they waited; an eviction never demotes). Without it a request keeps the
+    #: uncached length it had when queued. Cost per round: ``prefix_rekey_k`` lookups
     prefix_rekey: bool = True
     prefix_rekey_k: int = 8
     #: queue-relative aging floor: the envelope's floor is lowered to
-    #: ``queue_floor_factor·D``, ``D`` = the time FCFS would need to drain the waiting
-    #: prefill backlog now (waiting uncached prompt tokens ÷ recently admitted prefill
-    #: tokens per second), so a fixed floor never holds a request back longer than FCFS's
-    #: own queue would (``E = clip(aging_factor·T, min(aging_floor_s, queue_floor_factor·D),
-    #: envelope_cap_s)``; it only ever lowers ``E``)
+    #: ``queue_floor_factor·D``, ``D`` = the ``latency_quantile`` over the last
+    #: ``latency_window`` admissions of FCFS's drain time (waiting uncached prompt tokens ÷
+    #: recently admitted prefill tokens per second: the wait FCFS would impose on an
+    #: arrival), so a fixed floor never holds a request back longer than FCFS's queue
+    #: would: ``E = clip(aging_factor·T, min(aging_floor_s, queue_floor_factor·D),
+    #: envelope_cap_s)``. It only ever lowers ``E``
     queue_floor: bool = True
     queue_floor_factor: float = 1.0
 
@@ -271,7 +272,9 @@ class Policy:
                 f"{g.aging_factor:g} x T, {g.aging_floor_s:g} s, {g.envelope_cap_s:g} s) where T "
                 f"is the measured p{100 * g.latency_quantile:g} first-to-last-token time of the "
                 f"last {g.latency_window} requests (E = {min(self.safety.aging_s, g.envelope_cap_s):g} s"
-                f" until measured); never more than {g.envelope_cap_s:g} s")
+                f" until measured); never more than {g.envelope_cap_s:g} s"
+                + ("; the floor is lowered to FCFS's measured drain time (regime.queue_floor)"
+                   if g.queue_floor else ""))
 
     # -- validation ----------------------------------------------------------------------
     def validate(self) -> None:

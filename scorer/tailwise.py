@@ -33,14 +33,17 @@ so it does not grow with the queueing the policy causes):
   an earlier turn of its session is computed while it waits, most of that prompt becomes
   a cache hit. Each round ``prefix_rekey_k`` waiting requests (round-robin) are re-probed
   with the engine's read-only lookup (``uses_prefix_probe``) and re-keyed when their
-  uncached length moved: bounded cost per round, every waiting request re-probed within
-  ``len(waiting)/k`` rounds (HRRN/LPM re-probe all of them, up to 128, every round).
+  uncached length shrank: bounded cost per round, every waiting request re-probed within
+  ``len(waiting)/k`` rounds (HRRN/LPM re-probe all of them, up to 128, every round). Keys
+  only improve while a request waits (an eviction does not push it back).
 * queue-relative floor: with the fixed ``aging_floor_s`` the oldest request of an
   overloaded engine waits the floor even when FCFS's whole queue is shorter (measured on
   azure-conv at 1.1 load: the P99 TTLT was long prompts aged out at 30 s while FCFS's
-  P99 wait was 21 s). The floor is lowered to ``queue_floor_factor·D``, ``D`` = waiting
-  uncached prompt tokens ÷ the prefill tokens/s recently admitted: how long FCFS would
-  take to admit what waits now, the wait FCFS would impose on a new arrival.
+  P99 wait was 21 s). The floor is lowered to ``queue_floor_factor·D``: ``D`` is the
+  ``latency_quantile`` of FCFS drain times sampled at recent admissions (waiting uncached
+  prompt tokens ÷ prefill tokens/s admitted lately: the wait FCFS would impose on an
+  arrival then). A high quantile, not the current value, because the tail FCFS imposes
+  is set by its longest recent queues.
 
 Safety bound an operator can read: no request waits longer than ``E`` behind a later
 arrival, and ``E ≤ envelope_cap_s`` (default 3600 s) always; ``E`` is reported by

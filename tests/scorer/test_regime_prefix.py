@@ -58,6 +58,19 @@ def test_a_waiting_turn_whose_context_got_cached_is_rekeyed_and_served_first() -
     assert order == {True: "turn", False: "other"}
 
 
+def test_an_eviction_while_waiting_does_not_demote_a_request() -> None:
+    sched = tailwise(prefix_rekey_k=4)
+    cache = Cache()
+    sched.set_prefix_probe(cache)
+    cache.hit["r"] = 3000
+    r = ReqInfo("r", 0.0, 4000, cached_tokens=3000)
+    sched.add(r, 0.0)
+    key = r.sched_key
+    del cache.hit["r"]  # its cached prefix was evicted
+    sched.peek(1.0)
+    assert r.sched_key == key and sched.counters["prefix_rekeys"] == 0
+
+
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 60), k=st.integers(1, 8))
 def test_rekeying_probes_at_most_k_per_round_and_everyone_within_n_over_k(n: int, k: int) -> None:
@@ -114,11 +127,11 @@ def test_the_simulator_installs_its_prefix_probe_when_the_policy_asks(rekey: boo
 
 
 def fed(sched: TailwisePolicy, waiting_tokens: int, rate_tps: float) -> None:
-    """Admissions at ``rate_tps`` prefill tokens/s, then ``waiting_tokens`` waiting."""
-    for i in range(10):
-        r = ReqInfo(f"a{i}", 0.0, 1000)
-        sched.on_admit(r, i * 1000 / rate_tps)
+    """``waiting_tokens`` waiting while admissions run at ``rate_tps`` prefill tokens/s:
+    every drain time sampled at an admission is ``waiting_tokens / rate_tps``."""
     sched.add(ReqInfo("w", 0.0, waiting_tokens), 0.0)
+    for i in range(10):
+        sched.on_admit(ReqInfo(f"a{i}", 0.0, 1000), i * 1000 / rate_tps)
 
 
 @given(st.integers(1000, 10_000_000), st.floats(100.0, 1e6), st.floats(0.5, 500.0))
