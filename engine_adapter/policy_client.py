@@ -89,10 +89,31 @@ class ClientCounters:
     last_nack: str = ""
 
 
-def _read_ca(tls_ca: str | os.PathLike[str] | bytes | None) -> bytes | None:
-    if tls_ca is None or isinstance(tls_ca, bytes):
-        return tls_ca
-    return Path(tls_ca).read_bytes()
+@dataclass(frozen=True)
+class SidecarEndpoint:
+    """How an adapter thread (policy stream, telemetry stream) reaches the sidecar: its
+    address, the bearer-token metadata, TLS and the bounded channel options."""
+
+    address: str
+    metadata: tuple[tuple[str, str], ...]
+    tls_ca: bytes | None
+    tls_server_name: str | None
+    options: list[tuple[str, int]]
+
+    @classmethod
+    def make(cls, address: str, *, token: str | None,
+             tls_ca: str | os.PathLike[str] | bytes | None, tls_server_name: str | None,
+             max_message_bytes: int, max_backoff_s: float) -> SidecarEndpoint:
+        """Reads ``tls_ca`` (PEM bytes, or a path to them) once."""
+        ca = tls_ca if tls_ca is None or isinstance(tls_ca, bytes) else Path(tls_ca).read_bytes()
+        options = rpc.client_channel_options(max_message_bytes,
+                                             max_reconnect_backoff_s=max_backoff_s)
+        return cls(address, rpc.bearer_metadata(token), ca, tls_server_name, options)
+
+    def open(self) -> Any:
+        """A new gRPC channel to the sidecar (the caller closes it)."""
+        return rpc.open_channel(self.address, tls_ca=self.tls_ca,
+                                tls_server_name=self.tls_server_name, options=self.options)
 
 
 def initial_policy(frozen_file: str | os.PathLike[str] | None) -> tuple[Policy, str]:
@@ -128,11 +149,9 @@ class PolicyClient:
     ) -> None:
         self.address = address
         self.adapter_id = adapter_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._md = rpc.bearer_metadata(token)
-        self._tls_ca = _read_ca(tls_ca)
-        self._tls_server_name = tls_server_name
-        self._options = rpc.client_channel_options(max_message_bytes,
-                                                   max_reconnect_backoff_s=max_backoff_s)
+        self._endpoint = SidecarEndpoint.make(
+            address, token=token, tls_ca=tls_ca, tls_server_name=tls_server_name,
+            max_message_bytes=max_message_bytes, max_backoff_s=max_backoff_s)
         self._backoff = Backoff(initial_backoff_s, max_backoff_s, rng)
         self._stream_max_age_s = stream_max_age_s
         self._on_update = on_update
@@ -211,9 +230,7 @@ class PolicyClient:
             if not first:
                 self._count(reconnects=1)
             first = False
-            channel = rpc.open_channel(self.address, tls_ca=self._tls_ca,
-                                       tls_server_name=self._tls_server_name,
-                                       options=self._options)
+            channel = self._endpoint.open()
             delay = 0.0
             try:
                 self._stream(channel)  # returns at a normal end (deadline rotation)
@@ -254,7 +271,7 @@ class PolicyClient:
                     return
                 yield item
 
-        call = stub.subscribe(acks(), timeout=self._stream_max_age_s, metadata=self._md)
+        call = stub.subscribe(acks(), timeout=self._stream_max_age_s, metadata=self._endpoint.metadata)
         self._call = call
         if self._stop.is_set():
             call.cancel()

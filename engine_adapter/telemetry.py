@@ -26,12 +26,11 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 
-from tailwise.engine_adapter.policy_client import Backoff
+from tailwise.engine_adapter.policy_client import Backoff, SidecarEndpoint
 from tailwise.scorer.hooks import StepStats
 from tailwise.scorer.request import ReqInfo
 from tailwise.wire import rpc
@@ -88,12 +87,9 @@ class TelemetryEmitter:
             raise ValueError("max_queue and max_batch must be >= 1")
         self.address = address
         self.engine_id = engine_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._md = rpc.bearer_metadata(token)
-        self._tls_ca = Path(tls_ca).read_bytes() if isinstance(tls_ca, str | os.PathLike) \
-            else tls_ca
-        self._tls_server_name = tls_server_name
-        self._options = rpc.client_channel_options(max_message_bytes,
-                                                   max_reconnect_backoff_s=max_backoff_s)
+        self._endpoint = SidecarEndpoint.make(
+            address, token=token, tls_ca=tls_ca, tls_server_name=tls_server_name,
+            max_message_bytes=max_message_bytes, max_backoff_s=max_backoff_s)
         self._max_queue = max_queue
         self._max_batch = max_batch
         self._flush_interval_s = flush_interval_s
@@ -219,9 +215,7 @@ class TelemetryEmitter:
             if not first:
                 self._count(reconnects=1)
             first = False
-            channel = rpc.open_channel(self.address, tls_ca=self._tls_ca,
-                                       tls_server_name=self._tls_server_name,
-                                       options=self._options)
+            channel = self._endpoint.open()
             delay = 0.0
             acct = _StreamAccount()
             try:
@@ -247,7 +241,7 @@ class TelemetryEmitter:
         self._count(streams=1)
         try:
             summary = stub.report(self._batches(acct), timeout=self._stream_rotate_s + 30.0,
-                                  metadata=self._md)
+                                  metadata=self._endpoint.metadata)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from exc
         sent = acct.close()

@@ -112,37 +112,23 @@ def register(app: typer.Typer) -> None:
                 data["insecure"] = True
             if testing_allow_unchecked_push:
                 data["testing_allow_unchecked_push"] = True
-            hints = dict(data.get("hints") or {})
-            if hints_port is not None:
-                hints["port"] = hints_port
-            if hints_host is not None:
-                hints["host"] = hints_host
-            if hints:
-                data["hints"] = hints
-            window = dict(data.get("window") or {})
-            if trial_window_s is not None:
-                window["trial_window_s"] = trial_window_s
-            if min_requests is not None:
-                window["min_requests"] = min_requests
-            if window:
-                data["window"] = window
-            loop = dict(data.get("loop") or {})
-            if round_every_s is not None:
-                loop["round_every_s"] = round_every_s
-            if n_trials is not None:
-                loop["n_trials"] = n_trials
-            if mode is not None:
-                loop["mode"] = mode
-            if no_loop:
-                loop["enabled"] = False
-            if loop:
-                data["loop"] = loop
+            _override(data, "hints", port=hints_port, host=hints_host)
+            _override(data, "window", trial_window_s=trial_window_s, min_requests=min_requests)
+            _override(data, "loop", round_every_s=round_every_s, n_trials=n_trials, mode=mode,
+                      enabled=False if no_loop else None)
             cfg = config_from_mapping(data, SidecarConfig())
             code = run_sidecar(cfg)
         except (ConfigError, StateError) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from None
         raise typer.Exit(code)
+
+
+def _override(data: dict[str, Any], section: str, **flags: Any) -> None:
+    """Command-line flags given (not None) override the config file's ``section``."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    if given:
+        data[section] = {**(data.get(section) or {}), **given}
 
 
 def _standalone() -> typer.Typer:  # pragma: no cover - exercised through subprocesses
