@@ -109,9 +109,7 @@ def make_vllm_scheduler(
     ``scheduling_policy``, ``clock``, ... for the tailwise classes).
     """
     os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")  # the scheduler never needs a GPU
-    import torch
     from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, VllmConfig
-    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
     from vllm.v1.structured_output import StructuredOutputManager
 
     from tailwise.engine_adapter.vllm import TailwiseScheduler
@@ -149,25 +147,32 @@ def make_vllm_scheduler(
     )
     num_blocks = config.num_gpu_blocks + 1  # + vLLM's null block
     cache_config.num_gpu_blocks = num_blocks
-    kv_cache_config = KVCacheConfig(
+    return cls(
+        vllm_config=vllm_config,
+        kv_cache_config=block_only_kv_cache(num_blocks, config.block_size),
+        structured_output_manager=StructuredOutputManager(vllm_config),
+        block_size=config.block_size,
+        log_stats=False,
+        **scheduler_kwargs,
+    )
+
+
+def block_only_kv_cache(num_blocks: int, block_size: int) -> Any:
+    """vLLM's ``KVCacheConfig`` for ``num_blocks`` blocks in one full-attention group and no
+    tensors: all a scheduler needs, since it only counts blocks."""
+    import torch
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+
+    return KVCacheConfig(
         num_blocks=num_blocks,
         kv_cache_tensors=[],
         kv_cache_groups=[
             KVCacheGroupSpec(
                 ["layer"],
-                FullAttentionSpec(
-                    block_size=config.block_size, num_kv_heads=1, head_size=1, dtype=torch.float32
-                ),
+                FullAttentionSpec(block_size=block_size, num_kv_heads=1, head_size=1,
+                                  dtype=torch.float32),
             )
         ],
-    )
-    return cls(
-        vllm_config=vllm_config,
-        kv_cache_config=kv_cache_config,
-        structured_output_manager=StructuredOutputManager(vllm_config),
-        block_size=config.block_size,
-        log_stats=False,
-        **scheduler_kwargs,
     )
 
 

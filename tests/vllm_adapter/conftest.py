@@ -88,18 +88,13 @@ class Factory:
         **extra: Any,
     ) -> Any:
         """A scheduler of ``cls`` ("stock", "tailwise", or a class); ``extra`` goes to it."""
-        import torch
         from vllm.config import CacheConfig, SchedulerConfig, VllmConfig
         from vllm.v1.core.sched.async_scheduler import AsyncScheduler
         from vllm.v1.core.sched.scheduler import Scheduler
-        from vllm.v1.kv_cache_interface import (
-            FullAttentionSpec,
-            KVCacheConfig,
-            KVCacheGroupSpec,
-        )
         from vllm.v1.structured_output import StructuredOutputManager
 
         from tailwise.engine_adapter.vllm import TailwiseAsyncScheduler, TailwiseScheduler
+        from tailwise.lab.vllm_harness import block_only_kv_cache
 
         if isinstance(cls, str):
             table = {
@@ -129,21 +124,9 @@ class Factory:
             additional_config=additional_config or {},
         )
         cache_config.num_gpu_blocks = num_blocks
-        kv_cache_config = KVCacheConfig(
-            num_blocks=num_blocks,
-            kv_cache_tensors=[],
-            kv_cache_groups=[
-                KVCacheGroupSpec(
-                    ["layer"],
-                    FullAttentionSpec(
-                        block_size=block_size, num_kv_heads=1, head_size=1, dtype=torch.float32
-                    ),
-                )
-            ],
-        )
         return cls(
             vllm_config=vllm_config,
-            kv_cache_config=kv_cache_config,
+            kv_cache_config=block_only_kv_cache(num_blocks, block_size),
             structured_output_manager=StructuredOutputManager(vllm_config),
             block_size=block_size,
             log_stats=True,
