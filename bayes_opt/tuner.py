@@ -70,6 +70,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from tailwise.bayes_opt import history
+from tailwise.bayes_opt.anchors import ANCHOR_NAMES, Recall, anchor_policies, same
 from tailwise.bayes_opt.objective import (
     ObjectiveConfig,
     evaluate,
@@ -96,6 +97,9 @@ ATTR_OBJECTIVE = "tailwise:objective"
 ATTR_CHAMPION = "tailwise:champion"
 ATTR_LAST_ROUND = "tailwise:last_round"
 SYS_DRIFT_REF = "tailwise:drift_ref"
+ATTR_RECALL = "tailwise:recent_champions"
+#: enqueued-trial marker: an anchor of the round with this token (see anchors.py)
+ATTR_ANCHOR_TOKEN = "anchor_token"
 #: enqueued-trial marker: the champion of the round with this token
 ATTR_CHAMPION_TOKEN = "champion_token"
 
@@ -123,6 +127,15 @@ class TunerConfig:
     n_startup_trials: int = 4
     #: relative improvement a challenger needs over the champion to be promoted
     margin: float = 0.02
+    #: paper modes replayed every round beside the sampler's draws, each on the base
+    #: policy (:mod:`tailwise.bayes_opt.anchors`); () measures none
+    anchors: tuple[str, ...] = ("tailwise", "kairos", "uniboost", "ewsjf")
+    #: recent distinct champions re-measured every round (warm start after a shift back)
+    recall: int = 4
+    #: a candidate that wins on the round's window must also not lose to the champion by
+    #: more than ``margin`` on the previous round's window (skipped when ADWIN flags a
+    #: length drift between the two: then the previous window is another regime)
+    confirm: bool = True
     max_window_requests: int = 2000
     #: "tail" (most recent requests) or "thin" (every k-th, time-compressed)
     window_cap: str = "tail"
@@ -164,6 +177,12 @@ class TunerConfig:
                 raise TunerConfigError(f"tuner.model: {exc}") from None
         need(self.model is None or isinstance(self.model, StepTimeModel), "model", self.model,
              "None or a step-time model")
+        if isinstance(self.anchors, list):  # from a config file
+            object.__setattr__(self, "anchors", tuple(self.anchors))
+        need(isinstance(self.anchors, tuple) and all(a in ANCHOR_NAMES for a in self.anchors),
+             "anchors", self.anchors, f"a list of names from {list(ANCHOR_NAMES)}")
+        need(is_int(self.recall) and self.recall >= 0, "recall", self.recall, "an integer >= 0")
+        need(isinstance(self.confirm, bool), "confirm", self.confirm, "true or false")
         for name, cls in (("objective", ObjectiveConfig), ("space", SpaceConfig),
                           ("engine", EngineConfig)):
             need(isinstance(getattr(self, name), cls), name, getattr(self, name),
@@ -277,6 +296,10 @@ class Tuner:
         self._live: dict[int, tuple[optuna.Trial, _Beat, Policy]] = {}
         self._live_baseline: Mapping[str, Any] | None = None
         self._round_entry: dict[str, Any] = {}
+        self._anchors = anchor_policies(base_policy, cfg.anchors)
+        self._recall = Recall.from_json(cfg.recall, self.study.user_attrs.get(ATTR_RECALL))
+        #: the previous round's window (the gate's confirmation replays on it)
+        self._prev_window: Trace | None = None
         self.fail_stale_trials()
 
     # -- rounds ---------------------------------------------------------------------------
@@ -312,6 +335,16 @@ class Tuner:
             policy_to_params(current, self.cfg.space, self.base),
             user_attrs={ATTR_CHAMPION_TOKEN: token, "role": "champion"},
         )
+        if not self._recall.policies:
+            self._recall.add(current)
+        fixed = self._fixed(current)
+        for i, (label, pol) in enumerate(fixed):
+            self.study.enqueue_trial(
+                policy_to_params(pol, self.cfg.space, self.base)
+                if pol.mode is self.cfg.space.mode else {},
+                user_attrs={ATTR_ANCHOR_TOKEN: token, "anchor": i, "anchor_label": label,
+                            "role": "anchor"},
+            )
         policies: dict[int, Policy] = {}
         prompts = window.prompt_tokens
         champ_value: list[float | None] = [None]
@@ -319,13 +352,20 @@ class Tuner:
 
         def objective(trial: optuna.Trial) -> float:
             champion = trial.user_attrs.get(ATTR_CHAMPION_TOKEN) == token
+            anchor = (fixed[int(trial.user_attrs["anchor"])][1]
+                      if trial.user_attrs.get(ATTR_ANCHOR_TOKEN) == token else None)
             for k, v in common.items():
                 trial.set_user_attr(k, v)
-            trial.set_user_attr("role", "champion" if champion else "challenger")
+            role = "champion" if champion else "anchor" if anchor is not None else "challenger"
+            trial.set_user_attr("role", role)
             try:
                 if champion:
                     suggest_params(trial, self.base, self.cfg.space)  # fixed: records params
                     policy = current
+                elif anchor is not None:
+                    if anchor.mode is self.cfg.space.mode:  # enqueued: records its params
+                        suggest_params(trial, self.base, self.cfg.space)
+                    policy = anchor
                 else:
                     policy = self._candidate(trial, prompts)
                 policies[trial.number] = policy
@@ -338,7 +378,6 @@ class Tuner:
                 raise
             value, keys = _score(trial, summary, base_summary, self.cfg.objective)
             comp_keys.update(dict.fromkeys(keys))
-            role = "champion" if champion else "challenger"
             trial.set_user_attr("outcome", history.standing(
                 role, value, champ_value[0], self.cfg.margin, self.cfg.objective))
             if champion and math.isfinite(value):
@@ -348,7 +387,7 @@ class Tuner:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             self.study.optimize(
-                objective, n_trials=n_trials, timeout=self.cfg.round_timeout_s,
+                objective, n_trials=n_trials + len(fixed), timeout=self.cfg.round_timeout_s,
                 catch=(Exception,), gc_after_trial=False,
             )
         trials = [
@@ -356,6 +395,7 @@ class Tuner:
             if t.user_attrs.get("round_token") == token
         ]
         result = self._gate(trials, policies, rnd, wid, len(window), dr)
+        self._prev_window = window
         self._record_round(result, current)
         self._record_history(result, trials, common, list(comp_keys))
         return result
@@ -411,6 +451,32 @@ class Tuner:
         history.save_trial_note(self.study, t, f"Live trial: {word}" + (
             f" (policy version {version})" if version is not None else ""))
 
+    def _fixed(self, current: Policy) -> list[tuple[str, Policy]]:
+        """This round's anchors: the paper modes and the recalled champions, each once,
+        none that schedules like ``current``."""
+        out: list[tuple[str, Policy]] = []
+        recalled = [(f"champion -{i + 1}", p) for i, p in enumerate(self._recall.policies)]
+        for label, pol in [*self._anchors, *recalled]:
+            if not same(pol, current) and not any(same(pol, q) for _, q in out):
+                out.append((label, pol))
+        return out
+
+    def _confirmed(self, policy: Policy, dr: Drift | None) -> tuple[bool, str]:
+        """The gate's second look: on the previous round's window the candidate must not
+        be worse than the champion by more than the margin (one window's win may be
+        noise or a quirk of that window). Skipped without a previous window or when ADWIN
+        flagged a drift between the two windows (the previous one is another regime)."""
+        prev = self._prev_window
+        if not self.cfg.confirm or prev is None or (dr is not None and dr.detected):
+            return True, ""
+        base = self.evaluator.baseline(prev)
+        vals = [evaluate(self.evaluator.run(prev, p), base, self.cfg.objective)[0]
+                for p in (self._current, policy)]
+        g = gain(vals[1], vals[0], self.cfg.objective)
+        if not g >= -self.cfg.margin:
+            return False, f"on the previous window it loses {g:.4g} to the champion"
+        return True, f"confirmed on the previous window ({g:+.4g})"
+
     def _candidate(self, trial: optuna.trial.BaseTrial, prompts: Any) -> Policy:
         return suggest_policy(trial, self.base, self._partition, self.cfg.space, prompts,
                               self.cfg.partition_seed)
@@ -421,9 +487,10 @@ class Tuner:
         sign = 1.0 if direction == "maximize" else -1.0
         champ = next((t for t in trials if t.user_attrs.get("role") == "champion"), None)
         champ_value = _finite_value(champ)
-        done = [t for t in trials
-                if t.user_attrs.get("role") == "challenger" and _finite_value(t) is not None]
-        best = max(done, key=lambda t: sign * float(t.values[0])) if done else None
+        done = [t for t in trials if t.user_attrs.get("role") in ("challenger", "anchor")
+                and _finite_value(t) is not None]
+        done.sort(key=lambda t: -sign * float(t.values[0]))
+        best = done[0] if done else None
         best_value = _finite_value(best)
         values = [v for v in (champ_value, best_value) if v is not None]
 
@@ -446,14 +513,31 @@ class Tuner:
         if not imp > self.cfg.margin:
             return result(f"best challenger (trial {best.number}) improves by {imp:.4g}, "
                           f"not more than the margin {self.cfg.margin}", imp=imp)
-        policy = policies.get(best.number) or Policy.from_dict(best.user_attrs["policy"])
-        policy = policy.replace(note=f"study={self.cfg.study_name} round={rnd} trial={best.number}")
-        return result(f"trial {best.number} beats the champion by {imp:.4g} > margin "
-                      f"{self.cfg.margin}", promoted=policy, imp=imp)
+        refused: list[str] = []
+        # the confirmation replays at most the two best winners (bounded extra cost)
+        for cand in [t for t in done
+                     if gain(float(t.values[0]), champ_value, self.cfg.objective)
+                     > self.cfg.margin][:2]:
+            policy = policies.get(cand.number) or Policy.from_dict(cand.user_attrs["policy"])
+            ok, why = self._confirmed(policy, dr)
+            if not ok:
+                refused.append(f"trial {cand.number} {why}")
+                continue
+            imp = gain(float(cand.values[0]), champ_value, self.cfg.objective)
+            best = cand
+            policy = policy.replace(
+                note=f"study={self.cfg.study_name} round={rnd} trial={cand.number}")
+            return result(f"trial {cand.number} beats the champion by {imp:.4g} > margin "
+                          f"{self.cfg.margin}" + (f"; {why}" if why else "")
+                          + "".join(f"; {r}" for r in refused), promoted=policy, imp=imp)
+        return result("; ".join(refused) + ": kept the champion", imp=imp)
 
     def _record_round(self, res: RoundResult, current: Policy) -> None:
         champion = res.promoted if res.promoted is not None else current
         self.study.set_user_attr(ATTR_CHAMPION, champion.to_dict())
+        if res.promoted is not None and self.cfg.recall:
+            self._recall.add(res.promoted)
+            self.study.set_user_attr(ATTR_RECALL, self._recall.to_json())
         self.study.set_user_attr(ATTR_LAST_ROUND, {
             "round": res.round, "window_id": res.window_id, "drift": res.drift,
             "champion_value": res.champion_value, "best_value": res.best_value,
@@ -596,6 +680,9 @@ def make_sampler(cfg: TunerConfig, seed: int) -> optuna.samplers.BaseSampler:
         warnings.simplefilter("ignore", ExperimentalWarning)
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=cfg.n_startup_trials, multivariate=True,
+            # group: anchors of other modes carry no parameters; without it the
+            # intersection search space would be empty and TPE would go univariate
+            group=True,
         )
 
 

@@ -93,7 +93,9 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
         metrics=s.metrics, requests=a.requests, min_requests=a.min_requests,
         offline_trials=a.offline_trials, verbose=False,
         trial_window_s=a.trial_window_s or a.round_every_s,
-        sidecar_overrides={"window": {"settle_quantile": a.settle_quantile}})
+        sidecar_overrides={"window": {"settle_quantile": a.settle_quantile},
+                           "tuner": {"anchors": [x for x in a.anchors.split(",") if x],
+                                     "recall": a.recall, "confirm": not a.no_confirm}})
 
 
 def run_one(s: Scenario, seed: int, a: argparse.Namespace) -> Run:
@@ -207,6 +209,15 @@ def report(run: Run, a: argparse.Namespace) -> dict[str, Any]:
     gates = gate_check(run, w)
     print(f"target 3: published per phase {per_phase}; gate (new − replaced on the next "
           f"window): {', '.join(f'{g:+.3f}' for g in gates) or 'nothing published'}")
+    if a.show_rounds:
+        for r in rounds:
+            w0, w1 = r["window"]
+            print(f"  round t={r['engine_time']:.0f} {r['outcome']} n={r['window_requests']} "
+                  f"window=[{w0 if w0 is None else round(w0)}, {w1 if w1 is None else round(w1)}] "
+                  f"champion={r['champion_value']} best={r['best_value']} "
+                  f"v={r['published_version']}")
+        for t, pol in run.online.result.policy_timeline:
+            print(f"  policy v{pol.version} from t={t:.0f}: {pol.mode.value} {pol.note}")
     ttb = trials_to_best(rounds)
     distinct = [len({round(v, 4) for v in r["trial_values"] if v is not None}) for r in rounds
                 if any(v is not None for v in r["trial_values"])]
@@ -238,6 +249,11 @@ def main() -> None:
     ap.add_argument("--min-requests", type=int, default=150)
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--offline-trials", type=int, default=8)
+    ap.add_argument("--anchors", default="tailwise,kairos,uniboost,ewsjf",
+                    help="sidecar tuner.anchors (comma list; '' for none)")
+    ap.add_argument("--recall", type=int, default=4, help="sidecar tuner.recall")
+    ap.add_argument("--no-confirm", action="store_true", help="sidecar tuner.confirm = false")
+    ap.add_argument("--show-rounds", action="store_true", help="print every tuning round")
     ap.add_argument("--json", default=None, help="write the per-run summaries here")
     a = ap.parse_args()
     rows = []

@@ -43,6 +43,10 @@ class WindowConfig:
     settle_quantile: float = 0.99
     #: the settled span ends at most this many engine seconds before the engine clock
     max_settle_lag_s: float = 600.0
+    #: light traffic: a window with fewer than ``min_requests`` grows back in time, one
+    #: ``trial_window_s`` at a time, up to this many trial windows, so a quiet period
+    #: still gets rounds (1 = never grow: such rounds are skipped as too_few_requests)
+    max_span_factor: int = 3
     #: replay the backlog too: requests still in the engine when the window starts are
     #: replayed from its start (``TelemetryWindow.trace(carry_in=True)``)
     carry_in: bool = True
@@ -172,6 +176,10 @@ class SidecarConfig:
         if not 0.0 <= w.settle_quantile < 1.0:  # False for NaN
             raise ConfigError(f"window.settle_quantile: must be in [0, 1), got "
                               f"{w.settle_quantile}")
+        if isinstance(w.max_span_factor, bool) or not isinstance(w.max_span_factor, int) \
+                or w.max_span_factor < 1:
+            raise ConfigError(f"window.max_span_factor: must be an integer >= 1, got "
+                              f"{w.max_span_factor!r}")
         if not w.max_settle_lag_s > 0:
             raise ConfigError(f"window.max_settle_lag_s: must be > 0, got {w.max_settle_lag_s}")
         lp = self.loop
