@@ -26,9 +26,15 @@ traffic:
    :func:`tailwise.bayes_opt.space.refine_partition`). Invalid candidates raise
    :class:`~tailwise.scorer.policy.PolicyError` and the trial FAILs; an objective that is NaN or
    infinite is returned as NaN, which Optuna records as FAILED.
-5. **Gate**: the best COMPLETE challenger is promoted only if it beats the champion's value
-   on the same window by more than ``cfg.margin`` (relative, see
-   :func:`tailwise.bayes_opt.objective.gain`). No finite champion value ⇒ no promotion.
+   Beside them the round replays fixed **anchors** (:mod:`tailwise.bayes_opt.anchors`):
+   the paper modes named in ``cfg.anchors`` built on the base policy, and the last
+   ``cfg.recall`` distinct champions (a warm start when a regime comes back).
+5. **Gate**: the best COMPLETE challenger or anchor is promoted only if it beats the
+   champion's value on the same window by more than ``cfg.margin`` (relative, see
+   :func:`tailwise.bayes_opt.objective.gain`) and, with ``cfg.confirm``, is not worse than
+   the champion by more than the margin on the previous round's window (one window's win
+   can be noise; skipped when ADWIN flags a length drift between the two windows). The
+   two best winners are tried in turn. No finite champion value ⇒ no promotion.
 
 Every trial carries user attributes for optuna-dashboard: ``round``, ``window_id``,
 ``window_requests``, ``role`` (champion/challenger/live), the drift figures, the reward
@@ -129,13 +135,13 @@ class TunerConfig:
     margin: float = 0.02
     #: paper modes replayed every round beside the sampler's draws, each on the base
     #: policy (:mod:`tailwise.bayes_opt.anchors`); () measures none
-    anchors: tuple[str, ...] = ("tailwise", "kairos", "uniboost", "ewsjf")
+    anchors: tuple[str, ...] = ()
     #: recent distinct champions re-measured every round (warm start after a shift back)
-    recall: int = 4
+    recall: int = 0
     #: a candidate that wins on the round's window must also not lose to the champion by
     #: more than ``margin`` on the previous round's window (skipped when ADWIN flags a
     #: length drift between the two: then the previous window is another regime)
-    confirm: bool = True
+    confirm: bool = False
     max_window_requests: int = 2000
     #: "tail" (most recent requests) or "thin" (every k-th, time-compressed)
     window_cap: str = "tail"

@@ -65,7 +65,8 @@ def test_recall_is_bounded_newest_first_and_ignores_identity_fields() -> None:
 
 def test_an_anchor_of_another_mode_that_wins_the_window_is_promoted() -> None:
     ev = ModeEvaluator({Mode.KAIROS: 1.0})
-    res = tuner(ev).tune(make_trace(200), BASE, (), 4)
+    res = tuner(ev, anchors=("tailwise", "kairos", "uniboost", "ewsjf")).tune(
+        make_trace(200), BASE, (), 4)
     assert res.promoted is not None and res.promoted.mode is Mode.KAIROS
     roles = {t.role for t in res.trials}
     assert roles == {"champion", "anchor", "challenger"}

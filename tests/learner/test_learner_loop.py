@@ -21,7 +21,7 @@ from tailwise.scorer.policy import Mode, Policy, Source, neutral_policy
 class Rig:
     def __init__(self, tmp: Path, tuner: Any = None, partitioner: Any = None,
                  window_s: float = 600.0, min_requests: int = 5, every: float | None = None,
-                 eager: bool = True) -> None:
+                 eager: bool = True, span_factor: int = 3) -> None:
         self.metrics = SidecarMetrics()
         self.state = StateFile(tmp)
         self.store = PolicyStore(self.state, self.metrics,
@@ -31,7 +31,8 @@ class Rig:
         self.loop = LearningLoop(
             self.window, self.store, self.state, self.metrics,
             loop_cfg=LoopConfig(round_every_s=every, n_trials=3, tune_on_partition_change=eager),
-            window_cfg=WindowConfig(trial_window_s=window_s, min_requests=min_requests),
+            window_cfg=WindowConfig(trial_window_s=window_s, min_requests=min_requests,
+                                    max_span_factor=span_factor),
             tuner_factory=(lambda base: tuner) if tuner is not None else None,
             partitioner_factory=partitioner)
 
@@ -128,6 +129,24 @@ def test_too_few_requests_skip_the_round(tmp_path: Path) -> None:
     assert rig.loop.step().outcome == "too_few_requests"
     assert tuner.calls == []
     assert rig.value("tailwise_tuning_rounds_total", outcome="too_few_requests") == 1
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3])
+def test_light_traffic_grows_the_window_instead_of_skipping_the_round(
+        tmp_path: Path, factor: int) -> None:
+    """100 requests, one a second: a 40-s window holds ~40 < 70; grown to 80 s (factor 2)
+    or 120 s (factor 3) it holds enough, never more than factor × 40 s of arrivals."""
+    tuner = FakeTuner()
+    rig = Rig(tmp_path, tuner, window_s=40.0, min_requests=70, span_factor=factor)
+    rig.feed(100, t0=0.0)
+    out = rig.loop.step()
+    if factor == 1:
+        assert out.outcome == "too_few_requests" and tuner.calls == []
+        return
+    assert out.round_run and len(tuner.calls) == 1
+    window = tuner.calls[0][0]
+    assert len(window) >= 70
+    assert window.arrival_s[-1] - window.arrival_s[0] <= factor * 40.0
 
 
 def test_tuner_errors_are_counted_and_the_loop_continues(tmp_path: Path) -> None:
