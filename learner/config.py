@@ -71,6 +71,11 @@ class LoopConfig:
     tune_on_partition_change: bool = True
     #: wall seconds the loop waits for new telemetry before re-checking stop/state
     idle_wait_s: float = 0.5
+    #: a promoted policy is not published (outcome ``stale_window``) when river's ADWIN,
+    #: fed the prompt lengths of the replayed window and then of every arrival since, fires
+    #: on the later ones: the traffic moved on while the window settled, and a policy
+    #: tuned for the old traffic is not pushed onto the new (the next round tunes on it)
+    stale_check: bool = True
     #: CPU bound of tuning, so replays do not slow an engine on the same host: the loop
     #: thread (and every thread it starts) runs at this many nice levels below the
     #: sidecar's gRPC threads (0-19; Linux niceness is per thread) ...

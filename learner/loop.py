@@ -17,8 +17,10 @@ clock), then:
    requests that finish first — and calls ``tuner.tune(window, current, partition,
    n_trials)``;
 3. a promoted challenger is published (new version, ``created_at``, ``source=learned``)
-   only if its objective is finite, it validates, and promotion is not paused (kill
-   switch / manual policy).
+   only if its objective is finite, it validates, promotion is not paused (kill
+   switch / manual policy), and the traffic did not move on since the window (the
+   settled window lags by about one tail latency; ``loop.stale_check``: river's ADWIN
+   on the prompt lengths of the window, then of every later arrival).
 
 With ``loop.mode = "live"`` step 2 instead runs a live round over the same settled span
 (:class:`tailwise.learner.live.LiveTrials`): the trial in flight is scored from the engine's own
@@ -65,6 +67,7 @@ from tailwise.learner.metrics import SidecarMetrics
 from tailwise.learner.publisher import PolicyStore, PromotionPaused
 from tailwise.learner.state import StateFile
 from tailwise.learner.window import TelemetryWindow
+from tailwise.partitioner.drift import DriftDetector
 from tailwise.records.trace import Trace
 from tailwise.scorer.policy import EwsjfParams, Policy, PolicyError, QueueSpec, Source
 
@@ -470,7 +473,10 @@ class LearningLoop:
         self._partition_dirty = False
         self.last_result = res
         self._record_study(tuner, res)
-        outcome, version = self._maybe_publish(res, now)
+        if res.promoted is not None and self.cfg.stale_check and self._stale(since, until, now):
+            outcome, version = "stale_window", None
+        else:
+            outcome, version = self._maybe_publish(res, now)
         _hook(tuner, "record_publication", res, outcome, version)
         self.history.append(RoundRecord(
             now, outcome, len(trace), res.best_value, res.drift, version,
@@ -479,6 +485,18 @@ class LearningLoop:
             trial_values=_trial_values(res.trials)))
         self._finish_round(now, outcome)
         return outcome, version
+
+    def _stale(self, since: float, until: float, now: float) -> bool:
+        """Whether the arrivals after the replayed window drifted from it (ADWIN on the
+        prompt lengths, see ``LoopConfig.stale_check``); known at arrival, so the requests
+        still in the engine count too."""
+        if not until < now:
+            return False
+        det = DriftDetector(("prompt",))
+        for p in self.window.arrival_prompts(since, until):
+            det.learn_one({"prompt": float(p)})
+        return any(det.learn_one({"prompt": float(p)})
+                   for p in self.window.arrival_prompts(until, now))
 
     def _maybe_publish(self, res: RoundResultLike, now: float) -> tuple[str, int | None]:
         promoted = res.promoted

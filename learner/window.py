@@ -256,6 +256,17 @@ class TelemetryWindow:
         with self._cond:
             return sum(1 for r in self._finished if since <= r.arrival_time < until)
 
+    def arrival_prompts(self, since: float, until: float = math.inf) -> np.ndarray:
+        """Prompt tokens of every request that arrived in ``[since, until)``, finished or
+        still in the engine, in arrival order (known at arrival: no censoring)."""
+        with self._cond:
+            rows = [(r.arrival_time, r.prompt_tokens) for r in self._finished
+                    if since <= r.arrival_time < until]
+            rows += [(a.arrival_time, a.prompt_tokens) for a in self._pending.values()
+                     if since <= a.arrival_time < until]
+        rows.sort()
+        return np.asarray([p for _, p in rows], dtype=np.float64)
+
     def settled_end(self, now: float, span: float, quantile: float,
                     max_lag_s: float = math.inf) -> float:
         """The latest ``u <= now`` such that at least ``quantile`` of the requests that

@@ -149,6 +149,31 @@ def test_light_traffic_grows_the_window_instead_of_skipping_the_round(
     assert window.arrival_s[-1] - window.arrival_s[0] <= factor * 40.0
 
 
+@pytest.mark.parametrize(("later_prompt", "stale"), [(100, False), (5000, True)])
+def test_a_policy_tuned_on_traffic_that_has_since_moved_on_is_not_published(
+        tmp_path: Path, later_prompt: int, stale: bool) -> None:
+    """The settled window holds short prompts; 200 later arrivals are still in the engine.
+    Long ones (a shift the window has not seen yet) hold the promotion back; more of the
+    same do not."""
+    from tailwise.wire.v1 import policy_pb2 as pb
+
+    rig = Rig(tmp_path, FakeTuner([(True, 0.5)]), window_s=60.0, eager=False)
+    rig.feed(150, t0=0.0)
+    b = pb.EngineEvent(engine_id="e")
+    for i in range(200):
+        t = 150.0 + 0.25 * i
+        b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id=f"late{i}", time=t,
+                       arrival_time=t, prompt_tokens=later_prompt + i % 7,
+                       slo_class="interactive")
+    rig.window.apply(b)
+    out = rig.loop.step()
+    assert out.round_run
+    window = rig.tuner.calls[0][0]
+    assert window.prompt_tokens.max() < 1000  # the settled span is before the later ones
+    assert (out.outcome == "stale_window") is stale
+    assert (rig.store.current().version == 1) is stale
+
+
 def test_tuner_errors_are_counted_and_the_loop_continues(tmp_path: Path) -> None:
     class Boom(FakeTuner):
         def tune(self, *a: Any, **k: Any) -> FakeResult:
