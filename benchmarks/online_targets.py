@@ -22,7 +22,8 @@ Median and worst over seeds close the output. ``--trace FILE`` adds a trace file
 into three equal phases.
 
     python benchmarks/online_targets.py [--seeds 5] [--phase-s 180] [--scenarios ...]
-        [--trace FILE]
+        [--trace FILE] [--show-rounds] [--anchors ...] [--recall N] [--confirm]
+        [--no-stale-check]
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
         trial_window_s=a.trial_window_s or a.round_every_s,
         sidecar_overrides={"window": {"settle_quantile": a.settle_quantile},
                            "tuner": {"anchors": [x for x in a.anchors.split(",") if x],
-                                     "recall": a.recall, "confirm": not a.no_confirm}})
+                                     "recall": a.recall, "confirm": a.confirm},
+                           "loop": {"stale_check": not a.no_stale_check}})
 
 
 def run_one(s: Scenario, seed: int, a: argparse.Namespace) -> Run:
@@ -249,10 +251,11 @@ def main() -> None:
     ap.add_argument("--min-requests", type=int, default=150)
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--offline-trials", type=int, default=8)
-    ap.add_argument("--anchors", default="tailwise,kairos,uniboost,ewsjf",
-                    help="sidecar tuner.anchors (comma list; '' for none)")
-    ap.add_argument("--recall", type=int, default=4, help="sidecar tuner.recall")
-    ap.add_argument("--no-confirm", action="store_true", help="sidecar tuner.confirm = false")
+    ap.add_argument("--anchors", default="",
+                    help="sidecar tuner.anchors, a comma list (e.g. tailwise,kairos,uniboost,ewsjf)")
+    ap.add_argument("--recall", type=int, default=0, help="sidecar tuner.recall")
+    ap.add_argument("--confirm", action="store_true", help="sidecar tuner.confirm = true")
+    ap.add_argument("--no-stale-check", action="store_true", help="sidecar loop.stale_check = false")
     ap.add_argument("--show-rounds", action="store_true", help="print every tuning round")
     ap.add_argument("--json", default=None, help="write the per-run summaries here")
     a = ap.parse_args()
