@@ -23,7 +23,7 @@ into three equal phases.
 
     python benchmarks/online_targets.py [--seeds 5] [--phase-s 180] [--scenarios ...]
         [--trace FILE] [--show-rounds] [--anchors ...] [--recall N] [--confirm]
-        [--no-stale-check]
+        [--no-stale-check] [--max-span-factor K]
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
         metrics=s.metrics, requests=a.requests, min_requests=a.min_requests,
         offline_trials=a.offline_trials, verbose=False,
         trial_window_s=a.trial_window_s or a.round_every_s,
-        sidecar_overrides={"window": {"settle_quantile": a.settle_quantile},
+        sidecar_overrides={"window": {"settle_quantile": a.settle_quantile,
+                                      "max_span_factor": a.max_span_factor},
                            "tuner": {"anchors": [x for x in a.anchors.split(",") if x],
                                      "recall": a.recall, "confirm": a.confirm},
                            "loop": {"stale_check": not a.no_stale_check}})
@@ -256,6 +257,8 @@ def main() -> None:
     ap.add_argument("--recall", type=int, default=0, help="sidecar tuner.recall")
     ap.add_argument("--confirm", action="store_true", help="sidecar tuner.confirm = true")
     ap.add_argument("--no-stale-check", action="store_true", help="sidecar loop.stale_check = false")
+    ap.add_argument("--max-span-factor", type=int, default=1,
+                    help="sidecar window.max_span_factor (light traffic: grow the window)")
     ap.add_argument("--show-rounds", action="store_true", help="print every tuning round")
     ap.add_argument("--json", default=None, help="write the per-run summaries here")
     a = ap.parse_args()

@@ -45,8 +45,10 @@ class WindowConfig:
     max_settle_lag_s: float = 600.0
     #: light traffic: a window with fewer than ``min_requests`` grows back in time, one
     #: ``trial_window_s`` at a time, up to this many trial windows, so a quiet period
-    #: still gets rounds (1 = never grow: such rounds are skipped as too_few_requests)
-    max_span_factor: int = 3
+    #: still gets rounds (1, the default = never grow: such rounds are skipped as
+    #: too_few_requests; on the shift scenarios 3 let phase 1 publish in 4 of 10 runs but
+    #: cost slo-flip's whole-run objective, see README "Online learning")
+    max_span_factor: int = 1
     #: replay the backlog too: requests still in the engine when the window starts are
     #: replayed from its start (``TelemetryWindow.trace(carry_in=True)``)
     carry_in: bool = True

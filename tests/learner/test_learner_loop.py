@@ -21,7 +21,7 @@ from tailwise.scorer.policy import Mode, Policy, Source, neutral_policy
 class Rig:
     def __init__(self, tmp: Path, tuner: Any = None, partitioner: Any = None,
                  window_s: float = 600.0, min_requests: int = 5, every: float | None = None,
-                 eager: bool = True, span_factor: int = 3) -> None:
+                 eager: bool = True, span_factor: int = 1) -> None:
         self.metrics = SidecarMetrics()
         self.state = StateFile(tmp)
         self.store = PolicyStore(self.state, self.metrics,
