@@ -612,6 +612,21 @@ class TailwiseSchedulerMixin(_Base):
                 info.last_admit_time = now
                 admitted.append(info)
                 prefilling[rid] = None
+        # hooks before this step's chunks are credited: a policy sees an admitted request
+        # as it was at admission (prefill work not yet done), as in the simulator
+        try:
+            for rid in out.preempted_req_ids or ():
+                entry = live.get(rid)
+                if entry is not None:
+                    req, info = entry
+                    info.num_preemptions = req.num_preemptions
+                    info.num_computed_tokens = req.num_computed_tokens
+                    self._tw_sink.on_preempt(info, now)
+            if sched is not None and sched is self._tw_sched:
+                for info in admitted:
+                    sched.on_admit(info, now)
+        except Exception as exc:
+            self._tw_hook_error(exc)
         prefill_tokens = 0
         in_prefill: list[str] = []
         if prefilling:
@@ -633,19 +648,6 @@ class TailwiseSchedulerMixin(_Base):
                     done.append(rid)
             for rid in done:
                 del prefilling[rid]
-        try:
-            for rid in out.preempted_req_ids or ():
-                entry = live.get(rid)
-                if entry is not None:
-                    req, info = entry
-                    info.num_preemptions = req.num_preemptions
-                    info.num_computed_tokens = req.num_computed_tokens
-                    self._tw_sink.on_preempt(info, now)
-            if sched is not None and sched is self._tw_sched:
-                for info in admitted:
-                    sched.on_admit(info, now)
-        except Exception as exc:
-            self._tw_hook_error(exc)
         if self._tw_emit_steps:  # O(scheduled), only when someone listens
             skip = set(in_prefill)
             decode_reqs = decode_ctx = 0
