@@ -150,6 +150,34 @@ def test_short_requests_overtake_long_ones(make_scheduler: Any, vh: Any) -> None
     ]
 
 
+class AdmitProgress(ChosenVictim):
+    """Records the work a request has attained when ``on_admit`` sees it."""
+
+    def __init__(self, victim: str) -> None:
+        super().__init__(victim)
+        self.at_admit: list[tuple[str, int, int]] = []
+
+    def on_admit(self, req: ReqInfo, now: float) -> None:
+        self.at_admit.append((req.request_id, req.num_preemptions, req.prefill_tokens_done))
+
+
+def test_on_admit_sees_the_request_before_its_admission_chunk(make_scheduler: Any, vh: Any) -> None:
+    """As in the simulator, ``on_admit`` runs before the admission step's prefill chunk is
+    credited (anti-thrash protection is set from the work attained before the restore)."""
+    spec = [(f"r{i}", 32, 40) for i in range(3)]
+    policy = AdmitProgress("r0")
+    ours = make_scheduler("tailwise", scheduling_policy=policy, num_blocks=9,
+                          max_num_batched_tokens=128)
+    reqs = requests(vh, spec)
+    vh.add_all(ours, reqs)
+    vh.run_until_idle(ours)
+    assert_drained(ours, reqs)
+    fresh = [a for a in policy.at_admit if a[1] == 0]
+    resumed = [a for a in policy.at_admit if a[1] > 0]
+    assert [a[2] for a in fresh] == [0, 0, 0]
+    assert resumed and all(a[2] == 32 for a in resumed)  # its first prefill, not the recompute
+
+
 def test_chosen_victim_is_preempted(make_scheduler: Any, vh: Any) -> None:
     spec = [(f"r{i}", 32, 40) for i in range(3)]
     cfg = {"num_blocks": 9, "max_num_batched_tokens": 128}
