@@ -762,11 +762,13 @@ class Simulator:
                     kv.evictable.move_to_end(("x", self._anon), last=False)
                 r.blocks = own
                 r.num_computed_tokens = hit
+                # the policy sees the real hit from now on (the waiting estimate may be
+                # stale), as the vLLM adapter sets it at every (re)admission
+                r.cached_tokens = min(hit, r.prompt_tokens)
                 if r.num_preemptions:
                     wasted = max(r.lost_computed - hit, 0)
                     self.records.wasted_tokens[r.idx] += wasted
                 else:
-                    r.cached_tokens = min(hit, r.prompt_tokens)
                     self.records.cached_tokens[r.idx] = r.cached_tokens
                 n = min(r.num_tokens - hit, budget)
                 extra = self._blocks_for(r, hit + n) - r.blocks
