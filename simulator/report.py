@@ -280,7 +280,7 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
         "policies": {r.name: r.summary for r in runs},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False,
-                                                 default=_json_default) + "\n")
+                                                 default=json_default) + "\n")
     mh, mrows = metric_table(runs)
     rh, rrows = ratio_table(runs)
     with (out / "summary.csv").open("w", newline="") as fh:
@@ -361,7 +361,8 @@ def md_inline_html(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps`` default for numpy scalars (results files hold them)."""
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):

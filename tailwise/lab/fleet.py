@@ -26,7 +26,7 @@ from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig
 from tailwise.simulator.fleet import FleetResult, ReplicaArm, simulate_fleet
 from tailwise.simulator.metrics import MetricsConfig, summarize
-from tailwise.simulator.report import lookup
+from tailwise.simulator.report import json_default, lookup
 from tailwise.simulator.routers import ROUTER_NAMES, UnknownRouterError, make_router
 from tailwise.simulator.traces import Trace, TraceError
 from tailwise.simulator.workload import offered_load, rate_scale_for_load
@@ -225,7 +225,7 @@ def write_fleet_report(out: Path, cells: Sequence[FleetCell], context: dict[str,
         fleet.setdefault(c.router, {})[c.policy] = c.summary
     (out / "results.json").write_text(json.dumps(
         {"trace": context["trace"], "config": context["config"], "fleet": fleet},
-        indent=2, allow_nan=False, default=_json_default) + "\n")
+        indent=2, allow_nan=False, default=json_default) + "\n")
     tr, conf = context["trace"], context["config"]
     intro = (f"Trace {tr.get('name', '?')}: {tr.get('requests', '?')} requests over "
              f"{tr.get('duration_s', '?')} s, {conf['replicas']} replicas, offered load per "
@@ -258,10 +258,3 @@ def write_fleet_report(out: Path, cells: Sequence[FleetCell], context: dict[str,
         f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
     return out / "report.md"
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
