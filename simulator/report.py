@@ -174,17 +174,33 @@ def metric_table(runs: Sequence[Summarised]) -> tuple[list[str], list[list[str]]
     return header, rows
 
 
-def md_table(header: list[str], rows: list[list[str]]) -> str:
+def md_table(header: list[str], rows: list[list[str]],
+             best: list[list[bool]] | None = None) -> str:
+    """A markdown table; cells flagged in ``best`` are bold."""
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
+    for i, row in enumerate(rows):
+        cells = [f"**{c}**" if best and best[i][j] else c for j, c in enumerate(row)]
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
-def html_table(header: list[str], rows: list[list[str]]) -> str:
+def html_table(header: list[str], rows: list[list[str]],
+               best: list[list[bool]] | None = None) -> str:
+    """An HTML table (cells may hold ``**bold**``/```code```); cells flagged in ``best``
+    get ``class="best"`` (highlighted by :data:`STYLE`)."""
     th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    trs = "".join("<tr>" + "".join(f"<td>{md_inline_html(c)}</td>" for c in row) + "</tr>"
-                  for row in rows)
+    trs = "".join(
+        "<tr>" + "".join(
+            f'<td class="best">{md_inline_html(c)}</td>' if best and best[i][j]
+            else f"<td>{md_inline_html(c)}</td>" for j, c in enumerate(row)) + "</tr>"
+        for i, row in enumerate(rows))
     return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+
+def html_page(title: str, body: str) -> str:
+    """A whole HTML report page around ``body``, styled by :data:`STYLE`."""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            f"</title><style>{STYLE}</style></head><body>{body}</body></html>\n")
 
 
 LINESTYLES = ("-", "--", "-.", ":")
@@ -339,15 +355,14 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
                 f'<img src="{i}" alt="{html.escape(FIGURE_TITLES.get(i, i))}" style="max-width:100%">'
                 for i in images),
     ])
-    (out / "report.html").write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
+    (out / "report.html").write_text(html_page(title, body))
     return out / "report.md"
 
 
-STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-         "td:first-child,th:first-child{text-align:left}")
+STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
+         "margin-bottom:1em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+         "td:first-child,th:first-child{text-align:left}"
+         "td.best{background:#d8f5d0;font-weight:bold}")
 
 
 def md_inline_html(text: str) -> str:

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tailwise.simulator.report import html_page, html_table, md_table
+
 #: (header, path into a policy's result, "min" or "max" is best, format)
 Column = tuple[str, tuple[str, ...], str, str]
 
@@ -77,20 +79,9 @@ def _table(rows: list[tuple[str, dict[str, Any]]], cols: list[Column]
     return header, body
 
 
-def _md(header: list[str], body: list[list[Cell]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in body:
-        out.append("| " + " | ".join(f"**{t}**" if b else t for t, b in row) + " |")
-    return "\n".join(out)
-
-
-def _html(header: list[str], body: list[list[Cell]]) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    trs = "".join(
-        "<tr>" + "".join(
-            f'<td class="best">{html.escape(t)}</td>' if b else f"<td>{html.escape(t)}</td>"
-            for t, b in row) + "</tr>" for row in body)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+def _split(body: list[list[Cell]]) -> tuple[list[list[str]], list[list[bool]]]:
+    """Cell rows as the text rows and best flags that ``md_table``/``html_table`` take."""
+    return [[t for t, _ in row] for row in body], [[b for _, b in row] for row in body]
 
 
 def _slo_columns(per_policy: dict[str, Any]) -> list[Column]:
@@ -145,7 +136,8 @@ def pressure_table(results: dict[str, Any]) -> tuple[list[str], list[list[Cell]]
 
 def readme_table(results: dict[str, Any]) -> str:
     """The README's suite table (markdown), regenerated from ``results.json``."""
-    return _md(*overview_table(results))
+    header, body = overview_table(results)
+    return md_table(header, *_split(body))
 
 
 _DEF_SHORT = ("Short requests: true job size (prompt prefill work + output decode work in "
@@ -225,17 +217,11 @@ def write_report(out: Path, results: dict[str, Any], plots: bool = True) -> Path
         md += [f"![suite]({image})", ""]
         body.append(f'<img src="{image}" alt="suite figure" style="max-width:100%">')
     for title, text, (header, rows) in sections:
-        md += [f"## {title}", "", text, "", _md(header, rows), ""]
+        md += [f"## {title}", "", text, "", md_table(header, *_split(rows)), ""]
         body.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(text)}</p>"
-                    f"{_html(header, rows)}")
+                    f"{html_table(header, *_split(rows))}")
     (out / "report.md").write_text("\n".join(md))
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
-             "margin-bottom:1em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}"
-             "td.best{background:#d7f5d0;font-weight:bold}")
-    (out / "report.html").write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>tailwise bench</title>"
-        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    (out / "report.html").write_text(html_page("tailwise bench", "".join(body)))
     return out / "report.md"
 
 
@@ -248,6 +234,7 @@ def update_readme(text: str, results: dict[str, Any]) -> str:
     if README_START not in text or README_END not in text:
         raise ValueError(f"README has no {README_START!r} … {README_END!r} block")
     conf = results.get("config", {})
+    pressure_header, pressure_rows = pressure_table(results)
     block = "\n".join([
         README_START, "",
         f"`tailwise bench` (seed {conf.get('seed', '?')}, scale {conf.get('scale', '?')}, "
@@ -255,7 +242,7 @@ def update_readme(text: str, results: dict[str, Any]) -> str:
         "FCFS per workload; lower is better, best per column in bold.", "",
         readme_table(results), "",
         "What FCFS suffers on each workload (the pressure each one is built to create):", "",
-        _md(*pressure_table(results)), "",
+        md_table(pressure_header, *_split(pressure_rows)), "",
         README_END,
     ])
     head, rest = text.split(README_START, 1)

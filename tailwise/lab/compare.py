@@ -20,7 +20,7 @@ import numpy as np
 
 from tailwise.simulator.report import (
     LINESTYLES,
-    STYLE,
+    html_page,
     html_table,
     lookup,
     md_inline_html,
@@ -213,9 +213,7 @@ def compare(dirs: Sequence[Path], out: Path, *, names: Sequence[str] | None = No
         "<h2>Requests and errors</h2>", html_table(eh, erows),
         "".join(f'<h2>latency CDFs</h2><img src="{i}" style="max-width:100%">' for i in images),
     ])
-    (out / "comparison.html").write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>tailwise comparison</title>"
-        f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
+    (out / "comparison.html").write_text(html_page("tailwise comparison", body))
     ratios = {r.name: {label: (lookup(r.summary, path) or math.nan) /
                        (lookup(base.summary, path) or math.nan)
                        for label, path, _ in RATIO_METRICS} for r in runs}

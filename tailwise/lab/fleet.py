@@ -26,7 +26,7 @@ from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig
 from tailwise.simulator.fleet import FleetResult, ReplicaArm, simulate_fleet
 from tailwise.simulator.metrics import MetricsConfig, summarize
-from tailwise.simulator.report import json_default, lookup
+from tailwise.simulator.report import html_page, html_table, json_default, lookup, md_table
 from tailwise.simulator.routers import ROUTER_NAMES, UnknownRouterError, make_router
 from tailwise.simulator.traces import Trace, TraceError
 from tailwise.simulator.workload import offered_load, rate_scale_for_load
@@ -167,25 +167,6 @@ def replica_table(cell: FleetCell) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _md(header: list[str], rows: list[list[str]], best: list[list[bool]] | None = None) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for i, row in enumerate(rows):
-        cells = [f"**{c}**" if best and best[i][j] else c for j, c in enumerate(row)]
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out)
-
-
-def _html(header: list[str], rows: list[list[str]], best: list[list[bool]] | None = None) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    trs = []
-    for i, row in enumerate(rows):
-        tds = "".join(
-            f"<td class='best'>{html.escape(c)}</td>" if best and best[i][j]
-            else f"<td>{html.escape(c)}</td>" for j, c in enumerate(row))
-        trs.append(f"<tr>{tds}</tr>")
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(trs)}</tbody></table>"
-
-
 def _plot(out: Path, cells: Sequence[FleetCell], title: str) -> str:
     import matplotlib
 
@@ -235,9 +216,9 @@ def write_fleet_report(out: Path, cells: Sequence[FleetCell], context: dict[str,
     image = _plot(out, cells, f"{tr.get('name', '?')} · {conf['replicas']} replicas") \
         if plots else None
     md = ["# tailwise fleet report", "", intro, "", "## Fleet (router × policy)", "",
-          _md(header, rows, best), ""]
+          md_table(header, rows, best), ""]
     body = ["<h1>tailwise fleet report</h1>", f"<p>{html.escape(intro)}</p>",
-            "<h2>Fleet (router × policy)</h2>", _html(header, rows, best)]
+            "<h2>Fleet (router × policy)</h2>", html_table(header, rows, best)]
     if image:
         md += [f"![fleet P99 TTLT and mean TTFT by router]({image})", ""]
         body.append(f"<img src='{image}' alt='fleet P99 TTLT and mean TTFT by router' "
@@ -246,15 +227,9 @@ def write_fleet_report(out: Path, cells: Sequence[FleetCell], context: dict[str,
     body.append("<h2>Per replica</h2>")
     for c in cells:
         rh, rr = replica_table(c)
-        md += [f"### {c.router} · {c.policy}", "", _md(rh, rr), ""]
-        body += [f"<h3>{html.escape(c.router)} · {html.escape(c.policy)}</h3>", _html(rh, rr)]
+        md += [f"### {c.router} · {c.policy}", "", md_table(rh, rr), ""]
+        body += [f"<h3>{html.escape(c.router)} · {html.escape(c.policy)}</h3>", html_table(rh, rr)]
     (out / "report.md").write_text("\n".join(md))
-    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}"
-             "td.best{background:#d8f5d0;font-weight:bold}")
-    (out / "report.html").write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>tailwise fleet report</title>"
-        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    (out / "report.html").write_text(html_page("tailwise fleet report", "".join(body)))
     return out / "report.md"
 

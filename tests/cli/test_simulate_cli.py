@@ -108,7 +108,7 @@ def test_fleet_mode_writes_fleet_and_replica_tables(tmp_path: Path) -> None:
     assert cell["fleet"]["overall"]["requests"] == 300
     assert sum(r["overall"]["requests"] for r in cell["replicas"]) == 300
     html = (out / "report.html").read_text()
-    assert "**" not in html and "class='best'" in html
+    assert "**" not in html and 'class="best"' in html
 
 
 def test_unknown_router_is_a_one_line_error(tmp_path: Path) -> None:
