@@ -35,9 +35,12 @@ name                            modes                  maps to
 ``regime.pacing_blocks``        tailwise               admission pacing headroom
 ``regime.queue_floor_factor``   tailwise               aging floor = factor · FCFS drain
 ``regime.prefix_rekey_k`` (log) tailwise               waiting requests re-probed/round
+``regime.tail_protect_factor``  tailwise               kept as tail candidate after
+(log)                                                  factor · T of producing tokens
 ``regime.{switch}``             tailwise               adaptive_horizon, relative_aging,
                                                        admission_pacing, prefix_rekey,
-                                                       queue_floor
+                                                       queue_floor, residual_victims,
+                                                       demote_preempted, tail_protect
 ``slo.window`` (log)            kairos                 Kairos scoring window
 ``slo.decode_cap``              kairos, tailwise       slack-guided decode cap
 =============================== ====================== ===============================
@@ -109,7 +112,7 @@ Range = tuple[float, float]
 WEIGHTS = ("base", "urg", "fair")
 #: tailwise's regime mechanisms, each a switch (see :class:`~tailwise.scorer.policy.RegimeParams`)
 REGIME_SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey",
-                   "queue_floor")
+                   "queue_floor", "residual_victims", "demote_preempted", "tail_protect")
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ class SpaceConfig:
     pacing_blocks: Range = (0.0, 4.0)
     queue_floor_factor: Range = (0.5, 4.0)
     prefix_rekey_k: tuple[int, int] = (1, 64)
+    tail_protect_factor: Range = (0.1, 4.0)
     #: also search the booleans (cache-aware/anti-thrash preemption, partition-aware
     #: boosts, SLO urgency, Kairos decode cap); off (default) keeps the base policy's
     #: choices, which are design decisions measured offline
@@ -166,7 +170,7 @@ class SpaceConfig:
                     raise SpaceError(f"space.{f.name}", f"must be finite with low <= high, got {v!r}")
         for name in ("alpha", "gamma", "memguard_theta_s", "memguard_ratio", "aging_s",
                      "priority_band_s", "aging_factor", "horizon_factor", "queue_floor_factor",
-                     "prefix_rekey_k"):
+                     "prefix_rekey_k", "tail_protect_factor"):
             if getattr(self, name)[0] <= 0:
                 raise SpaceError(f"space.{name}", "log-scale range must be > 0")
         if self.memguard_ratio[0] <= 1.0:
@@ -252,6 +256,8 @@ def suggest_params(trial: optuna.trial.BaseTrial, base: Policy, cfg: SpaceConfig
         ask.real("regime.queue_floor_factor",
                  cfg.box(cfg.queue_floor_factor, g.queue_floor_factor), log=True)
         ask.integer("regime.prefix_rekey_k", cfg.prefix_rekey_k, log=True)
+        ask.real("regime.tail_protect_factor",
+                 cfg.box(cfg.tail_protect_factor, g.tail_protect_factor), log=True)
         if cfg.search_switches:
             ask.switch("slo.urgency", (False, True))
             ask.switch("slo.decode_cap", (False, True))
@@ -347,6 +353,8 @@ def params_to_policy(
             queue_floor_factor=param_float(params, "regime.queue_floor_factor",
                                            g.queue_floor_factor),
             prefix_rekey_k=param_int(params, "regime.prefix_rekey_k", g.prefix_rekey_k),
+            tail_protect_factor=param_float(params, "regime.tail_protect_factor",
+                                            g.tail_protect_factor),
             **{flag: param_bool(params, f"regime.{flag}", getattr(g, flag)) for flag in REGIME_SWITCHES},
         )
         queues = reweight(partition, ewsjf)

@@ -24,7 +24,8 @@ from tailwise.scorer.policy import Mode, Policy, RegimeParams
 from tailwise.simulator.suite import SUITE
 
 BASELINES = ["fcfs", "srpt-oracle", "hrrn", "las"]
-SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey", "queue_floor")
+SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey", "queue_floor",
+            "residual_victims", "demote_preempted", "tail_protect")
 
 
 def ablations(sweep: str | None = None) -> dict[str, Policy]:

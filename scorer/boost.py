@@ -115,7 +115,7 @@ class BoostPolicy(KeyedQueue):
         return 0.0
 
     def priority_key(self, req: ReqInfo) -> float:
-        return req.arrival_time + self.deadline_offset(req) - self.boost_of(
+        return self.wait_origin(req) + self.deadline_offset(req) - self.boost_of(
             self.effective_work(req))
 
     def waiting_key(self, req: ReqInfo, now: float) -> float:

@@ -224,7 +224,8 @@ class KeyedQueue(LazyHeapQueue):
     prompt, attained work). Lower keys are served first; ties go to the earlier enqueue.
     With ``aging_s`` set, the oldest waiting request is served first as soon as it has
     waited ``aging_s`` (the safety envelope: no request waits longer than that behind
-    later arrivals). Removal is lazy, so every operation is O(log n) amortised.
+    later arrivals; waiting is counted from :meth:`wait_origin`). Removal is lazy, so
+    every operation is O(log n) amortised.
     """
 
     def __init__(self, aging_s: float | None = None) -> None:
@@ -239,13 +240,18 @@ class KeyedQueue(LazyHeapQueue):
     def waiting_key(self, req: ReqInfo, now: float) -> float:
         """Sort key of a waiting request (lower = sooner)."""
 
+    def wait_origin(self, req: ReqInfo) -> float:
+        """When the aging clock of a waiting request started: its arrival (tailwise's
+        demotion restarts it at a preemption)."""
+        return req.arrival_time
+
     def add(self, req: ReqInfo, now: float) -> None:
         seq = self._enqueue(req)
         key = self.waiting_key(req, now)
         req.sched_key = key
         heapq.heappush(self._heap, (key, seq, req))
         if self.aging_s is not None:
-            heapq.heappush(self._fifo, (req.arrival_time, seq, req))
+            heapq.heappush(self._fifo, (self.wait_origin(req), seq, req))
 
     def rekey(self, req: ReqInfo, now: float) -> bool:
         """Recompute the key of a waiting request whose inputs changed while it waited
@@ -260,7 +266,7 @@ class KeyedQueue(LazyHeapQueue):
         req.sched_key = key
         heapq.heappush(self._heap, (key, seq, req))
         if self.aging_s is not None:
-            heapq.heappush(self._fifo, (req.arrival_time, seq, req))
+            heapq.heappush(self._fifo, (self.wait_origin(req), seq, req))
         if len(self._heap) > 2 * len(self._live) + 64:
             live = self._live
             self._heap = [e for e in self._heap if live.get(e[2]) == e[1]]
@@ -277,7 +283,7 @@ class KeyedQueue(LazyHeapQueue):
         if (
             oldest is not None
             and oldest is not best
-            and now - oldest.arrival_time >= self.aging_s
+            and now - self.wait_origin(oldest) >= self.aging_s
         ):
             return oldest
         return best

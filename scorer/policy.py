@@ -222,6 +222,23 @@ class RegimeParams:
     #: envelope_cap_s)``. It only ever lowers ``E``
     queue_floor: bool = True
     queue_floor_factor: float = 1.0
+    #: victims by residual life: among running requests of equal protection, the one with
+    #: the longest expected remaining output, given what it has generated, is evicted
+    #: first; the expectation is the mean residual of the output lengths of the last
+    #: ``latency_window`` finished requests (:class:`~tailwise.scorer.residual.ResidualLife`;
+    #: no request's own length is predicted). Heavy tails: long runners are evicted, their
+    #: KV goes to arrivals; light tails: the newest, as vLLM does
+    residual_victims: bool = True
+    #: a preempted request whose expected remaining output exceeds a fresh request's
+    #: re-enters the waiting queue as if it arrived when it was preempted, so the arrivals
+    #: it made room for are admitted first; its aging clock restarts then (it waits at
+    #: most ``E`` again, from its preemption)
+    demote_preempted: bool = True
+    #: tail candidates are evicted last: a request that has been producing tokens for longer
+    #: than ``tail_protect_factor·T`` (its completion sets the tail latency) ranks above
+    #: every other running request in the preemption order
+    tail_protect: bool = True
+    tail_protect_factor: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +291,10 @@ class Policy:
                 f"last {g.latency_window} requests (E = {min(self.safety.aging_s, g.envelope_cap_s):g} s"
                 f" until measured); never more than {g.envelope_cap_s:g} s"
                 + ("; the floor is lowered to FCFS's measured drain time (regime.queue_floor)"
-                   if g.queue_floor else ""))
+                   if g.queue_floor else "")
+                + ("; a preempted request with a long expected remainder waits at most E again, "
+                   "counted from its preemption (regime.demote_preempted)"
+                   if g.demote_preempted else ""))
 
     # -- validation ----------------------------------------------------------------------
     def validate(self) -> None:
@@ -337,7 +357,7 @@ class Policy:
             )
         g = self.regime
         for flag in ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey",
-                     "queue_floor"):
+                     "queue_floor", "residual_victims", "demote_preempted", "tail_protect"):
             if not isinstance(getattr(g, flag), bool):
                 raise PolicyError(f"regime.{flag}", f"must be true or false, got {getattr(g, flag)!r}")
         _finite("regime.latency_quantile", g.latency_quantile, lo=0.5, hi=0.999)
@@ -350,6 +370,7 @@ class Policy:
         _finite("regime.envelope_cap_s", g.envelope_cap_s, lo=max(g.aging_floor_s, 1e-3), hi=86400.0)
         _int_range("regime.prefix_rekey_k", g.prefix_rekey_k, 1, 4096)
         _finite("regime.queue_floor_factor", g.queue_floor_factor, lo=0.1, hi=1000.0)
+        _finite("regime.tail_protect_factor", g.tail_protect_factor, lo=0.01, hi=1000.0)
         if not isinstance(self.step_time, StepTimeModel):
             raise PolicyError("step_time", "must be a StepTimeModel")
 

@@ -44,11 +44,28 @@ so it does not grow with the queueing the policy causes):
   prompt tokens ÷ prefill tokens/s admitted lately: the wait FCFS would impose on an
   arrival then). A high quantile, not the current value, because the tail FCFS imposes
   is set by its longest recent queues.
+* residual-life victims: under KV pressure the running request with the longest expected
+  remaining output is evicted first (:class:`~tailwise.scorer.residual.ResidualLife`: the
+  mean residual of recently finished requests' output lengths at what the request has
+  generated; its own length is never predicted). Its KV would be held longest, and what
+  re-admitting it costs (its context) is what it frees. Measured on bursty-reasoning:
+  vLLM's rule (evict the newest) keeps long decoders resident through a burst, and the
+  arrivals wait on KV, not on the order of the queue (``benchmarks/ttft_cause.py``).
+* demotion: a victim whose expected remainder exceeds a fresh request's re-enters the
+  queue as if it arrived at its preemption, so the arrivals it made room for use the
+  room (otherwise, being old, it takes the blocks straight back). Its aging clock restarts
+  then: each wait is bounded by ``E``.
+* tail protection: a request that has been producing tokens for longer than
+  ``tail_protect_factor·T`` is evicted only after every other running request; its
+  completion sets the tail, and delaying it adds directly to P99 TTLT.
 
 Safety bound an operator can read: no request waits longer than ``E`` behind a later
 arrival, and ``E ≤ envelope_cap_s`` (default 3600 s) always; ``E`` is reported by
 :meth:`TailwisePolicy.envelope_s`. With ``relative_aging`` off, ``E = safety.aging_s``.
 The queue-relative floor only ever lowers ``E``, so the bound holds with it on or off.
+With demotion, a preempted request's wait is counted from its preemption: each wait is
+bounded by ``E``, and tail protection keeps a long-running request from being evicted
+while any other running request can be.
 """
 
 from __future__ import annotations
@@ -63,6 +80,7 @@ from tailwise.scorer.interface import QueueDiscipline
 from tailwise.scorer.kairos import slack_decode_cap
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.residual import ResidualLife
 
 BUBBLE = -1
 
@@ -130,6 +148,11 @@ class TailwisePolicy(BoostPolicy):
         self._drain_n = 0
         #: ``clip(aging_factor·T, aging_floor_s, envelope_cap_s)`` before the queue floor
         self._service_env: float | None = None
+        g = policy.regime
+        #: output lengths of finished requests: victims and demotion by residual life
+        self.life = ResidualLife(g.latency_window, g.latency_update_every)
+        #: demoted waiting requests: when their aging clock (and key) restarted
+        self._demoted: dict[ReqInfo, float] = {}
         self._apply_envelope(0.0)
 
     def decode_cap(self, running: Sequence[ReqInfo], now: float) -> int | None:
@@ -172,6 +195,7 @@ class TailwisePolicy(BoostPolicy):
         a tuned parameter must not send the envelope back to its unmeasured default)."""
         if isinstance(old, TailwisePolicy):
             self._recent.extend(old._recent)
+            self.life.extend(old.life)
             if old.service_scale > 0:
                 self.service_scale = old.service_scale
                 self._apply_envelope(self.service_scale)
@@ -179,6 +203,8 @@ class TailwisePolicy(BoostPolicy):
     def on_finish(self, req: ReqInfo, now: float) -> None:
         super().on_finish(req, now)
         g = self.regime
+        if g.residual_victims or g.demote_preempted:
+            self.life.observe(req.num_output_tokens)
         if not (g.relative_aging or g.adaptive_horizon):
             return
         start = req.first_token_time if req.first_token_time is not None else now
@@ -218,6 +244,7 @@ class TailwisePolicy(BoostPolicy):
 
     def on_admit(self, req: ReqInfo, now: float) -> None:
         super().on_admit(req, now)
+        self._demoted.pop(req, None)  # the wait it was demoted for is over
         if self.regime.queue_floor:
             if len(self._admits) == self._admits.maxlen:
                 self._admit_sum -= self._admits[0][1]
@@ -276,10 +303,52 @@ class TailwisePolicy(BoostPolicy):
         if not super().remove(req):
             return False
         self._left(req)
+        self._demoted.pop(req, None)
         return True
 
     def _left(self, req: ReqInfo) -> None:
         self._backlog_tokens -= self._uncached.pop(req, 0)
+
+    # -- preemption: residual-life victims, demotion, tail protection ----------------------
+    def wait_origin(self, req: ReqInfo) -> float:
+        return self._demoted.get(req, req.arrival_time)
+
+    def on_preempt(self, req: ReqInfo, now: float) -> None:
+        """A victim expected to run longer than a fresh request goes behind the arrivals it
+        made room for: keyed, and aged, from its preemption (``regime.demote_preempted``).
+        Only a preemption demotes: a request an engine pops and puts back unadmitted (vLLM's
+        skipped requests, a policy swap) keeps its clock."""
+        super().on_preempt(req, now)
+        life = self.life
+        if self.regime.demote_preempted and life.ready and \
+                life.residual(req.num_output_tokens) > life.residual(0.0):
+            self._demoted[req] = now
+            self.counters["demoted"] += 1
+        else:
+            self._demoted.pop(req, None)
+
+    def order_running(self, running: Sequence[ReqInfo], now: float) -> list[ReqInfo]:
+        """γ-boost's order (bands, cache-aware cost), re-ranked for eviction: tail
+        candidates first (kept), then anti-thrash protection, then the shortest expected
+        remaining output (the longest is evicted first), then γ-boost's order."""
+        base = super().order_running(running, now)
+        g = self.regime
+        life = self.life if g.residual_victims and self.life.ready else None
+        cap = g.tail_protect_factor * self.service_scale \
+            if g.tail_protect and self.service_scale > 0 else None
+        if life is None and cap is None:
+            return base
+        ranked = []
+        for i, r in enumerate(base):
+            ft = r.first_token_time
+            tail = cap is not None and ft is not None and now - ft > cap
+            if life is None:
+                ranked.append((not tail, False, 0.0, i, r))
+            else:
+                ranked.append((not tail, not self.protected(r),
+                               life.residual(r.num_output_tokens), i, r))
+        ranked.sort(key=lambda t: t[:4])
+        return [t[4] for t in ranked]
 
     # -- admission pacing -----------------------------------------------------------------
     def admission_allowed(self, free_blocks: int, head_tokens: int, decoding: int,

@@ -4,7 +4,8 @@ Each run draws a burst of short and long requests far above capacity, a small KV
 (preemptions), a random safety envelope (``aging_s``, ``max_boost_s ≤ aging_s``) and
 random boost parameters and random regime mechanisms (adaptive horizon, an envelope
 relative to measured service time whose cap ``envelope_cap_s`` is the run's ``aging_s``,
-admission pacing); half the runs also swap the policy in force every few steps
+admission pacing, residual-life victims, demotion of victims, tail protection); half the
+runs also swap the policy in force every few steps
 among tailwise variants with the same envelope (as a sidecar pushing new versions would),
 and in one in twenty the in-process learner refreshes the partition (Refine-and-Prune). The oracle
 (``support.oracles.aging_violations``, shared with the simulator tests) counts requests
@@ -65,7 +66,9 @@ def variant(rng: np.random.Generator, safety: SafetyParams, version: int) -> Pol
         admission_pacing=bool(rng.random() < 0.7), pacing_blocks=float(rng.uniform(0, 4)),
         horizon_factor=float(rng.uniform(0.1, 10)), aging_factor=float(rng.uniform(0.1, 10)),
         aging_floor_s=float(rng.uniform(0, cap)), envelope_cap_s=cap,
-        latency_update_every=int(rng.integers(1, 8)), latency_window=16)
+        latency_update_every=int(rng.integers(1, 8)), latency_window=16,
+        residual_victims=bool(rng.random() < 0.7), demote_preempted=bool(rng.random() < 0.7),
+        tail_protect=bool(rng.random() < 0.7), tail_protect_factor=float(rng.uniform(0.05, 4)))
     return Policy(mode=Mode.TAILWISE, version=version, boost=boost, safety=safety, regime=regime)
 
 

@@ -1,0 +1,175 @@
+"""tailwise's preemption mechanisms: residual-life victims, demotion, tail protection."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tailwise.scorer.policy import Mode, Policy, PolicyError, RegimeParams
+from tailwise.scorer.registry import build_scheduler
+from tailwise.scorer.request import ReqInfo
+from tailwise.scorer.residual import ResidualLife
+from tailwise.scorer.tailwise import TailwisePolicy
+from tailwise.wire import codec
+
+NEW_FIELDS = ("residual_victims", "demote_preempted", "tail_protect", "tail_protect_factor")
+
+
+def tailwise(**regime: object) -> TailwisePolicy:
+    p = Policy(mode=Mode.TAILWISE, regime=dataclasses.replace(RegimeParams(), **regime))
+    sched = build_scheduler(p)
+    assert isinstance(sched, TailwisePolicy)
+    return sched
+
+
+def finish_history(sched: TailwisePolicy, outputs: list[int], service_s: float = 10.0) -> None:
+    """Feed finished requests: their outputs shape the residual curve, their first-to-last
+    token times (``service_s``) set ``T``."""
+    for i, n in enumerate(outputs):
+        r = ReqInfo(f"done{i}", 0.0, 100, num_output_tokens=n, first_token_time=0.0)
+        sched.on_finish(r, service_s)
+
+
+#: heavy-tailed: most outputs short, a few very long (reasoning)
+HEAVY = ([100] * 12 + [2_000, 4_000, 8_000, 16_000]) * 4
+#: light-tailed: every output between 100 and 200 tokens (chat)
+LIGHT = [100 + 2 * i for i in range(64)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 50_000), min_size=1, max_size=64), st.integers(0, 60_000))
+def test_residual_life_is_the_mean_excess_over_the_window(xs: list[int], a: int) -> None:
+    life = ResidualLife(window=64, update_every=1, min_samples=1)
+    for x in xs:
+        life.observe(x)
+    beyond = [x - a for x in xs if x > a]
+    expect = sum(beyond) / len(beyond) if beyond else 0.0
+    assert life.residual(a) == pytest.approx(expect, rel=1e-9, abs=1e-9)
+
+
+def test_the_residual_curve_rises_for_heavy_tails_and_falls_for_light_ones() -> None:
+    heavy, light = ResidualLife(64, 1, 1), ResidualLife(64, 1, 1)
+    for x in HEAVY:
+        heavy.observe(x)
+    for x in LIGHT:
+        light.observe(x)
+    assert heavy.residual(1_000) > heavy.residual(0)
+    assert light.residual(150) < light.residual(0)
+    assert heavy.residual(16_000) == 0.0  # beyond every finished request
+
+
+def running(now: float) -> tuple[ReqInfo, ReqInfo]:
+    """A long runner (3,000 tokens out) and a request admitted a moment ago."""
+    old = ReqInfo("old", 0.0, 500, num_computed_tokens=3_500, num_output_tokens=3_000,
+                  prefill_tokens_done=500, first_token_time=1.0, last_admit_time=0.0)
+    new = ReqInfo("new", now - 1.0, 500, num_computed_tokens=510, num_output_tokens=10,
+                  prefill_tokens_done=500, first_token_time=now - 0.5, last_admit_time=now - 1.0)
+    return old, new
+
+
+@pytest.mark.parametrize(("history", "on", "victim"), [
+    (HEAVY, True, "old"),    # heavy tail: the long runner holds KV longest
+    (LIGHT, True, "new"),    # light tail: the newest is expected to run longest
+    (HEAVY, False, "new"),   # switch off: γ-boost's order (bands, then cheapest to redo)
+])
+def test_the_victim_is_the_request_with_the_longest_expected_remainder(
+        history: list[int], on: bool, victim: str) -> None:
+    sched = tailwise(residual_victims=on, tail_protect=False, demote_preempted=False)
+    finish_history(sched, history, service_s=10_000.0)
+    old, new = running(now=30.0)
+    order = sched.order_running([old, new], 30.0)
+    assert order[-1].request_id == victim
+
+
+def test_a_tail_candidate_is_evicted_last() -> None:
+    """With T = 10 s and factor 0.5, a request producing tokens for 29 s is kept even
+    though its expected remainder is the longest; off, it is the victim."""
+    victims = {}
+    for on in (True, False):
+        sched = tailwise(tail_protect=on, tail_protect_factor=0.5)
+        finish_history(sched, HEAVY, service_s=10.0)
+        assert sched.service_scale == pytest.approx(10.0)
+        old, new = running(now=30.0)
+        victims[on] = sched.order_running([old, new], 30.0)[-1].request_id
+    assert victims == {True: "new", False: "old"}
+
+
+def test_a_demoted_victim_lets_later_arrivals_in_first_and_waits_at_most_the_envelope_again() -> None:
+    got = {}
+    for on in (True, False):
+        sched = tailwise(demote_preempted=on)
+        finish_history(sched, HEAVY, service_s=10.0)
+        e = sched.envelope_s()
+        old, _ = running(now=100.0)
+        sched.on_preempt(old, 100.0)
+        old.num_computed_tokens = 0
+        sched.requeue(old, 100.0)
+        fresh = ReqInfo("fresh", 101.0, 500)
+        sched.add(fresh, 101.0)
+        got[on] = sched.peek(101.5).request_id
+        if on:
+            # the restarted clock: served first once it has waited E since its preemption
+            assert sched.peek(100.0 + e - 0.01) is fresh
+            assert sched.peek(100.0 + e + 0.01) is old
+    assert got == {True: "fresh", False: "old"}
+
+
+def test_a_victim_expected_to_finish_sooner_than_a_fresh_request_is_not_demoted() -> None:
+    sched = tailwise()
+    finish_history(sched, LIGHT, service_s=10.0)
+    old = ReqInfo("old", 0.0, 500, num_output_tokens=150, first_token_time=1.0)
+    sched.on_preempt(old, 50.0)
+    sched.requeue(old, 50.0)
+    fresh = ReqInfo("fresh", 51.0, 500)
+    sched.add(fresh, 51.0)
+    assert sched.peek(51.5) is old
+    assert sched.counters["demoted"] == 0
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("tail_protect_factor", 0.0), ("tail_protect_factor", float("nan")),
+    ("residual_victims", 1), ("demote_preempted", "no"), ("tail_protect", None),
+])
+def test_bad_values_are_refused_by_name(field: str, value: object) -> None:
+    with pytest.raises(PolicyError, match=rf"^regime\.{field}"):
+        Policy(mode=Mode.TAILWISE, regime=dataclasses.replace(RegimeParams(), **{field: value})
+               ).validate()
+
+
+def test_the_new_fields_travel_and_an_older_sender_gets_the_defaults() -> None:
+    p = Policy(mode=Mode.TAILWISE, regime=RegimeParams(
+        residual_victims=False, demote_preempted=False, tail_protect=False,
+        tail_protect_factor=2.5))
+    msg = codec.policy_to_proto(p)
+    assert codec.policy_from_proto(msg) == p
+    for name in NEW_FIELDS:
+        msg.regime.ClearField(name)
+    assert codec.policy_from_proto(msg).regime == RegimeParams()
+
+
+def test_a_policy_swap_keeps_the_measured_residual_curve() -> None:
+    old = tailwise()
+    finish_history(old, HEAVY)
+    new = tailwise(tail_protect_factor=1.0)
+    new.carry_over(old)
+    assert new.life.ready and new.life.residual(1_000) == old.life.residual(1_000)
+
+
+def test_only_a_preemption_demotes_a_request_put_back_unadmitted_keeps_its_clock() -> None:
+    """vLLM puts back requests it popped but skipped (``prepend_requests``) with
+    ``requeue`` and no ``on_preempt``: their aging clock must not restart."""
+    sched = tailwise()
+    finish_history(sched, HEAVY, service_s=10.0)
+    old, _ = running(now=100.0)
+    sched.on_preempt(old, 100.0)
+    sched.requeue(old, 100.0)
+    assert sched.wait_origin(old) == 100.0
+    assert sched.pop(150.0) is old  # popped, then skipped by the engine
+    sched.requeue(old, 150.0)
+    assert sched.wait_origin(old) == 100.0
+    sched.pop(151.0)
+    sched.on_admit(old, 151.0)
+    assert sched.wait_origin(old) == old.arrival_time
