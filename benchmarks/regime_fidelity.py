@@ -55,6 +55,8 @@ def run_both(args: argparse.Namespace, watch: int | None) -> tuple[dict[str, lis
     trace = wl.trace.head(args.requests)
     logs: dict[str, list[Event]] = {"sim": [], "vllm": []}
     seen: dict[str, dict[int, Any]] = {"sim": {}, "vllm": {}}
+    #: per engine step: the admission checks asked of the policy (inputs and answer)
+    checks: dict[str, list[list[tuple[Any, ...]]]] = {"sim": [], "vllm": []}
     cur = {"engine": "sim", "step": 0}
 
     def policy() -> QueueDiscipline:
@@ -68,7 +70,17 @@ def run_both(args: argparse.Namespace, watch: int | None) -> tuple[dict[str, lis
                     seen[str(cur["engine"])][rid] = tuple(getattr(r, f) for f in FIELDS)
             return inner(running, now)
 
+        allowed = pol.admission_allowed
+
+        def admission_allowed(free: int, head: int, decoding: int, bs: int) -> bool:
+            ok = allowed(free, head, decoding, bs)
+            log = checks[str(cur["engine"])]
+            if log:
+                log[-1].append((free, head, decoding, ok))
+            return ok
+
         pol.order_running = order_running  # type: ignore[method-assign]
+        pol.admission_allowed = admission_allowed  # type: ignore[method-assign]
         return pol
 
     sim_cls: Any = sim_engine.Simulator
@@ -76,6 +88,7 @@ def run_both(args: argparse.Namespace, watch: int | None) -> tuple[dict[str, lis
 
     def sim_step(self: Any) -> Any:
         self._fid = ([], [])
+        checks["sim"].append([])
         cur["step"] = self.counters["steps"] + 1
         ret = saved[0](self)
         logs["sim"].append((tuple(sorted(self._fid[0])), tuple(sorted(self._fid[1]))))
@@ -93,6 +106,7 @@ def run_both(args: argparse.Namespace, watch: int | None) -> tuple[dict[str, lis
 
     def vllm_schedule(self: Any, *a: Any, **k: Any) -> Any:
         cur["step"] = len(logs["vllm"]) + 1
+        checks["vllm"].append([])
         out = saved[3](self, *a, **k)
         admitted = [int(n.req_id) for n in out.scheduled_new_reqs]
         admitted += [int(r) for r in out.scheduled_cached_reqs.resumed_req_ids]
@@ -113,6 +127,7 @@ def run_both(args: argparse.Namespace, watch: int | None) -> tuple[dict[str, lis
     finally:
         for (owner, name, _), orig in zip(patches, saved, strict=True):
             setattr(owner, name, orig)
+    run_both.checks = checks  # type: ignore[attr-defined]
     return logs, seen
 
 
@@ -147,6 +162,11 @@ def main() -> None:
     print(f"first divergence at eventful step {j} (vLLM step {step}):")
     print(f"  simulator preempted {list(sim_ev[j][0])} admitted {list(sim_ev[j][1])}")
     print(f"  vLLM      preempted {list(vllm_ev[j][0])} admitted {list(vllm_ev[j][1])}")
+    checks = run_both.checks  # type: ignore[attr-defined]
+    for k in ("sim", "vllm"):
+        idx = [i for i, e in enumerate(logs[k]) if e[0] or e[1]][j]
+        print(f"  {k:4s} admission checks (free blocks, head tokens, decoding, allowed): "
+              f"{checks[k][idx]}")
     _, seen = run_both(args, step)
     print(f"running requests whose policy-visible fields differ at that step {FIELDS}:")
     for rid in sorted(seen["sim"].keys() | seen["vllm"].keys()):

@@ -19,8 +19,9 @@
 Regime mechanisms (:class:`~tailwise.scorer.policy.RegimeParams`, each a switch). A fixed
 envelope (boosts capped at 120 s, aging at 240 s) turns any boost into FCFS once queueing
 exceeds it, which is exactly where bursts and overload put an engine. So the scales come
-from measurement: ``T``, a quantile of recent first-to-last-token times (a service time,
-so it does not grow with the queueing the policy causes):
+from measurement: ``T``, a quantile of recent first-to-last-token times (it leaves out the
+wait for the first token, so it does not grow with the admission queueing the policy
+causes; see :class:`~tailwise.scorer.policy.RegimeParams`):
 
 * adaptive horizon: γ is set so that a request with θ (MemGuard's first threshold) of
   service is boosted ``horizon_factor·T``; boosts decay with attained service as in
