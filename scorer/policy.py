@@ -238,9 +238,9 @@ class RegimeParams:
     #: it made room for are admitted first; its aging clock restarts then (it waits at
     #: most ``E`` again, from its preemption)
     demote_preempted: bool = True
-    #: tail candidates are evicted last: a request that has been producing tokens for longer
-    #: than ``tail_protect_factor·T`` (its completion sets the tail latency) ranks above
-    #: every other running request in the preemption order
+    #: tail candidates are evicted last: a request that has produced a token and arrived
+    #: more than ``tail_protect_factor·T`` ago (its completion sets the tail TTLT) ranks
+    #: above every other running request in the preemption order
     tail_protect: bool = True
     tail_protect_factor: float = 0.5
 

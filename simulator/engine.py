@@ -456,19 +456,22 @@ class Simulator:
         return -(-(tokens - r.shared_tokens) // self.bs)
 
     def _release(self, r: SimRequest, cache_own: bool) -> None:
-        """Free ``r``'s KV in vLLM's order: blocks go to the LRU free queue tail-first
-        (partial/uncacheable tail, then the request's own full blocks — cached for its
-        re-admission if ``cache_own`` — then its shared prefix segments)."""
+        """Free ``r``'s KV in vLLM's order (``BlockPool.free_blocks``): blocks without a
+        hash (the partial tail block) go to the front of the free queue and are reused
+        first; the request's full blocks, hashed as they filled, go to the LRU tail, tail
+        block first (kept as its own cache for re-admission if ``cache_own``, else
+        anonymous: nothing else shares them), then its shared prefix segments."""
         kv = self.kv
         if not self.cfg.enable_prefix_caching:
             kv.free += r.blocks
         else:
-            full = 0
+            full = max(min((r.num_computed_tokens - r.shared_tokens) // self.bs, r.blocks), 0)
+            kv.free += r.blocks - full
             if cache_own:
-                full = min((r.num_computed_tokens - r.shared_tokens) // self.bs, r.blocks)
-            self._anon += 1
-            kv.cache(("x", self._anon), r.blocks - full)
-            kv.cache(("r", r.idx), full)
+                kv.cache(("r", r.idx), full)
+            else:
+                self._anon += 1
+                kv.cache(("x", self._anon), full)
         r.blocks = 0
         for h in reversed(r.shared_segs):
             seg = kv.shared[h]

@@ -85,7 +85,7 @@ def test_the_victim_is_the_request_with_the_longest_expected_remainder(
 
 
 def test_a_tail_candidate_is_evicted_last() -> None:
-    """With T = 10 s and factor 0.5, a request producing tokens for 29 s is kept even
+    """With T = 10 s and factor 0.5, a request that arrived 30 s ago is kept even
     though its expected remainder is the longest; off, it is the victim."""
     victims = {}
     for on in (True, False):
@@ -173,3 +173,18 @@ def test_only_a_preemption_demotes_a_request_put_back_unadmitted_keeps_its_clock
     sched.pop(151.0)
     sched.on_admit(old, 151.0)
     assert sched.wait_origin(old) == old.arrival_time
+
+
+def test_a_policy_swap_keeps_a_demoted_request_behind_the_arrivals_it_made_room_for() -> None:
+    old = tailwise()
+    finish_history(old, HEAVY, service_s=10.0)
+    victim, _ = running(now=100.0)
+    old.on_preempt(victim, 100.0)
+    old.requeue(victim, 100.0)
+    for keep in (True, False):
+        new = tailwise(demote_preempted=keep)
+        new.carry_over(old)
+        new.requeue(victim, 100.5)  # the engine hands the waiting request over
+        fresh = ReqInfo("fresh", 101.0, 500)
+        new.add(fresh, 101.0)
+        assert new.peek(101.5) is (fresh if keep else victim)

@@ -77,3 +77,34 @@ def test_preemption_by_hand() -> None:
     # recomputes 2 of the 6 -> 2 wasted
     assert r.wasted_tokens.tolist() == [0, 2]
     assert not np.isnan(r.finish).any()
+
+
+def test_released_blocks_follow_vllm_free_order_partial_reused_first_hashed_kept() -> None:
+    """vLLM's ``BlockPool.free_blocks``: a freed request's unhashed (partial) block goes to
+    the front of the free queue and is reused first; its full, hashed blocks go to the LRU
+    tail. So an allocation right after a finish reuses the finished request's partial
+    block instead of evicting a preempted request's cached blocks (the simulator used to
+    put the partial block behind them: one block of a victim's own cache lost per such
+    finish, found by benchmarks/regime_fidelity.py)."""
+    import numpy as np
+
+    from tailwise.records.trace import Trace
+    from tailwise.scorer.interface import FcfsQueue
+    from tailwise.scorer.step_time import H100_LLAMA3_8B
+    from tailwise.simulator.engine import EngineConfig, SimRequest, Simulator
+
+    tr = Trace("t", np.zeros(1), np.array([10], np.int64), np.array([1], np.int64))
+    sim = Simulator(tr, FcfsQueue(), EngineConfig(num_gpu_blocks=10), H100_LLAMA3_8B)
+    kv = sim.kv
+    victim = SimRequest(0, "v", 0.0, 32, 10, (), "")
+    done = SimRequest(1, "d", 0.0, 40, 10, (), "")
+    kv.take(6)
+    victim.blocks, victim.num_computed_tokens = 2, 32     # two full blocks
+    done.blocks, done.num_computed_tokens = 3, 40         # two full + one partial
+    sim._release(victim, cache_own=True)                  # preempted: its cache is kept
+    sim._release(done, cache_own=False)                   # finished
+    assert kv.free == 4 + 1 and kv.evictable[("r", 0)] == 2
+    kv.take(5)  # the 4 never-used blocks and the finished request's partial block
+    assert kv.evictable[("r", 0)] == 2  # the victim's cache is untouched
+    kv.take(1)  # only now does LRU eviction start, at the victim's (older) blocks
+    assert kv.evictable[("r", 0)] == 1
