@@ -335,12 +335,9 @@ class TailwisePolicy(BoostPolicy):
             self._demoted.pop(req, None)
 
     def order_running(self, running: Sequence[ReqInfo], now: float) -> list[ReqInfo]:
-        """γ-boost's order (bands, cache-aware cost), with the decoding requests re-ranked
-        for eviction: tail candidates first (kept), then anti-thrash protection, then the
-        shortest expected remaining output (the longest is evicted first), then γ-boost's
-        order. Requests still prefilling keep γ-boost's order ahead of the decoders: the
-        running order is also the token-budget order, and a decoder needs one token a
-        step, so re-ranking decoders changes who is evicted, not who is served."""
+        """γ-boost's order (bands, cache-aware cost), re-ranked for eviction: tail
+        candidates first (kept), then anti-thrash protection, then the shortest expected
+        remaining output (the longest is evicted first), then γ-boost's order."""
         base = super().order_running(running, now)
         g = self.regime
         life = self.life if g.residual_victims and self.life.ready else None
@@ -350,18 +347,15 @@ class TailwisePolicy(BoostPolicy):
             return base
         ranked = []
         for i, r in enumerate(base):
-            if r.num_computed_tokens < r.num_tokens - 1:
-                # still prefilling: γ-boost's place, ahead of every decoder (this order is
-                # also the token-budget order, which only prefills compete for)
-                ranked.append((False, False, False, 0.0, i, r))
-                continue
             tail = cap is not None and r.first_token_time is not None and \
                 now - r.arrival_time > cap
-            res = life.residual(r.num_output_tokens) if life is not None else 0.0
-            prot = life is not None and self.protected(r)
-            ranked.append((True, not tail, not prot, res, i, r))
-        ranked.sort(key=lambda t: t[:5])
-        return [t[5] for t in ranked]
+            if life is None:
+                ranked.append((not tail, False, 0.0, i, r))
+            else:
+                ranked.append((not tail, not self.protected(r),
+                               life.residual(r.num_output_tokens), i, r))
+        ranked.sort(key=lambda t: t[:4])
+        return [t[4] for t in ranked]
 
     # -- admission pacing -----------------------------------------------------------------
     def admission_allowed(self, free_blocks: int, head_tokens: int, decoding: int,
