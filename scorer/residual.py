@@ -64,10 +64,13 @@ class ResidualLife:
             self._rebuild(self._window)
 
     def extend(self, other: ResidualLife) -> None:
-        """Take over another estimator's window (a policy swap keeps what was measured)."""
+        """Take over another estimator's window and curve (a policy swap keeps what was
+        measured, and the curve is next rebuilt when ``other``'s would have been)."""
         for x in other._window:
             self._window.append(x)
-        if len(self._window) >= self._min:
+        if other._xs:
+            self._xs, self._suffix, self._since = other._xs, other._suffix, other._since
+        elif len(self._window) >= self._min:
             self._rebuild(self._window)
 
     def _rebuild(self, data: Iterable[int]) -> None:

@@ -188,3 +188,24 @@ def test_a_policy_swap_keeps_a_demoted_request_behind_the_arrivals_it_made_room_
         fresh = ReqInfo("fresh", 101.0, 500)
         new.add(fresh, 101.0)
         assert new.peek(101.5) is (fresh if keep else victim)
+
+
+def test_a_swap_keeps_what_was_measured_and_recomputes_the_envelope_with_new_parameters(
+) -> None:
+    old = tailwise()
+    finish_history(old, HEAVY, service_s=10.0)
+    for t in range(10):  # admissions: FCFS's drain rate and its reference D
+        r = ReqInfo(f"a{t}", float(t), 1_000)
+        old.add(r, float(t))
+        old.pop(float(t))
+        old.on_admit(r, float(t))
+    new = tailwise(aging_factor=4.0)
+    new.carry_over(old)
+    assert new.service_scale == old.service_scale == pytest.approx(10.0)
+    assert new.fcfs_drain_s() == old.fcfs_drain_s()
+    assert new._drain_ref == old._drain_ref
+    assert new.life.residual(1_000) == old.life.residual(1_000)
+    # the envelope follows the new version's parameters (E = 4·T = 40 s; the old one's
+    # 2·T = 20 s is below the 30 s floor), not the old value
+    assert old.envelope_s() <= 30.0
+    assert new.envelope_s() == pytest.approx(40.0)
