@@ -22,7 +22,7 @@ Median and worst over seeds close the output. ``--trace FILE`` adds a trace file
 into three equal phases.
 
     python benchmarks/online_targets.py [--seeds 5] [--phase-s 180] [--scenarios ...]
-        [--trace FILE] [--show-rounds] [--anchors ...] [--recall N] [--confirm]
+        [--trace FILE] [--show-rounds] [--anchors ...] [--recall N] [--confirm] [--margin M]
         [--no-stale-check] [--max-span-factor K]
 """
 
@@ -97,7 +97,8 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
         sidecar_overrides={"window": {"settle_quantile": a.settle_quantile,
                                       "max_span_factor": a.max_span_factor},
                            "tuner": {"anchors": [x for x in a.anchors.split(",") if x],
-                                     "recall": a.recall, "confirm": a.confirm},
+                                     "recall": a.recall, "confirm": a.confirm,
+                                     **({"margin": a.margin} if a.margin is not None else {})},
                            "loop": {"stale_check": not a.no_stale_check}})
 
 
@@ -256,6 +257,8 @@ def main() -> None:
                     help="sidecar tuner.anchors, a comma list (e.g. tailwise,kairos,uniboost,ewsjf)")
     ap.add_argument("--recall", type=int, default=0, help="sidecar tuner.recall")
     ap.add_argument("--confirm", action="store_true", help="sidecar tuner.confirm = true")
+    ap.add_argument("--margin", type=float, default=None,
+                    help="sidecar tuner.margin (relative gain a challenger needs; default 0.10)")
     ap.add_argument("--no-stale-check", action="store_true", help="sidecar loop.stale_check = false")
     ap.add_argument("--max-span-factor", type=int, default=1,
                     help="sidecar window.max_span_factor (light traffic: grow the window)")

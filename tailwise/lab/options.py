@@ -55,7 +55,7 @@ class OnlineOptions:
     #: trials per paper mode for the offline best-of-papers tuning
     offline_trials: int = 12
     #: relative gain a challenger needs over the champion (the sidecar's gate)
-    margin: float = 0.02
+    margin: float = 0.10
     #: wall seconds one pacing wait may take (flush + round + policy delivery)
     sync_timeout_s: float = 300.0
     #: wall seconds to start the sidecar / get the first policy
