@@ -35,8 +35,8 @@ name                            modes                  maps to
 ``regime.pacing_blocks``        tailwise               admission pacing headroom
 ``regime.queue_floor_factor``   tailwise               aging floor = factor · FCFS drain
 ``regime.prefix_rekey_k`` (log) tailwise               waiting requests re-probed/round
-``regime.tail_protect_factor``  tailwise               kept as tail candidate after
-(log)                                                  factor · T of producing tokens
+``regime.tail_protect_factor``  tailwise               evicted last once arrived more
+(log)                                                  than factor · T ago
 ``regime.{switch}``             tailwise               adaptive_horizon, relative_aging,
                                                        admission_pacing, prefix_rekey,
                                                        queue_floor, residual_victims,
@@ -91,6 +91,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped,unuse
 
 from tailwise.partitioner.refine_prune import STATE_KIND, STATE_VERSION, RefinePrune
 from tailwise.scorer.policy import (
+    REGIME_SWITCHES,
     BoostVariant,
     EwsjfParams,
     LinearWeight,
@@ -110,9 +111,6 @@ class SpaceError(PolicyError):
 Range = tuple[float, float]
 
 WEIGHTS = ("base", "urg", "fair")
-#: tailwise's regime mechanisms, each a switch (see :class:`~tailwise.scorer.policy.RegimeParams`)
-REGIME_SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey",
-                   "queue_floor", "residual_victims", "demote_preempted", "tail_protect")
 
 
 @dataclass(frozen=True)

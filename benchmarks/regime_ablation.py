@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from tailwise.lab.bench import BenchOptions, run_bench
-from tailwise.scorer.policy import Mode, Policy, RegimeParams
+from tailwise.scorer.policy import REGIME_SWITCHES, Mode, Policy, RegimeParams
 from tailwise.simulator.suite import SUITE
 
 BASELINES = ["fcfs", "srpt-oracle", "hrrn", "las"]
-SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey", "queue_floor",
-            "residual_victims", "demote_preempted", "tail_protect")
+SWITCHES = REGIME_SWITCHES
 
 
 def ablations(sweep: str | None = None) -> dict[str, Policy]:

@@ -245,6 +245,12 @@ class RegimeParams:
     tail_protect_factor: float = 0.5
 
 
+#: tailwise's regime mechanisms, each a boolean switch of :class:`RegimeParams` (validated
+#: here, searched by the tuner, ablated by ``benchmarks/regime_ablation.py``)
+REGIME_SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey",
+                   "queue_floor", "residual_victims", "demote_preempted", "tail_protect")
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """Everything an engine needs to schedule; immutable and versioned."""
@@ -360,8 +366,7 @@ class Policy:
                 f"must not exceed safety.aging_s ({self.safety.aging_s}), got {self.safety.max_boost_s}",
             )
         g = self.regime
-        for flag in ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey",
-                     "queue_floor", "residual_victims", "demote_preempted", "tail_protect"):
+        for flag in REGIME_SWITCHES:
             if not isinstance(getattr(g, flag), bool):
                 raise PolicyError(f"regime.{flag}", f"must be true or false, got {getattr(g, flag)!r}")
         _finite("regime.latency_quantile", g.latency_quantile, lo=0.5, hi=0.999)

@@ -66,8 +66,7 @@ class ResidualLife:
     def extend(self, other: ResidualLife) -> None:
         """Take over another estimator's window and curve (a policy swap keeps what was
         measured, and the curve is next rebuilt when ``other``'s would have been)."""
-        for x in other._window:
-            self._window.append(x)
+        self._window.extend(other._window)
         if other._xs:
             self._xs, self._suffix, self._since = other._xs, other._suffix, other._since
         elif len(self._window) >= self._min:

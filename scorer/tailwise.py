@@ -210,8 +210,7 @@ class TailwisePolicy(BoostPolicy):
         if self.regime.demote_preempted:
             # a demoted request keeps its place behind the arrivals it made room for
             self._demoted.update(old._demoted)
-        for a in old._admits:
-            self._admits.append(a)
+        self._admits.extend(old._admits)
         self._admit_sum = sum(t for _, t in self._admits)
         self._drains.extend(old._drains)
         self._drain_ref, self._drain_n = old._drain_ref, old._drain_n

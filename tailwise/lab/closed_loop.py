@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from tailwise.bayes_opt.tuner import TunerConfig
 from tailwise.lab.arms import make_arm
 from tailwise.lab.experiment import Arm, scale_trace
 from tailwise.lab.markdown import format_optional, markdown_table
@@ -75,6 +76,11 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def gate_margin(opts: OnlineOptions) -> float:
+    """The sidecar's gate margin: ``opts.margin``, else the tuner's own default."""
+    return TunerConfig.margin if opts.margin is None else opts.margin
+
+
 def sidecar_config(opts: OnlineOptions, initial: Path) -> dict[str, Any]:
     """The config file of the sidecar ``--online`` starts (engine-time schedule)."""
     return deep_merge({
@@ -83,7 +89,7 @@ def sidecar_config(opts: OnlineOptions, initial: Path) -> dict[str, Any]:
                    "min_requests": opts.min_requests},
         "loop": {"round_every_s": opts.round_every_s, "n_trials": opts.trials_per_round,
                  "tune_on_partition_change": False},
-        "tuner": {"seed": opts.seed, "margin": opts.margin,
+        "tuner": {"seed": opts.seed, "margin": gate_margin(opts),
                   "engine": dataclasses.asdict(opts.engine), "model": opts.model.to_dict()},
     }, opts.sidecar_overrides)
 
@@ -250,7 +256,7 @@ def run_online(opts: OnlineOptions) -> Path:
         "online": {"sidecar": opts.sidecar or "started (127.0.0.1, port 0)",
                    "round_every_s": opts.round_every_s,
                    "trial_window_s": opts.trial_window_s or opts.round_every_s,
-                   "trials_per_round": opts.trials_per_round, "margin": opts.margin,
+                   "trials_per_round": opts.trials_per_round, "margin": gate_margin(opts),
                    "pacing": dataclasses.asdict(online.pacing), "client": online.client,
                    "emitter": online.emitter, "policy_versions": versions},
         "rounds": online.rounds,
@@ -266,7 +272,7 @@ def run_online(opts: OnlineOptions) -> Path:
           f"{opts.round_every_s:g} engine s replaying a settled "
           f"{opts.trial_window_s or opts.round_every_s:g}-s window (≥ 99% of its arrivals "
           f"finished, ≥ {opts.min_requests} requests), {opts.trials_per_round} trials, "
-          f"margin {opts.margin:g}; {online.pacing.syncs} pacing syncs "
+          f"margin {gate_margin(opts):g}; {online.pacing.syncs} pacing syncs "
           f"({online.pacing.timeouts} timeouts), {len(versions)} policy versions in force.",
           "", "### Tuning rounds (engine time)", "",
           *markdown_table(["t (s)", "outcome", "window req", "champion", "best", "published"],

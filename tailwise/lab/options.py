@@ -54,8 +54,9 @@ class OnlineOptions:
     min_requests: int = 400
     #: trials per paper mode for the offline best-of-papers tuning
     offline_trials: int = 12
-    #: relative gain a challenger needs over the champion (the sidecar's gate)
-    margin: float = 0.10
+    #: relative gain a challenger needs over the champion (the sidecar's gate); ``None``:
+    #: the tuner's default (:attr:`~tailwise.bayes_opt.tuner.TunerConfig.margin`)
+    margin: float | None = None
     #: wall seconds one pacing wait may take (flush + round + policy delivery)
     sync_timeout_s: float = 300.0
     #: wall seconds to start the sidecar / get the first policy

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from tailwise.scorer.baselines import Fcfs, OracleSJF
-from tailwise.scorer.step_time import StepTimeModel
-from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.scorer.interface import FcfsQueue
+from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
+from tailwise.simulator.engine import EngineConfig, SimRequest, Simulator, simulate
 from tailwise.simulator.traces import Trace
 
 # prefill ms = 1 + 0.1·N ; decode ms = 2 + 0.5·B (no context term); mixed = 1 + 0.1·N + 0.5·B
@@ -86,13 +87,6 @@ def test_released_blocks_follow_vllm_free_order_partial_reused_first_hashed_kept
     block instead of evicting a preempted request's cached blocks (the simulator used to
     put the partial block behind them: one block of a victim's own cache lost per such
     finish, found by benchmarks/regime_fidelity.py)."""
-    import numpy as np
-
-    from tailwise.records.trace import Trace
-    from tailwise.scorer.interface import FcfsQueue
-    from tailwise.scorer.step_time import H100_LLAMA3_8B
-    from tailwise.simulator.engine import EngineConfig, SimRequest, Simulator
-
     tr = Trace("t", np.zeros(1), np.array([10], np.int64), np.array([1], np.int64))
     sim = Simulator(tr, FcfsQueue(), EngineConfig(num_gpu_blocks=10), H100_LLAMA3_8B)
     kv = sim.kv
