@@ -137,6 +137,12 @@ class BoostPolicy(KeyedQueue):
     def order_running(self, running: Sequence[ReqInfo], now: float) -> list[ReqInfo]:
         """:func:`tailwise.scorer.preemption.rank_running` with this policy's key, cost and
         protection, computed in one pass (it runs every engine step in the adapter)."""
+        return [running[t[4]] for t in self.running_ranks(running)]
+
+    def running_ranks(self, running: Sequence[ReqInfo]
+                     ) -> list[tuple[bool, float, float, float, int]]:
+        """``(not protected, priority band, −cost, key, index into running)`` per running
+        request, sorted: :meth:`order_running`'s ranks, for policies that re-rank."""
         cp, cd, thr, qw, band = self.cp, self.cd, self._thr, self._qw, self.band_s
         swap = self.mode is PreemptMode.SWAP
         ranked = []
@@ -156,7 +162,7 @@ class BoostPolicy(KeyedQueue):
                 cost = max(r.num_computed_tokens - r.cached_tokens, 0) * cp
             ranked.append((not prot, math.floor(key / band) if band > 0 else key, -cost, key, i))
         ranked.sort()
-        return [running[t[4]] for t in ranked]
+        return ranked
 
     def on_admit(self, req: ReqInfo, now: float) -> None:
         if req.num_preemptions > 0 and self.anti_thrash:

@@ -349,24 +349,24 @@ class TailwisePolicy(BoostPolicy):
         """γ-boost's order (bands, cache-aware cost), re-ranked for eviction: tail
         candidates first (kept), then anti-thrash protection, then the shortest expected
         remaining output (the longest is evicted first), then γ-boost's order."""
-        base = super().order_running(running, now)
+        ranks = self.running_ranks(running)
         g = self.regime
         life = self.life if g.residual_victims and self.life.ready else None
         cap = g.tail_protect_factor * self.service_scale \
             if g.tail_protect and self.service_scale > 0 else None
         if life is None and cap is None:
-            return base
+            return [running[t[4]] for t in ranks]
         ranked = []
-        for i, r in enumerate(base):
+        for pos, t in enumerate(ranks):
+            r = running[t[4]]
             tail = cap is not None and r.first_token_time is not None and \
                 now - r.arrival_time > cap
             if life is None:
-                ranked.append((not tail, False, 0.0, i, r))
-            else:
-                ranked.append((not tail, not self.protected(r),
-                               life.residual(r.num_output_tokens), i, r))
-        ranked.sort(key=lambda t: t[:4])
-        return [t[4] for t in ranked]
+                ranked.append((not tail, False, 0.0, pos, r))
+            else:  # t[0]: not protected (anti-thrash), as γ-boost's rank computed it
+                ranked.append((not tail, t[0], life.residual(r.num_output_tokens), pos, r))
+        ranked.sort(key=lambda x: x[:4])
+        return [x[4] for x in ranked]
 
     # -- admission pacing -----------------------------------------------------------------
     def admission_allowed(self, free_blocks: int, head_tokens: int, decoding: int,
