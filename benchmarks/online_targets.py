@@ -23,7 +23,7 @@ into three equal phases.
 
     python benchmarks/online_targets.py [--seeds 5] [--phase-s 180] [--scenarios ...]
         [--trace FILE] [--show-rounds] [--anchors ...] [--recall N] [--confirm] [--margin M]
-        [--no-stale-check] [--max-span-factor K]
+        [--no-stale-check] [--max-span-factor K] [--search-switches]
 """
 
 from __future__ import annotations
@@ -98,7 +98,9 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
                                       "max_span_factor": a.max_span_factor},
                            "tuner": {"anchors": [x for x in a.anchors.split(",") if x],
                                      "recall": a.recall, "confirm": a.confirm,
-                                     **({"margin": a.margin} if a.margin is not None else {})},
+                                     **({"margin": a.margin} if a.margin is not None else {}),
+                                     **({"space": {"search_switches": True}}
+                                        if a.search_switches else {})},
                            "loop": {"stale_check": not a.no_stale_check}})
 
 
@@ -259,6 +261,8 @@ def main() -> None:
     ap.add_argument("--confirm", action="store_true", help="sidecar tuner.confirm = true")
     ap.add_argument("--margin", type=float, default=None,
                     help="sidecar tuner.margin (relative gain a challenger needs; default 0.10)")
+    ap.add_argument("--search-switches", action="store_true",
+                    help="sidecar tuner.space.search_switches = true (booleans searched too)")
     ap.add_argument("--no-stale-check", action="store_true", help="sidecar loop.stale_check = false")
     ap.add_argument("--max-span-factor", type=int, default=1,
                     help="sidecar window.max_span_factor (light traffic: grow the window)")

@@ -97,6 +97,21 @@ def test_a_tail_candidate_is_evicted_last() -> None:
     assert victims == {True: "new", False: "old"}
 
 
+def test_among_tail_candidates_the_oldest_is_evicted_last_whatever_its_remainder() -> None:
+    """Under overload every running request can be older than the cap; protection must
+    still mean something. Two tail candidates: the older has the longer expected
+    remainder (residual-life would evict it) and is kept; the younger goes first."""
+    sched = tailwise(tail_protect=True, tail_protect_factor=0.5)
+    finish_history(sched, HEAVY, service_s=10.0)
+    older = ReqInfo("older", 0.0, 500, num_computed_tokens=4_500, num_output_tokens=4_000,
+                    prefill_tokens_done=500, first_token_time=1.0, last_admit_time=0.0)
+    younger = ReqInfo("younger", 10.0, 500, num_computed_tokens=3_500, num_output_tokens=3_000,
+                      prefill_tokens_done=500, first_token_time=11.0, last_admit_time=10.0)
+    assert sched.life.residual(4_000) > sched.life.residual(3_000)
+    order = sched.order_running([older, younger], 30.0)
+    assert [r.request_id for r in order] == ["older", "younger"]
+
+
 def test_a_demoted_victim_lets_later_arrivals_in_first_and_waits_at_most_the_envelope_again() -> None:
     got = {}
     for on in (True, False):
