@@ -24,6 +24,7 @@ into three equal phases.
     python benchmarks/online_targets.py [--seeds 5] [--phase-s 180] [--scenarios ...]
         [--trace FILE] [--show-rounds] [--anchors ...] [--recall N] [--confirm] [--margin M]
         [--no-stale-check] [--max-span-factor K] [--search-switches]
+        [--sampler tpe|gp|random]
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
                            "tuner": {"anchors": [x for x in a.anchors.split(",") if x],
                                      "recall": a.recall, "confirm": a.confirm,
                                      **({"margin": a.margin} if a.margin is not None else {}),
+                                     **({"sampler": a.sampler} if a.sampler else {}),
                                      **({"space": {"search_switches": True}}
                                         if a.search_switches else {})},
                            "loop": {"stale_check": not a.no_stale_check}})
@@ -221,7 +223,7 @@ def report(run: Run, a: argparse.Namespace) -> dict[str, Any]:
             print(f"  round t={r['engine_time']:.0f} {r['outcome']} n={r['window_requests']} "
                   f"window=[{w0 if w0 is None else round(w0)}, {w1 if w1 is None else round(w1)}] "
                   f"champion={r['champion_value']} best={r['best_value']} "
-                  f"v={r['published_version']}")
+                  f"v={r['published_version']} trials={[None if v is None else round(v, 3) for v in (r.get('trial_values') or [])]}")
         for t, pol in run.online.result.policy_timeline:
             print(f"  policy v{pol.version} from t={t:.0f}: {pol.mode.value} {pol.note}")
     ttb = trials_to_best(rounds)
@@ -261,6 +263,7 @@ def main() -> None:
     ap.add_argument("--confirm", action="store_true", help="sidecar tuner.confirm = true")
     ap.add_argument("--margin", type=float, default=None,
                     help="sidecar tuner.margin (relative gain a challenger needs; default 0.10)")
+    ap.add_argument("--sampler", default=None, help="sidecar tuner.sampler (tpe, gp, random)")
     ap.add_argument("--search-switches", action="store_true",
                     help="sidecar tuner.space.search_switches = true (booleans searched too)")
     ap.add_argument("--no-stale-check", action="store_true", help="sidecar loop.stale_check = false")
