@@ -22,6 +22,19 @@ allocation evicted a preempted request's cached block instead (fixed in the
 simulator; found from the admission checks this script prints and a clock that parted
 by one block's prefill time). Since then tailwise's logs are identical on 2,000
 bursty-reasoning requests with the default 28,600 blocks.
+
+long-context-chat (hash_ids prefix sharing) then still parted at eventful step 67 of 600
+requests (5,000 blocks). Three more simulator causes, found by also diffing the policy's
+prefix probes and the per-step free blocks: (4) a segment with some tail blocks evicted
+missed entirely, where vLLM's ``find_longest_cache_hit`` still hits its leading blocks
+(block-granular hits, and a request completing such a segment makes it whole again);
+(5) segments were registered after a step ran, where vLLM's ``allocate_slots`` caches
+the blocks of a chunk when it is scheduled, so a request admitted later in the same step
+hits them; (6) the pure-decode jump skipped scheduling rounds in which vLLM asks the
+waiting queue for its head, and tailwise re-probes the prefix cache round-robin in each
+(``prefix_rekey``), so its head could change in a skipped step. Since then tailwise's
+and FCFS's logs are identical on 1,000 long-context-chat requests (5,000 blocks), 600
+azure-conv requests (3,000 blocks) and 2,000 bursty-reasoning requests (28,600 blocks).
 """
 
 from __future__ import annotations

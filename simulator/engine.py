@@ -20,16 +20,20 @@ prefix segments. Prefix caching has two sources: Mooncake ``hash_ids`` segments
 blocks (vLLM keeps freed full blocks cached until they are evicted, so a victim that is
 re-admitted soon recomputes little). As in vLLM's block pool, every freed block joins one
 LRU free queue (a request's blocks tail-first) and stays cached until it is reused;
-never-used blocks go first, then the queue's head is evicted. Free plus cached blocks are
-what admission counts as free.
+never-used blocks go first, then the queue's head is evicted (a segment tail first, so a
+partly evicted segment still hits its leading blocks, as vLLM's block-hash lookup does).
+A chunk's segments are cached when it is scheduled (vLLM ``allocate_slots``), so a
+request admitted later in the same step hits them. Free plus cached blocks are what
+admission counts as free.
 
 Speed: decoding requests are not touched per step. All decodes advance together, so a
 request's output count is ``D + dbase`` for a global decode counter ``D``; block demand
 per step comes from a 16-bucket histogram of block phases; finishes come from a heap.
 Runs in which nothing but decoding happens (no arrival, no finish, no admission
-possible, KV sufficient) are skipped in one jump with the closed-form sum of their step
-times. Differences to vLLM, by design: speculative decoding, LoRA, encoders and
-structured output are not modelled; the ``vllm-priority`` victim rule is approximated
+possible, KV sufficient, no waiting request for a policy that probes the prefix cache
+each round) are skipped in one jump with the closed-form sum of their step times.
+Differences to vLLM, by design: speculative decoding, LoRA, encoders and structured
+output are not modelled; the ``vllm-priority`` victim rule is approximated
 by the policy's running order; swap preemption (not in vLLM v1) moves a victim's whole
 context to host memory and back at ``swap_ms_per_token``.
 """
@@ -483,18 +487,43 @@ class Simulator:
         r.shared_segs = []
         r.shared_tokens = 0
 
-    def _register_segments(self, r: SimRequest) -> None:
-        """Turn fully computed prompt segments with hash ids into shared cache entries."""
+    def _register_segments(self, r: SimRequest, upto: int) -> None:
+        """Turn prompt segments with hash ids that are fully computed once ``r`` holds
+        ``upto`` tokens into shared cache entries. Called when a chunk is scheduled, as
+        vLLM's ``KVCacheManager.allocate_slots`` caches the blocks of the tokens it
+        allocates for (``cache_blocks``): lookups later in the same step hit them.
+
+        A segment whose leading blocks ``r`` hit (its tail had been evicted) is completed
+        with the blocks ``r`` computed for the rest, as vLLM's ``cache_full_blocks`` hashes
+        them: later lookups hit the whole segment again."""
         hs = r.hash_ids
         if not hs:
             return
-        kv, H, sb = self.kv, self.cfg.hash_block_tokens, self.seg_blocks
+        kv, H, sb, bs = self.kv, self.cfg.hash_block_tokens, self.seg_blocks, self.bs
         k = len(r.shared_segs)
-        limit = min(r.num_computed_tokens, r.prompt_tokens)
+        limit = min(upto, r.prompt_tokens)
+        if k and r.shared_tokens < k * H and k * H <= limit:
+            last = kv.shared[r.shared_segs[-1]]
+            mine = k * sb - r.shared_tokens // bs  # the blocks of it that r computed
+            if last[1] < sb:  # r completes it
+                assert last[1] + mine == sb
+                last[1] = sb
+            else:  # another holder completed it first: our copy is dropped
+                self._anon += 1
+                kv.cache(("x", self._anon), mine)
+            r.blocks -= mine
+            r.shared_tokens = k * H
         while k < len(hs) and (k + 1) * H <= limit:
             h = hs[k]
             seg = kv.shared.get(h)
-            if seg is not None or h in kv.evictable:
+            part = kv.evictable.get(h, 0) if seg is None else 0
+            if seg is not None and seg[1] < sb:
+                # a holder is still computing its evicted tail: our blocks complete it
+                seg[0] += 1
+                self._anon += 1
+                kv.cache(("x", self._anon), seg[1])  # our copy of its cached blocks
+                seg[1] = sb
+            elif seg is not None or part == sb:
                 if seg is not None:
                     seg[0] += 1
                 else:
@@ -502,6 +531,12 @@ class Simulator:
                 self._anon += 1
                 kv.cache(("x", self._anon), sb)  # our duplicate copy is dropped
             else:
+                if part:
+                    # a partly evicted stale copy (nearest eviction): ours is the segment
+                    kv.uncache(h)
+                    self._anon += 1
+                    kv.cache(("x", self._anon), part)
+                    kv.evictable.move_to_end(("x", self._anon), last=False)
                 kv.shared[h] = [1, sb]
             r.blocks -= sb
             r.shared_segs.append(h)
@@ -514,33 +549,44 @@ class Simulator:
         whenever a request is (re)queued); admission then records the real hit."""
         if not self.cfg.enable_prefix_caching:
             return 0
-        segs, own, _ = self._prefix_hit(r)
-        return min(len(segs) * self.cfg.hash_block_tokens + own * self.bs, r.prompt_tokens)
+        _, seg_blocks, own, _ = self._prefix_hit(r)
+        return min((seg_blocks + own) * self.bs, r.prompt_tokens)
 
-    def _prefix_hit(self, r: SimRequest) -> tuple[list[int], int, int]:
-        """(shared segments hit, own cached blocks hit, blocks among them now evictable)."""
-        kv, H, bs = self.kv, self.cfg.hash_block_tokens, self.bs
+    def _prefix_hit(self, r: SimRequest) -> tuple[list[int], int, int, int]:
+        """(shared segments hit, blocks hit in them, own cached blocks hit, blocks among
+        them now evictable).
+
+        Block-granular like vLLM's ``FullAttentionManager.find_longest_cache_hit``, which
+        walks the request's chained block hashes and stops at the first miss: LRU
+        eviction takes a cached segment's blocks tail first, so a partly evicted segment
+        still hits its remaining leading blocks (the lookup then stops there)."""
+        kv, H, bs, sb = self.kv, self.cfg.hash_block_tokens, self.bs, self.seg_blocks
         cap = (r.num_tokens - 1) // bs * bs  # vLLM always recomputes at least one token
         segs: list[int] = []
-        evictable = 0
+        got = evictable = 0
         if not self.cfg.enable_prefix_caching:
-            return segs, 0, 0
+            return segs, 0, 0, 0
         for h in r.hash_ids:
             if (len(segs) + 1) * H > cap or (len(segs) + 1) * H > r.prompt_tokens:
                 break
-            if h in kv.shared:
-                segs.append(h)
-            elif h in kv.evictable and kv.evictable[h] == self.seg_blocks:
-                segs.append(h)
-                evictable += self.seg_blocks
+            seg = kv.shared.get(h)
+            if seg is not None:
+                n = seg[1]
             else:
+                n = kv.evictable.get(h, 0)
+                evictable += n
+            if n == 0:
                 break
+            segs.append(h)
+            got += n
+            if n < sb:
+                break  # its tail blocks were evicted: the hash chain ends inside it
         own = 0
-        if r.num_preemptions and len(segs) * H == r.pre_shared:
+        if r.num_preemptions and got * bs == r.pre_shared:
             own = kv.evictable.get(("r", r.idx), 0)
-            own = min(own, (cap - len(segs) * H) // bs)
+            own = min(own, (cap - got * bs) // bs)
             evictable += own
-        return segs, own, evictable
+        return segs, got, own, evictable
 
     # ---------------------------------------------------------------- preemption
     def _preempt(self, r: SimRequest) -> None:
@@ -606,6 +652,7 @@ class Simulator:
                 kv.take(extra)
                 r.blocks += extra
                 chunks.append((r, n))
+                self._register_segments(r, r.num_computed_tokens + n)
             budget -= B
             for _, n in chunks:
                 budget -= n
@@ -636,7 +683,6 @@ class Simulator:
             r.num_computed_tokens += n
             if r.state == PREFILL:
                 r.prefill_tokens_done += n
-                self._register_segments(r)
             if r.num_computed_tokens == r.num_tokens:
                 self.prefillers.pop(r, None)
                 self._sampled(r, now)
@@ -649,10 +695,14 @@ class Simulator:
                 policy_version=self._policy_obj.version if self._policy_obj else 0,
                 decode_context=dec_ctx))
         self._sample()
-        # a finish in this step may have made room: let the next step try to admit
+        # a finish in this step may have made room: let the next step try to admit.
+        # A policy with a prefix probe re-reads the cache each round it is asked for its
+        # head (vLLM calls ``peek_request`` every step; tailwise re-probes round-robin),
+        # so its queue order may change in any step: no skipping while requests wait.
         if (blocked is not None and not self.prefillers and self.n_dec
                 and self.finished == finished_before
-                and self._preempted_this_step == 0 and not pol.caps_decode):
+                and self._preempted_this_step == 0 and not pol.caps_decode
+                and not (pol.uses_prefix_probe and self.n_waiting)):
             return blocked
         return None
 
@@ -701,6 +751,7 @@ class Simulator:
             else:
                 r.blocks += need
                 chunks.append((r, n))
+                self._register_segments(r, r.num_computed_tokens + n)
             budget -= n
             i += 1
         held = [r for r in self.running if r.state == DECODE and r not in scheduled_dec]
@@ -741,8 +792,8 @@ class Simulator:
                 r.blocks += extra
                 hit = 0
             else:
-                segs, own, ev = self._prefix_hit(r)
-                shared_hit = len(segs) * self.cfg.hash_block_tokens
+                segs, seg_blocks, own, ev = self._prefix_hit(r)
+                shared_hit = seg_blocks * bs
                 hit = shared_hit + own * bs
                 full_new = -(-(r.num_tokens - shared_hit) // bs) - own
                 if full_new + ev + wm > kv.available:
@@ -785,6 +836,7 @@ class Simulator:
             self.running[r] = None
             self.prefillers[r] = None
             chunks.append((r, n))
+            self._register_segments(r, r.num_computed_tokens + n)
             budget -= n
             pol.on_admit(r, now)
 

@@ -163,3 +163,25 @@ def test_runs_as_the_experiment_runner() -> None:
     assert context["config"]["engine_impl"] == "vllm"
     # the oracle saw true output lengths through the harness's ReqInfo
     assert summarize(results["sjf-oracle"])["overall"]["completed"] == 30
+
+
+def test_block_granular_and_same_step_prefix_hits_match_the_simulator() -> None:
+    """vLLM's side of tests/simulator/test_prefix_cache_fidelity.py (same traces): a
+    partly evicted segment hits its leading blocks, a recomputed rest makes it whole
+    again, and a chunk's blocks are cached when it is scheduled (a request admitted
+    later in the same step hits them)."""
+    evicting = EngineConfig(num_gpu_blocks=20, block_size=16, hash_block_tokens=64)
+    cases = [
+        # A caches segments 7, 8; B's allocation evicts 3 of 8's 4 blocks; C, D hit
+        (Trace("partly-evicted", np.arange(4, dtype=np.float64),
+               np.array([160, 225, 300, 300], np.int64), np.ones(4, np.int64),
+               hash_ids=[(7, 8), (), (7, 8, 9, 10), (7, 8, 9, 10)]),
+         evicting, [0, 0, 80, 256]),
+        (Trace("same-step", np.zeros(2), np.array([100, 100], np.int64),
+               np.array([2, 2], np.int64), hash_ids=[(7, 8), (7, 8)]),
+         EngineConfig(num_gpu_blocks=200, block_size=16, hash_block_tokens=32), [0, 64]),
+    ]
+    for trace, cfg, hits in cases:
+        sim, vllm = both(trace, "fcfs", cfg)
+        assert vllm.records.cached_tokens.tolist() == hits, trace.name
+        assert sim.records.cached_tokens.tolist() == hits, trace.name
