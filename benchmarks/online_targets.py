@@ -220,10 +220,11 @@ def report(run: Run, a: argparse.Namespace) -> dict[str, Any]:
     if a.show_rounds:
         for r in rounds:
             w0, w1 = r["window"]
+            tv = [None if v is None else round(v, 3) for v in (r.get("trial_values") or [])]
             print(f"  round t={r['engine_time']:.0f} {r['outcome']} n={r['window_requests']} "
                   f"window=[{w0 if w0 is None else round(w0)}, {w1 if w1 is None else round(w1)}] "
                   f"champion={r['champion_value']} best={r['best_value']} "
-                  f"v={r['published_version']} trials={[None if v is None else round(v, 3) for v in (r.get('trial_values') or [])]}")
+                  f"v={r['published_version']} trials={tv}")
         for t, pol in run.online.result.policy_timeline:
             print(f"  policy v{pol.version} from t={t:.0f}: {pol.mode.value} {pol.note}")
     ttb = trials_to_best(rounds)
