@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from tailwise.bayes_opt.history import policy_diff
 from tailwise.bayes_opt.objective import ObjectiveConfig, evaluate
 from tailwise.lab.closed_loop import run_online_arm
 from tailwise.lab.offline_tuning import tune_best_of_papers
@@ -226,7 +227,8 @@ def report(run: Run, a: argparse.Namespace) -> dict[str, Any]:
                   f"champion={r['champion_value']} best={r['best_value']} "
                   f"v={r['published_version']} trials={tv}")
         for t, pol in run.online.result.policy_timeline:
-            print(f"  policy v{pol.version} from t={t:.0f}: {pol.mode.value} {pol.note}")
+            print(f"  policy v{pol.version} from t={t:.0f}: {pol.mode.value} {pol.note} "
+                  f"{policy_diff(pol, default_policy('tailwise', MODEL) or pol, limit=40)}")
     ttb = trials_to_best(rounds)
     distinct = [len({round(v, 4) for v in r["trial_values"] if v is not None}) for r in rounds
                 if any(v is not None for v in r["trial_values"])]

@@ -217,13 +217,13 @@ class RegimeParams:
     #: uncached length it had when queued. Cost per round: ``prefix_rekey_k`` lookups
     prefix_rekey: bool = True
     prefix_rekey_k: int = 8
-    #: queue-relative aging floor: the envelope's floor is lowered to
-    #: ``queue_floor_factor·D``, ``D`` = the ``latency_quantile`` over the last
+    #: queue-relative aging floor: once measured, ``queue_floor_factor·D`` replaces the
+    #: fixed ``aging_floor_s``, ``D`` = the ``latency_quantile`` over the last
     #: ``latency_window`` admissions of FCFS's drain time (waiting uncached prompt tokens ÷
     #: recently admitted prefill tokens per second: the wait FCFS would impose on an
-    #: arrival), so a fixed floor never holds a request back longer than FCFS's queue
-    #: would: ``E = clip(aging_factor·T, min(aging_floor_s, queue_floor_factor·D),
-    #: envelope_cap_s)``. It only ever lowers ``E``
+    #: arrival): ``E = min(max(aging_factor·T, queue_floor_factor·D), envelope_cap_s)``.
+    #: A fixed floor neither holds a request back longer than FCFS's queue would, nor
+    #: turns the boost into FCFS when queueing outgrows the service time (overload)
     queue_floor: bool = True
     queue_floor_factor: float = 1.0
     #: victims by residual life: among running requests of equal protection, the one with
@@ -300,7 +300,8 @@ class Policy:
                 f"is the measured p{100 * g.latency_quantile:g} first-to-last-token time of the "
                 f"last {g.latency_window} requests (E = {min(self.safety.aging_s, g.envelope_cap_s):g} s"
                 f" until measured); never more than {g.envelope_cap_s:g} s"
-                + ("; the floor is lowered to FCFS's measured drain time (regime.queue_floor)"
+                + (f"; once FCFS's drain time D is measured, E = max({g.aging_factor:g} x T, "
+                   f"{g.queue_floor_factor:g} x D) instead, capped (regime.queue_floor)"
                    if g.queue_floor else "")
                 + ("; a preempted request with a long expected remainder waits at most E again, "
                    "counted from its preemption (regime.demote_preempted)"

@@ -37,14 +37,22 @@ causes; see :class:`~tailwise.scorer.policy.RegimeParams`):
   uncached length shrank: bounded cost per round, every waiting request re-probed within
   ``len(waiting)/k`` rounds (HRRN/LPM re-probe all of them, up to 128, every round). Keys
   only improve while a request waits (an eviction does not push it back).
-* queue-relative floor: with the fixed ``aging_floor_s`` the oldest request of an
-  overloaded engine waits the floor even when FCFS's whole queue is shorter (measured on
-  azure-conv at 1.1 load: the P99 TTLT was long prompts aged out at 30 s while FCFS's
-  P99 wait was 21 s). The floor is lowered to ``queue_floor_factor·D``: ``D`` is the
-  ``latency_quantile`` of FCFS drain times sampled at recent admissions (waiting uncached
-  prompt tokens ÷ prefill tokens/s admitted lately: the wait FCFS would impose on an
-  arrival then). A high quantile, not the current value, because the tail FCFS imposes
-  is set by its longest recent queues.
+* queue-relative floor: once FCFS's drain time is measured, the envelope's fixed floor
+  ``aging_floor_s`` gives way to ``queue_floor_factor·D``: ``E = max(aging_factor·T,
+  queue_floor_factor·D)``, capped. ``D`` is the ``latency_quantile`` of FCFS drain times
+  sampled at recent admissions (waiting uncached prompt tokens ÷ prefill tokens/s
+  admitted lately: the wait FCFS would impose on an arrival then); a high quantile, not
+  the current value, because the tail FCFS imposes is set by its longest recent queues.
+  Both ways: (1) a fixed floor must not hold a request back longer than FCFS's whole
+  queue would (measured on azure-conv at 1.1 load: the P99 TTLT was long prompts aged
+  out at 30 s while FCFS's P99 wait was 21 s); (2) under overload queueing outgrows the
+  service time, and an envelope of ``2T`` (or 30 s) turns the boost into FCFS as soon as
+  the queue is longer than that, which is the collapse the relative envelope exists to
+  prevent (measured on slo-flip's interactive flood at 1.1 load, seeds 0 and 2: mean
+  TTFT 60.5 s and 53.9 s with ``E`` floored at 30 s, 35.1 s and 31.3 s with ``E ≥ D``;
+  P99 TTLT 111.4 / 90.4 s → 111.9 / 96.2 s, FCFS 105.5 / 91.8 s). Letting a request be
+  overtaken for as long as FCFS would have made it wait anyway is what keeps the tail
+  near FCFS's.
 * residual-life victims: under KV pressure the running request with the longest expected
   remaining output is evicted first (:class:`~tailwise.scorer.residual.ResidualLife`: the
   mean residual of recently finished requests' output lengths at what the request has
@@ -72,7 +80,9 @@ causes; see :class:`~tailwise.scorer.policy.RegimeParams`):
 Safety bound an operator can read: no request waits longer than ``E`` behind a later
 arrival, and ``E ≤ envelope_cap_s`` (default 3600 s) always; ``E`` is reported by
 :meth:`TailwisePolicy.envelope_s`. With ``relative_aging`` off, ``E = safety.aging_s``.
-The queue-relative floor only ever lowers ``E``, so the bound holds with it on or off.
+With the queue-relative floor, ``E = min(max(aging_factor·T, queue_floor_factor·D),
+envelope_cap_s)`` once ``D`` is measured: it follows FCFS's own queueing delay, and the
+cap holds with it on or off.
 With demotion, a preempted request's wait is counted from its preemption: each wait is
 bounded by ``E``, and tail protection keeps an old request from being evicted while any
 other running request can be.
@@ -253,7 +263,8 @@ class TailwisePolicy(BoostPolicy):
         return self._backlog_tokens * span / admitted
 
     def _queue_floor(self) -> None:
-        """``E = max(aging_factor·T, min(aging_floor_s, factor·D))`` capped; lowers E only."""
+        """``E = min(max(aging_factor·T, queue_floor_factor·D), envelope_cap_s)`` once
+        ``D`` is measured: FCFS's drain time replaces the fixed ``aging_floor_s``."""
         g = self.regime
         env = self._service_env
         if not g.queue_floor or env is None:
@@ -262,9 +273,8 @@ class TailwisePolicy(BoostPolicy):
         if d is None:
             self.aging_s = env
             return
-        floor = min(g.aging_floor_s, g.queue_floor_factor * d)
-        self.aging_s = min(env, max(floor, min(g.aging_factor * self.service_scale,
-                                               g.envelope_cap_s)))
+        self.aging_s = min(g.envelope_cap_s, max(g.aging_factor * self.service_scale,
+                                                 g.queue_floor_factor * d))
 
     def on_admit(self, req: ReqInfo, now: float) -> None:
         super().on_admit(req, now)

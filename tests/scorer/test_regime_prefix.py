@@ -135,8 +135,11 @@ def fed(sched: TailwisePolicy, waiting_tokens: int, rate_tps: float) -> None:
 
 
 @given(st.integers(1000, 10_000_000), st.floats(100.0, 1e6), st.floats(0.5, 500.0))
-def test_queue_floor_only_lowers_the_envelope_toward_fcfs_drain_time(
+def test_queue_floor_replaces_the_fixed_floor_by_fcfs_drain_time_both_ways(
         waiting: int, rate: float, service: float) -> None:
+    """``E = min(max(2T, D), cap)`` with the floor on; ``clip(2T, 30 s, cap)`` off. So E
+    drops below 30 s when FCFS's queue is shorter, and rises above it (toward FCFS's own
+    wait) when it is longer: never beyond ``max(2T, D)`` nor the cap."""
     envelopes = {}
     for on in (True, False):
         sched = tailwise(queue_floor=on)
@@ -149,9 +152,12 @@ def test_queue_floor_only_lowers_the_envelope_toward_fcfs_drain_time(
         envelopes[on] = sched.envelope_s()
     g = RegimeParams()
     drain = waiting / rate
-    assert envelopes[True] <= envelopes[False] + 1e-9
-    expect = min(g.envelope_cap_s, max(g.aging_factor * service, min(g.aging_floor_s, drain)))
-    assert envelopes[True] == pytest.approx(expect, rel=1e-6)
+    two_t = g.aging_factor * service
+    assert envelopes[False] == pytest.approx(
+        min(g.envelope_cap_s, max(g.aging_floor_s, two_t)), rel=1e-6)
+    assert envelopes[True] == pytest.approx(min(g.envelope_cap_s, max(two_t, drain)), rel=1e-6)
+    if drain <= g.aging_floor_s:  # a short FCFS queue: the floor only lowers E
+        assert envelopes[True] <= envelopes[False] + 1e-9
 
 
 @pytest.mark.parametrize(("field", "value"), [
