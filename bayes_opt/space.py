@@ -24,7 +24,7 @@ name                            modes                  maps to
 ``boost.memguard_theta_s`` (log) boost, tailwise       MemGuard θ
 ``boost.memguard_ratio`` (log)  boost, tailwise        MemGuard r
 ``boost.partition_aware``       tailwise               committed work from the queue's b̄
-``slo.urgency``                 tailwise               EDF on TTFT deadlines, boosted
+``slo.urgency``                 tailwise [‡]           EDF on TTFT deadlines, boosted
 ``safety.max_boost_frac``       boost, tailwise        ``max_boost_s = frac · aging_s``
 ``safety.aging_s`` (log)        ewsjf, boost, tailwise aging bound
 ``preemption.cache_aware``      boost, tailwise        victim by re-admission cost
@@ -42,7 +42,7 @@ name                            modes                  maps to
                                                        queue_floor, residual_victims,
                                                        demote_preempted, tail_protect
 ``slo.window`` (log)            kairos                 Kairos scoring window
-``slo.decode_cap``              kairos, tailwise       slack-guided decode cap
+``slo.decode_cap``              kairos, tailwise [‡]   slack-guided decode cap
 =============================== ====================== ===============================
 
 [*] With ``SpaceConfig.search_partition`` (default), and in tailwise mode only when
@@ -52,6 +52,11 @@ name                            modes                  maps to
 ``max_queues`` and, given the window, refined once with its α). Otherwise they keep the
 base policy's values and the learner's partition is used as is.
 [†] UniBoost, and γ-Ada, where it is the starting γ (what a replay sees); not DistBoost.
+[‡] In tailwise mode ``slo.urgency``, ``slo.decode_cap`` and ``regime.tail_protect`` are
+searched with ``search_tradeoffs`` (default on) even when ``search_switches`` is off: each
+trades mean TTFT against P99 TTLT, so the right setting depends on the objective's
+weights, which is the learner's to weigh; the other switches are design decisions
+measured offline and keep the base policy's values.
 
 By default (``around_base=4``) every log-scale parameter is searched within a factor 4
 of the base policy's value: the base (the shipped defaults, or an operator's frozen
@@ -63,7 +68,8 @@ full ranges.
 ``max_boost_s`` is searched as a fraction of ``aging_s`` so the safety envelope
 ``max_boost_s ≤ aging_s`` holds by construction (modes that do not boost keep the base
 value, clipped to ``aging_s``). ``c`` is searched per 1000 tokens so its range has the
-scale of ``a`` (b̄ is in tokens). Booleans are searched only with ``search_switches``.
+scale of ``a`` (b̄ is in tokens). Booleans are searched only with ``search_switches``, but
+for the three trade-off switches of [‡].
 
 >>> from optuna.trial import FixedTrial
 >>> from tailwise.scorer.policy import Policy, Mode
@@ -141,6 +147,13 @@ class SpaceConfig:
     #: boosts, SLO urgency, Kairos decode cap); off (default) keeps the base policy's
     #: choices, which are design decisions measured offline
     search_switches: bool = False
+    #: search the switches whose right setting depends on the objective's weights, not
+    #: on the workload alone: SLO urgency, Kairos's decode cap and tail protection (each
+    #: trades mean TTFT against P99 TTLT); the other switches stay the base policy's.
+    #: Measured on the three shift scenarios x 5 seeds (``benchmarks/online_targets.py
+    #: --search-tradeoffs``): mean whole-run margin over static tailwise +0.029 -> +0.053
+    #: (180-s phases) and -0.017 -> -0.004 (120-s phases)
+    search_tradeoffs: bool = True
     #: log-scale parameters are searched within [v / f, v · f] of the base policy's value
     #: v (intersected with the ranges above); None searches the full ranges
     around_base: float | None = 4.0
@@ -261,6 +274,10 @@ def suggest_params(trial: optuna.trial.BaseTrial, base: Policy, cfg: SpaceConfig
             ask.switch("slo.decode_cap", (False, True))
             for flag in REGIME_SWITCHES:
                 ask.switch(f"regime.{flag}", (True, False))
+        elif cfg.search_tradeoffs:
+            ask.switch("slo.urgency", (base.slo.urgency, not base.slo.urgency))
+            ask.switch("slo.decode_cap", (base.slo.decode_cap, not base.slo.decode_cap))
+            ask.switch("regime.tail_protect", (g.tail_protect, not g.tail_protect))
     if mode is Mode.KAIROS:
         win = cfg.box(cfg.kairos_window, base.slo.window)
         ask.integer("slo.window", (math.floor(win[0]), math.ceil(win[1])), log=True)

@@ -23,7 +23,7 @@ into three equal phases.
 
     python benchmarks/online_targets.py [--seeds 5] [--phase-s 180] [--scenarios ...]
         [--trace FILE] [--show-rounds] [--anchors ...] [--recall N] [--confirm] [--margin M]
-        [--no-stale-check] [--max-span-factor K] [--search-switches]
+        [--no-stale-check] [--max-span-factor K] [--search-switches] [--no-search-tradeoffs]
         [--sampler tpe|gp|random]
 """
 
@@ -102,8 +102,8 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
                                      "recall": a.recall, "confirm": a.confirm,
                                      **({"margin": a.margin} if a.margin is not None else {}),
                                      **({"sampler": a.sampler} if a.sampler else {}),
-                                     **({"space": {"search_switches": True}}
-                                        if a.search_switches else {})},
+                                     "space": {"search_switches": a.search_switches,
+                                               "search_tradeoffs": not a.no_search_tradeoffs}},
                            "loop": {"stale_check": not a.no_stale_check}})
 
 
@@ -266,6 +266,9 @@ def main() -> None:
     ap.add_argument("--confirm", action="store_true", help="sidecar tuner.confirm = true")
     ap.add_argument("--margin", type=float, default=None,
                     help="sidecar tuner.margin (relative gain a challenger needs; default 0.10)")
+    ap.add_argument("--no-search-tradeoffs", action="store_true",
+                    help="sidecar tuner.space.search_tradeoffs = false (SLO urgency, decode "
+                         "cap and tail protection keep the base policy's values)")
     ap.add_argument("--sampler", default=None, help="sidecar tuner.sampler (tpe, gp, random)")
     ap.add_argument("--search-switches", action="store_true",
                     help="sidecar tuner.space.search_switches = true (booleans searched too)")

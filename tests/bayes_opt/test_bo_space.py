@@ -142,8 +142,15 @@ def test_define_by_run_asks_only_what_the_mode_uses() -> None:
     assert "ewsjf.alpha" not in plain and "ewsjf.max_queues" not in plain
     no_part = policy_to_params(Policy(), SpaceConfig(mode=Mode.EWSJF, search_partition=False))
     assert "ewsjf.alpha" not in no_part
-    # switches off (default): booleans keep the base's values, not searched
-    assert not any(isinstance(v, bool) for v in policy_to_params(Policy(), SpaceConfig()).values())
+    # switches off (default): booleans keep the base's values, not searched, but for the
+    # three TTFT-vs-tail trade-off switches in tailwise mode (search_tradeoffs, default on)
+    assert not any(isinstance(v, bool) for v in policy_to_params(
+        Policy(), SpaceConfig(mode=Mode.BOOST)).values())
+    tw = Policy(mode=Mode.TAILWISE)
+    on = {k for k, v in policy_to_params(tw, SpaceConfig()).items() if isinstance(v, bool)}
+    assert on == {"slo.urgency", "slo.decode_cap", "regime.tail_protect"}
+    assert not any(isinstance(v, bool) for v in policy_to_params(
+        tw, SpaceConfig(search_tradeoffs=False)).values())
 
 
 @pytest.mark.filterwarnings("ignore:The value 2 of the parameter")
