@@ -221,9 +221,10 @@ class RegimeParams:
     #: fixed ``aging_floor_s``, ``D`` = the ``latency_quantile`` over the last
     #: ``latency_window`` admissions of FCFS's drain time (waiting uncached prompt tokens ÷
     #: recently admitted prefill tokens per second: the wait FCFS would impose on an
-    #: arrival): ``E = min(max(aging_factor·T, queue_floor_factor·D), envelope_cap_s)``.
-    #: A fixed floor neither holds a request back longer than FCFS's queue would, nor
-    #: turns the boost into FCFS when queueing outgrows the service time (overload)
+    #: arrival): ``E = min(max(aging_factor·T, min(aging_floor_s, f·D), f·D₇₅),
+    #: envelope_cap_s)`` with ``f = queue_floor_factor`` and ``D₇₅`` the drain times'
+    #: upper quartile. A fixed floor neither holds a request back longer than FCFS's queue
+    #: would, nor turns the boost into FCFS when queueing outgrows the service time
     queue_floor: bool = True
     queue_floor_factor: float = 1.0
     #: victims by residual life: among running requests of equal protection, the one with
@@ -300,9 +301,11 @@ class Policy:
                 f"is the measured p{100 * g.latency_quantile:g} first-to-last-token time of the "
                 f"last {g.latency_window} requests (E = {min(self.safety.aging_s, g.envelope_cap_s):g} s"
                 f" until measured); never more than {g.envelope_cap_s:g} s"
-                + (f"; once FCFS's drain time D is measured, E = max({g.aging_factor:g} x T, "
-                   f"{g.queue_floor_factor:g} x D) instead, capped (regime.queue_floor)"
-                   if g.queue_floor else "")
+                + (f"; once FCFS's drain time is measured, E = max({g.aging_factor:g} x T, "
+                   f"min({g.aging_floor_s:g} s, {g.queue_floor_factor:g} x D), "
+                   f"{g.queue_floor_factor:g} x D75) instead, capped, D being its "
+                   f"p{100 * g.latency_quantile:g} and D75 its upper quartile "
+                   "(regime.queue_floor)" if g.queue_floor else "")
                 + ("; a preempted request with a long expected remainder waits at most E again, "
                    "counted from its preemption (regime.demote_preempted)"
                    if g.demote_preempted else ""))

@@ -38,21 +38,22 @@ causes; see :class:`~tailwise.scorer.policy.RegimeParams`):
   ``len(waiting)/k`` rounds (HRRN/LPM re-probe all of them, up to 128, every round). Keys
   only improve while a request waits (an eviction does not push it back).
 * queue-relative floor: once FCFS's drain time is measured, the envelope's fixed floor
-  ``aging_floor_s`` gives way to ``queue_floor_factor·D``: ``E = max(aging_factor·T,
-  queue_floor_factor·D)``, capped. ``D`` is the ``latency_quantile`` of FCFS drain times
-  sampled at recent admissions (waiting uncached prompt tokens ÷ prefill tokens/s
-  admitted lately: the wait FCFS would impose on an arrival then); a high quantile, not
-  the current value, because the tail FCFS imposes is set by its longest recent queues.
+  ``aging_floor_s`` gives way to it: ``E = max(aging_factor·T, min(aging_floor_s, f·D),
+  f·D₇₅)``, capped (``f = queue_floor_factor``). FCFS drain times are sampled at recent
+  admissions (waiting uncached prompt tokens ÷ prefill tokens/s admitted lately: the
+  wait FCFS would impose on an arrival then); ``D`` is their ``latency_quantile`` (a
+  high quantile, because the tail FCFS imposes is set by its longest recent queues) and
+  lowers the floor, ``D₇₅`` their upper quartile (``RAISE_QUANTILE``) and raises it.
   Both ways: (1) a fixed floor must not hold a request back longer than FCFS's whole
   queue would (measured on azure-conv at 1.1 load: the P99 TTLT was long prompts aged
   out at 30 s while FCFS's P99 wait was 21 s); (2) under overload queueing outgrows the
   service time, and an envelope of ``2T`` (or 30 s) turns the boost into FCFS as soon as
   the queue is longer than that, which is the collapse the relative envelope exists to
   prevent (measured on slo-flip's interactive flood at 1.1 load, seeds 0 and 2: mean
-  TTFT 60.5 s and 53.9 s with ``E`` floored at 30 s, 35.1 s and 31.3 s with ``E ≥ D``;
-  P99 TTLT 111.4 / 90.4 s → 111.9 / 96.2 s, FCFS 105.5 / 91.8 s). Letting a request be
-  overtaken for as long as FCFS would have made it wait anyway is what keeps the tail
-  near FCFS's.
+  TTFT 60.5 s and 53.9 s with ``E`` floored at 30 s, 48.5 s and 34.6 s with ``E ≥ D₇₅``;
+  P99 TTLT 111.4 / 90.4 s → 111.7 / 92.9 s, FCFS 105.5 / 91.8 s). Letting a request be
+  overtaken for about as long as FCFS would have made it wait anyway is what keeps the
+  tail near FCFS's.
 * residual-life victims: under KV pressure the running request with the longest expected
   remaining output is evicted first (:class:`~tailwise.scorer.residual.ResidualLife`: the
   mean residual of recently finished requests' output lengths at what the request has
@@ -80,9 +81,9 @@ causes; see :class:`~tailwise.scorer.policy.RegimeParams`):
 Safety bound an operator can read: no request waits longer than ``E`` behind a later
 arrival, and ``E ≤ envelope_cap_s`` (default 3600 s) always; ``E`` is reported by
 :meth:`TailwisePolicy.envelope_s`. With ``relative_aging`` off, ``E = safety.aging_s``.
-With the queue-relative floor, ``E = min(max(aging_factor·T, queue_floor_factor·D),
-envelope_cap_s)`` once ``D`` is measured: it follows FCFS's own queueing delay, and the
-cap holds with it on or off.
+With the queue-relative floor, ``E = min(max(aging_factor·T, min(aging_floor_s, f·D),
+f·D₇₅), envelope_cap_s)`` once FCFS's drain time is measured: it follows FCFS's own
+queueing delay, and the cap holds with it on or off.
 With demotion, a preempted request's wait is counted from its preemption: each wait is
 bounded by ``E``, and tail protection keeps an old request from being evicted while any
 other running request can be.
@@ -103,6 +104,14 @@ from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.residual import ResidualLife
 
 BUBBLE = -1
+#: the quantile of FCFS drain times that may RAISE the envelope above ``aging_floor_s``
+#: (``latency_quantile``, p90, lowers it): raising follows the wait FCFS imposes on most
+#: arrivals, not its longest recent queues. Measured (``benchmarks/policy_compare.py``):
+#: raising to the p90 put conversation at 1.1 load with 3,000 KV blocks at 1.06x FCFS's
+#: P99 TTLT (0.99x with the fixed floor), the upper quartile at 0.98x; on slo-flip's
+#: interactive flood (seeds 0, 2) mean TTFT 60.5 / 53.9 s fixed floor, 35.1 / 31.3 s p90,
+#: 48.5 / 34.6 s upper quartile, P99 TTLT within 6% of FCFS's for all three
+RAISE_QUANTILE = 0.75
 
 
 def gamma_for_boost(horizon_s: float, work_s: float) -> float:
@@ -165,6 +174,8 @@ class TailwisePolicy(BoostPolicy):
         #: ``D`` seen at recent admissions, and their ``latency_quantile`` (the reference)
         self._drains: deque[float] = deque(maxlen=policy.regime.latency_window)
         self._drain_ref: float | None = None
+        #: the ``RAISE_QUANTILE`` of the same samples: how far ``D`` may raise ``E``
+        self._drain_raise: float | None = None
         self._drain_n = 0
         #: ``clip(aging_factor·T, aging_floor_s, envelope_cap_s)`` before the queue floor
         self._service_env: float | None = None
@@ -230,6 +241,7 @@ class TailwisePolicy(BoostPolicy):
         self._admit_sum = sum(t for _, t in self._admits)
         self._drains.extend(old._drains)
         self._drain_ref, self._drain_n = old._drain_ref, old._drain_n
+        self._drain_raise = old._drain_raise
         if old.service_scale > 0:
             self.service_scale = old.service_scale
         self._apply_envelope(self.service_scale)
@@ -263,18 +275,20 @@ class TailwisePolicy(BoostPolicy):
         return self._backlog_tokens * span / admitted
 
     def _queue_floor(self) -> None:
-        """``E = min(max(aging_factor·T, queue_floor_factor·D), envelope_cap_s)`` once
-        ``D`` is measured: FCFS's drain time replaces the fixed ``aging_floor_s``."""
+        """``E = max(aging_factor·T, min(aging_floor_s, f·D), f·D₇₅)``, capped, once FCFS's
+        drain time is measured (``f = queue_floor_factor``; ``D`` its ``latency_quantile``,
+        ``D₇₅`` its upper quartile): ``D`` lowers the fixed floor, ``D₇₅`` raises it."""
         g = self.regime
         env = self._service_env
         if not g.queue_floor or env is None:
             return
-        d = self._drain_ref
-        if d is None:
+        d, up = self._drain_ref, self._drain_raise
+        if d is None or up is None:
             self.aging_s = env
             return
+        f = g.queue_floor_factor
         self.aging_s = min(g.envelope_cap_s, max(g.aging_factor * self.service_scale,
-                                                 g.queue_floor_factor * d))
+                                                 min(g.aging_floor_s, f * d), f * up))
 
     def on_admit(self, req: ReqInfo, now: float) -> None:
         super().on_admit(req, now)
@@ -294,6 +308,8 @@ class TailwisePolicy(BoostPolicy):
                     data = sorted(self._drains)
                     q = self.regime.latency_quantile
                     self._drain_ref = data[min(int(q * len(data)), len(data) - 1)]
+                    self._drain_raise = data[min(int(RAISE_QUANTILE * len(data)),
+                                                 len(data) - 1)]
 
     # -- live prefix re-keying ------------------------------------------------------------
     def _reprobe(self, now: float) -> None:

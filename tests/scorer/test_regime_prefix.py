@@ -137,9 +137,10 @@ def fed(sched: TailwisePolicy, waiting_tokens: int, rate_tps: float) -> None:
 @given(st.integers(1000, 10_000_000), st.floats(100.0, 1e6), st.floats(0.5, 500.0))
 def test_queue_floor_replaces_the_fixed_floor_by_fcfs_drain_time_both_ways(
         waiting: int, rate: float, service: float) -> None:
-    """``E = min(max(2T, D), cap)`` with the floor on; ``clip(2T, 30 s, cap)`` off. So E
-    drops below 30 s when FCFS's queue is shorter, and rises above it (toward FCFS's own
-    wait) when it is longer: never beyond ``max(2T, D)`` nor the cap."""
+    """``E = min(max(2T, min(30 s, D), D₇₅), cap)`` with the floor on (every drain sample
+    equal here, so ``D₇₅ = D``); ``clip(2T, 30 s, cap)`` off. So E drops below 30 s when
+    FCFS's queue is shorter, and rises above it (toward FCFS's own wait) when it is
+    longer: never beyond ``max(2T, D)`` nor the cap."""
     envelopes = {}
     for on in (True, False):
         sched = tailwise(queue_floor=on)
