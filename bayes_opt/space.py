@@ -150,9 +150,10 @@ class SpaceConfig:
     #: search the switches whose right setting depends on the objective's weights, not
     #: on the workload alone: SLO urgency, Kairos's decode cap and tail protection (each
     #: trades mean TTFT against P99 TTLT); the other switches stay the base policy's.
-    #: Measured on the three shift scenarios x 5 seeds (``benchmarks/online_targets.py
-    #: --search-tradeoffs``): mean whole-run margin over static tailwise +0.029 -> +0.053
-    #: (180-s phases) and -0.017 -> -0.004 (120-s phases)
+    #: Measured on the three shift scenarios x 5 seeds (``benchmarks/online_targets.py``
+    #: with and without ``--no-search-tradeoffs``): mean whole-run margin over static
+    #: tailwise +0.034 -> +0.038 (180-s phases), -0.019 -> +0.003 (120-s phases); it
+    #: gains on code-reasoning-slo and slo-flip and loses on chat-longdoc-burst
     search_tradeoffs: bool = True
     #: log-scale parameters are searched within [v / f, v · f] of the base policy's value
     #: v (intersected with the ranges above); None searches the full ranges
