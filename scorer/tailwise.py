@@ -114,6 +114,15 @@ BUBBLE = -1
 RAISE_QUANTILE = 0.75
 
 
+def quantile(data: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``data`` (sorted, non-empty) by the nearest rank below.
+
+    >>> quantile([1.0, 2.0, 3.0, 4.0], 0.9), quantile([1.0, 2.0, 3.0, 4.0], 0.5)
+    (4.0, 3.0)
+    """
+    return data[min(int(q * len(data)), len(data) - 1)]
+
+
 def gamma_for_boost(horizon_s: float, work_s: float) -> float:
     """The γ at which a request with ``work_s`` of service gets a boost of ``horizon_s``.
 
@@ -259,7 +268,7 @@ class TailwisePolicy(BoostPolicy):
         if self._since_update >= g.latency_update_every and len(self._recent) >= 16:
             self._since_update = 0
             data = sorted(self._recent)
-            self.service_scale = data[min(int(g.latency_quantile * len(data)), len(data) - 1)]
+            self.service_scale = quantile(data, g.latency_quantile)
             self._apply_envelope(self.service_scale)
 
     # -- queue-relative floor -------------------------------------------------------------
@@ -306,10 +315,8 @@ class TailwisePolicy(BoostPolicy):
                 if self._drain_n % self.regime.latency_update_every == 0 or \
                         self._drain_ref is None:
                     data = sorted(self._drains)
-                    q = self.regime.latency_quantile
-                    self._drain_ref = data[min(int(q * len(data)), len(data) - 1)]
-                    self._drain_raise = data[min(int(RAISE_QUANTILE * len(data)),
-                                                 len(data) - 1)]
+                    self._drain_ref = quantile(data, self.regime.latency_quantile)
+                    self._drain_raise = quantile(data, RAISE_QUANTILE)
 
     # -- live prefix re-keying ------------------------------------------------------------
     def _reprobe(self, now: float) -> None:

@@ -474,8 +474,7 @@ class Simulator:
             if cache_own:
                 kv.cache(("r", r.idx), full)
             else:
-                self._anon += 1
-                kv.cache(("x", self._anon), full)
+                self._cache_anonymous(full)
         r.blocks = 0
         for h in reversed(r.shared_segs):
             seg = kv.shared[h]
@@ -486,6 +485,16 @@ class Simulator:
         r.pre_shared = r.shared_tokens
         r.shared_segs = []
         r.shared_tokens = 0
+
+    def _cache_anonymous(self, blocks: int, *, evict_first: bool = False) -> None:
+        """Cached blocks no lookup finds by a request's or a segment's name (a freed run, a
+        dropped duplicate copy, an unusable rest) join the LRU queue under a fresh name;
+        ``evict_first`` puts them at its head, to be evicted before anything else."""
+        self._anon += 1
+        key = ("x", self._anon)
+        self.kv.cache(key, blocks)
+        if evict_first and blocks > 0:
+            self.kv.evictable.move_to_end(key, last=False)
 
     def _register_segments(self, r: SimRequest, upto: int) -> None:
         """Turn prompt segments with hash ids that are fully computed once ``r`` holds
@@ -509,8 +518,7 @@ class Simulator:
                 assert last[1] + mine == sb
                 last[1] = sb
             else:  # another holder completed it first: our copy is dropped
-                self._anon += 1
-                kv.cache(("x", self._anon), mine)
+                self._cache_anonymous(mine)
             r.blocks -= mine
             r.shared_tokens = k * H
         while k < len(hs) and (k + 1) * H <= limit:
@@ -520,23 +528,19 @@ class Simulator:
             if seg is not None and seg[1] < sb:
                 # a holder is still computing its evicted tail: our blocks complete it
                 seg[0] += 1
-                self._anon += 1
-                kv.cache(("x", self._anon), seg[1])  # our copy of its cached blocks
+                self._cache_anonymous(seg[1])  # our copy of its cached blocks
                 seg[1] = sb
             elif seg is not None or part == sb:
                 if seg is not None:
                     seg[0] += 1
                 else:
                     kv.shared[h] = [1, kv.uncache(h)]
-                self._anon += 1
-                kv.cache(("x", self._anon), sb)  # our duplicate copy is dropped
+                self._cache_anonymous(sb)  # our duplicate copy is dropped
             else:
                 if part:
                     # a partly evicted stale copy (nearest eviction): ours is the segment
                     kv.uncache(h)
-                    self._anon += 1
-                    kv.cache(("x", self._anon), part)
-                    kv.evictable.move_to_end(("x", self._anon), last=False)
+                    self._cache_anonymous(part, evict_first=True)
                 kv.shared[h] = [1, sb]
             r.blocks -= sb
             r.shared_segs.append(h)
@@ -811,9 +815,7 @@ class Simulator:
                 # own cached blocks: `own` are reused; an unusable rest is evicted first
                 rest = kv.uncache(("r", r.idx)) - own
                 if rest:
-                    self._anon += 1
-                    kv.cache(("x", self._anon), rest)
-                    kv.evictable.move_to_end(("x", self._anon), last=False)
+                    self._cache_anonymous(rest, evict_first=True)
                 r.blocks = own
                 r.num_computed_tokens = hit
                 # the policy sees the real hit from now on (the waiting estimate may be
