@@ -73,6 +73,9 @@ class DrillConfig:
     #: seconds the database is down in step 5 (needs ``db_stop``/``db_start``)
     outage_s: float = 6.0
     timeout_s: float = 300.0
+    #: kills tried until one lands while the victim's trial is still RUNNING (on a loaded
+    #: host the trial seen running can finish before the SIGKILL arrives)
+    kill_attempts: int = 3
     requests_per_engine: int = 60_000
 
 
@@ -83,6 +86,8 @@ class DrillResult:
     lost_completed: int = 0
     failed_by_heartbeat: int = 0
     heartbeat_fail_s: float | None = None
+    #: SIGKILLs it took to catch the victim inside a trial (``DrillConfig.kill_attempts``)
+    kill_attempts: int = 0
     others_completed_while_down: int = 0
     resume_s: float | None = None
     stuck_running: int = 0
@@ -221,13 +226,28 @@ def run_drill(cfg: DrillConfig, *, db_stop: Callable[[], None] | None = None,
                           and _has_heartbeat(reader, t)]
             return bool(running)
 
-        wait(victim_running, "a running trial of the victim", poll=0.02)
+        restarts = 0
+        target: set[int] = set()
+        for attempt in range(1, cfg.kill_attempts + 1):
+            wait(victim_running, "a running trial of the victim", poll=0.02)
+            victim.close(kill=True)
+            t_kill = time.monotonic()
+            # the trial read as RUNNING may have completed between that read and the kill
+            # (seconds on a loaded host): only one not COMPLETE once the process is gone is
+            # left for the heartbeat to fail (it may already have: FAIL counts)
+            states = {t.number: t.state for t in _trials(reader, cfg.study)}
+            target = {t.number for t in running if states.get(t.number) != TrialState.COMPLETE}
+            res.completed_before_kill = sum(1 for st in states.values() if st == TrialState.COMPLETE)
+            log(f"SIGKILL replica 0 during trial(s) {sorted(t.number for t in running)} "
+                f"(attempt {attempt}); not completed at the kill: {sorted(target)}; "
+                f"{res.completed_before_kill} completed")
+            if target or not running:
+                break
+            # it finished first: nothing to fail; start the victim again and kill again
+            restarts += 1
+            reps[0] = victim = _Replica(0, cfg, initial, offset_s=1e6 * restarts)
         before = {t.number for t in completed()}
-        victim.close(kill=True)
-        t_kill = time.monotonic()
-        res.completed_before_kill = len(before)
-        target = {t.number for t in running}
-        log(f"SIGKILL replica 0 during trial(s) {sorted(target)}; {len(before)} completed")
+        res.kill_attempts = attempt
 
         def target_failed() -> bool:
             states = {t.number: t.state for t in _trials(reader, cfg.study)}
@@ -242,7 +262,7 @@ def run_drill(cfg: DrillConfig, *, db_stop: Callable[[], None] | None = None,
             and t.user_attrs.get("window_requests") in others)
         # restart on the same study, with a fresh engine timeline after the old one
         t_restart = time.monotonic()
-        reps[0] = victim = _Replica(0, cfg, initial, offset_s=1e6)
+        reps[0] = victim = _Replica(0, cfg, initial, offset_s=1e6 * (restarts + 1))
         seen = {t.number for t in completed()}
 
         def victim_completed() -> bool:
