@@ -47,6 +47,7 @@ from tailwise.bayes_opt.objective import ObjectiveConfig, evaluate
 from tailwise.lab.closed_loop import run_online_arm
 from tailwise.lab.offline_tuning import tune_best_of_papers
 from tailwise.lab.options import OnlineOptions
+from tailwise.learner.config import WindowConfig
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.scorer.step_time import H100_LLAMA3_8B
@@ -253,8 +254,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=800,
                     help="requests per phase of --trace; probe size of the scenarios")
     ap.add_argument("--phase-s", type=float, default=180.0, help="engine seconds per phase")
-    ap.add_argument("--settle-quantile", type=float, default=0.99,
-                    help="sidecar window.settle_quantile")
+    ap.add_argument("--settle-quantile", type=float, default=WindowConfig().settle_quantile,
+                    help="sidecar window.settle_quantile (default: the sidecar's)")
     ap.add_argument("--round-every-s", type=float, default=60.0)
     ap.add_argument("--trial-window-s", type=float, default=None)
     ap.add_argument("--min-requests", type=int, default=150)
