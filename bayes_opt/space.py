@@ -32,6 +32,7 @@ name                            modes                  maps to
 ``preemption.priority_band_s``  boost, tailwise        equal-priority band (log)
 ``regime.aging_factor`` (log)   tailwise               envelope E = factor · service scale
 ``regime.horizon_factor`` (log) tailwise               boost time-scale 1/γ ≥ factor · T
+                                                       (and ≥ T + D₇₅, queue_horizon)
 ``regime.pacing_blocks``        tailwise               admission pacing headroom
 ``regime.queue_floor_factor``   tailwise               aging floor = factor · FCFS drain
 ``regime.prefix_rekey_k`` (log) tailwise               waiting requests re-probed/round
@@ -40,7 +41,8 @@ name                            modes                  maps to
 ``regime.{switch}``             tailwise               adaptive_horizon, relative_aging,
                                                        admission_pacing, prefix_rekey,
                                                        queue_floor, residual_victims,
-                                                       demote_preempted, tail_protect
+                                                       demote_preempted, tail_protect,
+                                                       queue_horizon
 ``slo.window`` (log)            kairos                 Kairos scoring window
 ``slo.decode_cap``              kairos, tailwise [‡]   slack-guided decode cap
 =============================== ====================== ===============================

@@ -35,6 +35,14 @@ waiting queue for its head, and tailwise re-probes the prefix cache round-robin 
 (``prefix_rekey``), so its head could change in a skipped step. Since then tailwise's
 and FCFS's logs are identical on 1,000 long-context-chat requests (5,000 blocks), 600
 azure-conv requests (3,000 blocks) and 2,000 bursty-reasoning requests (28,600 blocks).
+
+Since FCFS's drain time D also raises the envelope (D₇₅) and sets the queue-relative
+horizon, long-context-chat parts again: (7) the drain sample depended on the engine's
+pop/admit interleaving (the simulator admits each request as it pops it, vLLM pops the
+round first); fixed in the policy (a request popped this round counts as waiting until
+its ``on_admit``), which moved the first divergence on 600 requests from eventful step
+111 to 340 of 410. Left: one waiting request's add-time prefix estimate differs between
+the engines there (26,400 vs 23,616 uncached tokens), so D differs by 0.2%.
 """
 
 from __future__ import annotations

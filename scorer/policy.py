@@ -227,6 +227,14 @@ class RegimeParams:
     #: would, nor turns the boost into FCFS when queueing outgrows the service time
     queue_floor: bool = True
     queue_floor_factor: float = 1.0
+    #: queue-relative boost horizon: once FCFS's drain time is measured, the horizon is at
+    #: least ``T + D₇₅`` (``max(horizon_factor·T, T + D₇₅)``): a short request's head
+    #: start covers the queueing a long one ahead of it would impose anyway, plus a
+    #: service time. With the horizon tied to ``T`` alone, a prefill-bound queue longer
+    #: than ``T`` (long prompts, prefix reuse) reorders only partly; a KV-bound one
+    #: (long decodes, ``D`` small next to ``T``) is left as it is. Same drain samples as
+    #: ``queue_floor`` (measured with either switch on)
+    queue_horizon: bool = True
     #: victims by residual life: among running requests of equal protection, the one with
     #: the longest expected remaining output, given what it has generated, is evicted
     #: first; the expectation is the mean residual of the output lengths of the last
@@ -249,7 +257,8 @@ class RegimeParams:
 #: tailwise's regime mechanisms, each a boolean switch of :class:`RegimeParams` (validated
 #: here, searched by the tuner, ablated by ``benchmarks/regime_ablation.py``)
 REGIME_SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey",
-                   "queue_floor", "residual_victims", "demote_preempted", "tail_protect")
+                   "queue_floor", "residual_victims", "demote_preempted", "tail_protect",
+                   "queue_horizon")
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,9 @@ def variant(rng: np.random.Generator, safety: SafetyParams, version: int) -> Pol
         aging_floor_s=float(rng.uniform(0, cap)), envelope_cap_s=cap,
         latency_update_every=int(rng.integers(1, 8)), latency_window=16,
         residual_victims=bool(rng.random() < 0.7), demote_preempted=bool(rng.random() < 0.7),
-        tail_protect=bool(rng.random() < 0.7), tail_protect_factor=float(rng.uniform(0.05, 4)))
+        tail_protect=bool(rng.random() < 0.7), tail_protect_factor=float(rng.uniform(0.05, 4)),
+        queue_floor=bool(rng.random() < 0.7), queue_floor_factor=float(rng.uniform(0.1, 10)),
+        prefix_rekey=bool(rng.random() < 0.7), queue_horizon=bool(rng.random() < 0.7))
     return Policy(mode=Mode.TAILWISE, version=version, boost=boost, safety=safety, regime=regime)
 
 

@@ -167,13 +167,15 @@ def test_tuner_space_reaches_the_regime_parameters() -> None:
               "regime.queue_floor_factor": 2.0, "regime.prefix_rekey_k": 16,
               "regime.prefix_rekey": False, "regime.queue_floor": True,
               "regime.tail_protect_factor": 0.8, "regime.residual_victims": True,
-              "regime.demote_preempted": False, "regime.tail_protect": True}
+              "regime.demote_preempted": False, "regime.tail_protect": True,
+              "regime.queue_horizon": False}
     p = suggest_policy(FixedTrial(params), base, (), cfg)
     assert (p.regime.aging_factor, p.regime.horizon_factor, p.regime.pacing_blocks) == (4.0, 1.5, 2.0)
     assert p.regime.relative_aging is False
     assert (p.regime.queue_floor_factor, p.regime.prefix_rekey_k, p.regime.prefix_rekey) == (
         2.0, 16, False)
     assert (p.regime.tail_protect_factor, p.regime.demote_preempted) == (0.8, False)
+    assert p.regime.queue_horizon is False
 
 
 def test_waiting_bound_states_the_envelope_in_force() -> None:

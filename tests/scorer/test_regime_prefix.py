@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tailwise.records.trace import Trace
+from tailwise.scorer.boost import boost
 from tailwise.scorer.policy import Mode, Policy, PolicyError, RegimeParams
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.request import ReqInfo
@@ -161,9 +163,81 @@ def test_queue_floor_replaces_the_fixed_floor_by_fcfs_drain_time_both_ways(
         assert envelopes[True] <= envelopes[False] + 1e-9
 
 
+@given(st.integers(1000, 10_000_000), st.floats(100.0, 1e6), st.floats(0.5, 500.0))
+def test_queue_horizon_covers_fcfs_drain_time_plus_a_service_time(
+        waiting: int, rate: float, service: float) -> None:
+    """The boost horizon is ``max(2T, T + D₇₅)`` with ``queue_horizon`` on, ``2T`` off (every
+    drain sample equal here, so ``D₇₅ = D``); γ follows it: a request with θ of service
+    gets exactly that boost."""
+    for on in (True, False):
+        sched = tailwise(queue_horizon=on, queue_floor=False)
+        assert sched.horizon_s() is None  # T not measured yet: γ stays the base policy's
+        for i in range(32):
+            r = ReqInfo(f"f{i}", 0.0, 10)
+            r.first_token_time = 1.0
+            sched.on_finish(r, 1.0 + service)
+        fed(sched, waiting, rate)
+        g = RegimeParams()
+        drain = waiting / rate
+        want = max(g.horizon_factor * service, service + drain) if on \
+            else g.horizon_factor * service
+        assert sched.horizon_s() == pytest.approx(want, rel=1e-6)
+        if sched.gamma < sched.base_gamma:  # γ is also capped by the base policy's
+            assert boost(sched.params.memguard_theta_s, sched.gamma, math.inf) == \
+                pytest.approx(want, rel=1e-6)
+
+
+def test_the_queue_horizon_lets_a_short_prompt_overtake_a_long_one_queued_longer_ago() -> None:
+    """T = 10 s, FCFS's drain 100 s: a 200-token prompt arriving 80 s after a 60k-token one
+    is served first with the queue-relative horizon (θ of work boosted T + D = 110 s: a
+    head start of ~105 s over the long prompt), not without it (the horizon 2T = 20 s,
+    γ capped at the base policy's 0.1: a head start of ~56 s)."""
+    first = {}
+    for on in (True, False):
+        sched = tailwise(queue_horizon=on, queue_floor=False, relative_aging=False)
+        for i in range(32):
+            r = ReqInfo(f"f{i}", 0.0, 10)
+            r.first_token_time = 1.0
+            sched.on_finish(r, 11.0)
+        w = ReqInfo("w", 0.0, 100_000)
+        sched.add(w, 0.0)
+        for i in range(10):  # admissions at 1,000 prefill tokens/s: D = 100 s
+            sched.on_admit(ReqInfo(f"a{i}", 0.0, 1000), float(i))
+        assert sched.remove(w)
+        sched.add(ReqInfo("long", 100.0, 60_000), 100.0)
+        sched.add(ReqInfo("short", 180.0, 200), 180.0)
+        first[on] = sched.peek(180.0).request_id
+    assert first == {True: "short", False: "long"}
+
+
+def test_fcfs_drain_samples_do_not_depend_on_how_an_engine_interleaves_pops_and_admits() -> None:
+    """The simulator calls on_admit as it pops each request; vLLM pops the whole round,
+    then admits: a request popped this round counts as waiting until its on_admit, so both
+    orders sample the same D (on the old code the second admission's D differed)."""
+    drains = []
+    for interleaved in (True, False):
+        sched = tailwise()
+        for i in range(3):  # earlier admissions: a measured admission rate
+            sched.on_admit(ReqInfo(f"e{i}", 0.0, 1000), float(i))
+        reqs = [ReqInfo(f"w{i}", 3.0, n) for i, n in enumerate((500, 2000, 8000))]
+        for r in reqs:
+            sched.add(r, 3.0)
+        if interleaved:
+            for _ in range(2):
+                sched.on_admit(sched.pop(4.0), 4.0)
+        else:
+            popped = [sched.pop(4.0), sched.pop(4.0)]
+            for r in popped:
+                sched.on_admit(r, 4.0)
+        drains.append(list(sched._drains))
+    assert drains[0] == drains[1]
+    assert len(drains[0]) == 4 and drains[0][-1] < drains[0][-2]  # the backlog shrank
+
+
 @pytest.mark.parametrize(("field", "value"), [
     ("prefix_rekey_k", 0), ("prefix_rekey_k", 1.5), ("queue_floor_factor", 0.0),
     ("queue_floor_factor", float("inf")), ("prefix_rekey", "yes"), ("queue_floor", 0),
+    ("queue_horizon", 1), ("queue_horizon", None),
 ])
 def test_bad_values_are_refused_by_name(field: str, value: object) -> None:
     with pytest.raises(PolicyError, match=rf"^regime\.{field}"):
@@ -173,9 +247,11 @@ def test_bad_values_are_refused_by_name(field: str, value: object) -> None:
 
 def test_an_older_sender_leaving_the_new_fields_unset_gets_the_defaults() -> None:
     p = Policy(mode=Mode.TAILWISE, regime=RegimeParams(prefix_rekey=False, prefix_rekey_k=3,
-                                                       queue_floor=False, queue_floor_factor=2.5))
+                                                       queue_floor=False, queue_floor_factor=2.5,
+                                                       queue_horizon=False))
     msg = codec.policy_to_proto(p)
     assert codec.policy_from_proto(msg) == p
-    for name in ("prefix_rekey", "prefix_rekey_k", "queue_floor", "queue_floor_factor"):
+    for name in ("prefix_rekey", "prefix_rekey_k", "queue_floor", "queue_floor_factor",
+                 "queue_horizon"):
         msg.regime.ClearField(name)
     assert codec.policy_from_proto(msg).regime == RegimeParams()
