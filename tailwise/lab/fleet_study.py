@@ -237,16 +237,16 @@ def run_drill(cfg: DrillConfig, *, db_stop: Callable[[], None] | None = None,
             # left for the heartbeat to fail (it may already have: FAIL counts)
             states = {t.number: t.state for t in _trials(reader, cfg.study)}
             target = {t.number for t in running if states.get(t.number) != TrialState.COMPLETE}
-            res.completed_before_kill = sum(1 for st in states.values() if st == TrialState.COMPLETE)
+            before = {n for n, st in states.items() if st == TrialState.COMPLETE}
+            res.completed_before_kill = len(before)
             log(f"SIGKILL replica 0 during trial(s) {sorted(t.number for t in running)} "
                 f"(attempt {attempt}); not completed at the kill: {sorted(target)}; "
-                f"{res.completed_before_kill} completed")
-            if target or not running:
-                break
+                f"{len(before)} completed")
+            if target or not running or attempt == cfg.kill_attempts:
+                break  # (after the last attempt the victim stays down: it is restarted below)
             # it finished first: nothing to fail; start the victim again and kill again
             restarts += 1
             reps[0] = victim = _Replica(0, cfg, initial, offset_s=1e6 * restarts)
-        before = {t.number for t in completed()}
         res.kill_attempts = attempt
 
         def target_failed() -> bool:

@@ -128,12 +128,23 @@ def test_the_simulator_installs_its_prefix_probe_when_the_policy_asks(rekey: boo
     assert np.isfinite(sim.run().records.finish).all()
 
 
-def fed(sched: TailwisePolicy, waiting_tokens: int, rate_tps: float) -> None:
+def served(sched: TailwisePolicy, service_s: float) -> None:
+    """32 finished requests, each ``service_s`` from first to last token: ``T = service_s``."""
+    for i in range(32):
+        r = ReqInfo(f"f{i}", 0.0, 10)
+        r.first_token_time = 1.0
+        sched.on_finish(r, 1.0 + service_s)
+
+
+def fed(sched: TailwisePolicy, waiting_tokens: int, rate_tps: float) -> ReqInfo:
     """``waiting_tokens`` waiting while admissions run at ``rate_tps`` prefill tokens/s:
-    every drain time sampled at an admission is ``waiting_tokens / rate_tps``."""
-    sched.add(ReqInfo("w", 0.0, waiting_tokens), 0.0)
+    every drain time sampled at an admission is ``waiting_tokens / rate_tps``. Returns
+    the waiting request."""
+    w = ReqInfo("w", 0.0, waiting_tokens)
+    sched.add(w, 0.0)
     for i in range(10):
         sched.on_admit(ReqInfo(f"a{i}", 0.0, 1000), i * 1000 / rate_tps)
+    return w
 
 
 @given(st.integers(1000, 10_000_000), st.floats(100.0, 1e6), st.floats(0.5, 500.0))
@@ -146,10 +157,7 @@ def test_queue_floor_replaces_the_fixed_floor_by_fcfs_drain_time_both_ways(
     envelopes = {}
     for on in (True, False):
         sched = tailwise(queue_floor=on)
-        for i in range(32):
-            r = ReqInfo(f"f{i}", 0.0, 10)
-            r.first_token_time = 1.0
-            sched.on_finish(r, 1.0 + service)
+        served(sched, service)
         fed(sched, waiting, rate)
         sched.peek(1e6)  # a round refreshes the envelope
         envelopes[on] = sched.envelope_s()
@@ -172,10 +180,7 @@ def test_queue_horizon_covers_fcfs_drain_time_plus_a_service_time(
     for on in (True, False):
         sched = tailwise(queue_horizon=on, queue_floor=False)
         assert sched.horizon_s() is None  # T not measured yet: γ stays the base policy's
-        for i in range(32):
-            r = ReqInfo(f"f{i}", 0.0, 10)
-            r.first_token_time = 1.0
-            sched.on_finish(r, 1.0 + service)
+        served(sched, service)
         fed(sched, waiting, rate)
         g = RegimeParams()
         drain = waiting / rate
@@ -195,15 +200,8 @@ def test_the_queue_horizon_lets_a_short_prompt_overtake_a_long_one_queued_longer
     first = {}
     for on in (True, False):
         sched = tailwise(queue_horizon=on, queue_floor=False, relative_aging=False)
-        for i in range(32):
-            r = ReqInfo(f"f{i}", 0.0, 10)
-            r.first_token_time = 1.0
-            sched.on_finish(r, 11.0)
-        w = ReqInfo("w", 0.0, 100_000)
-        sched.add(w, 0.0)
-        for i in range(10):  # admissions at 1,000 prefill tokens/s: D = 100 s
-            sched.on_admit(ReqInfo(f"a{i}", 0.0, 1000), float(i))
-        assert sched.remove(w)
+        served(sched, 10.0)
+        assert sched.remove(fed(sched, 100_000, 1000.0))  # D = 100 s, then an empty queue
         sched.add(ReqInfo("long", 100.0, 60_000), 100.0)
         sched.add(ReqInfo("short", 180.0, 200), 180.0)
         first[on] = sched.peek(180.0).request_id
