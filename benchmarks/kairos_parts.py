@@ -2,7 +2,8 @@
 
 Runs FCFS, Kairos at its defaults, Kairos with the slack-guided decode cap switched off
 (``slo.decode_cap = false``: only its urgency-ordered prefill and slack-ordered victims
-remain), static tailwise and tailwise with the decode cap switched on, on each shift
+remain), static tailwise, tailwise with the decode cap switched on and tailwise with SLO
+urgency (EDF on TTFT deadlines) switched on, on each shift
 scenario of ``benchmarks/online_targets.py`` (same builder and engine), and prints per
 phase the P99 TTLT and mean TTFT of the requests arriving from the second window on,
 and the whole-run operator objective against FCFS (higher is better).
@@ -39,9 +40,12 @@ def arms() -> dict[str, Policy]:
     def cap(p: Policy, on: bool) -> Policy:
         return dataclasses.replace(p, slo=dataclasses.replace(p.slo, decode_cap=on))
 
+    tw = named("tailwise")
     return {"fcfs": named("fcfs"), "kairos": named("kairos"),
             "kairos, no decode cap": cap(named("kairos"), False),
-            "tailwise": named("tailwise"), "tailwise + decode cap": cap(named("tailwise"), True)}
+            "tailwise": tw, "tailwise + decode cap": cap(tw, True),
+            "tailwise + SLO urgency": dataclasses.replace(
+                tw, slo=dataclasses.replace(tw.slo, urgency=True))}
 
 
 def main() -> None:

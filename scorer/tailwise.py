@@ -202,6 +202,8 @@ class TailwisePolicy(BoostPolicy):
         self.life = ResidualLife(g.latency_window, g.latency_update_every)
         #: demoted waiting requests: when their aging clock (and key) restarted
         self._demoted: dict[ReqInfo, float] = {}
+        #: the horizon γ was last solved for (``None``: not yet)
+        self._horizon_set: float | None = None
         self._apply_envelope(0.0)
 
     def decode_cap(self, running: Sequence[ReqInfo], now: float) -> int | None:
@@ -247,12 +249,16 @@ class TailwisePolicy(BoostPolicy):
 
     def _set_horizon(self) -> None:
         h = self.horizon_s()
-        if h is not None:
-            # a request with θ of service is boosted by the horizon; less work, a bit
-            # more (logarithmically); the envelope, not a flat cap, bounds the waiting
-            self.gamma = min(self.base_gamma, gamma_for_boost(h, self.params.memguard_theta_s))
-            self.max_boost = self.regime.envelope_cap_s
-        self._bcache.clear()
+        if h is None or h == self._horizon_set:
+            return  # γ and the cap unchanged: the memoised boosts stay valid
+        self._horizon_set = h
+        # a request with θ of service is boosted by the horizon; less work, a bit
+        # more (logarithmically); the envelope, not a flat cap, bounds the waiting
+        gamma = min(self.base_gamma, gamma_for_boost(h, self.params.memguard_theta_s))
+        cap = self.regime.envelope_cap_s
+        if (gamma, cap) != (self.gamma, self.max_boost):
+            self.gamma, self.max_boost = gamma, cap
+            self._bcache.clear()
 
     def carry_over(self, old: QueueDiscipline) -> None:
         """A new policy version keeps everything measured about the workload: service
