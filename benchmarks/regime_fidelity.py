@@ -41,8 +41,15 @@ horizon, long-context-chat parts again: (7) the drain sample depended on the eng
 pop/admit interleaving (the simulator admits each request as it pops it, vLLM pops the
 round first); fixed in the policy (a request popped this round counts as waiting until
 its ``on_admit``), which moved the first divergence on 600 requests from eventful step
-111 to 340 of 410. Left: one waiting request's add-time prefix estimate differs between
-the engines there (26,400 vs 23,616 uncached tokens), so D differs by 0.2%.
+111 to 340 of 410. (8) There one waiting request's add-time prefix estimate differed
+(26,400 uncached tokens in the simulator, 23,616 in vLLM): two requests of different
+sessions finished in the same step, and the simulator freed them by request index where
+vLLM frees them in its scheduling order (the running list, admission order unless the
+policy ranked it that step), so the LRU queue evicted the other session's prefix first.
+Fixed in the simulator (and the adapter now tells the policy of finished requests in
+that order, not in the order of vLLM's set). Since then tailwise's logs are identical
+on 600 and 1,000 long-context-chat requests (5,000 blocks), 1,500 azure-conv requests
+(3,000 blocks) and 2,000 bursty-reasoning requests (28,600 blocks).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ recompute from each engine and their relative difference (target: within 5%).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 
@@ -62,8 +63,16 @@ def main() -> None:
         for engine in ("sim", "vllm"):
             base = value(runs[engine, "fcfs"], path)
             ratios[engine] = value(runs[engine, "tailwise"], path) / base if base else float("nan")
-        diff = (ratios["vllm"] - ratios["sim"]) / ratios["sim"] if ratios["sim"] else float("nan")
-        print(f"| {name} | {ratios['sim']:.3f} | {ratios['vllm']:.3f} | {100 * diff:+.1f}% |")
+        sim, vll = ratios["sim"], ratios["vllm"]
+        if math.isnan(sim) or math.isnan(vll):
+            cell = "– (FCFS has none)"
+        elif sim == vll:
+            cell = "+0.0%"
+        elif sim:
+            cell = f"{100 * (vll - sim) / sim:+.1f}%"
+        else:
+            cell = "– (simulator ratio 0)"
+        print(f"| {name} | {sim:.3f} | {vll:.3f} | {cell} |")
 
 
 if __name__ == "__main__":

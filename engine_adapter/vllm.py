@@ -701,8 +701,14 @@ class TailwiseSchedulerMixin(_Base):
                             sink.on_first_token(info, now)
                 pending.difference_update(got)
             # vLLM lists every request freed since the last schedule(); aborts are
-            # already gone from `live` (finish_requests), so these are the stops
-            for rid in self.finished_req_ids:
+            # already gone from `live` (finish_requests), so these are the stops. In the
+            # order vLLM freed them (its scheduling order), not the set's: the policy's
+            # measurements (T, the residual curve) then see them in the same order in
+            # every run and in the simulator
+            done = self.finished_req_ids
+            for rid in [*(r for r in scheduler_output.num_scheduled_tokens if r in done),
+                        *sorted(r for r in done
+                                if r not in scheduler_output.num_scheduled_tokens)]:
                 entry = live.pop(rid, None)
                 if entry is not None:
                     self._tw_finished(entry[0], entry[1], now, sched, ran=True)

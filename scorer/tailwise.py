@@ -30,7 +30,7 @@ causes; see :class:`~tailwise.scorer.policy.RegimeParams`):
   below), the horizon is at least ``T + D₇₅``: a short request's head start covers the
   wait FCFS would impose anyway plus a service time. Tied to ``T`` alone, a prefill-bound
   queue longer than ``T`` reorders only partly (long-context-chat, held-out seeds 1 and
-  2: mean TTFT 1.33x / 1.23x HRRN's with ``2T``, 1.11x / 1.03x with ``T + D₇₅``); where
+  2: mean TTFT 1.33x / 1.23x HRRN's with ``2T``, 1.09x / 1.03x with ``T + D₇₅``); where
   the queue is KV-bound, ``D`` is small next to ``T`` and nothing changes
   (bursty-reasoning's ``D₇₅`` ~3 s against ``T`` ~90 s);
 * relative envelope: the oldest waiting request is served first once it has waited

@@ -265,6 +265,8 @@ class Simulator:
         self._prm = trace.prompt_tokens.tolist()
         self._out = trace.output_tokens.tolist()
         self._preempted_this_step = 0
+        #: the running order the policy ranked this step (None: admission order)
+        self._step_order: list[SimRequest] | None = None
         #: fleet mode (:meth:`offer`/:meth:`advance`): the fleet's next arrival time;
         #: None = this engine reads its own arrivals from the trace
         self._fleet_next: float | None = None
@@ -630,6 +632,7 @@ class Simulator:
         budget = self.cfg.max_num_batched_tokens
         self._preempted_this_step = 0
         self._swap_ms = 0.0
+        self._step_order = None
         cap = None
         if pol.caps_decode:
             for r in self.running:  # the cap reads decode progress: materialise it
@@ -758,6 +761,7 @@ class Simulator:
                 self._register_segments(r, r.num_computed_tokens + n)
             budget -= n
             i += 1
+        self._step_order = order
         held = [r for r in self.running if r.state == DECODE and r not in scheduled_dec]
         return budget, dec_batch, dec_ctx, held
 
@@ -858,10 +862,21 @@ class Simulator:
 
     def _finish_due(self, now: float) -> None:
         heap, D = self.fin_heap, self.D
+        due: list[SimRequest] = []
         while heap and heap[0][0] <= D:
             key, _, r = heapq.heappop(heap)
             if r.state != DECODE or r.output_len - r.dbase != key:
                 continue  # stale entry (held back or left decode)
+            due.append(r)
+        if len(due) > 1:
+            # vLLM frees a step's finished requests in its scheduling order (the
+            # SchedulerOutput's num_scheduled_tokens: the running list, in admission order
+            # unless the policy ranked it this step), each tail block first: that order
+            # decides whose cached prefix the LRU queue evicts first
+            order = self._step_order if self._step_order is not None else self.running
+            pos = {r: i for i, r in enumerate(order)}
+            due.sort(key=lambda r: pos.get(r, len(pos)))
+        for r in due:
             self._leave_decode(r)
             self._finish(r, now)
 
@@ -952,6 +967,7 @@ class Simulator:
         self.counters["steps"] += k
         self.counters["skipped_steps"] += k
         self.counters["jumps"] += 1
+        self._step_order = None  # pure-decode steps that all fit: vLLM does not rank them
         self._finish_due(self.now)
         if self.sink is not None:
             self.sink.on_step(StepStats(

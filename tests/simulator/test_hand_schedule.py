@@ -102,3 +102,25 @@ def test_released_blocks_follow_vllm_free_order_partial_reused_first_hashed_kept
     assert kv.evictable[("r", 0)] == 2  # the victim's cache is untouched
     kv.take(1)  # only now does LRU eviction start, at the victim's (older) blocks
     assert kv.evictable[("r", 0)] == 1
+
+
+def test_requests_finishing_in_one_step_are_freed_in_scheduling_order() -> None:
+    """vLLM frees a step's finished requests in its scheduling order (the running list,
+    admission order when the policy did not rank it), each tail block first, and that
+    order in the LRU queue decides whose cached prefix is evicted first. X (no prefix)
+    takes step 1; L (two segments) and S (one segment) arrive together behind it, SJF
+    admits S before L, both decode in lockstep and finish in the same step. S is freed
+    first, so its segment is older in the LRU queue than L's (the simulator used to free
+    by request index, L first: long-context-chat's logs parted from vLLM's at eventful
+    step 340 of 410, found by benchmarks/regime_fidelity.py)."""
+    cfg = EngineConfig(num_gpu_blocks=100, block_size=4, hash_block_tokens=8, max_num_seqs=4,
+                       max_num_batched_tokens=40)
+    tr = Trace("t", np.array([0.0, 0.0001, 0.0001]), np.array([10, 16, 8], np.int64),
+               np.array([1, 3, 3], np.int64), hash_ids=[(), (1, 2), (3,)])
+    sim = Simulator(tr, OracleSJF(TOY), cfg, TOY, debug=True)
+    res = sim.run()
+    r = res.records
+    assert r.first_scheduled[2] <= r.first_scheduled[1]  # S admitted first
+    assert r.finish[1] == r.finish[2]                      # same step
+    segments = [k for k in sim.kv.evictable if isinstance(k, int)]
+    assert segments == [3, 2, 1]  # S's segment, then L's (tail segment first)

@@ -538,3 +538,20 @@ def test_admission_pacing_holds_the_waiting_queue(make_scheduler: Any, vh: Any) 
     assert all(bs == 16 and 0 <= free <= 200 for free, _, _, bs in policy.asked)
     assert (1, 20) in {(dec, head) for _, head, dec, _ in policy.asked}
     assert_drained(ours, first + later)
+
+
+def test_requests_finishing_in_one_step_reach_the_policy_in_vllm_free_order(
+        make_scheduler: Any, vh: Any) -> None:
+    """vLLM frees a step's finished requests in its scheduling order (admission order here)
+    and lists them in a set; the policy hears of them in the freeing order, the order the
+    simulator uses too, not in the set's (which changes from run to run)."""
+    spec = [(f"r{i}", 10 * (6 - i), 4) for i in range(6)]  # arrival order = longest first
+    source = vh.MutableSource(Policy(mode=Mode.BOOST))
+    policy = ShortestPromptFirst()
+    s = make_scheduler("tailwise", policy_source=source, builder=lambda p: policy)
+    vh.add_all(s, requests(vh, spec))
+    vh.run_until_idle(s)
+    admitted = [rid for kind, rid in policy.calls if kind == "admit"]
+    finished = [rid for kind, rid in policy.calls if kind == "finish"]
+    assert admitted == [f"r{i}" for i in reversed(range(6))]  # shortest prompt first
+    assert finished == admitted  # all finish in one step, freed in admission order
