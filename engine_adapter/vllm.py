@@ -706,9 +706,13 @@ class TailwiseSchedulerMixin(_Base):
             # measurements (T, the residual curve) then see them in the same order in
             # every run and in the simulator
             done = self.finished_req_ids
-            for rid in [*(r for r in scheduler_output.num_scheduled_tokens if r in done),
-                        *sorted(r for r in done
-                                if r not in scheduler_output.num_scheduled_tokens)]:
+            if len(done) > 1:
+                scheduled = scheduler_output.num_scheduled_tokens
+                freed = [*(r for r in scheduled if r in done),
+                         *sorted(r for r in done if r not in scheduled)]
+            else:
+                freed = list(done)
+            for rid in freed:
                 entry = live.pop(rid, None)
                 if entry is not None:
                     self._tw_finished(entry[0], entry[1], now, sched, ran=True)
