@@ -127,7 +127,59 @@ def initial_policy(frozen_file: str | os.PathLike[str] | None) -> tuple[Policy, 
         return neutral_policy(), str(exc)
 
 
-class PolicyClient:
+class SidecarStreamThread:
+    """A background thread that keeps one stream to the sidecar open, for the policy
+    client and the telemetry emitter: it opens a channel, runs one stream
+    (:meth:`_attempt`, returns at a normal end such as a deadline rotation), and after a
+    failure waits out the delay :meth:`_failed` chose (backoff) before it reopens; every
+    reopening is counted (``reconnects``). Nothing escapes it: an adapter thread never
+    dies, the engine keeps serving on what it has (fail-static)."""
+
+    _thread_name = "tailwise-sidecar-stream"
+    _stop: threading.Event
+    _endpoint: SidecarEndpoint
+    _thread: threading.Thread | None
+
+    def _count(self, **changes: Any) -> None:
+        raise NotImplementedError
+
+    def _attempt(self, channel: Any) -> None:
+        """Run one stream on ``channel`` (raise on failure)."""
+        raise NotImplementedError
+
+    def _failed(self, exc: Exception) -> float:
+        """Account for a failed stream; returns the seconds to wait before reopening."""
+        raise NotImplementedError
+
+    def _attempt_ended(self) -> None:
+        """After every stream, failed or not (before its channel closes)."""
+
+    def _start_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._thread_name,
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            if not first:
+                self._count(reconnects=1)
+            first = False
+            channel = self._endpoint.open()
+            delay = 0.0
+            try:
+                self._attempt(channel)
+            except Exception as exc:  # never let the thread die
+                delay = self._failed(exc)
+            finally:
+                self._attempt_ended()
+                channel.close()
+            if delay > 0 and self._stop.wait(delay):  # wakes early to stop
+                break
+
+
+class PolicyClient(SidecarStreamThread):
     """``PolicySource`` fed by a sidecar; see the module docstring."""
 
     def __init__(
@@ -202,10 +254,7 @@ class PolicyClient:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> PolicyClient:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="tailwise-policy-client",
-                                            daemon=True)
-            self._thread.start()
+        self._start_thread()
         return self
 
     def close(self, timeout: float = 5.0) -> None:
@@ -224,37 +273,31 @@ class PolicyClient:
         self.close()
 
     # -- the subscription thread ----------------------------------------------------------
-    def _run(self) -> None:
-        first = True
-        while not self._stop.is_set():
-            if not first:
-                self._count(reconnects=1)
-            first = False
-            channel = self._endpoint.open()
-            delay = 0.0
-            try:
-                self._stream(channel)  # returns at a normal end (deadline rotation)
-            except SidecarError as exc:
-                if self._stop.is_set():
-                    break
-                delay = self._backoff.next()
-                if isinstance(exc, Unauthenticated):
-                    delay = self._backoff.max_s
-                    log.error("sidecar %s refused our token: %s", self.address, exc)
-                else:
-                    log.info("policy stream to %s failed (%s: %s); retry in %.2fs",
-                             self.address, type(exc).__name__, exc, delay)
-                self._count(last_error=f"{type(exc).__name__}: {exc}")
-            except Exception as exc:  # never let the thread die: keep serving fail-static
-                delay = self._backoff.next()
-                log.exception("policy client error; retry in %.2fs", delay)
-                self._count(last_error=repr(exc))
-            finally:
-                self._call = None
-                self._count(connected=False)
-                channel.close()
-            if delay > 0 and self._stop.wait(delay):
-                break
+    _thread_name = "tailwise-policy-client"
+
+    def _attempt(self, channel: Any) -> None:
+        self._stream(channel)
+
+    def _failed(self, exc: Exception) -> float:
+        if self._stop.is_set():
+            return 0.0
+        delay = self._backoff.next()
+        if isinstance(exc, Unauthenticated):
+            delay = self._backoff.max_s
+            log.error("sidecar %s refused our token: %s", self.address, exc)
+            self._count(last_error=f"{type(exc).__name__}: {exc}")
+        elif isinstance(exc, SidecarError):
+            log.info("policy stream to %s failed (%s: %s); retry in %.2fs",
+                     self.address, type(exc).__name__, exc, delay)
+            self._count(last_error=f"{type(exc).__name__}: {exc}")
+        else:  # keep serving fail-static
+            log.error("policy client error; retry in %.2fs", delay, exc_info=exc)
+            self._count(last_error=repr(exc))
+        return delay
+
+    def _attempt_ended(self) -> None:
+        self._call = None
+        self._count(connected=False)
 
     def _stream(self, channel: Any) -> None:
         stub = rpc.PolicyStub(channel)

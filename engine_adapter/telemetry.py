@@ -30,7 +30,7 @@ from typing import Any
 
 import grpc
 
-from tailwise.engine_adapter.policy_client import Backoff, SidecarEndpoint
+from tailwise.engine_adapter.policy_client import Backoff, SidecarEndpoint, SidecarStreamThread
 from tailwise.scorer.hooks import StepStats
 from tailwise.scorer.request import ReqInfo
 from tailwise.wire import rpc
@@ -63,7 +63,7 @@ class EmitterCounters:
     last_error: str = ""
 
 
-class TelemetryEmitter:
+class TelemetryEmitter(SidecarStreamThread):
     """``tailwise.scorer.hooks.TelemetrySink`` streaming to a sidecar; see the module docstring."""
 
     def __init__(
@@ -107,6 +107,8 @@ class TelemetryEmitter:
         self._cond = threading.Condition()
         self._seq = 0
         self._thread: threading.Thread | None = None
+        #: the events sent on the current stream (a fresh account per stream)
+        self._acct = _StreamAccount()
 
     # -- TelemetrySink (engine thread: O(1), never blocks) --------------------------------
     def _put(self, item: _ReqTuple | StepStats) -> None:
@@ -187,10 +189,7 @@ class TelemetryEmitter:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> TelemetryEmitter:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="tailwise-telemetry",
-                                            daemon=True)
-            self._thread.start()
+        self._start_thread()
         return self
 
     def close(self, flush_timeout: float = 2.0) -> None:
@@ -209,32 +208,26 @@ class TelemetryEmitter:
         self.close()
 
     # -- sender thread --------------------------------------------------------------------
-    def _run(self) -> None:
-        first = True
-        while not self._stop.is_set():
-            if not first:
-                self._count(reconnects=1)
-            first = False
-            channel = self._endpoint.open()
-            delay = 0.0
-            acct = _StreamAccount()
-            try:
-                self._stream(channel, acct)
-                self._backoff.reset()
-            except SidecarError as exc:
-                delay = self._backoff.next()
-                self._count(unconfirmed=acct.close(), last_error=f"{type(exc).__name__}: {exc}")
-                log.info("telemetry stream to %s failed (%s); retry in %.2fs",
-                         self.address, exc, delay)
-            except Exception as exc:  # never die: the engine keeps emitting into the queue
-                delay = self._backoff.next()
-                self._count(unconfirmed=acct.close(), last_error=repr(exc))
-                log.exception("telemetry emitter error")
-            finally:
-                channel.close()
-            if delay > 0:
-                # wait out the backoff, but wake early to stop
-                self._stop.wait(delay)
+    _thread_name = "tailwise-telemetry"
+
+    def _attempt(self, channel: Any) -> None:
+        self._acct = _StreamAccount()
+        self._stream(channel, self._acct)
+        self._backoff.reset()
+
+    def _failed(self, exc: Exception) -> float:
+        """The stream's unconfirmed events are counted; the engine keeps emitting into
+        the queue meanwhile."""
+        delay = self._backoff.next()
+        if isinstance(exc, SidecarError):
+            self._count(unconfirmed=self._acct.close(),
+                        last_error=f"{type(exc).__name__}: {exc}")
+            log.info("telemetry stream to %s failed (%s); retry in %.2fs",
+                     self.address, exc, delay)
+        else:
+            self._count(unconfirmed=self._acct.close(), last_error=repr(exc))
+            log.error("telemetry emitter error", exc_info=exc)
+        return delay
 
     def _stream(self, channel: Any, acct: _StreamAccount) -> None:
         stub = rpc.TelemetryStub(channel)
