@@ -25,6 +25,7 @@ name                            modes                  maps to
 ``boost.memguard_ratio`` (log)  boost, tailwise        MemGuard r
 ``boost.partition_aware``       tailwise               committed work from the queue's b̄
 ``slo.urgency``                 tailwise [‡]           EDF on TTFT deadlines, boosted
+``slo.demote_late``             tailwise               late requests behind on-time ones
 ``safety.max_boost_frac``       boost, tailwise        ``max_boost_s = frac · aging_s``
 ``safety.aging_s`` (log)        ewsjf, boost, tailwise aging bound
 ``preemption.cache_aware``      boost, tailwise        victim by re-admission cost
@@ -55,10 +56,15 @@ name                            modes                  maps to
 base policy's values and the learner's partition is used as is.
 [†] UniBoost, and γ-Ada, where it is the starting γ (what a replay sees); not DistBoost.
 [‡] In tailwise mode ``slo.urgency``, ``slo.decode_cap`` and ``regime.tail_protect`` are
-searched with ``search_tradeoffs`` (default on) even when ``search_switches`` is off: each
-trades mean TTFT against P99 TTLT, so the right setting depends on the objective's
+searched with ``search_tradeoffs`` (default on) even when ``search_switches`` is off:
+each trades mean TTFT against P99 TTLT, so the right setting depends on the objective's
 weights, which is the learner's to weigh; the other switches are design decisions
-measured offline and keep the base policy's values.
+measured offline and keep the base policy's values. ``slo.demote_late`` is searched
+only with ``search_switches``: as a fourth trade-off switch it cost the online learner
+more than it gave (``benchmarks/online_targets.py``, 120-s phases, 5 seeds: mean
+whole-run margin over static tailwise +0.087 -> +0.024; chat-longdoc-burst -0.068 ->
+-0.019, slo-flip +0.248 -> +0.065), the larger space spreading eight trials a round
+thinner.
 
 By default (``around_base=4``) every log-scale parameter is searched within a factor 4
 of the base policy's value: the base (the shipped defaults, or an operator's frozen
@@ -274,6 +280,7 @@ def suggest_params(trial: optuna.trial.BaseTrial, base: Policy, cfg: SpaceConfig
                  cfg.box(cfg.tail_protect_factor, g.tail_protect_factor), log=True)
         if cfg.search_switches:
             ask.switch("slo.urgency", (False, True))
+            ask.switch("slo.demote_late", (False, True))
             ask.switch("slo.decode_cap", (False, True))
             for flag in REGIME_SWITCHES:
                 ask.switch(f"regime.{flag}", (True, False))
@@ -345,6 +352,7 @@ def params_to_policy(
         s = base.slo
         slo = dataclasses.replace(
             s, urgency=param_bool(params, "slo.urgency", s.urgency),
+            demote_late=param_bool(params, "slo.demote_late", s.demote_late),
             window=param_int(params, "slo.window", s.window),
             decode_cap=param_bool(params, "slo.decode_cap", s.decode_cap),
         )

@@ -153,6 +153,10 @@ class SloParams:
     decode_cap: bool = False
     #: tailwise mode: add SLO urgency to the ordering
     urgency: bool = False
+    #: tailwise mode: a waiting request that can no longer meet its TTFT target (it has
+    #: waited longer than the target minus its own prefill time) goes behind every one
+    #: that still can (Kairos's demotion); the waiting envelope still bounds its wait
+    demote_late: bool = False
     #: Kairos scores at most this many of the oldest waiting requests per step
     window: int = 64
 

@@ -14,6 +14,15 @@
   robust to small length differences and lets the learner move boundaries.
 * Optional SLO urgency (``slo.urgency``): the key is measured from the TTFT deadline of
   the request's SLO class (``arrival + TTFT_SLO``), i.e. EDF on TTFT deadlines, boosted.
+* Optional late demotion (``slo.demote_late``): a waiting request without a first token
+  that can no longer meet its TTFT target (``now > arrival + TTFT_SLO − its own prefill
+  time``, a lower bound on its TTFT) is re-keyed behind every request that still can,
+  keeping its order among the late ones. EDF alone collapses under overload: once the
+  queue is longer than the target, the earliest deadline is always one already missed,
+  and serving it makes the next one late too; Kairos (seed 002) demotes the hopeless,
+  and so does this. Each waiting request is checked once, when its slack runs out
+  (a heap on that instant), so the cost is O(log n) per request. The waiting envelope
+  ``E`` is untouched: a demoted request is still served first once it has waited ``E``.
 * Cache-aware preemption with MemGuard hysteresis and anti-thrash (as boost mode).
 
 Regime mechanisms (:class:`~tailwise.scorer.policy.RegimeParams`, each a switch). A fixed
@@ -98,6 +107,7 @@ other running request can be.
 
 from __future__ import annotations
 
+import heapq
 import math
 from bisect import bisect_right
 from collections import deque
@@ -119,6 +129,9 @@ BUBBLE = -1
 #: interactive flood (seeds 0, 2) mean TTFT 60.5 / 53.9 s fixed floor, 35.1 / 31.3 s p90,
 #: 48.5 / 34.6 s upper quartile, P99 TTLT within 6% of FCFS's for all three
 RAISE_QUANTILE = 0.75
+#: added to the key of a request demoted by ``slo.demote_late``: behind every on-time key
+#: (keys are engine seconds; no engine clock comes near it)
+LATE_OFFSET_S = 1e9
 
 
 def quantile(data: Sequence[float], q: float) -> float:
@@ -204,6 +217,12 @@ class TailwisePolicy(BoostPolicy):
         self._demoted: dict[ReqInfo, float] = {}
         #: the horizon γ was last solved for (``None``: not yet)
         self._horizon_set: float | None = None
+        #: late demotion: (when its TTFT target becomes unreachable, seq, request) of the
+        #: waiting requests (lazy: entries of requests that left are skipped), and the
+        #: waiting requests demoted so far
+        self._slack_heap: list[tuple[float, int, ReqInfo]] = []
+        self._late: set[ReqInfo] = set()
+        self._slack_seq = 0
         self._apply_envelope(0.0)
 
     def decode_cap(self, running: Sequence[ReqInfo], now: float) -> int | None:
@@ -364,6 +383,7 @@ class TailwisePolicy(BoostPolicy):
         self._round = now
         self._popped.clear()  # popped in an earlier round and never admitted: gone
         self._queue_floor()
+        self._demote_late(now)
         if self.prefix_probe is None or not self.regime.prefix_rekey:
             return
         ring, live, k = self._ring, self._live, self.regime.prefix_rekey_k
@@ -404,6 +424,23 @@ class TailwisePolicy(BoostPolicy):
 
     def _left(self, req: ReqInfo) -> None:
         self._backlog_tokens -= self._uncached.pop(req, 0)
+        self._late.discard(req)
+
+    # -- late demotion ----------------------------------------------------------------------
+    def _demote_late(self, now: float) -> None:
+        """Once per round: re-key behind the on-time requests every waiting request whose
+        TTFT target became unreachable since the last round (``slo.demote_late``)."""
+        heap, live = self._slack_heap, self._live
+        while heap and heap[0][0] < now:
+            _, _, r = heapq.heappop(heap)
+            if live.get(r) is None or r in self._late:
+                continue
+            self._late.add(r)
+            if self.rekey(r, now):
+                self.counters["late_demotions"] += 1
+        if len(heap) > 2 * len(live) + 64:  # entries of requests that left: compact
+            self._slack_heap = [e for e in heap if e[2] in live and e[2] not in self._late]
+            heapq.heapify(self._slack_heap)
 
     # -- preemption: residual-life victims, demotion, tail protection ----------------------
     def wait_origin(self, req: ReqInfo) -> float:
@@ -487,7 +524,8 @@ class TailwisePolicy(BoostPolicy):
         return self.queues[q].mean_len * self.cp
 
     def deadline_offset(self, req: ReqInfo) -> float:
-        return self.slo.targets(req.slo_class)[0] if self.slo.urgency else 0.0
+        off = self.slo.targets(req.slo_class)[0] if self.slo.urgency else 0.0
+        return off + LATE_OFFSET_S if req in self._late else off
 
     def add(self, req: ReqInfo, now: float) -> None:
         self._popped.pop(req, None)  # popped and put back (vLLM's skipped requests)
@@ -497,4 +535,9 @@ class TailwisePolicy(BoostPolicy):
         req.sched_queue = self.route(float(unc))
         if self.uses_prefix_probe:
             self._ring.append(req)
+        if self.slo.demote_late and req.first_token_time is None and req not in self._late:
+            self._slack_seq += 1
+            ttft = self.slo.targets(req.slo_class)[0]
+            heapq.heappush(self._slack_heap, (req.arrival_time + ttft - unc * self.cp,
+                                              self._slack_seq, req))
         super().add(req, now)

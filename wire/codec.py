@@ -135,6 +135,7 @@ def policy_to_proto(policy: Policy, *, check: bool = True) -> pb.Policy:
             classes=[pb.SloClass(name=c.name, ttft_s=c.ttft_s, tpot_s=c.tpot_s)
                      for c in s.classes],
             decode_cap=s.decode_cap, urgency=s.urgency, window=s.window,
+            demote_late=s.demote_late,
         ),
         safety=pb.SafetyParams(max_boost_s=policy.safety.max_boost_s,
                                aging_s=policy.safety.aging_s),
@@ -230,6 +231,7 @@ def policy_from_proto(msg: pb.Policy) -> Policy:
             classes=tuple(SloClass(name=c.name, ttft_s=c.ttft_s, tpot_s=c.tpot_s)
                           for c in s.classes),
             decode_cap=s.decode_cap, urgency=s.urgency, window=s.window,
+            demote_late=s.demote_late,
         ),
         safety=SafetyParams(max_boost_s=msg.safety.max_boost_s, aging_s=msg.safety.aging_s),
         regime=_regime_from_pb(msg) if msg.HasField("regime") else RegimeParams(),

@@ -89,7 +89,7 @@ def policies(draw: Any) -> Policy:
             classes=tuple(SloClass(n, draw(fl(1e-3, 86400)), draw(fl(1e-4, 3600)))
                           for n in names),
             decode_cap=draw(st.booleans()), urgency=draw(st.booleans()),
-            window=draw(st.integers(1, 100_000))),
+            window=draw(st.integers(1, 100_000)), demote_late=draw(st.booleans())),
         safety=SafetyParams(max_boost_s=draw(fl(0, aging)), aging_s=aging),
         step_time=step,
         note=draw(text),

@@ -27,7 +27,14 @@ from support.oracles import aging_violations
 
 from tailwise.learner.local import LocalLearner
 from tailwise.scorer.hooks import NullSink, StepStats
-from tailwise.scorer.policy import BoostParams, Mode, Policy, RegimeParams, SafetyParams
+from tailwise.scorer.policy import (
+    BoostParams,
+    Mode,
+    Policy,
+    RegimeParams,
+    SafetyParams,
+    SloParams,
+)
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig, simulate
@@ -71,7 +78,12 @@ def variant(rng: np.random.Generator, safety: SafetyParams, version: int) -> Pol
         tail_protect=bool(rng.random() < 0.7), tail_protect_factor=float(rng.uniform(0.05, 4)),
         queue_floor=bool(rng.random() < 0.7), queue_floor_factor=float(rng.uniform(0.1, 10)),
         prefix_rekey=bool(rng.random() < 0.7), queue_horizon=bool(rng.random() < 0.7))
-    return Policy(mode=Mode.TAILWISE, version=version, boost=boost, safety=safety, regime=regime)
+    # SLO urgency and late demotion re-key waiting requests; short TTFT targets so that
+    # requests do turn late within a run
+    slo = SloParams(ttft_s=float(rng.uniform(0.01, 1.0)), classes=(),
+                    urgency=bool(rng.random() < 0.3), demote_late=bool(rng.random() < 0.5))
+    return Policy(mode=Mode.TAILWISE, version=version, boost=boost, safety=safety,
+                  regime=regime, slo=slo)
 
 
 def one_run(seed: int) -> tuple[int, int, int]:

@@ -212,6 +212,39 @@ def test_tailwise_slo_urgency_is_edf_on_ttft_deadlines() -> None:
     assert pol.peek(30.0) is inter  # deadline 31 s beats 60 s
 
 
+def test_tailwise_late_demotion_puts_hopeless_requests_behind_on_time_ones() -> None:
+    """EDF under overload serves the deadline already missed; with ``demote_late`` a
+    request whose TTFT target is out of reach (waited > target − own prefill) goes behind
+    every request that can still meet its own, keeps its order among the late, and the
+    waiting envelope still serves it once it has waited ``aging_s``."""
+    slo = SloParams(urgency=True, classes=(SloClass("interactive", 1.0, 0.05),))
+
+    def make(demote: bool) -> TailwisePolicy:
+        s = dataclasses.replace(slo, demote_late=demote)
+        return TailwisePolicy(Policy(mode=Mode.TAILWISE, slo=s, step_time=TOY,
+                                     safety=SafetyParams(max_boost_s=0.0, aging_s=20.0)))
+
+    for demote in (False, True):
+        pol = make(demote)
+        late1 = req("l1", 0.0, 100, slo_class="interactive")
+        late2 = req("l2", 0.1, 100, slo_class="interactive")
+        fresh = req("f", 1.5, 100, slo_class="interactive")
+        for r in (late1, late2, fresh):
+            pol.add(r, r.arrival_time)
+        order = [pol.pop(2.0).request_id for _ in range(3)]
+        # deadlines 1.0, 1.1, 2.5: at t = 2 the first two are missed
+        assert order == (["f", "l1", "l2"] if demote else ["l1", "l2", "f"])
+        assert pol.counters["late_demotions"] == (2 if demote else 0)
+    pol = make(True)
+    late = req("l", 0.0, 100, slo_class="interactive")
+    pol.add(late, 0.0)
+    assert pol.peek(5.0) is late  # nothing on time: the late one is served
+    for i in range(30):
+        t = 5.0 + i
+        pol.add(req(f"n{i}", t, 100, slo_class="interactive"), t)
+        assert (pol.peek(t) is late) == (t >= 20.0)  # the envelope: once it waited 20 s
+
+
 def test_aging_guard_serves_the_overdue_oldest_first() -> None:
     # γ=0.1: the 8000-token prompt's boost is ≈39.5 s, a 10-token prompt's is capped at 50 s
     p = Policy(mode=Mode.TAILWISE, safety=SafetyParams(max_boost_s=50.0, aging_s=60.0))

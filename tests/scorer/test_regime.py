@@ -160,7 +160,8 @@ def test_tuner_space_reaches_the_regime_parameters() -> None:
               "safety.max_boost_frac": 0.5, "preemption.priority_band_s": 600.0,
               "safety.aging_s": 240.0, "boost.partition_aware": False,
               "preemption.cache_aware": True, "preemption.anti_thrash": True,
-              "slo.urgency": False, "slo.decode_cap": False, "regime.aging_factor": 4.0,
+              "slo.urgency": False, "slo.demote_late": True, "slo.decode_cap": False,
+              "regime.aging_factor": 4.0,
               "regime.horizon_factor": 1.5,
               "regime.pacing_blocks": 2.0, "regime.adaptive_horizon": True,
               "regime.relative_aging": False, "regime.admission_pacing": True,
@@ -176,6 +177,7 @@ def test_tuner_space_reaches_the_regime_parameters() -> None:
         2.0, 16, False)
     assert (p.regime.tail_protect_factor, p.regime.demote_preempted) == (0.8, False)
     assert p.regime.queue_horizon is False
+    assert p.slo.demote_late is True
 
 
 def test_waiting_bound_states_the_envelope_in_force() -> None:

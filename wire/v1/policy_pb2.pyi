@@ -311,20 +311,22 @@ class SloClass(_message.Message):
     def __init__(self, name: _Optional[str] = ..., ttft_s: _Optional[float] = ..., tpot_s: _Optional[float] = ...) -> None: ...
 
 class SloParams(_message.Message):
-    __slots__ = ("ttft_s", "tpot_s", "classes", "decode_cap", "urgency", "window")
+    __slots__ = ("ttft_s", "tpot_s", "classes", "decode_cap", "urgency", "window", "demote_late")
     TTFT_S_FIELD_NUMBER: _ClassVar[int]
     TPOT_S_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     DECODE_CAP_FIELD_NUMBER: _ClassVar[int]
     URGENCY_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FIELD_NUMBER: _ClassVar[int]
+    DEMOTE_LATE_FIELD_NUMBER: _ClassVar[int]
     ttft_s: float
     tpot_s: float
     classes: _containers.RepeatedCompositeFieldContainer[SloClass]
     decode_cap: bool
     urgency: bool
     window: int
-    def __init__(self, ttft_s: _Optional[float] = ..., tpot_s: _Optional[float] = ..., classes: _Optional[_Iterable[_Union[SloClass, _Mapping]]] = ..., decode_cap: _Optional[bool] = ..., urgency: _Optional[bool] = ..., window: _Optional[int] = ...) -> None: ...
+    demote_late: bool
+    def __init__(self, ttft_s: _Optional[float] = ..., tpot_s: _Optional[float] = ..., classes: _Optional[_Iterable[_Union[SloClass, _Mapping]]] = ..., decode_cap: _Optional[bool] = ..., urgency: _Optional[bool] = ..., window: _Optional[int] = ..., demote_late: _Optional[bool] = ...) -> None: ...
 
 class SafetyParams(_message.Message):
     __slots__ = ("max_boost_s", "aging_s")
