@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from tailwise.bayes_opt.window import fingerprint
+from tailwise.records.summary import summarize as summarize_records
 from tailwise.records.trace import Trace
 from tailwise.scorer.baselines import Fcfs
 from tailwise.scorer.interface import QueueDiscipline
@@ -23,7 +24,7 @@ from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig, simulate
-from tailwise.simulator.metrics import MetricsConfig, summarize
+from tailwise.simulator.metrics import MetricsConfig, engine_stats, summarize
 
 Summary = Mapping[str, Any]
 
@@ -47,7 +48,16 @@ def metrics_config(policy: Policy, short_threshold: int = 1024) -> MetricsConfig
 
 
 class ReplayEvaluator:
-    """Simulate a window with a policy; FCFS baseline cached per window fingerprint."""
+    """Simulate a window with a policy; FCFS baseline cached per window fingerprint.
+
+    ``continuation``: the window's traffic is repeated this many times after it (its
+    carried-in backlog once, at the start) and only the window's own requests are
+    scored. A window replayed alone ends in a drain: arrivals stop, so a policy that
+    makes some requests wait for the rest is not charged for how long they would wait
+    under traffic that goes on (under overload, until the phase ends). The repeat is
+    the replay's guess at what comes next: more of the same, the premise of publishing
+    a policy tuned on the window at all.
+    """
 
     def __init__(
         self,
@@ -57,8 +67,13 @@ class ReplayEvaluator:
         *,
         builder: Callable[[Policy], QueueDiscipline] = build_scheduler,
         cache_size: int = 8,
+        continuation: int = 0,
     ) -> None:
         engine.validate()
+        if isinstance(continuation, bool) or not isinstance(continuation, int) \
+                or continuation < 0:
+            raise ValueError(f"continuation: must be an integer >= 0, got {continuation!r}")
+        self.continuation = continuation
         self.engine = engine
         self.metrics = metrics
         self.model = model
@@ -69,9 +84,17 @@ class ReplayEvaluator:
         self.baseline_runs = 0
 
     def run(self, window: Trace, policy: Policy) -> Summary:
-        model = self.model or policy.step_time
-        res = simulate(window, self.builder(policy), self.engine, model)
-        return summarize(res, self.metrics)
+        return self._replay(window, self.builder(policy), self.model or policy.step_time)
+
+    def _replay(self, window: Trace, sched: QueueDiscipline, model: StepTimeModel) -> Summary:
+        """Simulate ``window`` (continued by ``continuation`` repeats of its traffic, see
+        the class docstring) and summarise the window's own requests."""
+        if not self.continuation:
+            return summarize(simulate(window, sched, self.engine, model), self.metrics)
+        trace = window.continued(self.continuation, int(window.meta.get("carried_in", 0)))
+        res = simulate(trace, sched, self.engine, model)
+        return summarize_records(res.records.head(len(window)), engine_stats(res),
+                                 self.metrics)
 
     def baseline(self, window: Trace) -> Summary:
         key = fingerprint(window)
@@ -79,8 +102,7 @@ class ReplayEvaluator:
         if hit is not None:
             self._baselines.move_to_end(key)
             return hit
-        model = self.model or Policy().step_time
-        summary = summarize(simulate(window, Fcfs(), self.engine, model), self.metrics)
+        summary = self._replay(window, Fcfs(), self.model or Policy().step_time)
         self.baseline_runs += 1
         self._baselines[key] = summary
         while len(self._baselines) > self.cache_size:

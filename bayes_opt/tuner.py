@@ -150,6 +150,9 @@ class TunerConfig:
     window_cap: str = "tail"
     #: windows with fewer requests are not tuned on (too noisy)
     min_window_requests: int = 20
+    #: replay each window followed by this many repeats of its traffic, scoring only
+    #: the window's requests (:class:`~tailwise.bayes_opt.replay.ReplayEvaluator`)
+    continuation: int = 0
     #: wall-clock bound of one round, seconds (None: only n_trials bounds it)
     round_timeout_s: float | None = None
     heartbeat_interval: int | None = DEFAULT_HEARTBEAT_S
@@ -216,6 +219,8 @@ class TunerConfig:
              "'tail' or 'thin'")
         need(is_int(self.min_window_requests) and self.min_window_requests >= 1,
              "min_window_requests", self.min_window_requests, "an integer >= 1")
+        need(is_int(self.continuation) and self.continuation >= 0, "continuation",
+             self.continuation, "an integer >= 0")
         need(self.round_timeout_s is None or (isinstance(self.round_timeout_s, int | float)
              and math.isfinite(self.round_timeout_s) and self.round_timeout_s > 0),
              "round_timeout_s", self.round_timeout_s, "None or > 0")
@@ -298,8 +303,8 @@ class Tuner:
         n_existing = len(self.study.get_trials(deepcopy=False))
         self.study.sampler = make_sampler(cfg, cfg.seed + n_existing)
         self.evaluator: Evaluator = evaluator if evaluator is not None else ReplayEvaluator(
-            cfg.engine, metrics_config(base_policy, cfg.objective.short_threshold), cfg.model
-        )
+            cfg.engine, metrics_config(base_policy, cfg.objective.short_threshold), cfg.model,
+            continuation=cfg.continuation)
         self._current = base_policy
         self._partition: tuple[QueueSpec, ...] = base_policy.queues
         self._live: dict[int, tuple[optuna.Trial, _Beat, Policy]] = {}

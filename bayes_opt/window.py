@@ -36,6 +36,7 @@ restart, and the verdict is the same after a restart (no detector state lives el
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -63,12 +64,18 @@ def cap_window(trace: Trace, max_requests: int, how: str = "tail") -> Trace:
     if n <= max_requests:
         return trace
     if how == "tail":
-        return trace.select(np.arange(n - max_requests, n))
-    if how == "thin":
+        idx = np.arange(n - max_requests, n)
+        out = trace.select(idx)
+    elif how == "thin":
         k = math.ceil(n / max_requests)
-        thinned = trace.select(np.arange(0, n, k))
-        return thinned.scaled(float(k))
-    raise WindowError(f"how: must be 'tail' or 'thin', got {how!r}")
+        idx = np.arange(0, n, k)
+        out = trace.select(idx).scaled(float(k))
+    else:
+        raise WindowError(f"how: must be 'tail' or 'thin', got {how!r}")
+    carried = trace.meta.get("carried_in")
+    if isinstance(carried, int):  # the leading carried-in rows that were kept
+        out = dataclasses.replace(out, meta={**out.meta, "carried_in": int((idx < carried).sum())})
+    return out
 
 
 def fingerprint(trace: Trace) -> str:

@@ -44,6 +44,7 @@ import numpy as np
 
 from tailwise.bayes_opt.history import policy_diff
 from tailwise.bayes_opt.objective import ObjectiveConfig, evaluate
+from tailwise.bayes_opt.tuner import TunerConfig
 from tailwise.lab.closed_loop import run_online_arm
 from tailwise.lab.offline_tuning import tune_best_of_papers
 from tailwise.lab.options import OnlineOptions
@@ -100,6 +101,7 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
         sidecar_overrides={"window": {"settle_quantile": a.settle_quantile,
                                       "max_span_factor": a.max_span_factor},
                            "tuner": {"anchors": [x for x in a.anchors.split(",") if x],
+                                     "continuation": a.continuation,
                                      "recall": a.recall, "confirm": a.confirm,
                                      **({"margin": a.margin} if a.margin is not None else {}),
                                      **({"sampler": a.sampler} if a.sampler else {}),
@@ -264,6 +266,8 @@ def main() -> None:
     ap.add_argument("--anchors", default="",
                     help="sidecar tuner.anchors, a comma list (e.g. tailwise,kairos,uniboost,ewsjf)")
     ap.add_argument("--recall", type=int, default=0, help="sidecar tuner.recall")
+    ap.add_argument("--continuation", type=int, default=TunerConfig().continuation,
+                    help="sidecar tuner.continuation (repeats of a window's traffic after it)")
     ap.add_argument("--confirm", action="store_true", help="sidecar tuner.confirm = true")
     ap.add_argument("--margin", type=float, default=None,
                     help="sidecar tuner.margin (relative gain a challenger needs; default 0.10)")

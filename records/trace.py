@@ -62,6 +62,40 @@ class Trace:
         return replace(self, arrival_s=self.arrival_s / rate_scale,
                        meta={**self.meta, "rate_scale": rate_scale})
 
+    def continued(self, copies: int, skip: int = 0) -> Trace:
+        """This trace followed by ``copies`` repeats of its requests from index ``skip``
+        on, each shifted by one period (the span of those arrivals plus their mean gap),
+        so the original requests meet the load that would go on arriving after them.
+        ``skip`` leaves out leading rows that are not traffic (a replay's carried-in
+        backlog). The original requests keep their indices ``0..len(self)-1``.
+
+        >>> t = Trace("w", np.array([0.0, 1.0, 2.0]), np.array([5, 6, 7]), np.array([1, 2, 3]))
+        >>> c = t.continued(2, skip=1)
+        >>> c.arrival_s.tolist(), c.prompt_tokens.tolist()
+        ([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [5, 6, 7, 6, 7, 6, 7])
+        """
+        if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
+            raise TraceError(f"copies must be an integer >= 0, got {copies!r}")
+        if not 0 <= skip < len(self) or copies == 0:
+            return self
+        arr = self.arrival_s[skip:]
+        n = len(arr)
+        period = float(arr[-1] - arr[0]) * (n / (n - 1)) if n > 1 else 1.0
+        if period <= 0:
+            period = 1.0
+        idx = np.concatenate([np.arange(len(self))] + [np.arange(skip, len(self))] * copies)
+        shift = np.concatenate([np.zeros(len(self))]
+                               + [np.full(n, k * period) for k in range(1, copies + 1)])
+
+        def pick(xs: list[Any] | None) -> Any:
+            return None if xs is None else [xs[i] for i in idx]
+
+        return replace(self, arrival_s=self.arrival_s[idx] + shift,
+                       prompt_tokens=self.prompt_tokens[idx],
+                       output_tokens=self.output_tokens[idx], hash_ids=pick(self.hash_ids),
+                       classes=pick(self.classes), slo_classes=pick(self.slo_classes),
+                       meta={**self.meta, "continued": copies})
+
     def head(self, n: int) -> Trace:
         """The first ``n`` requests."""
         return self.select(np.arange(min(n, len(self))))

@@ -9,6 +9,7 @@ partition was learned on the calm part and the champion is the default tailwise 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tailwise.bayes_opt.objective import ObjectiveConfig, evaluate
@@ -74,3 +75,15 @@ def test_best_objective_beats_the_default_policy_within_8_trials() -> None:
         assert res.promoted.safety == again.safety
     else:
         assert res.promoted is None
+
+
+def test_cap_window_keeps_count_of_the_carried_in_rows_it_keeps() -> None:
+    """A telemetry window's first ``carried_in`` rows are backlog, not traffic (the
+    continuation replay repeats only the traffic): capping keeps that count right."""
+    w = Trace("w", np.arange(10.0), np.full(10, 5, np.int64), np.full(10, 3, np.int64),
+              meta={"carried_in": 4})
+    assert cap_window(w, 8).meta["carried_in"] == 2  # tail: rows 2..9
+    assert cap_window(w, 5, "thin").meta["carried_in"] == 2  # rows 0, 2, 4, 6, 8
+    assert cap_window(w, 3, "tail").meta["carried_in"] == 0
+    plain = Trace("p", np.arange(5.0), np.full(5, 5, np.int64), np.full(5, 3, np.int64))
+    assert "carried_in" not in cap_window(plain, 3).meta

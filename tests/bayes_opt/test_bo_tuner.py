@@ -15,6 +15,7 @@ from tailwise.bayes_opt.objective import ObjectiveConfig, ObjectiveKind, evaluat
 from tailwise.bayes_opt.replay import ReplayEvaluator, metrics_config
 from tailwise.bayes_opt.space import SpaceConfig
 from tailwise.bayes_opt.tuner import Tuner, TunerConfig, TunerConfigError, TunerError
+from tailwise.records.trace import Trace
 from tailwise.scorer.policy import (
     BoostParams,
     EwsjfParams,
@@ -24,6 +25,7 @@ from tailwise.scorer.policy import (
     QueueSpec,
     neutral_policy,
 )
+from tailwise.scorer.registry import default_policy
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig
 
@@ -269,6 +271,31 @@ def test_replay_evaluator_caches_the_fcfs_baseline() -> None:
     ev.baseline(make_trace(150, seed=9))
     assert ev.baseline_runs == 2
     assert np.isfinite(evaluate(run, b1, ObjectiveConfig())[0])
+
+
+def test_replay_continuation_charges_what_a_drain_hides() -> None:
+    """A window replayed alone ends in a drain; with ``continuation`` its traffic goes on
+    after it, only the window's requests are scored, and a policy that lets later short
+    arrivals overtake long requests pays for it in their TTLT (FCFS hardly moves)."""
+    rng = np.random.default_rng(0)
+    n = 300
+    arrival = np.sort(rng.uniform(0, 20, n))
+    prompt = np.where(rng.random(n) < 0.8, rng.integers(100, 400, n), rng.integers(4000, 8000, n))
+    output = np.where(rng.random(n) < 0.8, rng.integers(20, 100, n), rng.integers(300, 800, n))
+    w = Trace("overload", arrival, prompt.astype(np.int64), output.astype(np.int64))
+    eng = EngineConfig(num_gpu_blocks=2000, max_num_seqs=16)
+    p99 = {}
+    for c in (0, 1):
+        ev = ReplayEvaluator(eng, metrics_config(Policy()), continuation=c)
+        base, run = ev.baseline(w), ev.run(w, default_policy("uniboost", H100_LLAMA3_8B))
+        assert base["overall"]["requests"] == run["overall"]["requests"] == n
+        p99[c] = (run["overall"]["ttlt"]["p99"], base["overall"]["ttlt"]["p99"])
+    assert p99[1][1] < 1.2 * p99[0][1]  # FCFS: the window's requests are not overtaken
+    assert p99[1][0] > 1.5 * p99[0][0]  # overtaken by the traffic after the window
+    with pytest.raises(ValueError, match="continuation"):
+        ReplayEvaluator(eng, metrics_config(Policy()), continuation=-1)
+    with pytest.raises(TunerConfigError, match=r"tuner\.continuation"):
+        TunerConfig(continuation=True)
 
 
 def test_config_from_plain_tables_as_a_config_file_gives_them() -> None:
