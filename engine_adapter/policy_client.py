@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -154,11 +154,21 @@ class SidecarStreamThread:
     def _attempt_ended(self) -> None:
         """After every stream, failed or not (before its channel closes)."""
 
-    def _start_thread(self) -> None:
+    def start(self) -> Self:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self._thread_name,
                                             daemon=True)
             self._thread.start()
+        return self
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _run(self) -> None:
         first = True
@@ -253,10 +263,6 @@ class PolicyClient(SidecarStreamThread):
                 log.exception("on_count callback failed")
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> PolicyClient:
-        self._start_thread()
-        return self
-
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
         call = self._call
@@ -265,12 +271,6 @@ class PolicyClient(SidecarStreamThread):
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-
-    def __enter__(self) -> PolicyClient:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the subscription thread ----------------------------------------------------------
     _thread_name = "tailwise-policy-client"

@@ -188,10 +188,6 @@ class TelemetryEmitter(SidecarStreamThread):
                 self._flush_targets.remove(target)
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> TelemetryEmitter:
-        self._start_thread()
-        return self
-
     def close(self, flush_timeout: float = 2.0) -> None:
         if self._thread is not None and flush_timeout > 0:
             self.flush(flush_timeout)
@@ -200,12 +196,6 @@ class TelemetryEmitter(SidecarStreamThread):
         if self._thread is not None:
             self._thread.join(flush_timeout + 5.0)
             self._thread = None
-
-    def __enter__(self) -> TelemetryEmitter:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- sender thread --------------------------------------------------------------------
     _thread_name = "tailwise-telemetry"
