@@ -98,6 +98,8 @@ class ReplayEvaluator:
 
     def baseline(self, window: Trace) -> Summary:
         key = fingerprint(window)
+        if self.continuation:  # the repeats leave the carried-in backlog out
+            key += f"/{window.meta.get('carried_in', 0)}"
         hit = self._baselines.get(key)
         if hit is not None:
             self._baselines.move_to_end(key)

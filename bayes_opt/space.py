@@ -60,11 +60,11 @@ searched with ``search_tradeoffs`` (default on) even when ``search_switches`` is
 each trades mean TTFT against P99 TTLT, so the right setting depends on the objective's
 weights, which is the learner's to weigh; the other switches are design decisions
 measured offline and keep the base policy's values. ``slo.demote_late`` is searched
-only with ``search_switches``: as a fourth trade-off switch it cost the online learner
-more than it gave (``benchmarks/online_targets.py``, 120-s phases, 5 seeds: mean
-whole-run margin over static tailwise +0.087 -> +0.024; chat-longdoc-burst -0.068 ->
--0.019, slo-flip +0.248 -> +0.065), the larger space spreading eight trials a round
-thinner.
+only with ``search_switches``: as a fourth trade-off switch (its first version) it cost
+the online learner more than it gave (``benchmarks/online_targets.py``, 120-s phases,
+5 seeds: mean whole-run margin over static tailwise +0.087 -> +0.024; chat-longdoc-burst
+-0.068 -> -0.019, slo-flip +0.248 -> +0.065), the larger space spreading eight trials a
+round thinner.
 
 By default (``around_base=4``) every log-scale parameter is searched within a factor 4
 of the base policy's value: the base (the shipped defaults, or an operator's frozen

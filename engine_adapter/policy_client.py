@@ -279,8 +279,8 @@ class PolicyClient(SidecarStreamThread):
         self._stream(channel)
 
     def _failed(self, exc: Exception) -> float:
-        if self._stop.is_set():
-            return 0.0
+        if isinstance(exc, SidecarError) and self._stop.is_set():
+            return 0.0  # the stream ended because we are closing
         delay = self._backoff.next()
         if isinstance(exc, Unauthenticated):
             delay = self._backoff.max_s

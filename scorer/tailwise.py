@@ -218,11 +218,14 @@ class TailwisePolicy(BoostPolicy):
         #: the horizon γ was last solved for (``None``: not yet)
         self._horizon_set: float | None = None
         #: late demotion: (when its TTFT target becomes unreachable, seq, request) of the
-        #: waiting requests (lazy: entries of requests that left are skipped), and the
-        #: waiting requests demoted so far
+        #: waiting requests, lazy: an entry counts only while it matches ``_slack_at``, the
+        #: instant in force per request (waiting, or popped this round and not admitted)
         self._slack_heap: list[tuple[float, int, ReqInfo]] = []
-        self._late: set[ReqInfo] = set()
+        self._slack_at: dict[ReqInfo, float] = {}
         self._slack_seq = 0
+        #: demoted requests, waiting or popped this round (a request an engine puts back
+        #: unadmitted stays demoted)
+        self._late: set[ReqInfo] = set()
         self._apply_envelope(0.0)
 
     def decode_cap(self, running: Sequence[ReqInfo], now: float) -> int | None:
@@ -356,6 +359,8 @@ class TailwisePolicy(BoostPolicy):
         super().on_admit(req, now)
         self._demoted.pop(req, None)  # the wait it was demoted for is over
         self._popped.pop(req, None)
+        self._late.discard(req)
+        self._slack_at.pop(req, None)
         if self.regime.queue_floor or self.regime.queue_horizon:
             if len(self._admits) == self._admits.maxlen:
                 self._admit_sum -= self._admits[0][1]
@@ -381,7 +386,10 @@ class TailwisePolicy(BoostPolicy):
         if self._round == now:
             return
         self._round = now
-        self._popped.clear()  # popped in an earlier round and never admitted: gone
+        for r in self._popped:  # popped in an earlier round and never admitted: gone
+            self._late.discard(r)
+            self._slack_at.pop(r, None)
+        self._popped.clear()
         self._queue_floor()
         self._demote_late(now)
         if self.prefix_probe is None or not self.regime.prefix_rekey:
@@ -402,6 +410,7 @@ class TailwisePolicy(BoostPolicy):
             self._uncached[r] = unc
             self._backlog_tokens += unc - old
             r.sched_queue = self.route(float(unc))
+            self._track_slack(r, unc, now)
             if self.rekey(r, now):
                 self.counters["prefix_rekeys"] += 1
 
@@ -420,27 +429,45 @@ class TailwisePolicy(BoostPolicy):
             return False
         self._left(req)
         self._demoted.pop(req, None)
+        self._late.discard(req)
+        self._slack_at.pop(req, None)
         return True
 
     def _left(self, req: ReqInfo) -> None:
         self._backlog_tokens -= self._uncached.pop(req, 0)
-        self._late.discard(req)
 
     # -- late demotion ----------------------------------------------------------------------
     def _demote_late(self, now: float) -> None:
         """Once per round: re-key behind the on-time requests every waiting request whose
         TTFT target became unreachable since the last round (``slo.demote_late``)."""
-        heap, live = self._slack_heap, self._live
+        heap, at = self._slack_heap, self._slack_at
         while heap and heap[0][0] < now:
-            _, _, r = heapq.heappop(heap)
-            if live.get(r) is None or r in self._late:
+            t, _, r = heapq.heappop(heap)
+            if at.get(r) != t or r in self._late:
+                continue  # out of date (its instant moved), or already demoted
+            if self._live.get(r) is None:  # not waiting: a re-add tracks it afresh
+                del at[r]
                 continue
             self._late.add(r)
             if self.rekey(r, now):
                 self.counters["late_demotions"] += 1
-        if len(heap) > 2 * len(live) + 64:  # entries of requests that left: compact
-            self._slack_heap = [e for e in heap if e[2] in live and e[2] not in self._late]
+        if len(heap) > 2 * len(at) + 64:  # out-of-date entries dominate: compact
+            self._slack_heap = [e for e in heap if at.get(e[2]) == e[0]]
             heapq.heapify(self._slack_heap)
+
+    def _track_slack(self, req: ReqInfo, uncached: int, now: float) -> None:
+        """(Re)schedule ``req``'s late check at ``arrival + TTFT − its prefill time``;
+        a demoted request whose prefill shrank enough (a prefix hit) is on time again."""
+        if not self.slo.demote_late or req.first_token_time is not None:
+            return
+        t = req.arrival_time + self.slo.targets(req.slo_class)[0] - uncached * self.cp
+        if self._slack_at.get(req) == t:
+            return
+        self._slack_at[req] = t
+        if req in self._late and t >= now:
+            self._late.discard(req)
+        self._slack_seq += 1
+        heapq.heappush(self._slack_heap, (t, self._slack_seq, req))
 
     # -- preemption: residual-life victims, demotion, tail protection ----------------------
     def wait_origin(self, req: ReqInfo) -> float:
@@ -535,9 +562,5 @@ class TailwisePolicy(BoostPolicy):
         req.sched_queue = self.route(float(unc))
         if self.uses_prefix_probe:
             self._ring.append(req)
-        if self.slo.demote_late and req.first_token_time is None and req not in self._late:
-            self._slack_seq += 1
-            ttft = self.slo.targets(req.slo_class)[0]
-            heapq.heappush(self._slack_heap, (req.arrival_time + ttft - unc * self.cp,
-                                              self._slack_seq, req))
+        self._track_slack(req, unc, now)
         super().add(req, now)

@@ -245,6 +245,47 @@ def test_tailwise_late_demotion_puts_hopeless_requests_behind_on_time_ones() -> 
         assert (pol.peek(t) is late) == (t >= 20.0)  # the envelope: once it waited 20 s
 
 
+def _late_policy() -> TailwisePolicy:
+    slo = SloParams(urgency=True, demote_late=True,
+                    classes=(SloClass("interactive", 1.0, 0.05),))
+    return TailwisePolicy(Policy(mode=Mode.TAILWISE, slo=slo, step_time=TOY,
+                                 safety=SafetyParams(max_boost_s=0.0, aging_s=20.0)))
+
+
+def test_late_demotion_survives_skips() -> None:
+    """A request an engine pops and puts back unadmitted (vLLM's skipped requests) stays
+    demoted, is counted once, and its check is not scheduled again (bounded heap)."""
+    pol = _late_policy()
+    late = req("l", 0.0, 100, slo_class="interactive")
+    fresh = req("f", 1.5, 100, slo_class="interactive")
+    pol.add(late, 0.0)
+    pol.add(fresh, 1.5)
+    assert pol.peek(1.2) is fresh  # l's deadline (1.0) passed: demoted
+    for t in (1.2, 1.3, 1.4):  # each round both are popped and put back unadmitted
+        skipped = pol.pop(t)
+        pol.requeue(skipped, t)
+        other = pol.pop(t)
+        pol.requeue(other, t)
+        assert pol.peek(t) is fresh  # the late one put back is still behind
+    assert pol.counters["late_demotions"] == 1 and len(pol._slack_heap) <= 2
+
+
+def test_late_demotion_checks_a_requeued_request_at_its_new_instant() -> None:
+    """Re-queued with a shorter prefill (a prefix hit), a request is checked at its new,
+    later instant, not at the one of its earlier wait."""
+    pol = _late_policy()
+    a = req("a", 0.0, 5000, slo_class="interactive")  # prefill 0.5 s: late after 0.5 s
+    pol.add(a, 0.0)
+    assert pol.pop(0.1) is a
+    pol.on_admit(a, 0.1)
+    a.cached_tokens = 4900  # preempted before its first token; now 100 uncached tokens
+    pol.on_preempt(a, 0.2)
+    pol.requeue(a, 0.2)
+    b = req("b", 0.3, 100, slo_class="interactive")
+    pol.add(b, 0.3)
+    assert pol.peek(0.6) is a and pol.counters["late_demotions"] == 0  # can make 1.0 s
+
+
 def test_aging_guard_serves_the_overdue_oldest_first() -> None:
     # γ=0.1: the 8000-token prompt's boost is ≈39.5 s, a 10-token prompt's is capped at 50 s
     p = Policy(mode=Mode.TAILWISE, safety=SafetyParams(max_boost_s=50.0, aging_s=60.0))
