@@ -24,7 +24,7 @@ from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.step_time import StepTimeModel
 from tailwise.simulator.engine import EngineConfig, simulate
-from tailwise.simulator.metrics import MetricsConfig, engine_stats, summarize
+from tailwise.simulator.metrics import MetricsConfig, engine_stats
 
 Summary = Mapping[str, Any]
 
@@ -89,8 +89,6 @@ class ReplayEvaluator:
     def _replay(self, window: Trace, sched: QueueDiscipline, model: StepTimeModel) -> Summary:
         """Simulate ``window`` (continued by ``continuation`` repeats of its traffic, see
         the class docstring) and summarise the window's own requests."""
-        if not self.continuation:
-            return summarize(simulate(window, sched, self.engine, model), self.metrics)
         trace = window.continued(self.continuation, int(window.meta.get("carried_in", 0)))
         res = simulate(trace, sched, self.engine, model)
         return summarize_records(res.records.head(len(window)), engine_stats(res),

@@ -285,14 +285,13 @@ class PolicyClient(SidecarStreamThread):
         if isinstance(exc, Unauthenticated):
             delay = self._backoff.max_s
             log.error("sidecar %s refused our token: %s", self.address, exc)
-            self._count(last_error=f"{type(exc).__name__}: {exc}")
         elif isinstance(exc, SidecarError):
             log.info("policy stream to %s failed (%s: %s); retry in %.2fs",
                      self.address, type(exc).__name__, exc, delay)
-            self._count(last_error=f"{type(exc).__name__}: {exc}")
         else:  # keep serving fail-static
             log.error("policy client error; retry in %.2fs", delay, exc_info=exc)
-            self._count(last_error=repr(exc))
+        self._count(last_error=f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, SidecarError) else repr(exc))
         return delay
 
     def _attempt_ended(self) -> None:

@@ -209,13 +209,13 @@ class TelemetryEmitter(SidecarStreamThread):
         """The stream's unconfirmed events are counted; the engine keeps emitting into
         the queue meanwhile."""
         delay = self._backoff.next()
-        if isinstance(exc, SidecarError):
-            self._count(unconfirmed=self._acct.close(),
-                        last_error=f"{type(exc).__name__}: {exc}")
+        sidecar = isinstance(exc, SidecarError)
+        self._count(unconfirmed=self._acct.close(),
+                    last_error=f"{type(exc).__name__}: {exc}" if sidecar else repr(exc))
+        if sidecar:
             log.info("telemetry stream to %s failed (%s); retry in %.2fs",
                      self.address, exc, delay)
         else:
-            self._count(unconfirmed=self._acct.close(), last_error=repr(exc))
             log.error("telemetry emitter error", exc_info=exc)
         return delay
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -29,17 +29,9 @@ class RequestRecords:
     slo_classes: list[str] | None = None
 
     def head(self, n: int) -> RequestRecords:
-        """The records of the first ``n`` requests."""
-        def cut(xs: list[str] | None) -> list[str] | None:
-            return None if xs is None else xs[:n]
-
-        return RequestRecords(
-            arrival=self.arrival[:n], prompt=self.prompt[:n], output=self.output[:n],
-            first_scheduled=self.first_scheduled[:n], first_token=self.first_token[:n],
-            finish=self.finish[:n], preemptions=self.preemptions[:n],
-            wasted_tokens=self.wasted_tokens[:n], cached_tokens=self.cached_tokens[:n],
-            rejected=self.rejected[:n], classes=cut(self.classes),
-            slo_classes=cut(self.slo_classes))
+        """The records of the first ``n`` requests (every per-request field cut)."""
+        return replace(self, **{f.name: v[:n] for f in fields(self)
+                                if (v := getattr(self, f.name)) is not None})
 
     @classmethod
     def empty(cls, trace: Trace) -> RequestRecords:

@@ -86,14 +86,7 @@ class Trace:
         idx = np.concatenate([np.arange(len(self))] + [np.arange(skip, len(self))] * copies)
         shift = np.concatenate([np.zeros(len(self))]
                                + [np.full(n, k * period) for k in range(1, copies + 1)])
-
-        def pick(xs: list[Any] | None) -> Any:
-            return None if xs is None else [xs[i] for i in idx]
-
-        return replace(self, arrival_s=self.arrival_s[idx] + shift,
-                       prompt_tokens=self.prompt_tokens[idx],
-                       output_tokens=self.output_tokens[idx], hash_ids=pick(self.hash_ids),
-                       classes=pick(self.classes), slo_classes=pick(self.slo_classes),
+        return replace(self.select(idx), arrival_s=self.arrival_s[idx] + shift,
                        meta={**self.meta, "continued": copies})
 
     def head(self, n: int) -> Trace:

@@ -359,8 +359,7 @@ class TailwisePolicy(BoostPolicy):
         super().on_admit(req, now)
         self._demoted.pop(req, None)  # the wait it was demoted for is over
         self._popped.pop(req, None)
-        self._late.discard(req)
-        self._slack_at.pop(req, None)
+        self._untrack_late(req)
         if self.regime.queue_floor or self.regime.queue_horizon:
             if len(self._admits) == self._admits.maxlen:
                 self._admit_sum -= self._admits[0][1]
@@ -387,8 +386,7 @@ class TailwisePolicy(BoostPolicy):
             return
         self._round = now
         for r in self._popped:  # popped in an earlier round and never admitted: gone
-            self._late.discard(r)
-            self._slack_at.pop(r, None)
+            self._untrack_late(r)
         self._popped.clear()
         self._queue_floor()
         self._demote_late(now)
@@ -429,8 +427,7 @@ class TailwisePolicy(BoostPolicy):
             return False
         self._left(req)
         self._demoted.pop(req, None)
-        self._late.discard(req)
-        self._slack_at.pop(req, None)
+        self._untrack_late(req)
         return True
 
     def _left(self, req: ReqInfo) -> None:
@@ -454,6 +451,11 @@ class TailwisePolicy(BoostPolicy):
         if len(heap) > 2 * len(at) + 64:  # out-of-date entries dominate: compact
             self._slack_heap = [e for e in heap if at.get(e[2]) == e[0]]
             heapq.heapify(self._slack_heap)
+
+    def _untrack_late(self, req: ReqInfo) -> None:
+        """``req`` left for good (admitted, aborted, gone): no late state, no check."""
+        self._late.discard(req)
+        self._slack_at.pop(req, None)
 
     def _track_slack(self, req: ReqInfo, uncached: int, now: float) -> None:
         """(Re)schedule ``req``'s late check at ``arrival + TTFT − its prefill time``;
