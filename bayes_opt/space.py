@@ -39,11 +39,13 @@ name                            modes                  maps to
 ``regime.prefix_rekey_k`` (log) tailwise               waiting requests re-probed/round
 ``regime.tail_protect_factor``  tailwise               evicted last once arrived more
 (log)                                                  than factor · T ago
+``regime.demote_delay_factor``  tailwise               a demoted victim re-enters as an
+(log)                                                  arrival factor · T after preemption
 ``regime.{switch}``             tailwise               adaptive_horizon, relative_aging,
                                                        admission_pacing, prefix_rekey,
                                                        queue_floor, residual_victims,
                                                        demote_preempted, tail_protect,
-                                                       queue_horizon
+                                                       queue_horizon, demote_as_arrival
 ``slo.window`` (log)            kairos                 Kairos scoring window
 ``slo.decode_cap``              kairos, tailwise [‡]   slack-guided decode cap
 =============================== ====================== ===============================
@@ -150,7 +152,8 @@ class SpaceConfig:
     pacing_blocks: Range = (0.0, 4.0)
     queue_floor_factor: Range = (0.5, 4.0)
     prefix_rekey_k: tuple[int, int] = (1, 64)
-    tail_protect_factor: Range = (0.1, 4.0)
+    tail_protect_factor: Range = (0.05, 4.0)
+    demote_delay_factor: Range = (0.05, 8.0)
     #: also search the booleans (cache-aware/anti-thrash preemption, partition-aware
     #: boosts, SLO urgency, Kairos decode cap); off (default) keeps the base policy's
     #: choices, which are design decisions measured offline
@@ -190,7 +193,7 @@ class SpaceConfig:
                     raise SpaceError(f"space.{f.name}", f"must be finite with low <= high, got {v!r}")
         for name in ("alpha", "gamma", "memguard_theta_s", "memguard_ratio", "aging_s",
                      "priority_band_s", "aging_factor", "horizon_factor", "queue_floor_factor",
-                     "prefix_rekey_k", "tail_protect_factor"):
+                     "prefix_rekey_k", "tail_protect_factor", "demote_delay_factor"):
             if getattr(self, name)[0] <= 0:
                 raise SpaceError(f"space.{name}", "log-scale range must be > 0")
         if self.memguard_ratio[0] <= 1.0:
@@ -278,6 +281,8 @@ def suggest_params(trial: optuna.trial.BaseTrial, base: Policy, cfg: SpaceConfig
         ask.integer("regime.prefix_rekey_k", cfg.prefix_rekey_k, log=True)
         ask.real("regime.tail_protect_factor",
                  cfg.box(cfg.tail_protect_factor, g.tail_protect_factor), log=True)
+        ask.real("regime.demote_delay_factor",
+                 cfg.box(cfg.demote_delay_factor, g.demote_delay_factor), log=True)
         if cfg.search_switches:
             ask.switch("slo.urgency", (False, True))
             ask.switch("slo.demote_late", (False, True))
@@ -381,6 +386,8 @@ def params_to_policy(
             prefix_rekey_k=param_int(params, "regime.prefix_rekey_k", g.prefix_rekey_k),
             tail_protect_factor=param_float(params, "regime.tail_protect_factor",
                                             g.tail_protect_factor),
+            demote_delay_factor=param_float(params, "regime.demote_delay_factor",
+                                            g.demote_delay_factor),
             **{flag: param_bool(params, f"regime.{flag}", getattr(g, flag)) for flag in REGIME_SWITCHES},
         )
         queues = reweight(partition, ewsjf)

@@ -251,18 +251,27 @@ class RegimeParams:
     #: it made room for are admitted first; its aging clock restarts then (it waits at
     #: most ``E`` again, from its preemption)
     demote_preempted: bool = True
+    #: a demoted victim is keyed as a fresh request of θ work (MemGuard's first threshold:
+    #: the boost horizon) arriving ``demote_delay_factor·T`` after its preemption: behind
+    #: the requests waiting then and the arrivals of the next ``T`` (those it made room
+    #: for, while the room is used), ahead of later ones, and in preemption order among
+    #: victims. Off: keyed from its preemption with the boost of its attained work, which
+    #: puts it behind every arrival of about the next horizon (``2T``) and orders victims
+    #: least-served first, so the longest runners wait longest
+    demote_as_arrival: bool = True
+    demote_delay_factor: float = 1.0
     #: tail candidates are evicted last: a request that has produced a token and arrived
     #: more than ``tail_protect_factor·T`` ago (its completion sets the tail TTLT) ranks
     #: above every other running request in the preemption order
     tail_protect: bool = True
-    tail_protect_factor: float = 0.5
+    tail_protect_factor: float = 0.15
 
 
 #: tailwise's regime mechanisms, each a boolean switch of :class:`RegimeParams` (validated
 #: here, searched by the tuner, ablated by ``benchmarks/regime_ablation.py``)
 REGIME_SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey",
                    "queue_floor", "residual_victims", "demote_preempted", "tail_protect",
-                   "queue_horizon")
+                   "queue_horizon", "demote_as_arrival")
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +406,7 @@ class Policy:
         _int_range("regime.prefix_rekey_k", g.prefix_rekey_k, 1, 4096)
         _finite("regime.queue_floor_factor", g.queue_floor_factor, lo=0.1, hi=1000.0)
         _finite("regime.tail_protect_factor", g.tail_protect_factor, lo=0.01, hi=1000.0)
+        _finite("regime.demote_delay_factor", g.demote_delay_factor, lo=0.0, hi=1000.0)
         if not isinstance(self.step_time, StepTimeModel):
             raise PolicyError("step_time", "must be a StepTimeModel")
 

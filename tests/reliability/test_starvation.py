@@ -77,7 +77,9 @@ def variant(rng: np.random.Generator, safety: SafetyParams, version: int) -> Pol
         residual_victims=bool(rng.random() < 0.7), demote_preempted=bool(rng.random() < 0.7),
         tail_protect=bool(rng.random() < 0.7), tail_protect_factor=float(rng.uniform(0.05, 4)),
         queue_floor=bool(rng.random() < 0.7), queue_floor_factor=float(rng.uniform(0.1, 10)),
-        prefix_rekey=bool(rng.random() < 0.7), queue_horizon=bool(rng.random() < 0.7))
+        prefix_rekey=bool(rng.random() < 0.7), queue_horizon=bool(rng.random() < 0.7),
+        demote_as_arrival=bool(rng.random() < 0.7),
+        demote_delay_factor=float(rng.uniform(0, 4)))
     # SLO urgency and late demotion re-key waiting requests; short TTFT targets so that
     # requests do turn late within a run
     slo = SloParams(ttft_s=float(rng.uniform(0.01, 1.0)), classes=(),

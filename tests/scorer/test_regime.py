@@ -167,16 +167,18 @@ def test_tuner_space_reaches_the_regime_parameters() -> None:
               "regime.relative_aging": False, "regime.admission_pacing": True,
               "regime.queue_floor_factor": 2.0, "regime.prefix_rekey_k": 16,
               "regime.prefix_rekey": False, "regime.queue_floor": True,
-              "regime.tail_protect_factor": 0.8, "regime.residual_victims": True,
+              "regime.tail_protect_factor": 0.4, "regime.residual_victims": True,
               "regime.demote_preempted": False, "regime.tail_protect": True,
-              "regime.queue_horizon": False}
+              "regime.queue_horizon": False, "regime.demote_as_arrival": False,
+              "regime.demote_delay_factor": 2.0}
     p = suggest_policy(FixedTrial(params), base, (), cfg)
     assert (p.regime.aging_factor, p.regime.horizon_factor, p.regime.pacing_blocks) == (4.0, 1.5, 2.0)
     assert p.regime.relative_aging is False
     assert (p.regime.queue_floor_factor, p.regime.prefix_rekey_k, p.regime.prefix_rekey) == (
         2.0, 16, False)
-    assert (p.regime.tail_protect_factor, p.regime.demote_preempted) == (0.8, False)
+    assert (p.regime.tail_protect_factor, p.regime.demote_preempted) == (0.4, False)
     assert p.regime.queue_horizon is False
+    assert (p.regime.demote_as_arrival, p.regime.demote_delay_factor) == (False, 2.0)
     assert p.slo.demote_late is True
 
 

@@ -15,7 +15,8 @@ from tailwise.scorer.residual import ResidualLife
 from tailwise.scorer.tailwise import TailwisePolicy
 from tailwise.wire import codec
 
-NEW_FIELDS = ("residual_victims", "demote_preempted", "tail_protect", "tail_protect_factor")
+NEW_FIELDS = ("residual_victims", "demote_preempted", "tail_protect", "tail_protect_factor",
+              "demote_as_arrival", "demote_delay_factor")
 
 
 def tailwise(**regime: object) -> TailwisePolicy:
@@ -132,6 +133,50 @@ def test_a_demoted_victim_lets_later_arrivals_in_first_and_waits_at_most_the_env
     assert got == {True: "fresh", False: "old"}
 
 
+def test_a_demoted_victim_re_enters_as_an_arrival_one_service_time_after_its_preemption() -> None:
+    """With T = 10 s and ``demote_delay_factor`` 1 a victim preempted at t = 100 s is
+    keyed as a fresh request of θ work arriving at 110 s: a request of θ work that
+    arrives at 105 s goes first, one arriving at 115 s after it. Off, the victim is keyed
+    from 100 s with the boost of its attained work, behind both."""
+    got = {}
+    for on in (True, False):
+        sched = tailwise(demote_as_arrival=on, demote_delay_factor=1.0)
+        finish_history(sched, HEAVY, service_s=10.0)
+        assert sched.service_scale == pytest.approx(10.0)
+        theta_tokens = int(sched.params.memguard_theta_s / sched.cp) + 1  # θ work, a bit more
+        old, _ = running(now=100.0)
+        sched.on_preempt(old, 100.0)
+        old.num_computed_tokens = 0
+        sched.requeue(old, 100.0)
+        for name, t in (("early", 105.0), ("late", 115.0)):
+            sched.add(ReqInfo(name, t, theta_tokens), t)
+        got[on] = [sched.pop(116.0).request_id for _ in range(3)]
+    assert got == {True: ["early", "old", "late"], False: ["early", "late", "old"]}
+
+
+def test_demoted_victims_re_enter_in_preemption_order() -> None:
+    """Two victims of a heavy-tailed workload: the one preempted first is re-admitted
+    first, however much service each has had. Keyed by attained work instead (the switch
+    off), the less-served one goes first and the long runner waits longest."""
+    got = {}
+    for on in (True, False):
+        sched = tailwise(demote_as_arrival=on)
+        finish_history(sched, HEAVY, service_s=10.0)
+        long_runner = ReqInfo("long", 0.0, 500, num_computed_tokens=8_500,
+                              num_output_tokens=8_000, prefill_tokens_done=500,
+                              first_token_time=1.0, last_admit_time=0.0)
+        shorter = ReqInfo("shorter", 20.0, 500, num_computed_tokens=3_500,
+                          num_output_tokens=3_000, prefill_tokens_done=500,
+                          first_token_time=21.0, last_admit_time=20.0)
+        for r, t in ((long_runner, 100.0), (shorter, 101.0)):
+            sched.on_preempt(r, t)
+            r.num_computed_tokens = 0
+            sched.requeue(r, t)
+        assert sched.counters["demoted"] == 2
+        got[on] = [sched.pop(102.0).request_id for _ in range(2)]
+    assert got == {True: ["long", "shorter"], False: ["shorter", "long"]}
+
+
 def test_a_victim_expected_to_finish_sooner_than_a_fresh_request_is_not_demoted() -> None:
     sched = tailwise()
     finish_history(sched, LIGHT, service_s=10.0)
@@ -147,6 +192,8 @@ def test_a_victim_expected_to_finish_sooner_than_a_fresh_request_is_not_demoted(
 @pytest.mark.parametrize(("field", "value"), [
     ("tail_protect_factor", 0.0), ("tail_protect_factor", float("nan")),
     ("residual_victims", 1), ("demote_preempted", "no"), ("tail_protect", None),
+    ("demote_as_arrival", "yes"), ("demote_delay_factor", -1.0),
+    ("demote_delay_factor", float("inf")),
 ])
 def test_bad_values_are_refused_by_name(field: str, value: object) -> None:
     with pytest.raises(PolicyError, match=rf"^regime\.{field}"):
@@ -157,7 +204,7 @@ def test_bad_values_are_refused_by_name(field: str, value: object) -> None:
 def test_the_new_fields_travel_and_an_older_sender_gets_the_defaults() -> None:
     p = Policy(mode=Mode.TAILWISE, regime=RegimeParams(
         residual_victims=False, demote_preempted=False, tail_protect=False,
-        tail_protect_factor=2.5))
+        tail_protect_factor=2.5, demote_as_arrival=False, demote_delay_factor=3.0))
     msg = codec.policy_to_proto(p)
     assert codec.policy_from_proto(msg) == p
     for name in NEW_FIELDS:
