@@ -153,7 +153,7 @@ class SpaceConfig:
     queue_floor_factor: Range = (0.5, 4.0)
     prefix_rekey_k: tuple[int, int] = (1, 64)
     tail_protect_factor: Range = (0.05, 4.0)
-    demote_delay_factor: Range = (0.05, 8.0)
+    demote_delay_factor: Range = (0.05, 4.0)
     #: also search the booleans (cache-aware/anti-thrash preemption, partition-aware
     #: boosts, SLO urgency, Kairos decode cap); off (default) keeps the base policy's
     #: choices, which are design decisions measured offline
@@ -281,8 +281,9 @@ def suggest_params(trial: optuna.trial.BaseTrial, base: Policy, cfg: SpaceConfig
         ask.integer("regime.prefix_rekey_k", cfg.prefix_rekey_k, log=True)
         ask.real("regime.tail_protect_factor",
                  cfg.box(cfg.tail_protect_factor, g.tail_protect_factor), log=True)
-        ask.real("regime.demote_delay_factor",
-                 cfg.box(cfg.demote_delay_factor, g.demote_delay_factor), log=True)
+        if g.demote_as_arrival or cfg.search_switches:
+            ask.real("regime.demote_delay_factor",
+                     cfg.box(cfg.demote_delay_factor, g.demote_delay_factor), log=True)
         if cfg.search_switches:
             ask.switch("slo.urgency", (False, True))
             ask.switch("slo.demote_late", (False, True))

@@ -251,13 +251,15 @@ class RegimeParams:
     #: it made room for are admitted first; its aging clock restarts then (it waits at
     #: most ``E`` again, from its preemption)
     demote_preempted: bool = True
-    #: a demoted victim is keyed as a fresh request of θ work (MemGuard's first threshold:
-    #: the boost horizon) arriving ``demote_delay_factor·T`` after its preemption: behind
-    #: the requests waiting then and the arrivals of the next ``T`` (those it made room
-    #: for, while the room is used), ahead of later ones, and in preemption order among
-    #: victims. Off: keyed from its preemption with the boost of its attained work, which
-    #: puts it behind every arrival of about the next horizon (``2T``) and orders victims
-    #: least-served first, so the longest runners wait longest
+    #: a demoted victim is keyed as a fresh request of θ work (MemGuard's first threshold,
+    #: boosted by the horizon) arriving ``demote_delay_factor·T`` after its preemption:
+    #: behind the short requests waiting then and arriving within ``T`` (those it made
+    #: room for, while the room is used), ahead of later ones, and in preemption order
+    #: among victims. Off (and before ``T`` is measured): keyed from its preemption with
+    #: the boost of its attained work, which puts it behind every arrival of about the
+    #: next horizon (``2T``) and orders victims least-served first, so the longest runners
+    #: wait longest. A policy file or wire message that sets ``tail_protect_factor`` but
+    #: not this switch predates it and keeps the old key (its factor was chosen for it)
     demote_as_arrival: bool = True
     demote_delay_factor: float = 1.0
     #: tail candidates are evicted last: a request that has produced a token and arrived
@@ -485,6 +487,12 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
         # no "extra"/"note". Missing keys take today's defaults.
         data = dict(data)
         data["schema_version"] = 2
+    regime = data.get("regime")
+    if isinstance(regime, dict) and "tail_protect_factor" in regime and \
+            "demote_as_arrival" not in regime:
+        # written before demotion as an arrival: its tail_protect_factor was chosen for the
+        # old demotion key, which it keeps (missing keys otherwise take today's defaults)
+        data = {**data, "regime": {**regime, "demote_as_arrival": False}}
     return data
 
 

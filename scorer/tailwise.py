@@ -81,9 +81,11 @@ causes; see :class:`~tailwise.scorer.policy.RegimeParams`):
   queue behind the arrivals it made room for, so they use the room (otherwise, being old,
   it takes the blocks straight back). Its aging clock restarts at its preemption: each
   wait is bounded by ``E``. With ``demote_as_arrival`` it is keyed as a fresh request of
-  θ work (the horizon's boost) arriving ``demote_delay_factor·T`` after its preemption:
-  behind what waits then and what arrives within one service time, ahead of later
-  arrivals, and in preemption order among victims. Keyed instead from its preemption with
+  θ work (boost ``b(θ)``: the horizon, or more where γ is capped at the base γ) arriving
+  ``demote_delay_factor·T`` after its preemption (the instant fixed then): behind the
+  requests of up to θ work waiting then and arriving within one service time, ahead of
+  later ones, and in preemption order among victims. Before ``T`` is measured it is
+  keyed as with the switch off. Keyed instead from its preemption with
   the boost of its attained work (the switch off), a victim goes behind every arrival of
   about the next horizon (``2T``, or ``T + D₇₅``) and victims are re-admitted least-served
   first, so a long runner preempted under sustained load waits for a lull. Measured on
@@ -224,6 +226,10 @@ class TailwisePolicy(BoostPolicy):
         self.life = ResidualLife(g.latency_window, g.latency_update_every)
         #: demoted waiting requests: when their aging clock (and key) restarted
         self._demoted: dict[ReqInfo, float] = {}
+        #: ``demote_as_arrival``: the instant each demoted request re-enters as an arrival
+        #: (its preemption + ``demote_delay_factor·T``, fixed then; absent before ``T`` is
+        #: measured, when the victim is keyed from its preemption by its attained work)
+        self._reentry: dict[ReqInfo, float] = {}
         #: the horizon γ was last solved for (``None``: not yet)
         self._horizon_set: float | None = None
         #: late demotion: (when its TTFT target becomes unreachable, seq, request) of the
@@ -307,6 +313,7 @@ class TailwisePolicy(BoostPolicy):
         if self.regime.demote_preempted:
             # a demoted request keeps its place behind the arrivals it made room for
             self._demoted.update(old._demoted)
+            self._reentry.update(old._reentry)
         self._admits.extend(old._admits)
         self._admit_sum = sum(t for _, t in self._admits)
         self._drains.extend(old._drains)
@@ -321,8 +328,9 @@ class TailwisePolicy(BoostPolicy):
         g = self.regime
         if g.residual_victims or g.demote_preempted:
             self.life.observe(req.num_output_tokens)
-        if not (g.relative_aging or g.adaptive_horizon):
-            return
+        if not (g.relative_aging or g.adaptive_horizon or g.tail_protect or
+                (g.demote_preempted and g.demote_as_arrival)):
+            return  # nothing reads T
         start = req.first_token_time if req.first_token_time is not None else now
         self._recent.append(max(now - start, 0.0))
         self._since_update += 1
@@ -367,6 +375,7 @@ class TailwisePolicy(BoostPolicy):
     def on_admit(self, req: ReqInfo, now: float) -> None:
         super().on_admit(req, now)
         self._demoted.pop(req, None)  # the wait it was demoted for is over
+        self._reentry.pop(req, None)
         self._popped.pop(req, None)
         self._untrack_late(req)
         if self.regime.queue_floor or self.regime.queue_horizon:
@@ -436,6 +445,7 @@ class TailwisePolicy(BoostPolicy):
             return False
         self._left(req)
         self._demoted.pop(req, None)
+        self._reentry.pop(req, None)
         self._untrack_late(req)
         return True
 
@@ -486,13 +496,12 @@ class TailwisePolicy(BoostPolicy):
 
     def priority_key(self, req: ReqInfo) -> float:
         """γ-boost's key; a demoted victim's (``regime.demote_as_arrival``) is that of a
-        fresh request of θ work arriving ``demote_delay_factor·T`` after its preemption."""
-        t = self._demoted.get(req)
-        g = self.regime
-        if t is None or not g.demote_as_arrival:
+        fresh request of θ work arriving ``demote_delay_factor·T`` after its preemption
+        (the instant fixed at the preemption, so a later re-key keeps it)."""
+        t = self._reentry.get(req)
+        if t is None or not self.regime.demote_as_arrival:
             return super().priority_key(req)
-        return (t + g.demote_delay_factor * self.service_scale + self.deadline_offset(req)
-                - self.boost_of(self.params.memguard_theta_s))
+        return t + self.deadline_offset(req) - self.boost_of(self.params.memguard_theta_s)
 
     def on_preempt(self, req: ReqInfo, now: float) -> None:
         """A victim expected to run longer than a fresh request goes behind the arrivals it
@@ -505,8 +514,13 @@ class TailwisePolicy(BoostPolicy):
                 life.residual(req.num_output_tokens) > life.residual(0.0):
             self._demoted[req] = now
             self.counters["demoted"] += 1
+            if self.service_scale > 0:
+                self._reentry[req] = now + self.regime.demote_delay_factor * self.service_scale
+            else:
+                self._reentry.pop(req, None)
         else:
             self._demoted.pop(req, None)
+            self._reentry.pop(req, None)
 
     def order_running(self, running: Sequence[ReqInfo], now: float) -> list[ReqInfo]:
         """γ-boost's order (bands, cache-aware cost), re-ranked for eviction: tail

@@ -327,5 +327,9 @@ def _regime_from_pb(msg: pb.Policy) -> RegimeParams:
         desc = g.DESCRIPTOR.fields_by_name[f.name]
         unset = desc.has_presence and not g.HasField(f.name)
         values[f.name] = getattr(default if unset else g, f.name)
+    if g.HasField("tail_protect_factor") and not g.HasField("demote_as_arrival"):
+        # a sender that predates demotion as an arrival: its factor was chosen for the old
+        # demotion key, which it keeps (as a policy file of that age does, Policy.migrate)
+        values["demote_as_arrival"] = False
     return RegimeParams(**values)
 

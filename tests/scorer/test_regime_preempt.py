@@ -154,6 +154,82 @@ def test_a_demoted_victim_re_enters_as_an_arrival_one_service_time_after_its_pre
     assert got == {True: ["early", "old", "late"], False: ["early", "late", "old"]}
 
 
+def test_before_t_is_measured_a_victim_is_keyed_by_its_attained_work() -> None:
+    """Demotion starts once the residual curve is ready (16 finished requests), ``T``
+    after 32: in between there is no service time to delay the re-entry by, and keying
+    the victim as an arrival at its preemption would put it back ahead of the arrivals it
+    made room for. It is keyed as with the switch off."""
+    got = {}
+    for on in (True, False):
+        sched = tailwise(demote_as_arrival=on)
+        finish_history(sched, HEAVY[:20], service_s=10.0)
+        assert sched.life.ready and sched.service_scale == 0.0
+        theta_tokens = int(sched.params.memguard_theta_s / sched.cp) + 1
+        old, _ = running(now=100.0)
+        sched.on_preempt(old, 100.0)
+        old.num_computed_tokens = 0
+        sched.requeue(old, 100.0)
+        assert sched.counters["demoted"] == 1
+        sched.add(ReqInfo("fresh", 100.5, theta_tokens), 100.5)
+        got[on] = sched.peek(101.0).request_id
+    assert got == {True: "fresh", False: "fresh"}
+
+
+def test_a_demoted_victims_re_entry_is_fixed_at_its_preemption() -> None:
+    """``T`` moves while the victim waits (a refresh every 32 finishes); a later re-key
+    (a prefix re-probe, a put-back) must not move its re-entry instant with it."""
+    sched = tailwise()
+    finish_history(sched, HEAVY, service_s=10.0)
+    old, _ = running(now=100.0)
+    sched.on_preempt(old, 100.0)
+    old.num_computed_tokens = 0
+    sched.requeue(old, 100.0)
+    key = old.sched_key
+    finish_history(sched, HEAVY, service_s=40.0)
+    assert sched.service_scale == pytest.approx(40.0)
+    sched.rekey(old, 120.0)
+    assert old.sched_key == pytest.approx(
+        110.0 - sched.boost_of(sched.params.memguard_theta_s))
+    assert sched._horizon_set is not None and key != old.sched_key  # only the boost moved
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["arrive", "preempt", "pop"]),
+                          st.floats(0.0, 5.0), st.integers(1, 3_000)),
+                min_size=1, max_size=60),
+       st.floats(0.0, 4.0))
+def test_every_pop_honours_the_envelope_with_demotion(
+        events: list[tuple[str, float, int]], delay: float) -> None:
+    """Arrivals, demoting preemptions and pops at random instants: whenever a waiting
+    request has waited ``E`` (from its arrival, or from its preemption if demoted), the
+    one popped is the request with the oldest aging clock, whatever the demotion keys."""
+    sched = tailwise(demote_delay_factor=delay)
+    finish_history(sched, HEAVY, service_s=2.0)
+    e = sched.envelope_s()
+    now = 0.0
+    waiting: set[ReqInfo] = set()
+    for n, (kind, dt, size) in enumerate(events):
+        now += dt
+        if kind == "arrive":
+            r = ReqInfo(f"a{n}", now, size)
+            sched.add(r, now)
+            waiting.add(r)
+        elif kind == "preempt":
+            r = ReqInfo(f"p{n}", now - 1.0, 500, num_computed_tokens=size + 500,
+                        num_output_tokens=size + 2_000, prefill_tokens_done=500,
+                        first_token_time=now - 0.5, last_admit_time=now - 1.0)
+            sched.on_preempt(r, now)
+            r.num_computed_tokens = 0
+            sched.requeue(r, now)
+            waiting.add(r)
+        elif waiting:
+            oldest = min(sched.wait_origin(r) for r in waiting)
+            got = sched.pop(now)
+            waiting.discard(got)
+            if now - oldest >= e:
+                assert sched.wait_origin(got) == oldest
+
+
 def test_demoted_victims_re_enter_in_preemption_order() -> None:
     """Two victims of a heavy-tailed workload: the one preempted first is re-admitted
     first, however much service each has had. Keyed by attained work instead (the switch
@@ -199,6 +275,25 @@ def test_bad_values_are_refused_by_name(field: str, value: object) -> None:
     with pytest.raises(PolicyError, match=rf"^regime\.{field}"):
         Policy(mode=Mode.TAILWISE, regime=dataclasses.replace(RegimeParams(), **{field: value})
                ).validate()
+
+
+def test_a_policy_that_predates_demotion_as_an_arrival_keeps_the_old_key() -> None:
+    """A frozen file or a sender from before the switch sets ``tail_protect_factor``
+    (0.5 then) for the old demotion key: read now, it keeps that key, not the new one
+    with a factor chosen for the other."""
+    p = Policy(mode=Mode.TAILWISE, regime=RegimeParams(tail_protect_factor=0.5))
+    data = p.to_dict()
+    del data["regime"]["demote_as_arrival"], data["regime"]["demote_delay_factor"]
+    old = Policy.from_dict(data)
+    assert (old.regime.demote_as_arrival, old.regime.tail_protect_factor) == (False, 0.5)
+    msg = codec.policy_to_proto(p)
+    msg.regime.ClearField("demote_as_arrival")
+    msg.regime.ClearField("demote_delay_factor")
+    assert codec.policy_from_proto(msg).regime.demote_as_arrival is False
+    # without a factor either, today's defaults (a consistent pair)
+    del data["regime"]["tail_protect_factor"]
+    assert Policy.from_dict(data).regime == RegimeParams()
+    assert codec.policy_from_proto(codec.policy_to_proto(p)).regime == p.regime
 
 
 def test_the_new_fields_travel_and_an_older_sender_gets_the_defaults() -> None:
