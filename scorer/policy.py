@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -488,12 +489,26 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
         data = dict(data)
         data["schema_version"] = 2
     regime = data.get("regime")
-    if isinstance(regime, dict) and "tail_protect_factor" in regime and \
-            "demote_as_arrival" not in regime:
-        # written before demotion as an arrival: its tail_protect_factor was chosen for the
-        # old demotion key, which it keeps (missing keys otherwise take today's defaults)
-        data = {**data, "regime": {**regime, "demote_as_arrival": False}}
+    if isinstance(regime, dict):
+        legacy = legacy_regime_values(regime.keys())
+        if legacy:
+            data = {**data, "regime": {**regime, **legacy}}
     return data
+
+
+def legacy_regime_values(present: Collection[str]) -> dict[str, Any]:
+    """What a regime section that sets only the fields ``present`` (a policy file, or a
+    wire message's set fields) means where the defaults changed under it; missing fields
+    otherwise take today's defaults. One rule so far: a section that sets
+    ``tail_protect_factor`` but not ``demote_as_arrival`` predates the switch, and its
+    factor was chosen for the old demotion key, which it keeps.
+
+    >>> legacy_regime_values({"tail_protect_factor"}), legacy_regime_values(set())
+    ({'demote_as_arrival': False}, {})
+    """
+    if "tail_protect_factor" in present and "demote_as_arrival" not in present:
+        return {"demote_as_arrival": False}
+    return {}
 
 
 # -- helpers ------------------------------------------------------------------------------

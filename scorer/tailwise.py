@@ -224,12 +224,11 @@ class TailwisePolicy(BoostPolicy):
         g = policy.regime
         #: output lengths of finished requests: victims and demotion by residual life
         self.life = ResidualLife(g.latency_window, g.latency_update_every)
-        #: demoted waiting requests: when their aging clock (and key) restarted
-        self._demoted: dict[ReqInfo, float] = {}
-        #: ``demote_as_arrival``: the instant each demoted request re-enters as an arrival
-        #: (its preemption + ``demote_delay_factor·T``, fixed then; absent before ``T`` is
-        #: measured, when the victim is keyed from its preemption by its attained work)
-        self._reentry: dict[ReqInfo, float] = {}
+        #: demoted waiting requests: (when their aging clock and key restarted, the
+        #: instant they re-enter as an arrival for ``demote_as_arrival``: the preemption +
+        #: ``demote_delay_factor·T``, fixed then; ``None`` before ``T`` is measured, when
+        #: the victim is keyed from its preemption by its attained work)
+        self._demoted: dict[ReqInfo, tuple[float, float | None]] = {}
         #: the horizon γ was last solved for (``None``: not yet)
         self._horizon_set: float | None = None
         #: late demotion: (when its TTFT target becomes unreachable, seq, request) of the
@@ -313,7 +312,6 @@ class TailwisePolicy(BoostPolicy):
         if self.regime.demote_preempted:
             # a demoted request keeps its place behind the arrivals it made room for
             self._demoted.update(old._demoted)
-            self._reentry.update(old._reentry)
         self._admits.extend(old._admits)
         self._admit_sum = sum(t for _, t in self._admits)
         self._drains.extend(old._drains)
@@ -375,7 +373,6 @@ class TailwisePolicy(BoostPolicy):
     def on_admit(self, req: ReqInfo, now: float) -> None:
         super().on_admit(req, now)
         self._demoted.pop(req, None)  # the wait it was demoted for is over
-        self._reentry.pop(req, None)
         self._popped.pop(req, None)
         self._untrack_late(req)
         if self.regime.queue_floor or self.regime.queue_horizon:
@@ -445,7 +442,6 @@ class TailwisePolicy(BoostPolicy):
             return False
         self._left(req)
         self._demoted.pop(req, None)
-        self._reentry.pop(req, None)
         self._untrack_late(req)
         return True
 
@@ -492,13 +488,15 @@ class TailwisePolicy(BoostPolicy):
 
     # -- preemption: residual-life victims, demotion, tail protection ----------------------
     def wait_origin(self, req: ReqInfo) -> float:
-        return self._demoted.get(req, req.arrival_time)
+        d = self._demoted.get(req)
+        return req.arrival_time if d is None else d[0]
 
     def priority_key(self, req: ReqInfo) -> float:
         """γ-boost's key; a demoted victim's (``regime.demote_as_arrival``) is that of a
         fresh request of θ work arriving ``demote_delay_factor·T`` after its preemption
         (the instant fixed at the preemption, so a later re-key keeps it)."""
-        t = self._reentry.get(req)
+        d = self._demoted.get(req)
+        t = None if d is None else d[1]
         if t is None or not self.regime.demote_as_arrival:
             return super().priority_key(req)
         return t + self.deadline_offset(req) - self.boost_of(self.params.memguard_theta_s)
@@ -512,15 +510,12 @@ class TailwisePolicy(BoostPolicy):
         life = self.life
         if self.regime.demote_preempted and life.ready and \
                 life.residual(req.num_output_tokens) > life.residual(0.0):
-            self._demoted[req] = now
+            scale = self.service_scale
+            self._demoted[req] = (
+                now, now + self.regime.demote_delay_factor * scale if scale > 0 else None)
             self.counters["demoted"] += 1
-            if self.service_scale > 0:
-                self._reentry[req] = now + self.regime.demote_delay_factor * self.service_scale
-            else:
-                self._reentry.pop(req, None)
         else:
             self._demoted.pop(req, None)
-            self._reentry.pop(req, None)
 
     def order_running(self, running: Sequence[ReqInfo], now: float) -> list[ReqInfo]:
         """γ-boost's order (bands, cache-aware cost), re-ranked for eviction: tail

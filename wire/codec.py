@@ -43,6 +43,7 @@ from tailwise.scorer.policy import (
     SloClass,
     SloParams,
     Source,
+    legacy_regime_values,
 )
 from tailwise.scorer.step_time import StepTimeModel, StepTimeModelError
 from tailwise.wire.v1 import policy_pb2 as pb
@@ -323,13 +324,14 @@ def _regime_from_pb(msg: pb.Policy) -> RegimeParams:
     predates the field) takes the dataclass default instead of proto3's zero."""
     g, default = msg.regime, RegimeParams()
     values: dict[str, Any] = {}
+    present: set[str] = set()
     for f in dataclasses.fields(RegimeParams):
         desc = g.DESCRIPTOR.fields_by_name[f.name]
         unset = desc.has_presence and not g.HasField(f.name)
         values[f.name] = getattr(default if unset else g, f.name)
-    if g.HasField("tail_protect_factor") and not g.HasField("demote_as_arrival"):
-        # a sender that predates demotion as an arrival: its factor was chosen for the old
-        # demotion key, which it keeps (as a policy file of that age does, Policy.migrate)
-        values["demote_as_arrival"] = False
+        if desc.has_presence and not unset:
+            present.add(f.name)
+    # a sender that predates a field reads as a policy file of that age does
+    values.update(legacy_regime_values(present))
     return RegimeParams(**values)
 
