@@ -45,7 +45,8 @@ name                            modes                  maps to
                                                        admission_pacing, prefix_rekey,
                                                        queue_floor, residual_victims,
                                                        demote_preempted, tail_protect,
-                                                       queue_horizon, demote_as_arrival
+                                                       queue_horizon, demote_as_arrival,
+                                                       scale_excludes_requeue
 ``slo.window`` (log)            kairos                 Kairos scoring window
 ``slo.decode_cap``              kairos, tailwise [‡]   slack-guided decode cap
 =============================== ====================== ===============================
@@ -153,7 +154,7 @@ class SpaceConfig:
     queue_floor_factor: Range = (0.5, 4.0)
     prefix_rekey_k: tuple[int, int] = (1, 64)
     tail_protect_factor: Range = (0.05, 4.0)
-    demote_delay_factor: Range = (0.05, 4.0)
+    demote_delay_factor: Range = (0.05, 8.0)
     #: also search the booleans (cache-aware/anti-thrash preemption, partition-aware
     #: boosts, SLO urgency, Kairos decode cap); off (default) keeps the base policy's
     #: choices, which are design decisions measured offline

@@ -186,11 +186,13 @@ class RegimeParams:
     token to their last (engine time only; no output length is ever predicted). It
     leaves out the wait before the first token, so it does not grow with the admission
     queueing the policy itself causes (a latency reference feeds back: a longer tail
-    widens the envelope, which lengthens the tail). It does include the time a request
-    waited after a preemption: measured on bursty-reasoning seeds 0-3 (static policy),
-    excluding that wait shrank ``T`` by 25-50%, and with it the envelope and the
-    tail-protection threshold: mean TTFT 1.9-4.5x worse on every seed for a P99 TTLT
-    2-7% better.
+    widens the envelope, which lengthens the tail). With ``scale_excludes_requeue`` it
+    also leaves out the waits after preemptions (from each preemption to the next
+    admission), the other queueing the policy causes: included, it closed the loop.
+    Measured on code-reasoning-slo after its 1.15-load reasoning phase (seed 3): demoted
+    victims' re-waits of 150-180 s entered ``T`` as they finished, ``T`` rose from 26 s to
+    183 s within 200 s and ``E = 2T`` with it, faster than the victims' clocks ran, so
+    they waited until the queue drained (P99 TTLT 262 s against FCFS's 147 s).
     """
 
     #: ``T``: the ``latency_quantile`` of first-to-last-token times of the last
@@ -262,19 +264,24 @@ class RegimeParams:
     #: wait longest. A policy file or wire message that sets ``tail_protect_factor`` but
     #: not this switch predates it and keeps the old key (its factor was chosen for it)
     demote_as_arrival: bool = True
-    demote_delay_factor: float = 1.0
+    demote_delay_factor: float = 2.0
     #: tail candidates are evicted last: a request that has produced a token and arrived
     #: more than ``tail_protect_factor·T`` ago (its completion sets the tail TTLT) ranks
     #: above every other running request in the preemption order
     tail_protect: bool = True
     tail_protect_factor: float = 0.15
+    #: ``T`` leaves out each wait from a preemption to the next admission (see the class
+    #: docstring): the scale measures service, not the re-queueing the policy causes.
+    #: Off: first-to-last-token times as they are (a policy written before the switch
+    #: keeps this, with ``demote_delay_factor`` 1 unless it set one)
+    scale_excludes_requeue: bool = True
 
 
 #: tailwise's regime mechanisms, each a boolean switch of :class:`RegimeParams` (validated
 #: here, searched by the tuner, ablated by ``benchmarks/regime_ablation.py``)
 REGIME_SWITCHES = ("adaptive_horizon", "relative_aging", "admission_pacing", "prefix_rekey",
                    "queue_floor", "residual_victims", "demote_preempted", "tail_protect",
-                   "queue_horizon", "demote_as_arrival")
+                   "queue_horizon", "demote_as_arrival", "scale_excludes_requeue")
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,16 +506,30 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
 def legacy_regime_values(present: Collection[str]) -> dict[str, Any]:
     """What a regime section that sets only the fields ``present`` (a policy file, or a
     wire message's set fields) means where the defaults changed under it; missing fields
-    otherwise take today's defaults. One rule so far: a section that sets
-    ``tail_protect_factor`` but not ``demote_as_arrival`` predates the switch, and its
-    factor was chosen for the old demotion key, which it keeps.
+    otherwise take today's defaults. Two rules, by the fields a section of each age sets:
 
-    >>> legacy_regime_values({"tail_protect_factor"}), legacy_regime_values(set())
-    ({'demote_as_arrival': False}, {})
+    * ``tail_protect_factor`` without ``demote_as_arrival``: it predates that switch, and
+      its factor was chosen for the old demotion key, which it keeps;
+    * any of ``tail_protect_factor``, ``demote_as_arrival``, ``demote_delay_factor``
+      without ``scale_excludes_requeue``: it predates that switch and keeps ``T`` with
+      the re-queue waits in it, and the delay factor chosen for that ``T`` (1) unless it
+      set one.
+
+    >>> legacy_regime_values({"tail_protect_factor"})
+    {'demote_as_arrival': False, 'scale_excludes_requeue': False, 'demote_delay_factor': 1.0}
+    >>> legacy_regime_values({"demote_as_arrival", "demote_delay_factor"}), legacy_regime_values(set())
+    ({'scale_excludes_requeue': False}, {})
     """
+    out: dict[str, Any] = {}
     if "tail_protect_factor" in present and "demote_as_arrival" not in present:
-        return {"demote_as_arrival": False}
-    return {}
+        out["demote_as_arrival"] = False
+    if "scale_excludes_requeue" not in present and any(
+            k in present for k in ("tail_protect_factor", "demote_as_arrival",
+                                   "demote_delay_factor")):
+        out["scale_excludes_requeue"] = False
+        if "demote_delay_factor" not in present:
+            out["demote_delay_factor"] = 1.0
+    return out
 
 
 # -- helpers ------------------------------------------------------------------------------

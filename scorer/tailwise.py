@@ -28,9 +28,10 @@
 Regime mechanisms (:class:`~tailwise.scorer.policy.RegimeParams`, each a switch). A fixed
 envelope (boosts capped at 120 s, aging at 240 s) turns any boost into FCFS once queueing
 exceeds it, which is exactly where bursts and overload put an engine. So the scales come
-from measurement: ``T``, a quantile of recent first-to-last-token times (it leaves out the
-wait for the first token, so it does not grow with the admission queueing the policy
-causes; see :class:`~tailwise.scorer.policy.RegimeParams`):
+from measurement: ``T``, a quantile of recent first-to-last-token times less the waits
+after preemptions (it leaves out the queueing the policy causes, before the first token
+and after a preemption, so it does not feed on itself; see
+:class:`~tailwise.scorer.policy.RegimeParams`):
 
 * adaptive horizon: γ is set so that a request with θ (MemGuard's first threshold) of
   service is boosted ``horizon_factor·T``; boosts decay with attained service as in
@@ -83,8 +84,9 @@ causes; see :class:`~tailwise.scorer.policy.RegimeParams`):
   wait is bounded by ``E``. With ``demote_as_arrival`` it is keyed as a fresh request of
   θ work (boost ``b(θ)``: the horizon, or more where γ is capped at the base γ) arriving
   ``demote_delay_factor·T`` after its preemption (the instant fixed then): behind the
-  requests of up to θ work waiting then and arriving within one service time, ahead of
-  later ones, and in preemption order among victims. Before ``T`` is measured it is
+  requests of up to θ work waiting then and arriving within about two service times
+  (``T`` without re-queue waits is about half what it is with them), ahead of later
+  ones, and in preemption order among victims. Before ``T`` is measured it is
   keyed as with the switch off. Keyed instead from its preemption with
   the boost of its attained work (the switch off), a victim goes behind every arrival of
   about the next horizon (``2T``, or ``T + D₇₅``) and victims are re-admitted least-served
@@ -92,6 +94,8 @@ causes; see :class:`~tailwise.scorer.policy.RegimeParams`):
   bursty-reasoning seeds 0-7 (``benchmarks/regime_ablation.py --seed S``, README): mean
   TTFT 1.1-3.4x oracle SRPT's with the old key and ``tail_protect_factor`` 0.5, 0.55-1.06x
   with this key and 0.15 (victims come back sooner, so protection must start earlier).
+  With ``T`` free of re-queue waits the delay factor is 2: 1 put victims back too soon
+  (bursty-reasoning seeds 1-5: mean TTFT 1.4-2.4x SRPT's, 0.65-1.11x with 2).
 * tail protection: a request that has produced a token and arrived more than
   ``tail_protect_factor·T`` ago is evicted only after every other running request, and
   among such requests the oldest is evicted last: the oldest requests are the ones whose
@@ -229,6 +233,11 @@ class TailwisePolicy(BoostPolicy):
         #: ``demote_delay_factor·T``, fixed then; ``None`` before ``T`` is measured, when
         #: the victim is keyed from its preemption by its attained work)
         self._demoted: dict[ReqInfo, tuple[float, float | None]] = {}
+        #: ``scale_excludes_requeue``: when each waiting victim that had produced a token
+        #: was preempted, and each request's waits from a preemption to its re-admission
+        #: so far (left out of its first-to-last-token time when it finishes)
+        self._preempted_at: dict[ReqInfo, float] = {}
+        self._requeued: dict[ReqInfo, float] = {}
         #: the horizon γ was last solved for (``None``: not yet)
         self._horizon_set: float | None = None
         #: late demotion: (when its TTFT target becomes unreachable, seq, request) of the
@@ -312,6 +321,9 @@ class TailwisePolicy(BoostPolicy):
         if self.regime.demote_preempted:
             # a demoted request keeps its place behind the arrivals it made room for
             self._demoted.update(old._demoted)
+        if self.regime.scale_excludes_requeue:
+            self._preempted_at.update(old._preempted_at)
+            self._requeued.update(old._requeued)
         self._admits.extend(old._admits)
         self._admit_sum = sum(t for _, t in self._admits)
         self._drains.extend(old._drains)
@@ -326,11 +338,13 @@ class TailwisePolicy(BoostPolicy):
         g = self.regime
         if g.residual_victims or g.demote_preempted:
             self.life.observe(req.num_output_tokens)
+        self._preempted_at.pop(req, None)
+        requeued = self._requeued.pop(req, 0.0)
         if not (g.relative_aging or g.adaptive_horizon or g.tail_protect or
                 (g.demote_preempted and g.demote_as_arrival)):
             return  # nothing reads T
         start = req.first_token_time if req.first_token_time is not None else now
-        self._recent.append(max(now - start, 0.0))
+        self._recent.append(max(now - start - requeued, 0.0))
         self._since_update += 1
         if self._since_update >= g.latency_update_every and len(self._recent) >= 16:
             self._since_update = 0
@@ -374,6 +388,9 @@ class TailwisePolicy(BoostPolicy):
         super().on_admit(req, now)
         self._demoted.pop(req, None)  # the wait it was demoted for is over
         self._popped.pop(req, None)
+        t = self._preempted_at.pop(req, None)
+        if t is not None:  # the re-queue wait ends: left out of T (scale_excludes_requeue)
+            self._requeued[req] = self._requeued.get(req, 0.0) + now - t
         self._untrack_late(req)
         if self.regime.queue_floor or self.regime.queue_horizon:
             if len(self._admits) == self._admits.maxlen:
@@ -442,6 +459,8 @@ class TailwisePolicy(BoostPolicy):
             return False
         self._left(req)
         self._demoted.pop(req, None)
+        self._preempted_at.pop(req, None)
+        self._requeued.pop(req, None)
         self._untrack_late(req)
         return True
 
@@ -507,6 +526,8 @@ class TailwisePolicy(BoostPolicy):
         Only a preemption demotes: a request an engine pops and puts back unadmitted (vLLM's
         skipped requests, a policy swap) keeps its clock."""
         super().on_preempt(req, now)
+        if self.regime.scale_excludes_requeue and req.first_token_time is not None:
+            self._preempted_at[req] = now
         life = self.life
         if self.regime.demote_preempted and life.ready and \
                 life.residual(req.num_output_tokens) > life.residual(0.0):

@@ -79,7 +79,8 @@ def variant(rng: np.random.Generator, safety: SafetyParams, version: int) -> Pol
         queue_floor=bool(rng.random() < 0.7), queue_floor_factor=float(rng.uniform(0.1, 10)),
         prefix_rekey=bool(rng.random() < 0.7), queue_horizon=bool(rng.random() < 0.7),
         demote_as_arrival=bool(rng.random() < 0.7),
-        demote_delay_factor=float(rng.uniform(0, 4)))
+        demote_delay_factor=float(rng.uniform(0, 8)),
+        scale_excludes_requeue=bool(rng.random() < 0.7))
     # SLO urgency and late demotion re-key waiting requests; short TTFT targets so that
     # requests do turn late within a run
     slo = SloParams(ttft_s=float(rng.uniform(0.01, 1.0)), classes=(),

@@ -170,7 +170,7 @@ def test_tuner_space_reaches_the_regime_parameters() -> None:
               "regime.tail_protect_factor": 0.4, "regime.residual_victims": True,
               "regime.demote_preempted": False, "regime.tail_protect": True,
               "regime.queue_horizon": False, "regime.demote_as_arrival": False,
-              "regime.demote_delay_factor": 2.0}
+              "regime.demote_delay_factor": 3.0, "regime.scale_excludes_requeue": False}
     p = suggest_policy(FixedTrial(params), base, (), cfg)
     assert (p.regime.aging_factor, p.regime.horizon_factor, p.regime.pacing_blocks) == (4.0, 1.5, 2.0)
     assert p.regime.relative_aging is False
@@ -178,7 +178,8 @@ def test_tuner_space_reaches_the_regime_parameters() -> None:
         2.0, 16, False)
     assert (p.regime.tail_protect_factor, p.regime.demote_preempted) == (0.4, False)
     assert p.regime.queue_horizon is False
-    assert (p.regime.demote_as_arrival, p.regime.demote_delay_factor) == (False, 2.0)
+    assert (p.regime.demote_as_arrival, p.regime.demote_delay_factor) == (False, 3.0)
+    assert p.regime.scale_excludes_requeue is False
     assert p.slo.demote_late is True
 
 

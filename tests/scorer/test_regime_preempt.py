@@ -16,7 +16,7 @@ from tailwise.scorer.tailwise import TailwisePolicy
 from tailwise.wire import codec
 
 NEW_FIELDS = ("residual_victims", "demote_preempted", "tail_protect", "tail_protect_factor",
-              "demote_as_arrival", "demote_delay_factor")
+              "demote_as_arrival", "demote_delay_factor", "scale_excludes_requeue")
 
 
 def tailwise(**regime: object) -> TailwisePolicy:
@@ -188,8 +188,9 @@ def test_a_demoted_victims_re_entry_is_fixed_at_its_preemption() -> None:
     finish_history(sched, HEAVY, service_s=40.0)
     assert sched.service_scale == pytest.approx(40.0)
     sched.rekey(old, 120.0)
+    delay = sched.regime.demote_delay_factor * 10.0  # T at the preemption
     assert old.sched_key == pytest.approx(
-        110.0 - sched.boost_of(sched.params.memguard_theta_s))
+        100.0 + delay - sched.boost_of(sched.params.memguard_theta_s))
     assert sched._horizon_set is not None and key != old.sched_key  # only the boost moved
 
 
@@ -269,7 +270,7 @@ def test_a_victim_expected_to_finish_sooner_than_a_fresh_request_is_not_demoted(
     ("tail_protect_factor", 0.0), ("tail_protect_factor", float("nan")),
     ("residual_victims", 1), ("demote_preempted", "no"), ("tail_protect", None),
     ("demote_as_arrival", "yes"), ("demote_delay_factor", -1.0),
-    ("demote_delay_factor", float("inf")),
+    ("demote_delay_factor", float("inf")), ("scale_excludes_requeue", 0),
 ])
 def test_bad_values_are_refused_by_name(field: str, value: object) -> None:
     with pytest.raises(PolicyError, match=rf"^regime\.{field}"):
@@ -296,10 +297,57 @@ def test_a_policy_that_predates_demotion_as_an_arrival_keeps_the_old_key() -> No
     assert codec.policy_from_proto(codec.policy_to_proto(p)).regime == p.regime
 
 
+def test_a_policy_that_predates_the_requeue_free_scale_keeps_its_scale_and_delay() -> None:
+    """A file or sender from before ``scale_excludes_requeue`` sets the demotion fields of
+    its day: it keeps ``T`` with the re-queue waits in it, and the delay factor chosen for
+    that ``T`` (its own, or 1), not today's 2 with a ``T`` about half as long."""
+    p = Policy(mode=Mode.TAILWISE, regime=RegimeParams())
+    data = p.to_dict()
+    del data["regime"]["scale_excludes_requeue"], data["regime"]["demote_delay_factor"]
+    old = Policy.from_dict(data).regime
+    assert (old.scale_excludes_requeue, old.demote_delay_factor, old.demote_as_arrival) == (
+        False, 1.0, True)
+    data["regime"]["demote_delay_factor"] = 1.5
+    assert Policy.from_dict(data).regime.demote_delay_factor == 1.5
+    msg = codec.policy_to_proto(p)
+    msg.regime.ClearField("scale_excludes_requeue")
+    msg.regime.ClearField("demote_delay_factor")
+    got = codec.policy_from_proto(msg).regime
+    assert (got.scale_excludes_requeue, got.demote_delay_factor) == (False, 1.0)
+    # today's policy, both ways: unchanged
+    assert Policy.from_dict(p.to_dict()).regime == RegimeParams()
+    assert codec.policy_from_proto(codec.policy_to_proto(p)).regime == RegimeParams()
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_the_service_scale_leaves_out_the_waits_after_preemptions(on: bool) -> None:
+    """Each request: first token at 0 s, preempted at 4 s, re-admitted at 24 s, finished at
+    30 s. Its service is 10 s; the 20 s it waited again is queueing the policy caused
+    (``scale_excludes_requeue``), which would otherwise raise ``T`` and the envelope
+    with it. A preemption before the first token is TTFT, never in ``T`` either way."""
+    sched = tailwise(scale_excludes_requeue=on)
+    for i in range(32):
+        r = ReqInfo(f"r{i}", 0.0, 100, num_output_tokens=100, first_token_time=0.0)
+        sched.on_admit(r, 0.0)
+        sched.on_preempt(r, 4.0)
+        sched.on_admit(r, 24.0)
+        sched.on_finish(r, 30.0)
+    assert sched.service_scale == pytest.approx(10.0 if on else 30.0)
+    assert not sched._preempted_at and not sched._requeued  # nothing kept for the finished
+    # a victim aborted while it waits leaves nothing behind either
+    r = ReqInfo("gone", 0.0, 100, num_output_tokens=5, first_token_time=0.0)
+    sched.on_admit(r, 0.0)
+    sched.on_preempt(r, 1.0)
+    sched.requeue(r, 1.0)
+    assert sched.remove(r)
+    assert not sched._preempted_at and not sched._requeued
+
+
 def test_the_new_fields_travel_and_an_older_sender_gets_the_defaults() -> None:
     p = Policy(mode=Mode.TAILWISE, regime=RegimeParams(
         residual_victims=False, demote_preempted=False, tail_protect=False,
-        tail_protect_factor=2.5, demote_as_arrival=False, demote_delay_factor=3.0))
+        tail_protect_factor=2.5, demote_as_arrival=False, demote_delay_factor=3.0,
+        scale_excludes_requeue=False))
     msg = codec.policy_to_proto(p)
     assert codec.policy_from_proto(msg) == p
     for name in NEW_FIELDS:
