@@ -61,6 +61,8 @@ The tuner is not thread-safe; the learner calls it from one background thread.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import threading
 import time
@@ -97,6 +99,8 @@ from tailwise.records.trace import Trace
 from tailwise.scorer.policy import Policy, PolicyError, QueueSpec
 from tailwise.scorer.step_time import StepTimeModel, StepTimeModelError
 from tailwise.simulator.engine import EngineConfig
+
+log = logging.getLogger(__name__)
 
 ATTR_ROUND = "tailwise:round"
 ATTR_OBJECTIVE = "tailwise:objective"
@@ -145,6 +149,16 @@ class TunerConfig:
     #: more than ``margin`` on the previous round's window (skipped when ADWIN flags a
     #: length drift between the two: then the previous window is another regime)
     confirm: bool = False
+    #: parsimony: each on/off switch in which a promoted challenger departs from the base
+    #: policy is put back, in turn, while the window cannot tell the difference (the
+    #: reverted policy still beats the champion by more than ``margin`` and loses at most
+    #: ``simplify_tol`` to the challenger as sampled). A switch the window does not
+    #: exercise (tail protection in a calm window) is a coin flip in the sampler's draw,
+    #: and published it rules the next regime. Costs one replay per differing switch,
+    #: only on rounds that promote. Off by default: measured not better (README,
+    #: ``benchmarks/online_targets.py --simplify``)
+    simplify: bool = False
+    simplify_tol: float = 0.02
     max_window_requests: int = 2000
     #: "tail" (most recent requests) or "thin" (every k-th, time-compressed)
     window_cap: str = "tail"
@@ -195,6 +209,10 @@ class TunerConfig:
              "anchors", self.anchors, f"a list of names from {list(ANCHOR_NAMES)}")
         need(is_int(self.recall) and self.recall >= 0, "recall", self.recall, "an integer >= 0")
         need(isinstance(self.confirm, bool), "confirm", self.confirm, "true or false")
+        need(isinstance(self.simplify, bool), "simplify", self.simplify, "true or false")
+        need(isinstance(self.simplify_tol, int | float) and not isinstance(self.simplify_tol, bool)
+             and math.isfinite(self.simplify_tol) and self.simplify_tol >= 0, "simplify_tol",
+             self.simplify_tol, "finite and >= 0")
         for name, cls in (("objective", ObjectiveConfig), ("space", SpaceConfig),
                           ("engine", EngineConfig)):
             need(isinstance(getattr(self, name), cls), name, getattr(self, name),
@@ -409,6 +427,7 @@ class Tuner:
             if t.user_attrs.get("round_token") == token
         ]
         result = self._gate(trials, policies, rnd, wid, len(window), dr)
+        result = self._simplify(result, trials, window, base_summary)
         self._prev_window = window
         self._record_round(result, current)
         self._record_history(result, trials, common, list(comp_keys))
@@ -545,6 +564,38 @@ class Tuner:
                           f"{self.cfg.margin}" + (f"; {why}" if why else "")
                           + "".join(f"; {r}" for r in refused), promoted=policy, imp=imp)
         return result("; ".join(refused) + ": kept the champion", imp=imp)
+
+    def _simplify(self, res: RoundResult, trials: Sequence[FrozenTrial], window: Trace,
+                  base_summary: Mapping[str, Any]) -> RoundResult:
+        """Parsimony (``cfg.simplify``): put each switch in which the promoted policy
+        departs from the base policy back to the base's value, in turn, while the window
+        cannot tell: the reverted policy must still beat the champion by more than the
+        margin and lose at most ``simplify_tol`` to the trial as promoted (each revert is
+        measured against the trial, so the losses cannot add up past the tolerance)."""
+        pol, champ = res.promoted, res.champion_value
+        if not self.cfg.simplify or pol is None or champ is None or pol.mode is not self.base.mode:
+            return res
+        trial = next((t for t in trials if t.number == res.best_trial), None)
+        won = _finite_value(trial)
+        if won is None:
+            return res
+        obj, kept = self.cfg.objective, []
+        for path in switch_departures(pol, self.base):
+            cand = with_switch(pol, path, not get_switch(pol, path))
+            try:
+                v = evaluate(self.evaluator.run(window, cand), base_summary, obj)[0]
+            except Exception as exc:  # a replay that fails keeps the switch as promoted
+                log.warning("simplify: replay with %s reverted failed: %s", path, exc)
+                continue
+            if gain(v, champ, obj) > self.cfg.margin and gain(v, won, obj) >= -self.cfg.simplify_tol:
+                pol = cand
+                kept.append(f"{path} ({gain(v, won, obj):+.3g})")
+        if not kept:
+            return res
+        return dataclasses.replace(
+            res, promoted=pol.replace(note=f"{pol.note} simplified"),
+            reason=f"{res.reason}; back to the base policy's value, the window not telling "
+                   f"them apart (within {self.cfg.simplify_tol} of the trial): {', '.join(kept)}")
 
     def _record_round(self, res: RoundResult, current: Policy) -> None:
         champion = res.promoted if res.promoted is not None else current
@@ -787,3 +838,37 @@ __all__ = [
     "TunerError",
     "make_sampler",
 ]
+
+
+#: the policy sections whose on/off switches :meth:`Tuner._simplify` may put back
+SWITCH_SECTIONS = ("boost", "preemption", "slo", "regime")
+
+
+def switch_departures(policy: Policy, base: Policy) -> list[str]:
+    """The on/off switches (``section.field``) in which ``policy`` differs from ``base``.
+
+    >>> from tailwise.scorer.policy import Mode
+    >>> b = Policy(mode=Mode.TAILWISE)
+    >>> switch_departures(with_switch(b, "regime.tail_protect", False), b)
+    ['regime.tail_protect']
+    """
+    out = []
+    for sec in SWITCH_SECTIONS:
+        a, b = getattr(policy, sec), getattr(base, sec)
+        for f in dataclasses.fields(a):
+            va = getattr(a, f.name)
+            if isinstance(va, bool) and va != getattr(b, f.name):
+                out.append(f"{sec}.{f.name}")
+    return out
+
+
+def get_switch(policy: Policy, path: str) -> bool:
+    sec, name = path.split(".")
+    return bool(getattr(getattr(policy, sec), name))
+
+
+def with_switch(policy: Policy, path: str, value: bool) -> Policy:
+    """``policy`` with the switch ``section.field`` set to ``value``."""
+    sec, name = path.split(".")
+    return dataclasses.replace(
+        policy, **{sec: dataclasses.replace(getattr(policy, sec), **{name: value})})

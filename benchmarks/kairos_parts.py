@@ -2,13 +2,13 @@
 
 Runs FCFS, Kairos at its defaults, Kairos with the slack-guided decode cap switched off
 (``slo.decode_cap = false``: only its urgency-ordered prefill and slack-ordered victims
-remain), static tailwise, tailwise with the decode cap switched on, tailwise with SLO
-urgency (EDF on TTFT deadlines) switched on, and tailwise with Kairos's demotion of
-requests that can no longer meet their TTFT target (``slo.demote_late``), alone and with
-urgency, on each shift scenario of ``benchmarks/online_targets.py`` (same builder and
-engine), and prints per phase the P99 TTLT and mean TTFT of the requests arriving from
-the second window on, and the whole-run operator objective against FCFS (higher is
-better).
+remain), static tailwise (SLO urgency, EDF on TTFT deadlines, on by default), tailwise
+with the decode cap switched on, tailwise with SLO urgency switched off, and tailwise
+with Kairos's demotion of requests that can no longer meet their TTFT target
+(``slo.demote_late``), with and without urgency, on each shift scenario of
+``benchmarks/online_targets.py`` (same builder and engine), and prints per phase the
+P99 TTLT and mean TTFT of the requests arriving from the second window on, and the
+whole-run operator objective against FCFS (higher is better).
 
     python benchmarks/kairos_parts.py [--seeds 0,2] [--scenarios ...] [--phase-s 180]
         [--requests 800]
@@ -46,12 +46,12 @@ def arms() -> dict[str, Policy]:
     return {"fcfs": named("fcfs"), "kairos": named("kairos"),
             "kairos, no decode cap": cap(named("kairos"), False),
             "tailwise": tw, "tailwise + decode cap": cap(tw, True),
-            "tailwise + SLO urgency": dataclasses.replace(
-                tw, slo=dataclasses.replace(tw.slo, urgency=True)),
+            "tailwise, no SLO urgency": dataclasses.replace(
+                tw, slo=dataclasses.replace(tw.slo, urgency=False)),
             "tailwise + late demotion": dataclasses.replace(
-                tw, slo=dataclasses.replace(tw.slo, demote_late=True)),
-            "tailwise + SLO urgency + late demotion": dataclasses.replace(
-                tw, slo=dataclasses.replace(tw.slo, urgency=True, demote_late=True))}
+                tw, slo=dataclasses.replace(tw.slo, urgency=True, demote_late=True)),
+            "tailwise + late demotion, no SLO urgency": dataclasses.replace(
+                tw, slo=dataclasses.replace(tw.slo, urgency=False, demote_late=True))}
 
 
 def main() -> None:

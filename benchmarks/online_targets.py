@@ -23,7 +23,8 @@ into three equal phases.
 
     python benchmarks/online_targets.py [--seeds 5] [--phase-s 180] [--scenarios ...]
         [--trace FILE] [--show-rounds] [--anchors ...] [--recall N] [--confirm] [--margin M]
-        [--no-stale-check] [--max-span-factor K] [--search-switches] [--no-search-tradeoffs]
+        [--no-stale-check] [--no-fallback] [--simplify] [--max-span-factor K]
+        [--search-switches] [--no-search-tradeoffs]
         [--sampler tpe|gp|random]
 """
 
@@ -103,11 +104,13 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
                            "tuner": {"anchors": [x for x in a.anchors.split(",") if x],
                                      "continuation": a.continuation,
                                      "recall": a.recall, "confirm": a.confirm,
+                                     "simplify": a.simplify,
                                      **({"margin": a.margin} if a.margin is not None else {}),
                                      **({"sampler": a.sampler} if a.sampler else {}),
                                      "space": {"search_switches": a.search_switches,
                                                "search_tradeoffs": not a.no_search_tradeoffs}},
-                           "loop": {"stale_check": not a.no_stale_check}})
+                           "loop": {"stale_check": not a.no_stale_check,
+                                    "fallback_on_drift": not a.no_fallback}})
 
 
 def run_one(s: Scenario, seed: int, a: argparse.Namespace) -> Run:
@@ -278,6 +281,9 @@ def main() -> None:
     ap.add_argument("--search-switches", action="store_true",
                     help="sidecar tuner.space.search_switches = true (booleans searched too)")
     ap.add_argument("--no-stale-check", action="store_true", help="sidecar loop.stale_check = false")
+    ap.add_argument("--no-fallback", action="store_true",
+                    help="sidecar loop.fallback_on_drift = false")
+    ap.add_argument("--simplify", action="store_true", help="sidecar tuner.simplify = true")
     ap.add_argument("--max-span-factor", type=int, default=1,
                     help="sidecar window.max_span_factor (light traffic: grow the window)")
     ap.add_argument("--show-rounds", action="store_true", help="print every tuning round")

@@ -83,6 +83,14 @@ class LoopConfig:
     #: on the later ones: the traffic moved on while the window settled, and a policy
     #: tuned for the old traffic is not pushed onto the new (the next round tunes on it)
     stale_check: bool = True
+    #: a policy the loop published is trusted only for the traffic it was tuned on: when
+    #: river's ADWIN, fed the prompt lengths of that policy's tuning window and then of
+    #: every arrival since, fires, the loop publishes the tuner's base policy (the shipped
+    #: or configured one, measured across regimes) before the round, and the round tunes
+    #: from there. A window cannot show how a tuned policy does in a regime it did not
+    #: contain (a calm window's draw switched tail protection off, and it ruled the
+    #: overload after it)
+    fallback_on_drift: bool = True
     #: CPU bound of tuning, so replays do not slow an engine on the same host: the loop
     #: thread (and every thread it starts) runs at this many nice levels below the
     #: sidecar's gRPC threads (0-19; Linux niceness is per thread) ...

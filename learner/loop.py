@@ -189,6 +189,9 @@ class LearningLoop:
         self.loop_engine_time: float | None = None
         self._busy = False
         self._progress = threading.Condition()
+        #: (version, window start, window end) of the tuned policy the loop published
+        #: last: ``fallback_on_drift`` watches the arrivals after that window
+        self._tuned: tuple[int, float, float] | None = None
         #: live mode's trials (None in replay mode)
         self.live: LiveTrials | None = None
         if self.cfg.mode == "live":
@@ -459,6 +462,11 @@ class LearningLoop:
             self._finish_round(now, "too_few_requests")
             return "too_few_requests", None
         current = self.store.last_good()
+        # the traffic left the tuned policy's regime: this round tunes from the base
+        # policy, which is published unless the round publishes a winner over it
+        fallback = self._drift_fallback(tuner, current, now)
+        if fallback is not None:
+            current = fallback
         partition = self._current_partition(current)
         try:
             res = tuner.tune(trace, current, partition, self.cfg.n_trials,
@@ -478,13 +486,49 @@ class LearningLoop:
         else:
             outcome, version = self._maybe_publish(res, now)
         _hook(tuner, "record_publication", res, outcome, version)
+        if outcome == "promoted" and version is not None:
+            self._tuned = (version, since, until)
         self.history.append(RoundRecord(
             now, outcome, len(trace), res.best_value, res.drift, version,
             window_start=since, window_end=until,
             champion_value=_opt_float(getattr(res, "champion_value", None)),
             trial_values=_trial_values(res.trials)))
+        if fallback is not None and outcome != "promoted":
+            self._publish_fallback(fallback, now)
         self._finish_round(now, outcome)
         return outcome, version
+
+    def _drift_fallback(self, tuner: TunerLike, current: Policy, now: float) -> Policy | None:
+        """``LoopConfig.fallback_on_drift``: the tuner's base policy if the policy in force
+        is the tuned one the loop published last and the arrivals since its tuning window
+        drifted from it (ADWIN on prompt lengths, as :meth:`_stale`), else ``None``."""
+        tuned = self._tuned
+        if not self.cfg.fallback_on_drift or tuned is None:
+            return None
+        version, since, until = tuned
+        base: Policy | None = getattr(tuner, "base", None)
+        if current.version != version or not isinstance(base, Policy):
+            self._tuned = None  # replaced since (an operator, a restart): not ours to undo
+            return None
+        if not self._stale(since, until, now):
+            return None
+        self._tuned = None
+        log.info("traffic drifted from the window [%.1f, %.1f) version %d was tuned on: "
+                 "tuning from the base policy", since, until, version)
+        return base.replace(note=f"fallback to the base policy at engine time {now:.1f}: "
+                                 f"arrivals since version {version}'s tuning window "
+                                 f"[{since:.1f}, {until:.1f}) drifted")
+
+    def _publish_fallback(self, base: Policy, now: float) -> None:
+        try:
+            pub = self.store.publish(base, source=base.source, note=base.note, automatic=True)
+        except (PromotionPaused, PolicyError) as exc:
+            log.info("fallback to the base policy not published: %s", exc)
+            return
+        log.info("published the base policy as version %d (fallback on drift)", pub.version)
+        self.history.append(RoundRecord(now, "fallback", 0, None, None, pub.version))
+        if pub.policy is not None:
+            self._adopt(pub.policy)
 
     def _stale(self, since: float, until: float, now: float) -> bool:
         """Whether the arrivals after the replayed window drifted from it (ADWIN on the

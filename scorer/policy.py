@@ -152,8 +152,10 @@ class SloParams:
     )
     #: Kairos slack-guided decode batch cap
     decode_cap: bool = False
-    #: tailwise mode: add SLO urgency to the ordering
-    urgency: bool = False
+    #: tailwise mode: add SLO urgency to the ordering (EDF on TTFT deadlines, boosted:
+    #: the key counts from ``arrival + the class's TTFT target``). Requests without a
+    #: class all get the default target, so untagged traffic keeps its order
+    urgency: bool = True
     #: tailwise mode: a waiting request that can no longer meet its TTFT target (it has
     #: waited longer than the target minus its own prefill time) goes behind every one
     #: that still can (Kairos's demotion); the waiting envelope still bounds its wait

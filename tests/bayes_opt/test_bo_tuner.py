@@ -14,7 +14,13 @@ from bo_fakes import FakeEvaluator, make_trace, summary
 from tailwise.bayes_opt.objective import ObjectiveConfig, ObjectiveKind, evaluate
 from tailwise.bayes_opt.replay import ReplayEvaluator, metrics_config
 from tailwise.bayes_opt.space import SpaceConfig
-from tailwise.bayes_opt.tuner import Tuner, TunerConfig, TunerConfigError, TunerError
+from tailwise.bayes_opt.tuner import (
+    Tuner,
+    TunerConfig,
+    TunerConfigError,
+    TunerError,
+    switch_departures,
+)
 from tailwise.records.trace import Trace
 from tailwise.scorer.policy import (
     BoostParams,
@@ -315,3 +321,50 @@ def test_config_from_plain_tables_as_a_config_file_gives_them() -> None:
         TunerConfig(engine={"block_size": 0})
     with pytest.raises(PolicyError, match=r"space\.gamma"):
         TunerConfig(space={"gamma": [1.0]})
+
+
+class SwitchEvaluator(FakeEvaluator):
+    """The fake's γ landscape; with ``tail_off_wins`` tail protection switched off also
+    cuts latency by a third. No other switch changes anything."""
+
+    def __init__(self, tail_off_wins: bool) -> None:
+        super().__init__()
+        self.tail_off_wins = tail_off_wins
+
+    def latency(self, p: Policy) -> float:
+        base = super().latency(p)
+        return base * (2 / 3 if self.tail_off_wins and not p.regime.tail_protect else 1.0)
+
+
+@pytest.mark.parametrize("tail_off_wins", [False, True])
+@pytest.mark.parametrize("simplify", [True, False])
+def test_switches_the_window_cannot_tell_apart_go_back_to_the_base_policy(
+        tail_off_wins: bool, simplify: bool) -> None:
+    """With every switch searched, the promoted draw flips switches at random; the ones
+    the window does not exercise go back to the base policy's values (one replay each),
+    the one that wins on the window stays flipped."""
+    fake = SwitchEvaluator(tail_off_wins)
+    base = Policy(mode=Mode.TAILWISE)
+    tu = Tuner(TunerConfig(storage="memory", simplify=simplify,
+                           space=SpaceConfig(search_switches=True)), base, evaluator=fake)
+    res = tu.tune(make_trace(), CURRENT, PARTITION, n_trials=16)
+    assert res.promoted is not None
+    left = switch_departures(res.promoted, base)
+    if simplify:
+        assert left == (["regime.tail_protect"] if tail_off_wins else [])
+        assert "back to the base policy's value" in res.reason
+        assert res.promoted.note.endswith("simplified")
+    else:
+        assert len(left) > 1  # the draw's coin flips, published as they are
+    # the promoted policy still beats the champion by the margin on the window
+    won = evaluate(summary(fake.latency(res.promoted)), summary(4.0), ObjectiveConfig())[0]
+    assert res.champion_value is not None and won - res.champion_value > tu.cfg.margin
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"simplify": 1}, "simplify"), ({"simplify_tol": -0.1}, "simplify_tol"),
+    ({"simplify_tol": float("nan")}, "simplify_tol"),
+])
+def test_bad_simplify_settings_are_refused_by_name(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(TunerConfigError, match=rf"^tuner\.{field}"):
+        TunerConfig(storage="memory", **kwargs)

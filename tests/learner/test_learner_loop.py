@@ -36,8 +36,9 @@ class Rig:
             tuner_factory=(lambda base: tuner) if tuner is not None else None,
             partitioner_factory=partitioner)
 
-    def feed(self, n: int, t0: float, dt_s: float = 1.0, start: int = 0) -> None:
-        self.window.apply(events_batch(n, t0=t0, dt_s=dt_s, start=start))
+    def feed(self, n: int, t0: float, dt_s: float = 1.0, start: int = 0,
+             prompt: int = 100) -> None:
+        self.window.apply(events_batch(n, t0=t0, dt_s=dt_s, start=start, prompt=prompt))
 
     def value(self, name: str, **labels: str) -> float:
         v = self.metrics.registry.get_sample_value(name, labels or None)
@@ -311,3 +312,63 @@ def test_shifted_workload_through_telemetry_improves_within_8_trials(tmp_path: P
               f"(improvement {res.improvement:.3f}) in {len(res.trials)} trials")
     finally:
         sc.stop(0.5)
+
+
+@pytest.mark.parametrize(("later_prompt", "falls_back"), [(100, False), (5000, True)])
+def test_a_tuned_policy_gives_way_to_the_base_policy_when_the_traffic_drifts(
+        tmp_path: Path, later_prompt: int, falls_back: bool) -> None:
+    """Round 1 publishes a policy tuned on short prompts. Before round 2 the arrivals
+    since that window are long prompts (another regime): round 2 tunes from the tuner's
+    base policy and, finding no winner over it, publishes it. More of the same traffic
+    keeps the tuned policy."""
+    tuner = FakeTuner([(True, 0.5), (False, 1.0)])
+    base = Policy(mode=Mode.TAILWISE, note="the shipped default")
+    tuner.base = base  # type: ignore[attr-defined]
+    rig = Rig(tmp_path, tuner, window_s=60.0, eager=False)
+    rig.feed(150, t0=0.0)
+    assert rig.loop.step().outcome == "promoted"
+    tuned = rig.store.current()
+    rig.feed(150, t0=150.0, prompt=later_prompt, start=150)
+    out = rig.loop.step()
+    assert out.round_run and len(tuner.calls) == 2
+    now = rig.store.current().policy
+    assert now is not None
+    if falls_back:
+        assert now.version == tuned.version + 1 and "fallback to the base policy" in now.note
+        assert now.boost == base.boost and now.mode is base.mode
+        assert tuner.calls[1][1].boost == base.boost  # round 2 tunes from the base
+        assert tuner.champions[-1] is now
+        assert [r.outcome for r in rig.loop.history][-2:] == ["kept_champion", "fallback"]
+    else:
+        assert now.version == tuned.version and "fallback" not in now.note
+    # switched off, the tuned policy stays whatever the traffic does
+    off = Rig(tmp_path / "off", FakeTuner([(True, 0.5), (False, 1.0)]), window_s=60.0,
+              eager=False)
+    off.loop.cfg = LoopConfig(round_every_s=None, n_trials=3, tune_on_partition_change=False,
+                              fallback_on_drift=False)
+    off.tuner.base = base
+    off.feed(150, t0=0.0)
+    off.loop.step()
+    v = off.store.current().version
+    off.feed(150, t0=150.0, prompt=later_prompt, start=150)
+    off.loop.step()
+    assert off.store.current().version == v
+
+
+def test_a_winner_over_the_base_policy_is_published_instead_of_the_fallback(
+        tmp_path: Path) -> None:
+    """After the drift, round 2 tunes from the base policy and promotes a winner over it:
+    that winner is the one version published (the engine never sees the base in between)."""
+    tuner = FakeTuner([(True, 0.5), (True, 0.5)])
+    base = Policy(mode=Mode.TAILWISE)
+    tuner.base = base  # type: ignore[attr-defined]
+    rig = Rig(tmp_path, tuner, window_s=60.0, eager=False)
+    rig.feed(150, t0=0.0)
+    rig.loop.step()
+    tuned = rig.store.current().version
+    rig.feed(150, t0=150.0, prompt=5000, start=150)
+    assert rig.loop.step().outcome == "promoted"
+    now = rig.store.current().policy
+    assert now is not None and now.version == tuned + 1 and now.note == "fake challenger"
+    assert now.boost.gamma == 2 * base.boost.gamma  # the winner over the base, not over v2
+    assert "fallback" not in [r.outcome for r in rig.loop.history]

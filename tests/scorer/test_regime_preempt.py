@@ -189,8 +189,8 @@ def test_a_demoted_victims_re_entry_is_fixed_at_its_preemption() -> None:
     assert sched.service_scale == pytest.approx(40.0)
     sched.rekey(old, 120.0)
     delay = sched.regime.demote_delay_factor * 10.0  # T at the preemption
-    assert old.sched_key == pytest.approx(
-        100.0 + delay - sched.boost_of(sched.params.memguard_theta_s))
+    assert old.sched_key == pytest.approx(  # SLO urgency: + its class's TTFT target
+        100.0 + delay + sched.deadline_offset(old) - sched.boost_of(sched.params.memguard_theta_s))
     assert sched._horizon_set is not None and key != old.sched_key  # only the boost moved
 
 
