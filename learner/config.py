@@ -85,11 +85,13 @@ class LoopConfig:
     stale_check: bool = True
     #: a policy the loop published is trusted only for the traffic it was tuned on: when
     #: river's ADWIN, fed the prompt lengths of that policy's tuning window and then of
-    #: every arrival since, fires, the loop publishes the tuner's base policy (the shipped
-    #: or configured one, measured across regimes) before the round, and the round tunes
-    #: from there. A window cannot show how a tuned policy does in a regime it did not
-    #: contain (a calm window's draw switched tail protection off, and it ruled the
-    #: overload after it)
+    #: every arrival since, fires, the round tunes from the tuner's base policy (the
+    #: sidecar's initial policy when it started without a persisted one, else the policy
+    #: in force when it started) and publishes it unless the round promotes a winner over
+    #: it. A window cannot show how a tuned policy does in a regime it did not contain (a
+    #: calm window's draw switched tail protection off, and it ruled the overload after
+    #: it). Replay mode only; watches the last policy this process published (not
+    #: persisted across a restart); skipped while promotion is paused
     fallback_on_drift: bool = True
     #: CPU bound of tuning, so replays do not slow an engine on the same host: the loop
     #: thread (and every thread it starts) runs at this many nice levels below the

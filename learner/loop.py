@@ -487,7 +487,7 @@ class LearningLoop:
             outcome, version = self._maybe_publish(res, now)
         _hook(tuner, "record_publication", res, outcome, version)
         if outcome == "promoted" and version is not None:
-            self._tuned = (version, since, until)
+            self._tuned = (version, since, min(until, now))  # until is inf when unsettled
         self.history.append(RoundRecord(
             now, outcome, len(trace), res.best_value, res.drift, version,
             window_start=since, window_end=until,
@@ -503,8 +503,8 @@ class LearningLoop:
         is the tuned one the loop published last and the arrivals since its tuning window
         drifted from it (ADWIN on prompt lengths, as :meth:`_stale`), else ``None``."""
         tuned = self._tuned
-        if not self.cfg.fallback_on_drift or tuned is None:
-            return None
+        if not self.cfg.fallback_on_drift or tuned is None or self.store.paused:
+            return None  # paused: nothing automatic is published, so nothing to decide
         version, since, until = tuned
         base: Policy | None = getattr(tuner, "base", None)
         if current.version != version or not isinstance(base, Policy):
@@ -512,7 +512,8 @@ class LearningLoop:
             return None
         if not self._stale(since, until, now):
             return None
-        self._tuned = None
+        # ``_tuned`` stays set until the fallback or a winner is published: a round that
+        # fails, or a publish that is refused, leaves the check for the next round
         log.info("traffic drifted from the window [%.1f, %.1f) version %d was tuned on: "
                  "tuning from the base policy", since, until, version)
         return base.replace(note=f"fallback to the base policy at engine time {now:.1f}: "
@@ -525,6 +526,7 @@ class LearningLoop:
         except (PromotionPaused, PolicyError) as exc:
             log.info("fallback to the base policy not published: %s", exc)
             return
+        self._tuned = None
         log.info("published the base policy as version %d (fallback on drift)", pub.version)
         self.history.append(RoundRecord(now, "fallback", 0, None, None, pub.version))
         if pub.policy is not None:

@@ -154,7 +154,8 @@ class SloParams:
     decode_cap: bool = False
     #: tailwise mode: add SLO urgency to the ordering (EDF on TTFT deadlines, boosted:
     #: the key counts from ``arrival + the class's TTFT target``). Requests without a
-    #: class all get the default target, so untagged traffic keeps its order
+    #: class all get the default target: their waiting order is the boost's (only where
+    #: the preemption order's priority bands fall moves with the offset)
     urgency: bool = True
     #: tailwise mode: a waiting request that can no longer meet its TTFT target (it has
     #: waited longer than the target minus its own prefill time) goes behind every one
@@ -194,11 +195,13 @@ class RegimeParams:
     Measured on code-reasoning-slo after its 1.15-load reasoning phase (seed 3): demoted
     victims' re-waits of 150-180 s entered ``T`` as they finished, ``T`` rose from 26 s to
     183 s within 200 s and ``E = 2T`` with it, faster than the victims' clocks ran, so
-    they waited until the queue drained (P99 TTLT 262 s against FCFS's 147 s).
+    they waited until the queue drained (P99 TTLT 261 s against FCFS's 147 s in that
+    phase, ``benchmarks/online_targets.py`` phase table).
     """
 
-    #: ``T``: the ``latency_quantile`` of first-to-last-token times of the last
-    #: ``latency_window`` finished requests, refreshed every ``latency_update_every`` finishes
+    #: ``T``: the ``latency_quantile`` of first-to-last-token times (less the waits after
+    #: preemptions, ``scale_excludes_requeue``) of the last ``latency_window`` finished
+    #: requests, refreshed every ``latency_update_every`` finishes
     latency_quantile: float = 0.9
     latency_window: int = 512
     latency_update_every: int = 32
@@ -258,8 +261,8 @@ class RegimeParams:
     demote_preempted: bool = True
     #: a demoted victim is keyed as a fresh request of θ work (MemGuard's first threshold,
     #: boosted by the horizon) arriving ``demote_delay_factor·T`` after its preemption:
-    #: behind the short requests waiting then and arriving within ``T`` (those it made
-    #: room for, while the room is used), ahead of later ones, and in preemption order
+    #: behind the short requests waiting then and arriving within that delay (those it
+    #: made room for, while the room is used), ahead of later ones, and in preemption order
     #: among victims. Off (and before ``T`` is measured): keyed from its preemption with
     #: the boost of its attained work, which puts it behind every arrival of about the
     #: next horizon (``2T``) and orders victims least-served first, so the longest runners

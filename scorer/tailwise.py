@@ -100,7 +100,8 @@ and after a preemption, so it does not feed on itself; see
   TTFT 1.1-3.4x oracle SRPT's with the old key and ``tail_protect_factor`` 0.5, 0.55-1.06x
   with this key and 0.15 (victims come back sooner, so protection must start earlier).
   With ``T`` free of re-queue waits the delay factor is 2: 1 put victims back too soon
-  (bursty-reasoning seeds 1-5: mean TTFT 1.4-2.4x SRPT's, 0.65-1.11x with 2).
+  (bursty-reasoning seeds 0-7, static, ``--sweep demote_delay_factor=1,2``: mean TTFT
+  0.73-2.55x SRPT's with 1, 0.58-0.99x with 2).
 * tail protection: a request that has produced a token and arrived more than
   ``tail_protect_factor·T`` ago is evicted only after every other running request, and
   among such requests the oldest is evicted last: the oldest requests are the ones whose

@@ -372,3 +372,24 @@ def test_a_winner_over_the_base_policy_is_published_instead_of_the_fallback(
     assert now is not None and now.version == tuned + 1 and now.note == "fake challenger"
     assert now.boost.gamma == 2 * base.boost.gamma  # the winner over the base, not over v2
     assert "fallback" not in [r.outcome for r in rig.loop.history]
+
+
+def test_a_fallback_held_back_while_paused_comes_once_promotion_resumes(
+        tmp_path: Path) -> None:
+    tuner = FakeTuner([(True, 0.5), (False, 1.0), (False, 1.0)])
+    base = Policy(mode=Mode.TAILWISE)
+    tuner.base = base  # type: ignore[attr-defined]
+    rig = Rig(tmp_path, tuner, window_s=60.0, eager=False)
+    rig.feed(150, t0=0.0)
+    rig.loop.step()
+    tuned = rig.store.current().version
+    rig.store.set_paused(True)
+    rig.feed(150, t0=150.0, prompt=5000, start=150)
+    assert rig.loop.step().round_run
+    assert rig.store.current().version == tuned  # paused: nothing automatic
+    assert tuner.calls[1][1].version == tuned  # and the round tuned from what is in force
+    rig.store.set_paused(False)
+    rig.feed(150, t0=300.0, prompt=5000, start=300)
+    rig.loop.step()
+    now = rig.store.current().policy
+    assert now is not None and now.version == tuned + 1 and "fallback" in now.note
