@@ -355,17 +355,23 @@ def test_a_tuned_policy_gives_way_to_the_base_policy_when_the_traffic_drifts(
     assert off.store.current().version == v
 
 
+def tuned_rig(tmp: Path, script: list[tuple[bool, float | None]]) -> tuple[Rig, Policy, int]:
+    """A loop whose tuner (base: the shipped tailwise default) promoted a policy on a
+    window of short prompts: (rig, base, the tuned version)."""
+    tuner = FakeTuner(script)
+    base = Policy(mode=Mode.TAILWISE)
+    tuner.base = base  # type: ignore[attr-defined]
+    rig = Rig(tmp, tuner, window_s=60.0, eager=False)
+    rig.feed(150, t0=0.0)
+    rig.loop.step()
+    return rig, base, rig.store.current().version
+
+
 def test_a_winner_over_the_base_policy_is_published_instead_of_the_fallback(
         tmp_path: Path) -> None:
     """After the drift, round 2 tunes from the base policy and promotes a winner over it:
     that winner is the one version published (the engine never sees the base in between)."""
-    tuner = FakeTuner([(True, 0.5), (True, 0.5)])
-    base = Policy(mode=Mode.TAILWISE)
-    tuner.base = base  # type: ignore[attr-defined]
-    rig = Rig(tmp_path, tuner, window_s=60.0, eager=False)
-    rig.feed(150, t0=0.0)
-    rig.loop.step()
-    tuned = rig.store.current().version
+    rig, base, tuned = tuned_rig(tmp_path, [(True, 0.5), (True, 0.5)])
     rig.feed(150, t0=150.0, prompt=5000, start=150)
     assert rig.loop.step().outcome == "promoted"
     now = rig.store.current().policy
@@ -376,18 +382,12 @@ def test_a_winner_over_the_base_policy_is_published_instead_of_the_fallback(
 
 def test_a_fallback_held_back_while_paused_comes_once_promotion_resumes(
         tmp_path: Path) -> None:
-    tuner = FakeTuner([(True, 0.5), (False, 1.0), (False, 1.0)])
-    base = Policy(mode=Mode.TAILWISE)
-    tuner.base = base  # type: ignore[attr-defined]
-    rig = Rig(tmp_path, tuner, window_s=60.0, eager=False)
-    rig.feed(150, t0=0.0)
-    rig.loop.step()
-    tuned = rig.store.current().version
+    rig, _, tuned = tuned_rig(tmp_path, [(True, 0.5), (False, 1.0), (False, 1.0)])
     rig.store.set_paused(True)
     rig.feed(150, t0=150.0, prompt=5000, start=150)
     assert rig.loop.step().round_run
     assert rig.store.current().version == tuned  # paused: nothing automatic
-    assert tuner.calls[1][1].version == tuned  # and the round tuned from what is in force
+    assert rig.tuner.calls[1][1].version == tuned  # and the round tuned from what is in force
     rig.store.set_paused(False)
     rig.feed(150, t0=300.0, prompt=5000, start=300)
     rig.loop.step()
