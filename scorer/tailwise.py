@@ -239,11 +239,11 @@ class TailwisePolicy(BoostPolicy):
         #: ``demote_delay_factor·T``, fixed then; ``None`` before ``T`` is measured, when
         #: the victim is keyed from its preemption by its attained work)
         self._demoted: dict[ReqInfo, tuple[float, float | None]] = {}
-        #: ``scale_excludes_requeue``: when each waiting victim that had produced a token
-        #: was preempted, and each request's waits from a preemption to its re-admission
-        #: so far (left out of its first-to-last-token time when it finishes)
-        self._preempted_at: dict[ReqInfo, float] = {}
-        self._requeued: dict[ReqInfo, float] = {}
+        #: ``scale_excludes_requeue``, per request preempted after its first token: (its
+        #: waits from a preemption to the re-admission so far, left out of its
+        #: first-to-last-token time when it finishes; when it was preempted if it waits
+        #: now, else ``None``)
+        self._requeue: dict[ReqInfo, tuple[float, float | None]] = {}
         #: the horizon γ was last solved for (``None``: not yet)
         self._horizon_set: float | None = None
         #: late demotion: (when its TTFT target becomes unreachable, seq, request) of the
@@ -328,8 +328,7 @@ class TailwisePolicy(BoostPolicy):
             # a demoted request keeps its place behind the arrivals it made room for
             self._demoted.update(old._demoted)
         if self.regime.scale_excludes_requeue:
-            self._preempted_at.update(old._preempted_at)
-            self._requeued.update(old._requeued)
+            self._requeue.update(old._requeue)
         self._admits.extend(old._admits)
         self._admit_sum = sum(t for _, t in self._admits)
         self._drains.extend(old._drains)
@@ -344,8 +343,7 @@ class TailwisePolicy(BoostPolicy):
         g = self.regime
         if g.residual_victims or g.demote_preempted:
             self.life.observe(req.num_output_tokens)
-        self._preempted_at.pop(req, None)
-        requeued = self._requeued.pop(req, 0.0)
+        requeued = self._requeue.pop(req, (0.0, None))[0]
         if not (g.relative_aging or g.adaptive_horizon or g.tail_protect or
                 (g.demote_preempted and g.demote_as_arrival)):
             return  # nothing reads T
@@ -394,9 +392,9 @@ class TailwisePolicy(BoostPolicy):
         super().on_admit(req, now)
         self._demoted.pop(req, None)  # the wait it was demoted for is over
         self._popped.pop(req, None)
-        t = self._preempted_at.pop(req, None)
-        if t is not None:  # the re-queue wait ends: left out of T (scale_excludes_requeue)
-            self._requeued[req] = self._requeued.get(req, 0.0) + now - t
+        rq = self._requeue.get(req)
+        if rq is not None and rq[1] is not None:  # a re-queue wait ends: left out of T
+            self._requeue[req] = (rq[0] + now - rq[1], None)
         self._untrack_late(req)
         if self.regime.queue_floor or self.regime.queue_horizon:
             if len(self._admits) == self._admits.maxlen:
@@ -465,8 +463,7 @@ class TailwisePolicy(BoostPolicy):
             return False
         self._left(req)
         self._demoted.pop(req, None)
-        self._preempted_at.pop(req, None)
-        self._requeued.pop(req, None)
+        self._requeue.pop(req, None)
         self._untrack_late(req)
         return True
 
@@ -533,7 +530,7 @@ class TailwisePolicy(BoostPolicy):
         skipped requests, a policy swap) keeps its clock."""
         super().on_preempt(req, now)
         if self.regime.scale_excludes_requeue and req.first_token_time is not None:
-            self._preempted_at[req] = now
+            self._requeue[req] = (self._requeue.get(req, (0.0, None))[0], now)
         life = self.life
         if self.regime.demote_preempted and life.ready and \
                 life.residual(req.num_output_tokens) > life.residual(0.0):
