@@ -32,8 +32,9 @@ SWITCHES = REGIME_SWITCHES
 
 
 def ablations(sweep: str | None = None) -> dict[str, Policy]:
-    """``tailwise`` with one mechanism off (as a static policy, like a frozen file), and
-    with ``sweep`` (``FIELD=V1,V2,...`` of RegimeParams) each value in turn."""
+    """``tailwise`` with one mechanism off (as a static policy, like a frozen file): each
+    regime switch and SLO urgency; and with ``sweep`` (``FIELD=V1,V2,...`` of
+    RegimeParams) each value in turn."""
     base = Policy(mode=Mode.TAILWISE)
     out = {"tailwise-static": base}
     if sweep:
@@ -45,6 +46,9 @@ def ablations(sweep: str | None = None) -> dict[str, Policy]:
     for flag in SWITCHES:
         out[f"no-{flag}"] = dataclasses.replace(
             base, regime=dataclasses.replace(RegimeParams(), **{flag: False}))
+    # SLO urgency is a tailwise default outside RegimeParams: ablated the same way
+    out["no-slo_urgency"] = dataclasses.replace(
+        base, slo=dataclasses.replace(base.slo, urgency=False))
     out["no-regime"] = dataclasses.replace(base, regime=RegimeParams(
         **{flag: False for flag in SWITCHES}))
     return out
