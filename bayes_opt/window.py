@@ -9,6 +9,11 @@ Bounding (:func:`cap_window`). Replay cost grows with the window, so a window lo
   by k, which keeps the arrival rate (hence the load) and the length mix of the *whole*
   window while dropping its fine-grained burst structure.
 
+Stress (:func:`stressed`): the window's own traffic with its arrivals compressed in time
+until it offers a given load (its carried-in backlog kept at the start), or None when it
+already offers that much. The tuner scores candidates on it beside the window
+(``TunerConfig.stress_load``): the congestion a calm window does not show.
+
 Naming (:func:`fingerprint`): a short sha256 of the arrays, so caches (the FCFS baseline
 replay) and Optuna user attributes can refer to "the same window".
 
@@ -46,8 +51,14 @@ import numpy as np
 
 from tailwise.partitioner.drift import DriftDetector
 from tailwise.records.trace import Trace
+from tailwise.scorer.step_time import StepTimeModel
+from tailwise.simulator.engine import EngineConfig
+from tailwise.simulator.workload import offered_load
 
 SKETCH_POINTS = 256
+#: the most a stressed window's arrival rate is raised: a nearly idle window compressed to
+#: the stress load would be one burst and a drain, not traffic at that load
+MAX_STRESS_RATE = 4.0
 #: seed of the shuffle of the reference sample fed to the detector first
 DRIFT_SHUFFLE_SEED = 0
 
@@ -76,6 +87,36 @@ def cap_window(trace: Trace, max_requests: int, how: str = "tail") -> Trace:
     if isinstance(carried, int):  # the leading carried-in rows that were kept
         out = dataclasses.replace(out, meta={**out.meta, "carried_in": int((idx < carried).sum())})
     return out
+
+
+def stressed(window: Trace, load: float, engine: EngineConfig,
+             model: StepTimeModel) -> tuple[Trace, float] | None:
+    """``window`` with its arrival rate raised until its traffic offers ``load`` × the
+    engine's capacity (at most ``MAX_STRESS_RATE``×), and the rate factor; None when it
+    offers that much already or its load is not defined (fewer than two arrivals after
+    the carried-in rows, no span).
+    The carried-in rows (placed at the window's start) stay where they are and do not
+    count towards the load: they are backlog, not traffic."""
+    if not math.isfinite(load) or load <= 0:
+        raise WindowError(f"load: must be finite and > 0, got {load!r}")
+    try:
+        carried = int(window.meta.get("carried_in", 0))
+    except (TypeError, ValueError):
+        carried = 0
+    skip = carried if 0 <= carried < len(window) else 0
+    traffic = window.select(np.arange(skip, len(window)))
+    try:
+        have = offered_load(traffic, engine, model)
+    except ValueError:
+        return None
+    if not have > 0 or have >= load:
+        return None
+    k = min(load / have, MAX_STRESS_RATE)
+    t0 = float(window.arrival_s[skip])  # select() re-bases its copy to 0
+    arr = window.arrival_s.copy()
+    arr[skip:] = t0 + (arr[skip:] - t0) / k
+    return dataclasses.replace(window, name=f"{window.name}@x{k:.3g}", arrival_s=arr,
+                               meta={**window.meta, "stress_rate": k}), k
 
 
 def fingerprint(trace: Trace) -> str:

@@ -105,6 +105,8 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
                                      "continuation": a.continuation,
                                      "recall": a.recall, "confirm": a.confirm,
                                      "simplify": a.simplify,
+                                     "stress_load": a.stress_load,
+                                     "stress_weight": a.stress_weight,
                                      **({"margin": a.margin} if a.margin is not None else {}),
                                      **({"sampler": a.sampler} if a.sampler else {}),
                                      "space": {"search_switches": a.search_switches,
@@ -284,6 +286,11 @@ def main() -> None:
     ap.add_argument("--no-fallback", action="store_true",
                     help="sidecar loop.fallback_on_drift = false")
     ap.add_argument("--simplify", action="store_true", help="sidecar tuner.simplify = true")
+    ap.add_argument("--stress-load", type=float, default=TunerConfig().stress_load,
+                    help="sidecar tuner.stress_load (score candidates on the window's traffic "
+                         "compressed to this load too; 0: the window alone)")
+    ap.add_argument("--stress-weight", type=float, default=TunerConfig().stress_weight,
+                    help="sidecar tuner.stress_weight")
     ap.add_argument("--max-span-factor", type=int, default=1,
                     help="sidecar window.max_span_factor (light traffic: grow the window)")
     ap.add_argument("--show-rounds", action="store_true", help="print every tuning round")

@@ -77,7 +77,10 @@ def tune_best_of_papers(pre: Trace, opts: OnlineOptions, out: Path) -> BestOfPap
         cfg = TunerConfig(storage="memory", study_name=f"best-of-papers-{name}",
                           seed=opts.seed, margin=0.0, max_window_requests=max(len(pre), 1),
                           min_window_requests=1, heartbeat_interval=None,
-                          space=SpaceConfig(mode=mode), engine=opts.engine, model=opts.model)
+                          space=SpaceConfig(mode=mode), engine=opts.engine, model=opts.model,
+                          # the baseline arm is the papers' modes tuned on the pre-shift
+                          # trace as it is (no stress scoring: that is tailwise's learner)
+                          stress_load=0)
         res = Tuner(cfg, base, evaluator=evaluator).tune(pre, base, part, opts.offline_trials)
         chosen = res.promoted if res.promoted is not None else base
         value = res.best_value if res.promoted is not None else res.champion_value

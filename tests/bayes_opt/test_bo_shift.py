@@ -9,19 +9,34 @@ partition was learned on the calm part and the champion is the default tailwise 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from bo_fakes import make_trace
 
 from tailwise.bayes_opt.objective import ObjectiveConfig, evaluate
 from tailwise.bayes_opt.replay import ReplayEvaluator, metrics_config
 from tailwise.bayes_opt.space import refine_partition
 from tailwise.bayes_opt.tuner import Tuner, TunerConfig
-from tailwise.bayes_opt.window import cap_window
+from tailwise.bayes_opt.window import (
+    MAX_STRESS_RATE,
+    WindowError,
+    cap_window,
+    fingerprint,
+    stressed,
+)
 from tailwise.scorer.policy import EwsjfParams, Mode, Policy, QueueSpec
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig
 from tailwise.simulator.traces import Trace
-from tailwise.simulator.workload import LengthClass, concat, generate, rate_scale_for_load
+from tailwise.simulator.workload import (
+    LengthClass,
+    concat,
+    generate,
+    offered_load,
+    rate_scale_for_load,
+)
 
 N = 1000
 CALM = (LengthClass("short", 0.8, 256, 64), LengthClass("long", 0.2, 3072, 512))
@@ -50,7 +65,7 @@ def test_best_objective_beats_the_default_policy_within_8_trials() -> None:
     assert len(part) >= 2
     default = Policy(mode=Mode.TAILWISE, queues=part)
     ev = ReplayEvaluator(EngineConfig(), metrics_config(Policy()))
-    tuner = Tuner(TunerConfig(storage="memory", max_window_requests=N), Policy(), evaluator=ev)
+    tuner = Tuner(TunerConfig(storage="memory", max_window_requests=N, stress_load=0), Policy(), evaluator=ev)
 
     before = tuner.tune(calm, default, part, n_trials=2)  # the sidecar's previous round
     res = tuner.tune(both, default, part, n_trials=8)  # replay window: the latest N requests
@@ -87,3 +102,29 @@ def test_cap_window_keeps_count_of_the_carried_in_rows_it_keeps() -> None:
     assert cap_window(w, 3, "tail").meta["carried_in"] == 0
     plain = Trace("p", np.arange(5.0), np.full(5, 5, np.int64), np.full(5, 3, np.int64))
     assert "carried_in" not in cap_window(plain, 3).meta
+
+
+def test_a_stressed_window_offers_the_load_asked_for_and_keeps_its_backlog_in_place() -> None:
+    engine, model = EngineConfig(), H100_LLAMA3_8B
+    w = dataclasses.replace(make_trace(300, rate=2.0), meta={"carried_in": 3})
+    traffic = w.select(np.arange(3, len(w)))
+    have = offered_load(traffic, engine, model)
+    got = stressed(w, 2 * have, engine, model)
+    assert got is not None
+    s, k = got
+    assert k == pytest.approx(2.0)
+    assert offered_load(s.select(np.arange(3, len(s))), engine, model) == pytest.approx(2 * have)
+    np.testing.assert_array_equal(s.arrival_s[:3], w.arrival_s[:3])  # the backlog stays put
+    assert s.arrival_s[3] == w.arrival_s[3]  # the traffic starts where it started
+    np.testing.assert_array_equal(s.prompt_tokens, w.prompt_tokens)
+    np.testing.assert_array_equal(s.output_tokens, w.output_tokens)
+    assert s.meta["carried_in"] == 3 and s.meta["stress_rate"] == pytest.approx(2.0)
+    assert fingerprint(s) != fingerprint(w)  # its own FCFS baseline, not the window's
+    # a window already that loaded, or one without a load, is not stressed
+    assert stressed(w, have, engine, model) is None
+    assert stressed(w.select(np.arange(4)), 1.0, engine, model) is None
+    with pytest.raises(WindowError, match="load"):
+        stressed(w, 0.0, engine, model)
+    # a nearly idle window is raised at most MAX_STRESS_RATE-fold, not into one burst
+    capped = stressed(w, 100 * have, engine, model)
+    assert capped is not None and capped[1] == MAX_STRESS_RATE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,8 @@ def test_replay_window_is_capped_deterministically() -> None:
     fake = FakeEvaluator()
     tu = tuner(evaluator=fake, max_window_requests=50)
     res = tu.tune(make_trace(300), CURRENT, PARTITION, n_trials=3)
-    assert fake.windows == [50, 50, 50] and res.window_requests == 50
+    # each trial replays the capped window and its stressed copy (``stress_load``)
+    assert fake.windows == [50] * 6 and res.window_requests == 50
     assert all(t.user_attrs["window_requests"] == 50 for t in tu.study.trials)
 
 
@@ -366,5 +368,93 @@ def test_switches_the_window_cannot_tell_apart_go_back_to_the_base_policy(
     ({"simplify_tol": float("nan")}, "simplify_tol"),
 ])
 def test_bad_simplify_settings_are_refused_by_name(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(TunerConfigError, match=rf"^tuner\.{field}"):
+        TunerConfig(storage="memory", **kwargs)
+
+
+class StressEvaluator(SwitchEvaluator):
+    """Tail protection off cuts latency by a third on the calm window and triples it on
+    the window's traffic compressed to overload (its FCFS baseline is the same there)."""
+
+    def __init__(self) -> None:
+        super().__init__(tail_off_wins=True)
+        self.stressed_runs = 0
+
+    def run(self, window: Trace, policy: Policy) -> dict[str, Any]:
+        if "stress_rate" not in window.meta:
+            return dict(super().run(window, policy))
+        self.stressed_runs += 1
+        lat = FakeEvaluator.latency(self, policy)
+        return summary(lat * (3.0 if not policy.regime.tail_protect else 1.0))
+
+
+@pytest.mark.parametrize("stress", [False, True])
+def test_stress_scoring_keeps_what_holds_up_under_congestion_the_window_does_not_show(
+        stress: bool) -> None:
+    fake = StressEvaluator()
+    cfg = TunerConfig(storage="memory", space=SpaceConfig(search_switches=True),
+                      stress_load=1.5 if stress else 0)
+    tu = Tuner(cfg, Policy(mode=Mode.TAILWISE), evaluator=fake)
+    window = make_trace(rate=1.0)  # far below 1.5x capacity: stressed
+    res = tu.tune(window, CURRENT, PARTITION, n_trials=16)
+    assert res.promoted is not None  # γ alone is worth promoting either way
+    # the window alone rewards switching tail protection off; with stress it stays on
+    assert res.promoted.regime.tail_protect is stress
+    assert (fake.stressed_runs > 0) is stress
+    trials = tu.study.get_trials(deepcopy=False)
+    champ = next(t for t in trials if t.user_attrs.get("role") == "champion")
+    if stress:  # each trial's value is the blend, both parts recorded
+        w, s = champ.user_attrs["value_window"], champ.user_attrs["value_stress"]
+        assert champ.values[0] == pytest.approx(0.5 * w + 0.5 * s)
+        assert champ.user_attrs["stress_rate"] > 1
+    else:
+        assert "value_stress" not in champ.user_attrs and champ.user_attrs["stress_rate"] is None
+
+
+@pytest.mark.parametrize("case", ["loaded", "absolute objective", "weight 0"])
+def test_no_stress_replay_where_it_does_not_apply(case: str) -> None:
+    """A window that offers the stress load already, an objective of absolute figures
+    (not comparable between the window and its stressed copy) and a zero weight all score
+    the window alone; the same round with a low load and the operator objective does not."""
+    kw: dict[str, Any] = {"stress_load": 1.5}
+    if case == "loaded":
+        kw["stress_load"] = 0.01
+    elif case == "absolute objective":
+        kw["objective"] = ObjectiveConfig(kind=ObjectiveKind.P99_TTLT)
+    else:
+        kw["stress_weight"] = 0.0
+    for off in (True, False):
+        fake = StressEvaluator()
+        tu = Tuner(TunerConfig(storage="memory", **(kw if off else {"stress_load": 1.5})),
+                   Policy(mode=Mode.TAILWISE), evaluator=fake)
+        tu.tune(make_trace(rate=1.0), CURRENT, PARTITION, n_trials=4)
+        champ = next(t for t in tu.study.get_trials(deepcopy=False)
+                     if t.user_attrs.get("role") == "champion")
+        assert (fake.stressed_runs == 0) is off
+        assert (champ.user_attrs["stress_rate"] is None) is off
+
+
+def test_the_gate_checks_score_a_policy_as_the_round_does() -> None:
+    """The confirmation and parsimony replays go through ``_value``: the same blend."""
+    fake = StressEvaluator()
+    tu = Tuner(TunerConfig(storage="memory", stress_load=1.5, stress_weight=0.25),
+               Policy(mode=Mode.TAILWISE), evaluator=fake)
+    window = make_trace(rate=1.0)
+    off = CURRENT.replace(regime=dataclasses.replace(CURRENT.regime, tail_protect=False))
+    obj = ObjectiveConfig()
+    for pol, stress_factor in ((CURRENT, 1.0), (off, 3.0)):
+        lat = FakeEvaluator.latency(fake, pol)
+        w = evaluate(summary(fake.latency(pol)), summary(4.0), obj)[0]
+        st = evaluate(summary(lat * stress_factor), summary(4.0), obj)[0]
+        assert tu._value(window, pol) == pytest.approx(0.75 * w + 0.25 * st)
+        assert (st < w) is (pol is off)  # the stressed replay is in it
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"stress_load": -1.0}, "stress_load"), ({"stress_load": float("inf")}, "stress_load"),
+    ({"stress_load": True}, "stress_load"), ({"stress_weight": 1.5}, "stress_weight"),
+    ({"stress_weight": float("nan")}, "stress_weight"),
+])
+def test_bad_stress_settings_are_refused_by_name(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(TunerConfigError, match=rf"^tuner\.{field}"):
         TunerConfig(storage="memory", **kwargs)
