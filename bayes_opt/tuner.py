@@ -130,6 +130,9 @@ ATTR_CHAMPION_TOKEN = "champion_token"
 
 SAMPLERS = ("tpe", "gp", "random")
 
+#: a round's stressed window, its FCFS baseline and its rate factor (:meth:`Tuner._stress`)
+_Stress = tuple[Trace, Mapping[str, Any], float]
+
 
 class TunerError(RuntimeError):
     """The tuner cannot proceed (misconfiguration, incompatible study, unknown trial)."""
@@ -470,14 +473,14 @@ class Tuner:
             if t.user_attrs.get("round_token") == token
         ]
         result = self._gate(trials, policies, rnd, wid, len(window), dr)
-        result = self._simplify(result, trials, window)
+        result = self._simplify(result, trials, window, stress)
         self._prev_window = window
         self._record_round(result, current)
         self._record_history(result, trials, common, list(comp_keys))
         return result
 
     # -- stress scoring -------------------------------------------------------------------
-    def _stress(self, window: Trace) -> tuple[Trace, Mapping[str, Any], float] | None:
+    def _stress(self, window: Trace) -> _Stress | None:
         """The window under ``cfg.stress_load``, its FCFS baseline and its rate factor
         (None: stress scoring off, or the window is loaded enough already)."""
         if not self.cfg.stress_load or not self.cfg.stress_weight \
@@ -504,11 +507,12 @@ class Tuner:
             return math.nan
         return (1.0 - w) * value + w * v
 
-    def _value(self, window: Trace, policy: Policy) -> float:
-        """``policy``'s value on ``window`` as a round scores it (stress included)."""
+    def _value(self, window: Trace, policy: Policy,
+               stress: _Stress | None) -> float:
+        """``policy``'s value on ``window`` as a round scores it, with ``stress`` (the
+        window's :meth:`_stress`, computed once by the caller) blended in."""
         v = evaluate(self.evaluator.run(window, policy), self.evaluator.baseline(window),
                      self.cfg.objective)[0]
-        stress = self._stress(window)
         if stress is None or not math.isfinite(v):
             return v
         return self._with_stress(None, v, self.evaluator.run(stress[0], policy), stress[1])
@@ -582,7 +586,8 @@ class Tuner:
         prev = self._prev_window
         if not self.cfg.confirm or prev is None or (dr is not None and dr.detected):
             return True, ""
-        vals = [self._value(prev, p) for p in (self._current, policy)]
+        stress = self._stress(prev)
+        vals = [self._value(prev, p, stress) for p in (self._current, policy)]
         g = gain(vals[1], vals[0], self.cfg.objective)
         if not g >= -self.cfg.margin:
             return False, f"on the previous window it loses {g:.4g} to the champion"
@@ -643,8 +648,8 @@ class Tuner:
                           + "".join(f"; {r}" for r in refused), promoted=policy, imp=imp)
         return result("; ".join(refused) + ": kept the champion", imp=imp)
 
-    def _simplify(self, res: RoundResult, trials: Sequence[FrozenTrial],
-                  window: Trace) -> RoundResult:
+    def _simplify(self, res: RoundResult, trials: Sequence[FrozenTrial], window: Trace,
+                  stress: _Stress | None) -> RoundResult:
         """Parsimony (``cfg.simplify``): put each switch in which the promoted policy
         departs from the base policy back to the base's value, in turn, while the window
         cannot tell: the reverted policy must still beat the champion by more than the
@@ -661,7 +666,7 @@ class Tuner:
         for path in switch_departures(pol, self.base):
             cand = with_switch(pol, path, not get_switch(pol, path))
             try:
-                v = self._value(window, cand)
+                v = self._value(window, cand, stress)
             except Exception as exc:  # a replay that fails keeps the switch as promoted
                 log.warning("simplify: replay with %s reverted failed: %s", path, exc)
                 continue

@@ -59,7 +59,7 @@ def run(seed: int, trials: int, n: int, load: float, evaluator: ReplayEvaluator)
     part = learned_partition(calm)
     champion = Policy(mode=Mode.TAILWISE, queues=part)
     tuner = Tuner(TunerConfig(storage="memory", seed=seed, max_window_requests=n,
-                                      stress_load=0),
+                              stress_load=0),
                   Policy(), evaluator=evaluator)
     tuner.tune(calm, champion, part, n_trials=2)
     t0 = time.perf_counter()

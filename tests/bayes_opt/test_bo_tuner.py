@@ -435,7 +435,8 @@ def test_no_stress_replay_where_it_does_not_apply(case: str) -> None:
 
 
 def test_the_gate_checks_score_a_policy_as_the_round_does() -> None:
-    """The confirmation and parsimony replays go through ``_value``: the same blend."""
+    """The confirmation and parsimony replays go through ``_value`` with the window's
+    ``_stress``: the same blend."""
     fake = StressEvaluator()
     tu = Tuner(TunerConfig(storage="memory", stress_load=1.5, stress_weight=0.25),
                Policy(mode=Mode.TAILWISE), evaluator=fake)
@@ -446,7 +447,7 @@ def test_the_gate_checks_score_a_policy_as_the_round_does() -> None:
         lat = FakeEvaluator.latency(fake, pol)
         w = evaluate(summary(fake.latency(pol)), summary(4.0), obj)[0]
         st = evaluate(summary(lat * stress_factor), summary(4.0), obj)[0]
-        assert tu._value(window, pol) == pytest.approx(0.75 * w + 0.25 * st)
+        assert tu._value(window, pol, tu._stress(window)) == pytest.approx(0.75 * w + 0.25 * st)
         assert (st < w) is (pol is off)  # the stressed replay is in it
 
 
