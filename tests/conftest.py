@@ -41,6 +41,11 @@ _skipped_vllm: list[str] = []
 # PostgreSQL tests (marker ``postgres``) likewise: CI sets TAILWISE_REQUIRE_POSTGRES=1
 REQUIRE_POSTGRES = os.environ.get("TAILWISE_REQUIRE_POSTGRES") == "1"
 _skipped_postgres: list[str] = []
+#: CI's phase 1 (no extras installed) writes the node ids of everything it skipped here,
+#: one per line, so that phase 2 (every extra) runs exactly those instead of the whole
+#: suite a second time (.ci/run)
+SKIPPED_OUT = os.environ.get("TAILWISE_SKIPPED_OUT")
+_skipped_any: list[str] = []
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -53,7 +58,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             pytest.exit(f"TAILWISE_REQUIRE_VLLM=1 but vLLM does not import: {exc!r}", returncode=3)
 
 
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.skipped:  # a module skipped whole (pytest.importorskip at import)
+        _skipped_any.append(report.nodeid)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped_any.append(report.nodeid)
     if report.skipped and "vllm" in report.keywords:
         _skipped_vllm.append(report.nodeid)
     if report.skipped and "postgres" in report.keywords:
@@ -61,6 +73,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if SKIPPED_OUT:
+        with open(SKIPPED_OUT, "w", encoding="utf-8") as f:
+            f.writelines(f"{n}\n" for n in dict.fromkeys(_skipped_any))
     if REQUIRE_VLLM and _skipped_vllm:
         session.exitstatus = 1
         print(f"\nerror: {len(_skipped_vllm)} vLLM tests were skipped in CI "
