@@ -23,7 +23,8 @@ into three equal phases.
 
     python benchmarks/online_targets.py [--seeds 5] [--phase-s 180] [--scenarios ...]
         [--trace FILE] [--show-rounds] [--anchors ...] [--recall N] [--confirm] [--margin M]
-        [--no-stale-check] [--no-fallback] [--simplify] [--max-span-factor K]
+        [--no-stale-check] [--no-fallback] [--simplify] [--no-narrow-envelope]
+        [--max-span-factor K]
         [--search-switches] [--no-search-tradeoffs]
         [--sampler tpe|gp|random]
 """
@@ -105,6 +106,7 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
                                      "continuation": a.continuation,
                                      "recall": a.recall, "confirm": a.confirm,
                                      "simplify": a.simplify,
+                                     "narrow_envelope": not a.no_narrow_envelope,
                                      "stress_load": a.stress_load,
                                      "stress_weight": a.stress_weight,
                                      **({"margin": a.margin} if a.margin is not None else {}),
@@ -286,6 +288,10 @@ def main() -> None:
     ap.add_argument("--no-fallback", action="store_true",
                     help="sidecar loop.fallback_on_drift = false")
     ap.add_argument("--simplify", action="store_true", help="sidecar tuner.simplify = true")
+    ap.add_argument("--no-narrow-envelope", action="store_true",
+                    help="sidecar tuner.narrow_envelope = false (a promoted policy keeps a "
+                         "wider waiting envelope than the base's even where the window "
+                         "cannot tell)")
     ap.add_argument("--stress-load", type=float, default=TunerConfig().stress_load,
                     help="sidecar tuner.stress_load (score candidates on the window's traffic "
                          "compressed to this load too; 0: the window alone)")
