@@ -8,7 +8,10 @@ or what the learner recorded with :meth:`tailwise.bayes_opt.tuner.Tuner.set_cham
 Objective values of different rounds come from different windows (different load and
 mix), so they are not compared with each other; within a round every trial replayed the
 same window. A study with no rounds (live-only trials) falls back to the best trial of
-the whole study.
+the whole study. When that round promoted the trial, the policy *as promoted* is frozen
+(the round entry's ``promoted_policy``: the tuner may have put switches or the waiting
+envelope back to the base policy's, see ``TunerConfig.simplify`` and
+``narrow_envelope``), not the trial's raw draw.
 
 The file is written by :func:`tailwise.wire.policy_file.save` (atomic, ``source=frozen``).
 """
@@ -20,6 +23,7 @@ import math
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tailwise.bayes_opt.history import ATTR_ROUNDS
 from tailwise.bayes_opt.storage import StorageError, open_storage
 from tailwise.bayes_opt.tuner import ATTR_CHAMPION
 from tailwise.scorer.policy import Policy, PolicyError
@@ -71,6 +75,11 @@ def select_policy(study: optuna.Study, which: str = "best") -> tuple[Policy, str
     best: FrozenTrial = max(trials, key=lambda t: sign * float(t.values[0]))
     where = f"trial {best.number} (value {best.values[0]:.6g}"
     where += f", round {last})" if rounds else ")"
+    promoted = next((r.get("promoted_policy") for r in study.user_attrs.get(ATTR_ROUNDS, [])
+                     if isinstance(r, dict) and rounds and r.get("round") == last
+                     and r.get("promoted_trial") == best.number), None)
+    if isinstance(promoted, dict):
+        return _policy(promoted, f"trial {best.number} as promoted"), f"{where}, as promoted"
     return _policy(best.user_attrs["policy"], f"trial {best.number}"), where
 
 

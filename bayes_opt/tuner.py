@@ -491,7 +491,7 @@ class Tuner:
         ]
         result = self._gate(trials, policies, rnd, wid, len(window), dr)
         result = self._simplify(result, trials, window, stress)
-        result = self._narrow_envelope(result, trials, window, stress)
+        result = self._narrow_envelope(result, trials, window, stress, dr)
         self._prev_window = window
         self._record_round(result, current)
         self._record_history(result, trials, common, list(comp_keys))
@@ -553,6 +553,9 @@ class Tuner:
                                            "drift", "drift_detected", "stress_rate")},
             "champion_value": res.champion_value, "best_value": res.best_value,
             "best_trial": res.best_trial, "promoted_trial": promoted,
+            # as promoted: simplified or narrowed, it differs from the trial's ``policy``
+            # (what ``tailwise freeze`` exports for that trial, tailwise.bayes_opt.freeze)
+            "promoted_policy": res.promoted.to_dict() if res.promoted is not None else None,
             "outcome": f"promoted trial {promoted}" if promoted is not None else "kept champion",
             "reason": res.reason, "components": comps,
         }
@@ -699,14 +702,17 @@ class Tuner:
                    f"them apart (within {self.cfg.simplify_tol} of the trial): {', '.join(kept)}")
 
     def _narrow_envelope(self, res: RoundResult, trials: Sequence[FrozenTrial], window: Trace,
-                         stress: _Stress | None) -> RoundResult:
+                         stress: _Stress | None, dr: Drift | None) -> RoundResult:
         """``cfg.narrow_envelope``: a promoted tailwise policy with a wider waiting envelope
-        than the base policy's is published with the base's envelope instead when the
-        window cannot tell the two apart (one more replay, only on promoting rounds;
-        measured against the policy as promoted, like :meth:`_simplify`)."""
+        than the base policy's (a tailwise base) is published with the base's envelope
+        instead when the window cannot tell the two apart (one more replay, only on
+        promoting rounds; measured against the policy as promoted, like
+        :meth:`_simplify`), and, with ``cfg.confirm``, the narrowed policy passes the same
+        second look as the promoted one. ``best_value`` and ``improvement`` stay the
+        promoted trial's (the narrowed policy is within ``simplify_tol`` of it)."""
         pol, champ = res.promoted, res.champion_value
         if not self.cfg.narrow_envelope or pol is None or champ is None \
-                or pol.mode is not Mode.TAILWISE:
+                or pol.mode is not Mode.TAILWISE or self.base.mode is not Mode.TAILWISE:
             return res
         won = _finite_value(next((t for t in trials if t.number == res.best_trial), None))
         g, b = pol.regime, self.base.regime
@@ -723,6 +729,8 @@ class Tuner:
         obj = self.cfg.objective
         if not (gain(v, champ, obj) > self.cfg.margin
                 and gain(v, won, obj) >= -self.cfg.simplify_tol):
+            return res
+        if self.cfg.confirm and not self._confirmed(cand, dr)[0]:
             return res
         return dataclasses.replace(
             res, promoted=cand.replace(note=f"{pol.note} envelope narrowed"),

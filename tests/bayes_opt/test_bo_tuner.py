@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from bo_fakes import FakeEvaluator, make_trace, summary
 
+from tailwise.bayes_opt.freeze import select_policy
 from tailwise.bayes_opt.objective import ObjectiveConfig, ObjectiveKind, evaluate
 from tailwise.bayes_opt.replay import ReplayEvaluator, metrics_config
 from tailwise.bayes_opt.space import SpaceConfig
@@ -416,7 +417,8 @@ def test_a_wider_envelope_the_window_cannot_tell_apart_goes_back_to_the_base(
         pytest.fail("no seed in 0-9 promoted a draw with a wider envelope")
     if narrow and not wide_wins:
         assert res.promoted.regime.aging_factor == base.regime.aging_factor
-        assert res.promoted.regime.queue_floor_factor <= base.regime.queue_floor_factor
+        assert res.promoted.regime.queue_floor_factor == min(
+            drawn.regime.queue_floor_factor, base.regime.queue_floor_factor)
         assert res.promoted.note.endswith("envelope narrowed")
         assert "waiting envelope kept" in res.reason and "regime.aging_factor" in res.reason
         # everything else is the draw's
@@ -427,6 +429,9 @@ def test_a_wider_envelope_the_window_cannot_tell_apart_goes_back_to_the_base(
         assert "envelope narrowed" not in res.promoted.note
     won = evaluate(summary(fake.latency(res.promoted)), summary(4.0), ObjectiveConfig())[0]
     assert res.champion_value is not None and won - res.champion_value > tu.cfg.margin
+    # freezing the round's best trial exports the policy as promoted, not the raw draw
+    frozen, where = select_policy(tu.study, "best")
+    assert frozen.regime == res.promoted.regime and "as promoted" in where
 
 
 def test_narrowing_the_envelope_is_refused_by_name_when_not_a_bool() -> None:
