@@ -708,8 +708,8 @@ class Tuner:
         instead when the window cannot tell the two apart (one more replay, only on
         promoting rounds; measured against the policy as promoted, like
         :meth:`_simplify`), and, with ``cfg.confirm``, the narrowed policy passes the same
-        second look as the promoted one. ``best_value`` and ``improvement`` stay the
-        promoted trial's (the narrowed policy is within ``simplify_tol`` of it)."""
+        second look as the promoted one. ``best_value`` and ``improvement`` become the
+        narrowed policy's (what the learner stamps on the policy it publishes)."""
         pol, champ = res.promoted, res.champion_value
         if not self.cfg.narrow_envelope or pol is None or champ is None \
                 or pol.mode is not Mode.TAILWISE or self.base.mode is not Mode.TAILWISE:
@@ -734,6 +734,7 @@ class Tuner:
             return res
         return dataclasses.replace(
             res, promoted=cand.replace(note=f"{pol.note} envelope narrowed"),
+            best_value=v, improvement=gain(v, champ, obj),
             reason=f"{res.reason}; the base policy's waiting envelope kept, the window not "
                    f"telling it from the wider one (within {self.cfg.simplify_tol} of the "
                    f"trial: {gain(v, won, obj):+.3g}): "

@@ -429,6 +429,9 @@ def test_a_wider_envelope_the_window_cannot_tell_apart_goes_back_to_the_base(
         assert "envelope narrowed" not in res.promoted.note
     won = evaluate(summary(fake.latency(res.promoted)), summary(4.0), ObjectiveConfig())[0]
     assert res.champion_value is not None and won - res.champion_value > tu.cfg.margin
+    # the round's value is the published policy's (the learner stamps it on the policy)
+    assert res.best_value == pytest.approx(won)
+    assert res.improvement == pytest.approx(won - res.champion_value)
     # freezing the round's best trial exports the policy as promoted, not the raw draw
     frozen, where = select_policy(tu.study, "best")
     assert frozen.regime == res.promoted.regime and "as promoted" in where
