@@ -679,8 +679,7 @@ class Tuner:
         pol, champ = res.promoted, res.champion_value
         if not self.cfg.simplify or pol is None or champ is None or pol.mode is not self.base.mode:
             return res
-        trial = next((t for t in trials if t.number == res.best_trial), None)
-        won = _finite_value(trial)
+        won = _promoted_value(res, trials)
         if won is None:
             return res
         obj, kept = self.cfg.objective, []
@@ -691,7 +690,7 @@ class Tuner:
             except Exception as exc:  # a replay that fails keeps the switch as promoted
                 log.warning("simplify: replay with %s reverted failed: %s", path, exc)
                 continue
-            if gain(v, champ, obj) > self.cfg.margin and gain(v, won, obj) >= -self.cfg.simplify_tol:
+            if self._cannot_tell(v, champ, won):
                 pol = cand
                 kept.append(f"{path} ({gain(v, won, obj):+.3g})")
         if not kept:
@@ -700,6 +699,15 @@ class Tuner:
             res, promoted=pol.replace(note=f"{pol.note} simplified"),
             reason=f"{res.reason}; back to the base policy's value, the window not telling "
                    f"them apart (within {self.cfg.simplify_tol} of the trial): {', '.join(kept)}")
+
+    def _cannot_tell(self, value: float, champion: float, promoted: float) -> bool:
+        """Whether a variant of the promoted policy, worth ``value``, is as good a winner
+        for the round: it still beats the champion by more than ``cfg.margin`` and loses
+        at most ``cfg.simplify_tol`` to the promoted trial (:meth:`_simplify`,
+        :meth:`_narrow_envelope`)."""
+        obj = self.cfg.objective
+        return (gain(value, champion, obj) > self.cfg.margin
+                and gain(value, promoted, obj) >= -self.cfg.simplify_tol)
 
     def _narrow_envelope(self, res: RoundResult, trials: Sequence[FrozenTrial], window: Trace,
                          stress: _Stress | None, dr: Drift | None) -> RoundResult:
@@ -714,7 +722,7 @@ class Tuner:
         if not self.cfg.narrow_envelope or pol is None or champ is None \
                 or pol.mode is not Mode.TAILWISE or self.base.mode is not Mode.TAILWISE:
             return res
-        won = _finite_value(next((t for t in trials if t.number == res.best_trial), None))
+        won = _promoted_value(res, trials)
         g, b = pol.regime, self.base.regime
         wider = {name: getattr(b, name) for name in ("aging_factor", "queue_floor_factor")
                  if getattr(g, name) > getattr(b, name)}
@@ -727,8 +735,7 @@ class Tuner:
             log.warning("narrow_envelope: replay with the base's envelope failed: %s", exc)
             return res
         obj = self.cfg.objective
-        if not (gain(v, champ, obj) > self.cfg.margin
-                and gain(v, won, obj) >= -self.cfg.simplify_tol):
+        if not self._cannot_tell(v, champ, won):
             return res
         if self.cfg.confirm and not self._confirmed(cand, dr)[0]:
             return res
@@ -930,6 +937,11 @@ def _finite_value(t: FrozenTrial | None) -> float | None:
     if t is None or t.state is not TrialState.COMPLETE or t.value is None:
         return None
     return float(t.value) if math.isfinite(t.value) else None
+
+
+def _promoted_value(res: RoundResult, trials: Sequence[FrozenTrial]) -> float | None:
+    """The finite value of the round's promoted (best) trial, else None."""
+    return _finite_value(next((t for t in trials if t.number == res.best_trial), None))
 
 
 def _summarise(t: FrozenTrial) -> TrialSummary:
