@@ -23,7 +23,7 @@ into three equal phases.
 
     python benchmarks/online_targets.py [--seeds 5] [--phase-s 180] [--scenarios ...]
         [--trace FILE] [--show-rounds] [--anchors ...] [--recall N] [--confirm] [--margin M]
-        [--no-stale-check] [--no-fallback] [--simplify] [--no-narrow-envelope]
+        [--no-stale-check] [--no-fallback] [--drift-features F,...] [--simplify] [--no-narrow-envelope]
         [--max-span-factor K]
         [--search-switches] [--no-search-tradeoffs]
         [--sampler tpe|gp|random]
@@ -114,7 +114,9 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
                                      "space": {"search_switches": a.search_switches,
                                                "search_tradeoffs": not a.no_search_tradeoffs}},
                            "loop": {"stale_check": not a.no_stale_check,
-                                    "fallback_on_drift": not a.no_fallback}})
+                                    "fallback_on_drift": not a.no_fallback,
+                                    **({"drift_features": a.drift_features.split(",")}
+                                       if a.drift_features else {})}})
 
 
 def run_one(s: Scenario, seed: int, a: argparse.Namespace) -> Run:
@@ -287,6 +289,8 @@ def main() -> None:
     ap.add_argument("--no-stale-check", action="store_true", help="sidecar loop.stale_check = false")
     ap.add_argument("--no-fallback", action="store_true",
                     help="sidecar loop.fallback_on_drift = false")
+    ap.add_argument("--drift-features", default=None,
+                    help="sidecar loop.drift_features, comma-separated (prompt, gap)")
     ap.add_argument("--simplify", action="store_true", help="sidecar tuner.simplify = true")
     ap.add_argument("--no-narrow-envelope", action="store_true",
                     help="sidecar tuner.narrow_envelope = false (a promoted policy keeps a "

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tailwise.partitioner.drift import ARRIVAL_FEATURES
+
 
 class ConfigError(ValueError):
     """A sidecar config file or flag is invalid; the message names the key."""
@@ -79,20 +81,29 @@ class LoopConfig:
     #: wall seconds the loop waits for new telemetry before re-checking stop/state
     idle_wait_s: float = 0.5
     #: a promoted policy is not published (outcome ``stale_window``) when river's ADWIN,
-    #: fed the prompt lengths of the replayed window and then of every arrival since, fires
-    #: on the later ones: the traffic moved on while the window settled, and a policy
-    #: tuned for the old traffic is not pushed onto the new (the next round tunes on it)
+    #: fed ``drift_features`` of the replayed window's arrivals and then of every arrival
+    #: since, fires on the later ones: the traffic moved on while the window settled,
+    #: and a policy tuned for the old traffic is not pushed onto the new (the next round
+    #: tunes on it)
     stale_check: bool = True
     #: a policy the loop published is trusted only for the traffic it was tuned on: when
-    #: river's ADWIN, fed the prompt lengths of that policy's tuning window and then of
-    #: every arrival since, fires, the round tunes from the tuner's base policy (the
-    #: sidecar's initial policy when it started without a persisted one, else the policy
-    #: in force when it started) and publishes it unless the round promotes a winner over
-    #: it. A window cannot show how a tuned policy does in a regime it did not contain (a
+    #: river's ADWIN, fed ``drift_features`` of that policy's tuning window's arrivals and
+    #: then of every arrival since (fed as they come in), has fired, the next round that
+    #: tunes starts from the tuner's base policy (the sidecar's initial policy when it
+    #: started without a persisted one, else the policy in force when it started) and
+    #: publishes it unless it promotes a winner over it.
+    #: A window cannot show how a tuned policy does in a regime it did not contain (a
     #: calm window's draw switched tail protection off, and it ruled the overload after
     #: it). Replay mode only; watches the last policy this process published (not
     #: persisted across a restart); skipped while promotion is paused
     fallback_on_drift: bool = True
+    #: what the two checks above feed ADWIN, per arrival (both known at arrival):
+    #: ``prompt`` (prompt tokens) and ``gap`` (milliseconds since the previous arrival, i.e.
+    #: the arrival rate). Adding ``gap`` (README "Online learning",
+    #: ``benchmarks/online_targets.py --drift-features prompt,gap``) cut the worst run's
+    #: loss to static tailwise but also replaced tuned policies that were right after a
+    #: load shift: mean whole-run margin +0.074 -> +0.045 and +0.085 -> +0.089
+    drift_features: tuple[str, ...] = ("prompt",)
     #: CPU bound of tuning, so replays do not slow an engine on the same host: the loop
     #: thread (and every thread it starts) runs at this many nice levels below the
     #: sidecar's gRPC threads (0-19; Linux niceness is per thread) ...
@@ -104,6 +115,13 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.mode not in LOOP_MODES:
             raise ConfigError(f"loop.mode: must be one of {list(LOOP_MODES)}, got {self.mode!r}")
+        feats = self.drift_features
+        if isinstance(feats, str) or not isinstance(feats, list | tuple) or not feats \
+                or len(set(feats)) != len(feats) \
+                or any(f not in ARRIVAL_FEATURES for f in feats):
+            raise ConfigError(f"loop.drift_features: must be distinct names from "
+                              f"{list(ARRIVAL_FEATURES)}, at least one, got {feats!r}")
+        object.__setattr__(self, "drift_features", tuple(feats))
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +313,11 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: must be a table")
         return dict(value)
+    if origin is tuple and typing.get_args(tp)[1:] == (Ellipsis,) \
+            and typing.get_args(tp)[0] is str:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{path}: must be a list of strings, got {value!r}")
+        return tuple(value)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: must be true or false, got {value!r}")

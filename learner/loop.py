@@ -20,7 +20,11 @@ clock), then:
    only if its objective is finite, it validates, promotion is not paused (kill
    switch / manual policy), and the traffic did not move on since the window (the
    settled window lags by about one tail latency; ``loop.stale_check``: river's ADWIN
-   on the prompt lengths of the window, then of every later arrival).
+   on ``loop.drift_features`` of the window's arrivals, then of every later arrival);
+4. every iteration feeds the arrivals since the last one to ADWIN watching the tuned
+   policy in force (``loop.fallback_on_drift``); once it has fired, the next round
+   that tunes starts from the base policy and publishes it unless it promotes a winner
+   over it.
 
 With ``loop.mode = "live"`` step 2 instead runs a live round over the same settled span
 (:class:`tailwise.learner.live.LiveTrials`): the trial in flight is scored from the engine's own
@@ -67,7 +71,7 @@ from tailwise.learner.metrics import SidecarMetrics
 from tailwise.learner.publisher import PolicyStore, PromotionPaused
 from tailwise.learner.state import StateFile
 from tailwise.learner.window import TelemetryWindow
-from tailwise.partitioner.drift import DriftDetector
+from tailwise.partitioner.drift import ArrivalDrift
 from tailwise.records.trace import Trace
 from tailwise.scorer.policy import EwsjfParams, Policy, PolicyError, QueueSpec, Source
 
@@ -143,6 +147,19 @@ class RoundRecord:
     trial_values: tuple[float, ...] = ()
 
 
+@dataclass(slots=True)
+class _TunedWatch:
+    """The tuned policy the loop published last, and ADWIN on the arrivals since its
+    tuning window (``LoopConfig.fallback_on_drift``)."""
+
+    version: int
+    since: float
+    until: float
+    drift: ArrivalDrift
+    #: arrivals before this engine time have been fed
+    fed_until: float
+
+
 @dataclass(frozen=True, slots=True)
 class StepOutcome:
     """What one loop iteration did (for tests and logs)."""
@@ -189,9 +206,9 @@ class LearningLoop:
         self.loop_engine_time: float | None = None
         self._busy = False
         self._progress = threading.Condition()
-        #: (version, window start, window end) of the tuned policy the loop published
-        #: last: ``fallback_on_drift`` watches the arrivals after that window
-        self._tuned: tuple[int, float, float] | None = None
+        #: the tuned policy the loop published last: ``fallback_on_drift`` watches the
+        #: arrivals after its window
+        self._watch: _TunedWatch | None = None
         #: live mode's trials (None in replay mode)
         self.live: LiveTrials | None = None
         if self.cfg.mode == "live":
@@ -308,6 +325,7 @@ class LearningLoop:
             return StepOutcome(None)
         learned, changed = self._feed_partitioner(now)
         self._feed_boost(now)
+        self._feed_watch()
         if self.live is not None:
             self.live.observe(now)
         if self._last_round is None or now < self._last_round:
@@ -487,7 +505,7 @@ class LearningLoop:
             outcome, version = self._maybe_publish(res, now)
         _hook(tuner, "record_publication", res, outcome, version)
         if outcome == "promoted" and version is not None:
-            self._tuned = (version, since, min(until, now))  # until is inf when unsettled
+            self._watch_tuned(version, since, min(until, now), now)  # until: inf if unsettled
         self.history.append(RoundRecord(
             now, outcome, len(trace), res.best_value, res.drift, version,
             window_start=since, window_end=until,
@@ -498,27 +516,49 @@ class LearningLoop:
         self._finish_round(now, outcome)
         return outcome, version
 
-    def _drift_fallback(self, tuner: TunerLike, current: Policy, now: float) -> Policy | None:
+    def _watch_tuned(self, version: int, since: float, until: float, now: float) -> None:
+        """Start watching the arrivals after a published tuned policy's window: ADWIN
+        learns the window's arrivals, then every later one (:meth:`_feed_watch`)."""
+        if not self.cfg.fallback_on_drift:
+            return
+        drift = ArrivalDrift(self.cfg.drift_features)
+        drift.learn(*self.window.arrivals(since, until))
+        drift.fired = False  # a shift inside the tuning window is what it was tuned on
+        drift.learn(*self.window.arrivals(until, now))
+        self._watch = _TunedWatch(version, since, until, drift, fed_until=now)
+
+    def _feed_watch(self) -> None:
+        """Feed the arrivals since the last iteration to the watch (taken every iteration,
+        so none pile up while nothing is watched)."""
+        times, prompts = self.window.take_arrivals()
+        w = self._watch
+        if w is None or not times.size:
+            return
+        keep = times >= w.fed_until  # the window scan at publication fed the earlier ones
+        w.drift.learn(times[keep], prompts[keep])
+        w.fed_until = max(w.fed_until, float(times[-1]))
+
+    def _drift_fallback(self, tuner: TunerLike, current: Policy,
+                        now: float) -> Policy | None:
         """``LoopConfig.fallback_on_drift``: the tuner's base policy if the policy in force
         is the tuned one the loop published last and the arrivals since its tuning window
-        drifted from it (ADWIN on prompt lengths, as :meth:`_stale`), else ``None``."""
-        tuned = self._tuned
-        if not self.cfg.fallback_on_drift or tuned is None or self.store.paused:
+        drifted from it (the watch's ADWIN fired), else ``None``."""
+        w = self._watch
+        if not self.cfg.fallback_on_drift or w is None or self.store.paused:
             return None  # paused: nothing automatic is published, so nothing to decide
-        version, since, until = tuned
         base: Policy | None = getattr(tuner, "base", None)
-        if current.version != version or not isinstance(base, Policy):
-            self._tuned = None  # replaced since (an operator, a restart): not ours to undo
+        if current.version != w.version or not isinstance(base, Policy):
+            self._watch = None  # replaced since (an operator, a restart): not ours to undo
             return None
-        if not self._stale(since, until, now):
+        if not w.drift.fired:
             return None
-        # ``_tuned`` stays set until the fallback or a winner is published: a round that
-        # fails, or a publish that is refused, leaves the check for the next round
+        # the watch stays until the fallback or a winner is published: a round that
+        # fails, or a publish that is refused, leaves it for the next round
         log.info("traffic drifted from the window [%.1f, %.1f) version %d was tuned on: "
-                 "tuning from the base policy", since, until, version)
+                 "falling back to the base policy", w.since, w.until, w.version)
         return base.replace(note=f"fallback to the base policy at engine time {now:.1f}: "
-                                 f"arrivals since version {version}'s tuning window "
-                                 f"[{since:.1f}, {until:.1f}) drifted")
+                                 f"arrivals since version {w.version}'s tuning window "
+                                 f"[{w.since:.1f}, {w.until:.1f}) drifted")
 
     def _publish_fallback(self, base: Policy, now: float) -> None:
         try:
@@ -526,23 +566,22 @@ class LearningLoop:
         except (PromotionPaused, PolicyError) as exc:
             log.info("fallback to the base policy not published: %s", exc)
             return
-        self._tuned = None
+        self._watch = None
         log.info("published the base policy as version %d (fallback on drift)", pub.version)
         self.history.append(RoundRecord(now, "fallback", 0, None, None, pub.version))
         if pub.policy is not None:
             self._adopt(pub.policy)
 
     def _stale(self, since: float, until: float, now: float) -> bool:
-        """Whether the arrivals after the replayed window drifted from it (ADWIN on the
-        prompt lengths, see ``LoopConfig.stale_check``); known at arrival, so the requests
-        still in the engine count too."""
+        """Whether the arrivals after the replayed window drifted from it (ADWIN on
+        ``loop.drift_features`` of the window's arrivals, then of every later one; see
+        ``LoopConfig.stale_check``); known at arrival, so the requests still in the engine
+        count too."""
         if not until < now:
             return False
-        det = DriftDetector(("prompt",))
-        for p in self.window.arrival_prompts(since, until):
-            det.learn_one({"prompt": float(p)})
-        return any(det.learn_one({"prompt": float(p)})
-                   for p in self.window.arrival_prompts(until, now))
+        drift = ArrivalDrift(self.cfg.drift_features)
+        drift.learn(*self.window.arrivals(since, until))
+        return drift.learn(*self.window.arrivals(until, now))
 
     def _maybe_publish(self, res: RoundResultLike, now: float) -> tuple[str, int | None]:
         promoted = res.promoted

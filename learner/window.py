@@ -86,6 +86,8 @@ class TelemetryWindow:
         self._max_pending = max_pending
         self._finished: deque[FinishedRequest] = deque()
         self._unlearned: deque[float] = deque()
+        #: (arrival time, prompt tokens) of arrivals not yet taken by the loop's drift watch
+        self._arrived: deque[tuple[float, int]] = deque(maxlen=max_requests)
         self._unlearned_finished: deque[FinishedRequest] = deque(maxlen=max_requests)
         self._pending: OrderedDict[tuple[str, str], _Arrival] = OrderedDict()
         self._steps: deque[StepStats] = deque(maxlen=max_steps)
@@ -159,6 +161,7 @@ class TelemetryWindow:
                 self._pending.popitem(last=False)
                 self._on_evict("pending", 1)
             self._learn(float(max(ev.prompt_tokens - ev.cached_tokens, 0)))
+            self._arrived.append((arrival, ev.prompt_tokens))
         elif kind == pb.REQUEST_EVENT_KIND_FINISHED:
             pend = self._pending.pop(key, None)
             arrival = ev.arrival_time if ev.arrival_time > 0 else (
@@ -180,6 +183,7 @@ class TelemetryWindow:
                 self._on_evict("finished", 1)
             if pend is None:  # its arrival was never seen: learn its feature now
                 self._learn(float(rec.uncached_prompt_tokens))
+                self._arrived.append((arrival, prompt))
         elif kind in (pb.REQUEST_EVENT_KIND_FIRST_TOKEN, pb.REQUEST_EVENT_KIND_TOKENS,
                       pb.REQUEST_EVENT_KIND_PREEMPTED):
             pass  # progress events only move the engine clock (kept for live metrics)
@@ -241,6 +245,15 @@ class TelemetryWindow:
             self._unlearned.clear()
             return out
 
+    def take_arrivals(self) -> tuple[np.ndarray, np.ndarray]:
+        """(arrival times, prompt tokens) of the requests that arrived since the last call,
+        in arrival order — from ARRIVAL events, or FINISHED ones whose arrival was lost."""
+        with self._cond:
+            rows = sorted(self._arrived)
+            self._arrived.clear()
+        return (np.asarray([t for t, _ in rows], dtype=np.float64),
+                np.asarray([p for _, p in rows], dtype=np.float64))
+
     def take_finished_unlearned(self) -> list[FinishedRequest]:
         """Requests finished since the last call (for the streaming γ estimators)."""
         with self._cond:
@@ -256,16 +269,18 @@ class TelemetryWindow:
         with self._cond:
             return sum(1 for r in self._finished if since <= r.arrival_time < until)
 
-    def arrival_prompts(self, since: float, until: float = math.inf) -> np.ndarray:
-        """Prompt tokens of every request that arrived in ``[since, until)``, finished or
-        still in the engine, in arrival order (known at arrival: no censoring)."""
+    def arrivals(self, since: float, until: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
+        """(arrival times, prompt tokens) of every request that arrived in ``[since,
+        until)``, finished or still in the engine, in arrival order (known at arrival: no
+        censoring)."""
         with self._cond:
             rows = [(r.arrival_time, r.prompt_tokens) for r in self._finished
                     if since <= r.arrival_time < until]
             rows += [(a.arrival_time, a.prompt_tokens) for a in self._pending.values()
                      if since <= a.arrival_time < until]
         rows.sort()
-        return np.asarray([p for _, p in rows], dtype=np.float64)
+        return (np.asarray([t for t, _ in rows], dtype=np.float64),
+                np.asarray([p for _, p in rows], dtype=np.float64))
 
     def settled_end(self, now: float, span: float, quantile: float,
                     max_lag_s: float = math.inf) -> float:

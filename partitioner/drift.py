@@ -12,9 +12,11 @@ and on every stream whose median length grows ×e, within ~40 requests of the sh
 River's PageHinkley fired on every stationary stream at its defaults and KSWIN was
 ~2,000x slower, so ADWIN is the detector here.
 
-Two users: :class:`~tailwise.partitioner.refine_prune.RefinePrune` feeds it the routing
+Three users: :class:`~tailwise.partitioner.refine_prune.RefinePrune` feeds it the routing
 feature and refreshes early when it fires; the tuner (:mod:`tailwise.bayes_opt.window`)
-measures each round's drift with it (previous window, then this one).
+measures each round's drift with it (previous window, then this one); and the learning
+loop watches the arrival stream after a tuned policy's window with
+:class:`ArrivalDrift` (prompt lengths and, optionally, the gaps between arrivals).
 
 >>> import random
 >>> rng = random.Random(0)
@@ -30,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 from river.drift import ADWIN
 
 #: ADWIN's confidence (river's default): the false-alarm bound per check
@@ -84,3 +87,66 @@ class DriftDetector:
 
     def __repr__(self) -> str:
         return f"DriftDetector({list(self.features)}, n={self.n}, detections={self.detections})"
+
+
+#: what :class:`ArrivalDrift` can watch: each arrival's prompt tokens, and the time since
+#: the previous arrival in milliseconds (the arrival rate: a load shift)
+ARRIVAL_FEATURES = ("prompt", "gap")
+
+
+class ArrivalDrift:
+    """ADWIN on an arrival stream, fed in arrival order; :attr:`fired` sticks once set
+    (a caller that feeds a reference span first clears it before the stream it watches).
+
+    ``"prompt"`` is the request's prompt tokens; ``"gap"`` the milliseconds since the
+    previous arrival (``log1p`` as every feature: a rate ×e is a step of about 1). Both are
+    known when a request arrives, so nothing waits for a request to finish.
+
+    >>> import random
+    >>> rng = random.Random(1)
+    >>> def stream(rate, n, t=0.0):
+    ...     out = []
+    ...     for _ in range(n):
+    ...         t += rng.expovariate(rate)
+    ...         out.append((t, 500.0))
+    ...     return out
+    >>> calm = stream(5.0, 400)
+    >>> busy = stream(30.0, 400, calm[-1][0])
+    >>> d = ArrivalDrift(("prompt",))
+    >>> d.learn([t for t, _ in calm + busy], [p for _, p in calm + busy])
+    False
+    >>> d = ArrivalDrift(("prompt", "gap"))
+    >>> d.learn([t for t, _ in calm], [p for _, p in calm])
+    False
+    >>> d.learn([t for t, _ in busy], [p for _, p in busy])
+    True
+    """
+
+    def __init__(self, features: Sequence[str] = ("prompt",),
+                 delta: float = DEFAULT_DELTA) -> None:
+        bad = [f for f in features if f not in ARRIVAL_FEATURES]
+        if bad:
+            raise ValueError(f"features: unknown {bad}; choose from {list(ARRIVAL_FEATURES)}")
+        self._det = DriftDetector(features, delta)
+        self._last: float | None = None
+        self.fired = False
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self._det.features
+
+    def learn(self, times: Sequence[float] | np.ndarray,
+              prompts: Sequence[float] | np.ndarray) -> bool:
+        """Feed arrivals (times in seconds, non-decreasing); whether drift fired on any of
+        them (:attr:`fired` remembers it)."""
+        now = False
+        for t, p in zip(times, prompts, strict=True):
+            x = {"prompt": float(p)}
+            if self._last is not None and t >= self._last:
+                x["gap"] = (float(t) - self._last) * 1000.0
+            if self._last is None or t > self._last:
+                self._last = float(t)
+            if self._det.learn_one(x):
+                now = True
+        self.fired = self.fired or now
+        return now

@@ -393,3 +393,49 @@ def test_a_fallback_held_back_while_paused_comes_once_promotion_resumes(
     rig.loop.step()
     now = rig.store.current().policy
     assert now is not None and now.version == tuned + 1 and "fallback" in now.note
+
+
+@pytest.mark.parametrize(("features", "falls_back"), [(("prompt",), False),
+                                                      (("prompt", "gap"), True)])
+def test_with_gap_in_drift_features_a_rate_shift_alone_puts_the_base_back(
+        tmp_path: Path, features: tuple[str, ...], falls_back: bool) -> None:
+    """The same prompts arriving twenty times as fast: only ``gap`` (milliseconds between
+    arrivals) sees the load shift."""
+    tuner = FakeTuner([(True, 0.5)])
+    tuner.base = Policy(mode=Mode.TAILWISE)  # type: ignore[attr-defined]
+    rig = Rig(tmp_path, tuner, window_s=60.0, eager=False)
+    rig.loop.cfg = LoopConfig(round_every_s=None, n_trials=3, tune_on_partition_change=False,
+                              drift_features=features)
+    rig.feed(150, t0=0.0)
+    assert rig.loop.step().outcome == "promoted"
+    tuned = rig.store.current().version
+    rig.feed(1200, t0=151.0, dt_s=0.05, start=150)
+    assert rig.loop.step().round_run
+    assert (rig.store.current().version == tuned + 1) is falls_back
+
+
+@pytest.mark.parametrize("bad", [(), ("rate",), ("prompt", "prompt"), "prompt", None])
+def test_bad_drift_features_are_refused_with_the_field_named(bad: Any) -> None:
+    from tailwise.learner.config import ConfigError, config_from_mapping
+
+    with pytest.raises(ConfigError, match=r"loop\.drift_features"):
+        LoopConfig(drift_features=bad)
+    cfg = config_from_mapping({"loop": {"drift_features": ["gap", "prompt"]}})
+    assert cfg.loop.drift_features == ("gap", "prompt")
+
+
+def test_a_shift_inside_the_tuning_window_is_not_a_drift_from_it(tmp_path: Path) -> None:
+    """The window a policy was tuned on already holds the shift to long prompts; more long
+    prompts after it are the traffic it was tuned on (ADWIN's firing on the window's own
+    arrivals does not count), so the tuned policy stays."""
+    tuner = FakeTuner([(True, 0.5)])
+    tuner.base = Policy(mode=Mode.TAILWISE)  # type: ignore[attr-defined]
+    rig = Rig(tmp_path, tuner, window_s=120.0, eager=False)
+    rig.feed(240, t0=0.0, dt_s=0.25, prompt=100)
+    rig.feed(240, t0=60.0, dt_s=0.25, prompt=5000, start=240)
+    assert rig.loop.step().outcome == "promoted"
+    tuned = rig.store.current().version
+    assert rig.loop._watch is not None and not rig.loop._watch.drift.fired
+    rig.feed(480, t0=122.0, dt_s=0.25, prompt=5000, start=480)
+    assert rig.loop.step().round_run
+    assert rig.store.current().version == tuned

@@ -60,6 +60,26 @@ def test_finish_without_seen_arrival_still_counts_when_it_carries_the_fields() -
     assert w.apply(b) == 1
     assert rejected == ["incomplete_finish"]
     assert w.take_unlearned() == [40.0]
+    times, prompts = w.take_arrivals()  # the drift watch sees it too, at its arrival
+    assert times.tolist() == [2.0] and prompts.tolist() == [40.0]
+
+
+def test_arrivals_are_taken_once_in_arrival_order() -> None:
+    """The loop's drift watch takes each arrival once (still-running requests included),
+    sorted by arrival time; ``arrivals(since, until)`` scans the window without taking."""
+    w = TelemetryWindow()
+    b = pb.EngineEvent(engine_id="e")
+    for rid, t, p in (("b", 3.0, 30), ("a", 1.0, 10), ("c", 2.0, 20)):
+        b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id=rid, time=t,
+                       arrival_time=t, prompt_tokens=p)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_FINISHED, request_id="a", time=4.0,
+                   arrival_time=1.0, prompt_tokens=10, output_tokens=2)
+    w.apply(b)
+    times, prompts = w.take_arrivals()
+    assert times.tolist() == [1.0, 2.0, 3.0] and prompts.tolist() == [10.0, 20.0, 30.0]
+    assert w.take_arrivals()[0].size == 0
+    times, prompts = w.arrivals(1.5, 3.5)
+    assert times.tolist() == [2.0, 3.0] and prompts.tolist() == [20.0, 30.0]
 
 
 @pytest.mark.parametrize(("mutate", "reason"), [
