@@ -88,10 +88,10 @@ class LoopConfig:
     stale_check: bool = True
     #: a policy the loop published is trusted only for the traffic it was tuned on: when
     #: river's ADWIN, fed ``drift_features`` of that policy's tuning window's arrivals and
-    #: then of every arrival since (fed as they come in), has fired, the next round that
-    #: tunes starts from the tuner's base policy (the sidecar's initial policy when it
-    #: started without a persisted one, else the policy in force when it started) and
-    #: publishes it unless it promotes a winner over it.
+    #: then of every arrival since (each learned once, as it is reported), has fired, the
+    #: next round that tunes starts from the tuner's base policy (the sidecar's initial
+    #: policy when it started without a persisted one, else the policy in force when it
+    #: started) and publishes it unless it promotes a winner over it.
     #: A window cannot show how a tuned policy does in a regime it did not contain (a
     #: calm window's draw switched tail protection off, and it ruled the overload after
     #: it). Replay mode only; watches the last policy this process published (not

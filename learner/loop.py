@@ -156,8 +156,6 @@ class _TunedWatch:
     since: float
     until: float
     drift: ArrivalDrift
-    #: arrivals before this engine time have been fed
-    fed_until: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,19 +522,17 @@ class LearningLoop:
         drift = ArrivalDrift(self.cfg.drift_features)
         drift.learn(*self.window.arrivals(since, until))
         drift.fired = False  # a shift inside the tuning window is what it was tuned on
-        drift.learn(*self.window.arrivals(until, now))
-        self._watch = _TunedWatch(version, since, until, drift, fed_until=now)
+        # every arrival reported so far from the window's end; later reports come through
+        # take_arrivals (each arrival once, a late one when it is reported)
+        drift.learn(*self.window.arrivals_from(until))
+        self._watch = _TunedWatch(version, since, until, drift)
 
     def _feed_watch(self) -> None:
-        """Feed the arrivals since the last iteration to the watch (taken every iteration,
-        so none pile up while nothing is watched)."""
+        """Feed the arrivals reported since the last iteration to the watch (taken every
+        iteration, watched or not; the window caps what waits while a round runs)."""
         times, prompts = self.window.take_arrivals()
-        w = self._watch
-        if w is None or not times.size:
-            return
-        keep = times >= w.fed_until  # the window scan at publication fed the earlier ones
-        w.drift.learn(times[keep], prompts[keep])
-        w.fed_until = max(w.fed_until, float(times[-1]))
+        if self._watch is not None and times.size:
+            self._watch.drift.learn(times, prompts)
 
     def _drift_fallback(self, tuner: TunerLike, current: Policy,
                         now: float) -> Policy | None:

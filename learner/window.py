@@ -131,6 +131,11 @@ class TelemetryWindow:
             self._unlearned.popleft()
             self._on_evict("unlearned", 1)
 
+    def _arrive(self, t: float, prompt: int) -> None:
+        if len(self._arrived) == self._arrived.maxlen:  # nobody took them: oldest go
+            self._on_evict("arrived", 1)
+        self._arrived.append((t, prompt))
+
     def _advance(self, t: float) -> None:
         if self._now is None or t > self._now:
             self._now = t
@@ -154,6 +159,8 @@ class TelemetryWindow:
             arrival = ev.arrival_time if ev.arrival_time > 0 else t
             if not math.isfinite(arrival) or arrival > MAX_ENGINE_TIME:
                 return "bad_time"
+            if key not in self._pending:  # a repeated ARRIVAL is one arrival
+                self._arrive(arrival, ev.prompt_tokens)
             self._pending[key] = _Arrival(arrival, ev.prompt_tokens, ev.cached_tokens,
                                           ev.slo_class[:64])
             self._pending.move_to_end(key)
@@ -161,7 +168,6 @@ class TelemetryWindow:
                 self._pending.popitem(last=False)
                 self._on_evict("pending", 1)
             self._learn(float(max(ev.prompt_tokens - ev.cached_tokens, 0)))
-            self._arrived.append((arrival, ev.prompt_tokens))
         elif kind == pb.REQUEST_EVENT_KIND_FINISHED:
             pend = self._pending.pop(key, None)
             arrival = ev.arrival_time if ev.arrival_time > 0 else (
@@ -183,7 +189,7 @@ class TelemetryWindow:
                 self._on_evict("finished", 1)
             if pend is None:  # its arrival was never seen: learn its feature now
                 self._learn(float(rec.uncached_prompt_tokens))
-                self._arrived.append((arrival, prompt))
+                self._arrive(arrival, prompt)
         elif kind in (pb.REQUEST_EVENT_KIND_FIRST_TOKEN, pb.REQUEST_EVENT_KIND_TOKENS,
                       pb.REQUEST_EVENT_KIND_PREEMPTED):
             pass  # progress events only move the engine clock (kept for live metrics)
@@ -246,13 +252,21 @@ class TelemetryWindow:
             return out
 
     def take_arrivals(self) -> tuple[np.ndarray, np.ndarray]:
-        """(arrival times, prompt tokens) of the requests that arrived since the last call,
-        in arrival order — from ARRIVAL events, or FINISHED ones whose arrival was lost."""
+        """(arrival times, prompt tokens) of the requests reported since the last call
+        (or :meth:`arrivals_from`), in arrival order — from ARRIVAL events, or FINISHED
+        ones whose arrival was lost. A late report comes in a later call."""
         with self._cond:
             rows = sorted(self._arrived)
             self._arrived.clear()
         return (np.asarray([t for t, _ in rows], dtype=np.float64),
                 np.asarray([p for _, p in rows], dtype=np.float64))
+
+    def arrivals_from(self, since: float) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`arrivals` from ``since`` on, and :meth:`take_arrivals` restarts after it,
+        in one step: each arrival is in exactly one of the two."""
+        with self._cond:
+            self._arrived.clear()
+            return self.arrivals(since)
 
     def take_finished_unlearned(self) -> list[FinishedRequest]:
         """Requests finished since the last call (for the streaming γ estimators)."""

@@ -137,8 +137,9 @@ class ArrivalDrift:
 
     def learn(self, times: Sequence[float] | np.ndarray,
               prompts: Sequence[float] | np.ndarray) -> bool:
-        """Feed arrivals (times in seconds, non-decreasing); whether drift fired on any of
-        them (:attr:`fired` remembers it)."""
+        """Feed arrivals in arrival order (times in seconds); whether drift fired on any
+        of them (:attr:`fired` remembers it). An arrival earlier than one already fed (a
+        late report) adds its prompt but no gap."""
         now = False
         for t, p in zip(times, prompts, strict=True):
             x = {"prompt": float(p)}

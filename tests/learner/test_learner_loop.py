@@ -439,3 +439,20 @@ def test_a_shift_inside_the_tuning_window_is_not_a_drift_from_it(tmp_path: Path)
     rig.feed(480, t0=122.0, dt_s=0.25, prompt=5000, start=480)
     assert rig.loop.step().round_run
     assert rig.store.current().version == tuned
+
+
+def test_the_watch_learns_across_iterations_and_the_next_round_acts(tmp_path: Path) -> None:
+    """Long prompts reported in small batches between rounds are each learned once; the
+    round after them falls back (the watch fired between rounds, nothing acted then)."""
+    rig, base, tuned = tuned_rig(tmp_path, [(True, 0.5)])
+    for k in range(5):
+        rig.feed(10, t0=151.0 + 10 * k, prompt=5000, start=150 + 10 * k)
+        out = rig.loop.step()
+        assert not out.round_run and rig.store.current().version == tuned
+    w = rig.loop._watch
+    assert w is not None and w.drift.fired
+    rig.feed(10, t0=201.0, prompt=5000, start=200)
+    assert rig.loop.step().round_run
+    now = rig.store.current().policy
+    assert now is not None and now.version == tuned + 1 and "fallback" in now.note
+    assert now.boost == base.boost and rig.loop._watch is None

@@ -80,6 +80,31 @@ def test_arrivals_are_taken_once_in_arrival_order() -> None:
     assert w.take_arrivals()[0].size == 0
     times, prompts = w.arrivals(1.5, 3.5)
     assert times.tolist() == [2.0, 3.0] and prompts.tolist() == [20.0, 30.0]
+    # a repeated ARRIVAL is one arrival; a late report (another engine) comes when it comes
+    late = pb.EngineEvent(engine_id="other")
+    late.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="b", time=2.5,
+                      arrival_time=2.5, prompt_tokens=25)
+    again = pb.EngineEvent(engine_id="e")
+    again.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="b", time=3.0,
+                       arrival_time=3.0, prompt_tokens=30)
+    w.apply(late)
+    w.apply(again)
+    assert w.take_arrivals()[0].tolist() == [2.5]
+    # arrivals_from scans and restarts take_arrivals in one step: each arrival once
+    d = pb.EngineEvent(engine_id="e")
+    d.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="d", time=5.0,
+                   arrival_time=5.0, prompt_tokens=50)
+    w.apply(d)
+    assert w.arrivals_from(2.2)[0].tolist() == [2.5, 3.0, 5.0]
+    assert w.take_arrivals()[0].size == 0
+
+
+def test_untaken_arrivals_are_capped_and_counted() -> None:
+    evicted: list[str] = []
+    w = TelemetryWindow(max_requests=3, on_evict=lambda what, n: evicted.append(what))
+    w.apply(events_batch(5, t0=0.0))
+    assert w.take_arrivals()[0].tolist() == [2.0, 3.0, 4.0]
+    assert evicted.count("arrived") == 2
 
 
 @pytest.mark.parametrize(("mutate", "reason"), [
