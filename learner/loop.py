@@ -156,6 +156,9 @@ class _TunedWatch:
     since: float
     until: float
     drift: ArrivalDrift
+    #: ADWIN fired on an arrival after the window (a shift inside it is what the policy
+    #: was tuned on)
+    fired: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -519,20 +522,19 @@ class LearningLoop:
         learns the window's arrivals, then every later one (:meth:`_feed_watch`)."""
         if not self.cfg.fallback_on_drift:
             return
-        drift = ArrivalDrift(self.cfg.drift_features)
-        drift.learn(*self.window.arrivals(since, until))
-        drift.fired = False  # a shift inside the tuning window is what it was tuned on
+        drift = self._learned(since, until)
         # every arrival reported so far from the window's end; later reports come through
         # take_arrivals (each arrival once, a late one when it is reported)
-        drift.learn(*self.window.arrivals_from(until))
-        self._watch = _TunedWatch(version, since, until, drift)
+        fired = drift.learn(*self.window.arrivals_from(until))
+        self._watch = _TunedWatch(version, since, until, drift, fired)
 
     def _feed_watch(self) -> None:
         """Feed the arrivals reported since the last iteration to the watch (taken every
         iteration, watched or not; the window caps what waits while a round runs)."""
         times, prompts = self.window.take_arrivals()
-        if self._watch is not None and times.size:
-            self._watch.drift.learn(times, prompts)
+        w = self._watch
+        if w is not None and times.size and w.drift.learn(times, prompts):
+            w.fired = True
 
     def _drift_fallback(self, tuner: TunerLike, current: Policy,
                         now: float) -> Policy | None:
@@ -546,7 +548,7 @@ class LearningLoop:
         if current.version != w.version or not isinstance(base, Policy):
             self._watch = None  # replaced since (an operator, a restart): not ours to undo
             return None
-        if not w.drift.fired:
+        if not w.fired:
             return None
         # the watch stays until the fallback or a winner is published: a round that
         # fails, or a publish that is refused, leaves it for the next round
@@ -575,9 +577,14 @@ class LearningLoop:
         count too."""
         if not until < now:
             return False
+        return self._learned(since, until).learn(*self.window.arrivals(until, now))
+
+    def _learned(self, since: float, until: float) -> ArrivalDrift:
+        """ADWIN on ``loop.drift_features`` that has learned the arrivals of ``[since,
+        until)``: the reference both drift checks compare the later arrivals with."""
         drift = ArrivalDrift(self.cfg.drift_features)
         drift.learn(*self.window.arrivals(since, until))
-        return drift.learn(*self.window.arrivals(until, now))
+        return drift
 
     def _maybe_publish(self, res: RoundResultLike, now: float) -> tuple[str, int | None]:
         promoted = res.promoted

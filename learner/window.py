@@ -76,6 +76,12 @@ def _noop(_: str, __: int) -> None:
     return None
 
 
+def _columns(rows: list[tuple[float, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(arrival time, prompt tokens) rows as (times, prompts) arrays."""
+    return (np.asarray([t for t, _ in rows], dtype=np.float64),
+            np.asarray([p for _, p in rows], dtype=np.float64))
+
+
 class TelemetryWindow:
     """Thread-safe: the ingest thread calls :meth:`apply`, the loop reads snapshots."""
 
@@ -258,8 +264,7 @@ class TelemetryWindow:
         with self._cond:
             rows = sorted(self._arrived)
             self._arrived.clear()
-        return (np.asarray([t for t, _ in rows], dtype=np.float64),
-                np.asarray([p for _, p in rows], dtype=np.float64))
+        return _columns(rows)
 
     def arrivals_from(self, since: float) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`arrivals` from ``since`` on, and :meth:`take_arrivals` restarts after it,
@@ -293,8 +298,7 @@ class TelemetryWindow:
             rows += [(a.arrival_time, a.prompt_tokens) for a in self._pending.values()
                      if since <= a.arrival_time < until]
         rows.sort()
-        return (np.asarray([t for t, _ in rows], dtype=np.float64),
-                np.asarray([p for _, p in rows], dtype=np.float64))
+        return _columns(rows)
 
     def settled_end(self, now: float, span: float, quantile: float,
                     max_lag_s: float = math.inf) -> float:

@@ -95,8 +95,7 @@ ARRIVAL_FEATURES = ("prompt", "gap")
 
 
 class ArrivalDrift:
-    """ADWIN on an arrival stream, fed in arrival order; :attr:`fired` sticks once set
-    (a caller that feeds a reference span first clears it before the stream it watches).
+    """ADWIN on an arrival stream, fed in arrival order.
 
     ``"prompt"`` is the request's prompt tokens; ``"gap"`` the milliseconds since the
     previous arrival (``log1p`` as every feature: a rate ×e is a step of about 1). Both are
@@ -129,17 +128,12 @@ class ArrivalDrift:
             raise ValueError(f"features: unknown {bad}; choose from {list(ARRIVAL_FEATURES)}")
         self._det = DriftDetector(features, delta)
         self._last: float | None = None
-        self.fired = False
-
-    @property
-    def features(self) -> tuple[str, ...]:
-        return self._det.features
 
     def learn(self, times: Sequence[float] | np.ndarray,
               prompts: Sequence[float] | np.ndarray) -> bool:
         """Feed arrivals in arrival order (times in seconds); whether drift fired on any
-        of them (:attr:`fired` remembers it). An arrival earlier than one already fed (a
-        late report) adds its prompt but no gap."""
+        of them. An arrival earlier than one already fed (a late report) adds its prompt
+        but no gap."""
         now = False
         for t, p in zip(times, prompts, strict=True):
             x = {"prompt": float(p)}
@@ -149,5 +143,4 @@ class ArrivalDrift:
                 self._last = float(t)
             if self._det.learn_one(x):
                 now = True
-        self.fired = self.fired or now
         return now

@@ -435,7 +435,7 @@ def test_a_shift_inside_the_tuning_window_is_not_a_drift_from_it(tmp_path: Path)
     rig.feed(240, t0=60.0, dt_s=0.25, prompt=5000, start=240)
     assert rig.loop.step().outcome == "promoted"
     tuned = rig.store.current().version
-    assert rig.loop._watch is not None and not rig.loop._watch.drift.fired
+    assert rig.loop._watch is not None and not rig.loop._watch.fired
     rig.feed(480, t0=122.0, dt_s=0.25, prompt=5000, start=480)
     assert rig.loop.step().round_run
     assert rig.store.current().version == tuned
@@ -450,7 +450,7 @@ def test_the_watch_learns_across_iterations_and_the_next_round_acts(tmp_path: Pa
         out = rig.loop.step()
         assert not out.round_run and rig.store.current().version == tuned
     w = rig.loop._watch
-    assert w is not None and w.drift.fired
+    assert w is not None and w.fired
     rig.feed(10, t0=201.0, prompt=5000, start=200)
     assert rig.loop.step().round_run
     now = rig.store.current().policy
