@@ -74,7 +74,7 @@ APPLIES: dict[str, frozenset[str]] = {
     "router": frozenset({COMPARE}),
     "seed": frozenset({SCENARIO, ONLINE_SCENARIO, ONLINE_TRACE}),
     **{name: frozenset({ONLINE_SCENARIO, ONLINE_TRACE}) for name in (
-        "sidecar", "token", "round_every_s", "trials_per_round")},
+        "sidecar", "token", "round_every_s", "trials_per_round", "min_requests")},
 }
 
 
@@ -151,6 +151,10 @@ def register(app: typer.Typer) -> None:
             help="With --online: engine seconds between tuning rounds.")] = 60.0,
         trials_per_round: Annotated[int, typer.Option(
             help="With --online: Optuna trials per round.")] = 8,
+        min_requests: Annotated[int, typer.Option(
+            help="With --online: finished requests a round's replay window needs; a round "
+                 "with fewer is skipped (too_few_requests). At a few requests per second "
+                 "lower it or raise --round-every-s.")] = 400,
         seed: Annotated[int, typer.Option(help="Seed for scenarios and tuning.")] = 0,
         engine_impl: Annotated[str, typer.Option(
             "--engine", help="sim (built-in simulator) or vllm (the real vLLM scheduler and "
@@ -185,6 +189,8 @@ def register(app: typer.Typer) -> None:
                                       preemption_mode=preemption)
                 engine.validate()
                 runner = engine_runner(engine_impl)
+                if min_requests < 1:
+                    fail(f"--min-requests must be >= 1, got {min_requests}")
                 tr = None
                 if mode == ONLINE_TRACE:
                     tr = load_trace(trace, fmt, skip_bad=skip_bad, columns=parse_columns(columns),
@@ -202,7 +208,8 @@ def register(app: typer.Typer) -> None:
                     scenario=scenario or "", online=online, sidecar=sidecar,
                     token=token, out=out, engine=engine, model=model, load=load,
                     window_s=window, round_every_s=round_every_s,
-                    trials_per_round=trials_per_round, seed=seed, plots=plots,
+                    trials_per_round=trials_per_round, min_requests=min_requests,
+                    seed=seed, plots=plots,
                     metrics=MetricsConfig(short_threshold=short_threshold, ttft_slo_s=ttft_slo,
                                           tpot_slo_s=tpot_slo),
                     policies=tuple(parse_policies(policy)),

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from tailwise.bayes_opt.tuner import TunerConfig
+from tailwise.learner.config import WindowConfig
 from tailwise.lab.arms import make_arm
 from tailwise.lab.experiment import Arm, scale_trace
 from tailwise.lab.markdown import format_optional, markdown_table
@@ -261,6 +262,9 @@ def run_online(opts: OnlineOptions) -> Path:
                    "emitter": online.emitter, "policy_versions": versions},
         "rounds": online.rounds,
     }
+    window_cfg = opts.sidecar_overrides.get("window", {})
+    settle = float(window_cfg.get("settle_quantile", WindowConfig().settle_quantile))
+    tuned = [r for r in online.rounds if r["outcome"] != "too_few_requests"]
     md = ["### Arms", "",
           f"* **{FCFS}**: static FCFS.",
           f"* **{BEST}**: {best.name}, tuned offline on the pre-shift trace "
@@ -270,11 +274,16 @@ def run_online(opts: OnlineOptions) -> Path:
           f"* **{ONLINE}**: the simulator as engine with PolicyClient + TelemetryEmitter over "
           f"gRPC to a real sidecar, starting from the default tailwise policy; rounds every "
           f"{opts.round_every_s:g} engine s replaying a settled "
-          f"{opts.trial_window_s or opts.round_every_s:g}-s window (≥ 99% of its arrivals "
-          f"finished, ≥ {opts.min_requests} requests), {opts.trials_per_round} trials, "
+          f"{opts.trial_window_s or opts.round_every_s:g}-s window (≥ {settle:.0%} of its "
+          f"arrivals finished, ≥ {opts.min_requests} requests), {opts.trials_per_round} trials, "
           f"margin {gate_margin(opts):g}; {online.pacing.syncs} pacing syncs "
           f"({online.pacing.timeouts} timeouts), {len(versions)} policy versions in force.",
           "", "### Tuning rounds (engine time)", "",
+          *([] if tuned or not online.rounds else [
+              f"No round tuned: every window held fewer than {opts.min_requests} finished "
+              f"requests (the largest held {max(r['window_requests'] for r in online.rounds)})."
+              f" The policy stayed the initial one. Lower --min-requests or raise "
+              f"--round-every-s to tune at this arrival rate.", ""]),
           *markdown_table(["t (s)", "outcome", "window req", "champion", "best", "published"],
                [[f"{r['engine_time']:.1f}", r["outcome"], str(r["window_requests"]),
                  format_optional(r["champion_value"], ".4f"), format_optional(r["best_value"], ".4f"),

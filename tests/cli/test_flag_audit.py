@@ -30,7 +30,7 @@ VALUES: dict[str, list[str]] = {
     "backlog": ["--backlog"], "plan": ["--plan", "sorted-f"], "progress": ["--no-progress"],
     "seed": ["--seed", "3"], "sidecar": ["--sidecar", "127.0.0.1:1"],
     "token": ["--token", "t"], "round_every_s": ["--round-every-s", "30"],
-    "trials_per_round": ["--trials-per-round", "2"],
+    "trials_per_round": ["--trials-per-round", "2"], "min_requests": ["--min-requests", "50"],
     "replicas": ["--replicas", "2"], "router": ["--router", "kv-aware"],
 }
 MODE_ARGS = {COMPARE: [], SCENARIO: ["--scenario", "long-burst"],

@@ -78,3 +78,31 @@ def test_online_on_a_trace_file_end_to_end(tmp_path: Path) -> None:
     assert data["scenario"]["name"] == "mine"
     for arm in (FCFS, BEST, ONLINE):
         assert data["policies"][arm]["overall"]["ttlt"]["p99"] > 0
+    # 400 requests over ~67 s: no 20-s window holds the default 400, and the report says so
+    rounds = data["rounds"]
+    assert rounds and all(r["outcome"] == "too_few_requests" for r in rounds)
+    report = (out / "report.md").read_text()
+    assert "No round tuned: every window held fewer than 400 finished requests" in report
+    assert "≥ 90% of its arrivals finished" in report  # the sidecar's settle quantile
+
+
+def test_min_requests_lets_a_slow_trace_tune(tmp_path: Path) -> None:
+    path = _write_trace(tmp_path / "mine.csv")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["simulate", "--online", "--trace", str(path),
+                                   "--rate-scale", "3", "--round-every-s", "20",
+                                   "--trials-per-round", "2", "--min-requests", "40",
+                                   "--no-plots", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    tuned = [r for r in data["rounds"] if r["outcome"] != "too_few_requests"]
+    assert tuned and all(r["window_requests"] >= 40 for r in tuned)
+    assert "No round tuned" not in (out / "report.md").read_text()
+
+
+def test_min_requests_below_one_is_refused(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["simulate", "--online", "--trace", "azure-code",
+                                   "--min-requests", "0", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "--min-requests must be >= 1, got 0" in res.output
+    assert not (tmp_path / "o").exists()
