@@ -21,9 +21,9 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
-from tailwise.lab.bench import BenchOptions, run_bench
+from tailwise.lab.bench import TARGET_LIMITS as LIMITS
+from tailwise.lab.bench import BenchOptions, run_bench, scorecard
 from tailwise.scorer.policy import REGIME_SWITCHES, Mode, Policy, RegimeParams
 from tailwise.simulator.suite import SUITE
 
@@ -52,23 +52,6 @@ def ablations(sweep: str | None = None) -> dict[str, Policy]:
     out["no-regime"] = dataclasses.replace(base, regime=RegimeParams(
         **{flag: False for flag in SWITCHES}))
     return out
-
-
-def scorecard(per: dict[str, dict[str, Any]], name: str = "tailwise") -> dict[str, Any]:
-    t, f, s, h = per[name], per["fcfs"], per["srpt-oracle"], per["hrrn"]
-    return {
-        "ttft_vs_srpt": t["ttft_mean"] / s["ttft_mean"],
-        "p99_ttlt_vs_min_fcfs_srpt": t["ttlt_p99"] / min(f["ttlt_p99"], s["ttlt_p99"]),
-        "wasted_vs_fcfs": (t["wasted_recompute_tokens"] / f["wasted_recompute_tokens"]
-                           if f["wasted_recompute_tokens"] else
-                           (0.0 if t["wasted_recompute_tokens"] == 0 else float("inf"))),
-        "p99_ttlt_vs_hrrn": t["ttlt_p99"] / h["ttlt_p99"],
-        "ttft_vs_hrrn": t["ttft_mean"] / h["ttft_mean"],
-    }
-
-
-LIMITS = {"ttft_vs_srpt": 2.0, "p99_ttlt_vs_min_fcfs_srpt": 1.0, "wasted_vs_fcfs": 1.0,
-          "p99_ttlt_vs_hrrn": 1.0, "ttft_vs_hrrn": 1.2}
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ Sizes are chosen so that ~15 policies × 5 workloads run in a few minutes on 2 c
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -137,48 +138,68 @@ def _at_load(trace: Trace, load: float, cfg: EngineConfig, model: StepTimeModel)
 
 
 # -- the workloads ----------------------------------------------------------------------------
-def _azure(name: str, kind: str, n: int, load: float, cfg: EngineConfig, engine: str,
-           why: str, model: StepTimeModel, scale: float) -> Workload:
-    """The first ``n * scale`` requests (at least 50) of a bundled Azure 2023 trace,
-    rescaled to ``load`` on ``cfg``."""
-    tr = _at_load(load_trace(name).head(max(int(n * scale), 50)), load, cfg, model)
+def _engine(kv_blocks: int | None) -> EngineConfig:
+    return EngineConfig() if kv_blocks is None else EngineConfig(num_gpu_blocks=int(kv_blocks))
+
+
+def _kv_text(cfg: EngineConfig) -> str:
+    return f"{cfg.num_gpu_blocks:,} KV blocks"
+
+
+def _azure(name: str, kind: str, n: int, load: float, cfg: EngineConfig, why: str,
+           model: StepTimeModel, scale: float, skip: int) -> Workload:
+    """``n * scale`` requests (at least 50) of a bundled Azure 2023 trace, from request
+    ``skip`` on (times shifted to start at 0), rescaled to ``load`` on ``cfg``."""
+    count = max(int(n * scale), 50)
+    full = load_trace(name)
+    if skip < 0 or skip + count > len(full):
+        raise TraceError(f"skip must be in [0, {len(full) - count}] for {count} requests "
+                         f"of {name}, got {skip}")
+    tr = full.select(np.arange(skip, skip + count)) if skip else full.head(count)
+    if skip:
+        tr = replace(tr, arrival_s=tr.arrival_s - tr.arrival_s[0])
+    tr = _at_load(tr, load, cfg, model)
+    where = f"requests {skip:,}-{skip + len(tr) - 1:,}" if skip else f"first {len(tr)} requests"
     return Workload(name, replace(tr, name=name), cfg, _slo_metrics(),
-                    shape=f"Azure 2023 {kind} trace, first {len(tr)} requests, {load} load, "
-                          f"{engine}",
+                    shape=f"Azure 2023 {kind} trace, {where}, {load} load, {_kv_text(cfg)}",
                     why=why, target_load=load, offered_load=offered_load(tr, cfg, model))
 
 
-def azure_code(model: StepTimeModel, seed: int, scale: float) -> Workload:
-    return _azure("azure-code", "code", 4000, 0.9, EngineConfig(), "default engine",
+def azure_code(model: StepTimeModel, seed: int, scale: float, *, load: float = 0.9,
+               kv_blocks: int | None = None, skip: int = 0) -> Workload:
+    return _azure("azure-code", "code", 4000, load, _engine(kv_blocks),
                   "production-like prefill-heavy traffic: a policy must not lose here",
-                  model, scale)
+                  model, scale, skip)
 
 
-def azure_conv(model: StepTimeModel, seed: int, scale: float) -> Workload:
-    return _azure("azure-conv", "conversation", 3000, 1.1, EngineConfig(num_gpu_blocks=3000),
-                  "3,000 KV blocks", "sustained overload with memory-bound admission",
-                  model, scale)
+def azure_conv(model: StepTimeModel, seed: int, scale: float, *, load: float = 1.1,
+               kv_blocks: int | None = 3000, skip: int = 0) -> Workload:
+    return _azure("azure-conv", "conversation", 3000, load, _engine(kv_blocks),
+                  "sustained overload with memory-bound admission", model, scale, skip)
 
 
-def bursty_reasoning(model: StepTimeModel, seed: int, scale: float) -> Workload:
-    cfg = EngineConfig()
+def bursty_reasoning(model: StepTimeModel, seed: int, scale: float, *, load: float = 1.0,
+                     cv: float = 2.0, heavy_frac: float = 0.5, alpha: float = 1.1,
+                     kv_blocks: int | None = None) -> Workload:
+    cfg = _engine(kv_blocks)
     n = max(int(4000 * scale), 50)
     rng = np.random.default_rng(seed)
     prompt = _log_uniform(rng, 100, 4000, n)
-    heavy = rng.random(n) < 0.5
+    heavy = rng.random(n) < heavy_frac
     output = np.clip(np.rint(rng.lognormal(math.log(150), 0.8, n)), 8, 1000).astype(np.int64)
-    output[heavy] = bounded_pareto(rng, 1.1, 1000, 16_000, int(heavy.sum()))
-    arrival = _gamma_arrivals(rng, n, 1.0, 2.0)
+    output[heavy] = bounded_pareto(rng, alpha, 1000, 16_000, int(heavy.sum()))
+    arrival = _gamma_arrivals(rng, n, 1.0, cv)
     tr = Trace(name="bursty-reasoning", arrival_s=arrival, prompt_tokens=prompt,
                output_tokens=output,
                classes=["reasoning" if h else "chat" for h in heavy.tolist()],
                meta={"format": "suite", "seed": seed})
-    tr = _at_load(tr, 1.0, cfg, model)
+    tr = _at_load(tr, load, cfg, model)
     return Workload("bursty-reasoning", tr, cfg, _slo_metrics(),
-                    shape=f"{n} requests, Gamma arrivals CV 2, prompts 100-4k, 50% outputs "
-                          "bounded-Pareto 1k-16k, 1.0 load",
+                    shape=f"{n} requests, Gamma arrivals CV {cv:g}, prompts 100-4k, "
+                          f"{heavy_frac:.0%} outputs bounded-Pareto (α {alpha:g}) 1k-16k, "
+                          f"{load} load, {_kv_text(cfg)}",
                     why="bursts + long decodes: queueing and KV preemption at once",
-                    target_load=1.0, offered_load=offered_load(tr, cfg, model),
+                    target_load=load, offered_load=offered_load(tr, cfg, model),
                     meta={"seed": seed})
 
 
@@ -188,8 +209,9 @@ _SYSTEM_SEGMENTS = 4
 THINK_S = 10.0
 
 
-def long_context_chat(model: StepTimeModel, seed: int, scale: float) -> Workload:
-    cfg = EngineConfig()
+def long_context_chat(model: StepTimeModel, seed: int, scale: float, *, load: float = 0.92,
+                      kv_blocks: int | None = None) -> Workload:
+    cfg = _engine(kv_blocks)
     seg = cfg.hash_block_tokens
     rng = np.random.default_rng(seed)
     n_sessions = max(int(220 * scale), 5)
@@ -221,14 +243,15 @@ def long_context_chat(model: StepTimeModel, seed: int, scale: float) -> Workload
                output_tokens=np.asarray([r[2] for r in rows], np.int64),
                hash_ids=[r[3] for r in rows],
                meta={"format": "suite", "seed": seed, "sessions": n_sessions})
-    target = 0.92
+    target = load
     tr = tr.scaled(target / cached_offered_load(tr, cfg, model))
     for _ in range(3):  # fixed point: the load FCFS's realised prefix hits leave
         realised = realised_cache_load(tr, cfg, model)
         tr = tr.scaled(target / realised)
     return Workload("long-context-chat", tr, cfg, _slo_metrics(),
                     shape=f"{n_sessions} sessions, {len(tr)} turns, prompts 4k-64k with "
-                          f"shared prefixes (hash_ids), {target} load net of FCFS's cache hits",
+                          f"shared prefixes (hash_ids), {target} load net of FCFS's cache hits, "
+                          f"{_kv_text(cfg)}",
                     why="prefix reuse and huge KV footprints: cache-aware admission/victims",
                     target_load=target, offered_load=realised_cache_load(tr, cfg, model),
                     meta={"seed": seed, "sessions": n_sessions,
@@ -237,11 +260,13 @@ def long_context_chat(model: StepTimeModel, seed: int, scale: float) -> Workload
                                                             4)})
 
 
-def slo_mix(model: StepTimeModel, seed: int, scale: float) -> Workload:
-    cfg = EngineConfig()
+def slo_mix(model: StepTimeModel, seed: int, scale: float, *, load: float = 0.95,
+            cv: float = 1.5, interactive_frac: float = 0.7,
+            kv_blocks: int | None = None) -> Workload:
+    cfg = _engine(kv_blocks)
     n = max(int(4000 * scale), 50)
     rng = np.random.default_rng(seed)
-    inter = rng.random(n) < 0.7
+    inter = rng.random(n) < interactive_frac
     prompt = np.where(inter,
                       np.clip(np.rint(rng.lognormal(math.log(400), 0.7, n)), 16, 4000),
                       np.clip(np.rint(rng.lognormal(math.log(4000), 0.6, n)), 500, 24_000)
@@ -251,15 +276,16 @@ def slo_mix(model: StepTimeModel, seed: int, scale: float) -> Workload:
                       np.clip(np.rint(rng.lognormal(math.log(600), 0.8, n)), 16, 6000)
                       ).astype(np.int64)
     slo = ["interactive" if i else "batch" for i in inter.tolist()]
-    tr = Trace(name="slo-mix", arrival_s=_gamma_arrivals(rng, n, 1.0, 1.5),
+    tr = Trace(name="slo-mix", arrival_s=_gamma_arrivals(rng, n, 1.0, cv),
                prompt_tokens=prompt, output_tokens=output, classes=list(slo),
                slo_classes=slo, meta={"format": "suite", "seed": seed})
-    tr = _at_load(tr, 0.95, cfg, model)
+    tr = _at_load(tr, load, cfg, model)
     return Workload("slo-mix", tr, cfg, _slo_metrics(),
-                    shape=f"{n} requests, 70% interactive (TTFT SLO 2 s) / 30% batch "
-                          "(TTFT SLO 60 s), Gamma CV 1.5, 0.95 load",
+                    shape=f"{n} requests, {interactive_frac:.0%} interactive (TTFT SLO 2 s) / "
+                          f"{1 - interactive_frac:.0%} batch (TTFT SLO 60 s), Gamma CV {cv:g}, "
+                          f"{load} load, {_kv_text(cfg)}",
                     why="per-request SLO classes: urgency must beat size-only ordering",
-                    target_load=0.95, offered_load=offered_load(tr, cfg, model),
+                    target_load=load, offered_load=offered_load(tr, cfg, model),
                     meta={"seed": seed})
 
 
@@ -306,7 +332,7 @@ def realised_cache_load(trace: Trace, config: EngineConfig, model: StepTimeModel
     return _load_net_of_cache(trace, res.records.cached_tokens, config, model)
 
 
-_BUILDERS = {
+_BUILDERS: dict[str, Callable[..., Workload]] = {
     "azure-code": azure_code,
     "azure-conv": azure_conv,
     "bursty-reasoning": bursty_reasoning,
@@ -315,14 +341,46 @@ _BUILDERS = {
 }
 
 
+#: the shape knobs each workload takes (keyword arguments of its builder, defaults = the
+#: suite's shape): held-out variants of the suite (``benchmarks/heldout_shapes.py``)
+SHAPE_KNOBS: dict[str, tuple[str, ...]] = {
+    "azure-code": ("load", "kv_blocks", "skip"),
+    "azure-conv": ("load", "kv_blocks", "skip"),
+    "bursty-reasoning": ("load", "cv", "heavy_frac", "alpha", "kv_blocks"),
+    "long-context-chat": ("load", "kv_blocks"),
+    "slo-mix": ("load", "cv", "interactive_frac", "kv_blocks"),
+}
+_FRACTIONS = ("heavy_frac", "interactive_frac")
+
+
+def _check_shape(name: str, shape: dict[str, Any]) -> None:
+    for k, v in shape.items():
+        if k not in SHAPE_KNOBS[name]:
+            raise TraceError(f"{name} has no shape knob {k!r}; choose from: "
+                             f"{', '.join(SHAPE_KNOBS[name])}")
+        if k == "kv_blocks" and v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise TraceError(f"{name}: {k} must be a finite number, got {v!r}")
+        if k in _FRACTIONS and not 0.0 < v < 1.0:
+            raise TraceError(f"{name}: {k} must be in (0, 1), got {v!r}")
+        if k in ("skip",) and v < 0:
+            raise TraceError(f"{name}: skip must be >= 0, got {v!r}")
+        if k not in _FRACTIONS and k != "skip" and v <= 0:
+            raise TraceError(f"{name}: {k} must be > 0, got {v!r}")
+
+
 def build(name: str, *, model: StepTimeModel = H100_LLAMA3_8B, seed: int = 0,
-          scale: float = 1.0) -> Workload:
-    """The named suite workload; ``scale`` multiplies its request count."""
+          scale: float = 1.0, **shape: Any) -> Workload:
+    """The named suite workload; ``scale`` multiplies its request count; ``shape``
+    overrides its shape knobs (:data:`SHAPE_KNOBS`; none: the suite's workload)."""
     if name not in _BUILDERS:
         raise UnknownWorkloadError(f"unknown workload {name!r}; choose from: {', '.join(SUITE)}")
     if not math.isfinite(scale) or scale <= 0:
         raise TraceError(f"scale must be > 0, got {scale!r}")
-    return _BUILDERS[name](model, seed, scale)
+    _check_shape(name, shape)
+    wl: Workload = _BUILDERS[name](model, seed, scale, **shape)
+    return wl
 
 
 def parse_names(spec: str | None) -> list[str]:

@@ -179,6 +179,9 @@ class BenchOptions:
     head: int | None = None
     #: "sim" (built-in simulator) or "vllm" (vLLM's real scheduler, tailwise.lab.vllm_harness)
     engine: str = "sim"
+    #: shape knobs of the workloads (``simulator.suite.SHAPE_KNOBS``, as (name, value)
+    #: pairs): a held-out variant instead of the suite's workload
+    shape: tuple[tuple[str, Any], ...] = ()
 
     def validate(self) -> None:
         if self.jobs < 1:
@@ -195,8 +198,8 @@ Progress = Callable[[str, str, int, int], None]
 
 @lru_cache(maxsize=8)
 def _workload(name: str, model: StepTimeModel, seed: int, scale: float,
-              head: int | None = None) -> Workload:
-    wl = build(name, model=model, seed=seed, scale=scale)
+              head: int | None = None, shape: tuple[tuple[str, Any], ...] = ()) -> Workload:
+    wl = build(name, model=model, seed=seed, scale=scale, **dict(shape))
     if head is None or head >= len(wl.trace):
         return wl
     return replace(wl, trace=wl.trace.head(head), meta={**wl.meta, "head": head})
@@ -205,7 +208,7 @@ def _workload(name: str, model: StepTimeModel, seed: int, scale: float,
 def run_one(wname: str, pname: str, opts: BenchOptions,
             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """One policy on one workload (workloads are built once per process)."""
-    wl = _workload(wname, opts.model, opts.seed, opts.scale, opts.head)
+    wl = _workload(wname, opts.model, opts.seed, opts.scale, opts.head, opts.shape)
     arm = make_arm(pname, opts.model, opts.files)
     if opts.engine == "vllm":
         from tailwise.lab.vllm_harness import run_vllm  # the adapter installs its probe
@@ -233,11 +236,12 @@ def run_bench(opts: BenchOptions, on_progress: Progress | None = None,
     out: dict[str, Any] = {"workloads": {}, "suite": {}, "config": {
         "step_model": opts.model.name, "seed": opts.seed, "scale": opts.scale,
         "jobs": opts.jobs, "head": opts.head, "engine": opts.engine,
+        "shape": dict(opts.shape),
         "policies": list(opts.policies)}}
     runs: dict[tuple[str, str], dict[str, Any]] = {}
     if opts.jobs == 1:
         for wname in names:
-            wl = _workload(wname, opts.model, opts.seed, opts.scale, opts.head)
+            wl = _workload(wname, opts.model, opts.seed, opts.scale, opts.head, opts.shape)
             if on_workload is not None:
                 on_workload(wl)
             for pname in opts.policies:
@@ -257,12 +261,34 @@ def run_bench(opts: BenchOptions, on_progress: Progress | None = None,
                     on_progress(w, p, 1, 1)
     for wname in names:
         out["suite"][wname] = _workload(wname, opts.model, opts.seed, opts.scale,
-                                        opts.head).describe()
+                                        opts.head, opts.shape).describe()
         per_policy = {p: runs[wname, p] for p in opts.policies}
         add_ratios(per_policy)
         out["workloads"][wname] = per_policy
     out["config"]["bench_wall_s"] = time.perf_counter() - t0
     return out
+
+
+#: the regime issue's targets for tailwise on one workload: each ratio must stay at or below
+#: its limit (mean TTFT ≤ 2× oracle SRPT's; P99 TTLT ≤ min(FCFS's, SRPT's); wasted
+#: recompute ≤ FCFS's; P99 TTLT below HRRN's with mean TTFT ≤ 1.2× HRRN's)
+TARGET_LIMITS = {"ttft_vs_srpt": 2.0, "p99_ttlt_vs_min_fcfs_srpt": 1.0, "wasted_vs_fcfs": 1.0,
+                 "p99_ttlt_vs_hrrn": 1.0, "ttft_vs_hrrn": 1.2}
+
+
+def scorecard(per: dict[str, dict[str, Any]], name: str = "tailwise") -> dict[str, float]:
+    """Policy ``name``'s ratios for :data:`TARGET_LIMITS`, from one workload's results
+    (needs ``fcfs``, ``srpt-oracle`` and ``hrrn`` beside it)."""
+    t, f, s, h = per[name], per["fcfs"], per["srpt-oracle"], per["hrrn"]
+    return {
+        "ttft_vs_srpt": t["ttft_mean"] / s["ttft_mean"],
+        "p99_ttlt_vs_min_fcfs_srpt": t["ttlt_p99"] / min(f["ttlt_p99"], s["ttlt_p99"]),
+        "wasted_vs_fcfs": (t["wasted_recompute_tokens"] / f["wasted_recompute_tokens"]
+                           if f["wasted_recompute_tokens"] else
+                           (0.0 if t["wasted_recompute_tokens"] == 0 else float("inf"))),
+        "p99_ttlt_vs_hrrn": t["ttlt_p99"] / h["ttlt_p99"],
+        "ttft_vs_hrrn": t["ttft_mean"] / h["ttft_mean"],
+    }
 
 
 def write_results(out_dir: Path, results: dict[str, Any]) -> Path:

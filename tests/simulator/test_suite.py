@@ -10,6 +10,7 @@ from tailwise.scorer.policy import SloParams
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import simulate
 from tailwise.simulator.suite import (
+    SHAPE_KNOBS,
     SUITE,
     UnknownWorkloadError,
     bounded_pareto,
@@ -17,6 +18,7 @@ from tailwise.simulator.suite import (
     cached_offered_load,
     parse_names,
 )
+from tailwise.simulator.traces import TraceError
 from tailwise.simulator.workload import offered_load
 
 SMALL = 0.1
@@ -112,3 +114,61 @@ def test_unknown_workload_is_a_clear_error() -> None:
         parse_names("slo-mix,x")
     assert parse_names(None) == list(SUITE)
     assert parse_names("slo-mix, slo-mix") == ["slo-mix"]
+
+
+# -- shape knobs: held-out variants of the suite ----------------------------------------------
+@pytest.mark.parametrize("name", SUITE)
+def test_default_knobs_are_the_suite_workload(name: str) -> None:
+    """Passing every knob at its documented default builds the suite's workload."""
+    defaults = {"azure-code": {"load": 0.9, "kv_blocks": None, "skip": 0},
+                "azure-conv": {"load": 1.1, "kv_blocks": 3000, "skip": 0},
+                "bursty-reasoning": {"load": 1.0, "cv": 2.0, "heavy_frac": 0.5, "alpha": 1.1,
+                                     "kv_blocks": None},
+                "long-context-chat": {"load": 0.92, "kv_blocks": None},
+                "slo-mix": {"load": 0.95, "cv": 1.5, "interactive_frac": 0.7,
+                            "kv_blocks": None}}[name]
+    assert set(defaults) == set(SHAPE_KNOBS[name])
+    a, b = build(name, scale=SMALL), build(name, scale=SMALL, **defaults)
+    assert np.array_equal(a.trace.arrival_s, b.trace.arrival_s)
+    assert np.array_equal(a.trace.output_tokens, b.trace.output_tokens)
+    assert a.engine == b.engine and a.target_load == b.target_load
+
+
+def test_shape_knobs_move_the_workload() -> None:
+    base = build("bursty-reasoning", scale=0.25, seed=3)
+    small_kv = build("bursty-reasoning", scale=0.25, seed=3, kv_blocks=8000)
+    assert small_kv.engine.num_gpu_blocks == 8000 and "8,000 KV blocks" in small_kv.shape
+    assert np.array_equal(small_kv.trace.prompt_tokens, base.trace.prompt_tokens)
+    heavy = build("bursty-reasoning", scale=0.25, seed=3, heavy_frac=0.8)
+    frac = np.mean(np.asarray(heavy.trace.classes) == "reasoning")
+    assert 0.7 < frac < 0.9 and "80% outputs" in heavy.shape
+    hot = build("bursty-reasoning", scale=0.25, seed=3, load=1.2)
+    assert hot.target_load == 1.2
+    assert hot.trace.duration_s < base.trace.duration_s  # same requests, arriving faster
+    inter = build("slo-mix", scale=SMALL, seed=3, interactive_frac=0.4)
+    assert np.mean(np.asarray(inter.trace.slo_classes) == "interactive") < 0.55
+
+
+def test_azure_skip_takes_another_slice_from_time_zero() -> None:
+    a = build("azure-code", scale=SMALL)
+    b = build("azure-code", scale=SMALL, skip=400)
+    assert len(a.trace) == len(b.trace) and b.trace.arrival_s[0] == 0.0
+    assert not np.array_equal(a.trace.prompt_tokens, b.trace.prompt_tokens)
+    assert "requests 400-" in b.shape
+
+
+@pytest.mark.parametrize(("name", "shape", "match"), [
+    ("bursty-reasoning", {"skip": 10}, "no shape knob 'skip'"),
+    ("slo-mix", {"heavy_frac": 0.3}, "no shape knob 'heavy_frac'"),
+    ("bursty-reasoning", {"heavy_frac": 1.0}, r"heavy_frac must be in \(0, 1\)"),
+    ("bursty-reasoning", {"cv": float("nan")}, "cv must be a finite number"),
+    ("bursty-reasoning", {"load": 0.0}, "load must be > 0"),
+    ("slo-mix", {"kv_blocks": -5}, "kv_blocks must be > 0"),
+    ("azure-code", {"skip": -1}, "skip must be >= 0"),
+    ("azure-code", {"skip": 10**7}, "skip must be in"),
+    ("slo-mix", {"load": "1"}, "load must be a finite number"),
+])
+def test_bad_shape_knobs_are_clear_errors(name: str, shape: dict[str, object],
+                                          match: str) -> None:
+    with pytest.raises(TraceError, match=match):
+        build(name, scale=SMALL, **shape)
