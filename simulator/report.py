@@ -188,12 +188,20 @@ def html_table(header: list[str], rows: list[list[str]],
                best: list[list[bool]] | None = None) -> str:
     """An HTML table (cells may hold ``**bold**``/```code```); cells flagged in ``best``
     get ``class="best"`` (highlighted by :data:`STYLE`)."""
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    trs = "".join(
-        "<tr>" + "".join(
-            f'<td class="best">{md_inline_html(c)}</td>' if best and best[i][j]
-            else f"<td>{md_inline_html(c)}</td>" for j, c in enumerate(row)) + "</tr>"
-        for i, row in enumerate(rows))
+    # a column holding prose (any cell longer than PROSE_CHARS) is left-aligned
+    prose = [any(len(row[j]) > PROSE_CHARS for row in rows if j < len(row))
+             for j in range(len(header))]
+    th = "".join(f'<th class="text">{html.escape(h)}</th>' if prose[j]
+                 else f"<th>{html.escape(h)}</th>" for j, h in enumerate(header))
+
+    def td(c: str, i: int, j: int) -> str:
+        cls = ["best"] if best and best[i][j] else []
+        cls += ["text"] if j < len(prose) and prose[j] else []
+        attr = f' class="{" ".join(cls)}"' if cls else ""
+        return f"<td{attr}>{md_inline_html(c)}</td>"
+
+    trs = "".join("<tr>" + "".join(td(c, i, j) for j, c in enumerate(row)) + "</tr>"
+                  for i, row in enumerate(rows))
     return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 
@@ -361,8 +369,10 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
 
 STYLE = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
          "margin-bottom:1em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-         "td:first-child,th:first-child{text-align:left}"
+         "td:first-child,th:first-child{text-align:left}.text{text-align:left}"
          "td.best{background:#d8f5d0;font-weight:bold}")
+#: a cell longer than this is prose, not a number: left-aligned in HTML
+PROSE_CHARS = 40
 
 
 def md_inline_html(text: str) -> str:

@@ -39,19 +39,20 @@ from typing import Any
 import numpy as np
 
 from tailwise.bayes_opt.tuner import TunerConfig
-from tailwise.learner.config import WindowConfig
 from tailwise.lab.arms import make_arm
 from tailwise.lab.experiment import Arm, scale_trace
-from tailwise.lab.markdown import format_optional, markdown_table
+from tailwise.lab.markdown import format_optional
 from tailwise.lab.offline_tuning import split_phases, tune_best_of_papers
 from tailwise.lab.options import BEST, FCFS, ONLINE, OnlineOptions
 from tailwise.lab.pacing import PacedSink, PacingStats
 from tailwise.lab.scenario_report import report_context, write_scenario_report
 from tailwise.lab.sidecar_process import SidecarLaunchError, SidecarSubprocess
+from tailwise.learner.config import WindowConfig
 from tailwise.records.trace import Trace, TraceError
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.simulator.engine import EngineConfig, SimResult
+from tailwise.simulator.report import Section
 from tailwise.simulator.scenarios import Scenario, build
 
 #: offered load of a scenario when none is asked for
@@ -265,31 +266,34 @@ def run_online(opts: OnlineOptions) -> Path:
     window_cfg = opts.sidecar_overrides.get("window", {})
     settle = float(window_cfg.get("settle_quantile", WindowConfig().settle_quantile))
     tuned = [r for r in online.rounds if r["outcome"] != "too_few_requests"]
-    md = ["### Arms", "",
-          f"* **{FCFS}**: static FCFS.",
-          f"* **{BEST}**: {best.name}, tuned offline on the pre-shift trace "
-          f"({opts.offline_trials} trials per paper mode; objective per mode: "
-          + ", ".join(f"{k} {format_optional(v['best_value'], '.4f')}" for k, v in best.modes.items())
-          + f"), frozen to `{best.path.name}` and run static.",
-          f"* **{ONLINE}**: the simulator as engine with PolicyClient + TelemetryEmitter over "
-          f"gRPC to a real sidecar, starting from the default tailwise policy; rounds every "
-          f"{opts.round_every_s:g} engine s replaying a settled "
-          f"{opts.trial_window_s or opts.round_every_s:g}-s window (≥ {settle:.0%} of its "
-          f"arrivals finished, ≥ {opts.min_requests} requests), {opts.trials_per_round} trials, "
-          f"margin {gate_margin(opts):g}; {online.pacing.syncs} pacing syncs "
-          f"({online.pacing.timeouts} timeouts), {len(versions)} policy versions in force.",
-          "", "### Tuning rounds (engine time)", "",
-          *([] if tuned or not online.rounds else [
-              f"No round tuned: every window held fewer than {opts.min_requests} finished "
-              f"requests (the largest held {max(r['window_requests'] for r in online.rounds)})."
-              f" The policy stayed the initial one. Lower --min-requests or raise "
-              f"--round-every-s to tune at this arrival rate.", ""]),
-          *markdown_table(["t (s)", "outcome", "window req", "champion", "best", "published"],
-               [[f"{r['engine_time']:.1f}", r["outcome"], str(r["window_requests"]),
-                 format_optional(r["champion_value"], ".4f"), format_optional(r["best_value"], ".4f"),
-                 str(r["published_version"] or "–")] for r in online.rounds]), ""]
-    path = write_scenario_report(out, scen, runs, report_context(trace, opts, list(runs), scale), opts,
-                                 ONLINE, [FCFS, BEST], extra, md)
+    arms = Section("Arms", ["arm", "what it runs"], [
+        [FCFS, "static FCFS."],
+        [BEST, f"{best.name}, tuned offline on the pre-shift trace ({opts.offline_trials} "
+               "trials per paper mode; objective per mode: "
+               + ", ".join(f"{k} {format_optional(v['best_value'], '.4f')}"
+                           for k, v in best.modes.items())
+               + f"), frozen to `{best.path.name}` and run static."],
+        [ONLINE, "the simulator as engine with PolicyClient + TelemetryEmitter over gRPC to a "
+                 "real sidecar, starting from the default tailwise policy; rounds every "
+                 f"{opts.round_every_s:g} engine s replaying a settled "
+                 f"{opts.trial_window_s or opts.round_every_s:g}-s window (≥ {settle:.0%} of "
+                 f"its arrivals finished, ≥ {opts.min_requests} requests), "
+                 f"{opts.trials_per_round} trials, margin {gate_margin(opts):g}; "
+                 f"{online.pacing.syncs} pacing syncs ({online.pacing.timeouts} timeouts), "
+                 f"{len(versions)} policy versions in force."]])
+    no_round = "" if tuned or not online.rounds else (
+        f"No round tuned: every window held fewer than {opts.min_requests} finished requests "
+        f"(the largest held {max(r['window_requests'] for r in online.rounds)}). The policy "
+        "stayed the initial one. Lower --min-requests or raise --round-every-s to tune at "
+        "this arrival rate.")
+    rounds = Section(
+        "Tuning rounds (engine time)",
+        ["t (s)", "outcome", "window req", "champion", "best", "published"],
+        [[f"{r['engine_time']:.1f}", r["outcome"], str(r["window_requests"]),
+          format_optional(r["champion_value"], ".4f"), format_optional(r["best_value"], ".4f"),
+          str(r["published_version"] or "–")] for r in online.rounds], note=no_round)
+    path = write_scenario_report(out, scen, runs, report_context(trace, opts, list(runs), scale),
+                                 opts, ONLINE, [FCFS, BEST], extra, [arms, rounds])
     log(f"done in {time.monotonic() - t_start:.1f} s wall")
     return path
 

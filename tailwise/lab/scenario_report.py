@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from tailwise.lab.markdown import format_cell, format_optional, markdown_table
+from tailwise.lab.markdown import format_cell, format_optional
 from tailwise.lab.options import OnlineOptions
 from tailwise.records.trace import Trace
 from tailwise.simulator.engine import SimResult
 from tailwise.simulator.metrics import MetricsConfig, per_request
+from tailwise.simulator.report import Section
 from tailwise.simulator.scenarios import Scenario, describe_load
 
 
@@ -36,14 +37,14 @@ def phase_table(runs: dict[str, SimResult], shift_s: float, cfg: MetricsConfig
 def write_scenario_report(out: Path, scen: Scenario, runs: dict[str, SimResult],
                           context: dict[str, Any], opts: OnlineOptions,
                           online: str | None, static: list[str],
-                          extra: dict[str, Any], extra_md: list[str]) -> Path:
-    """The standard report plus timeline.png, the phase table and the timeline table."""
+                          extra: dict[str, Any], extra_sections: list[Section]) -> Path:
+    """The standard report plus the scenario's sections (phase table and recovery,
+    ``extra_sections``, the timeline table and figure), in report.md and report.html."""
     from tailwise.simulator.report import make_runs, write_report
     from tailwise.simulator.timeline import plot_timeline, recovery_windows, window_table
 
     cfg = opts.metrics
-    path = write_report(out, make_runs(runs, cfg), context, cfg, window_s=opts.window_s,
-                        plots=opts.plots)
+    out.mkdir(parents=True, exist_ok=True)
     rows = window_table(runs, opts.window_s, cfg, online=online)
     phases = phase_table(runs, scen.shift_s, cfg)
     recovery = None
@@ -57,6 +58,28 @@ def write_scenario_report(out: Path, scen: Scenario, runs: dict[str, SimResult],
     if opts.plots:
         images.append(plot_timeline(out, runs, rows, opts.window_s, scen.shift_s, online,
                                     trials=trials or None))
+    note = (f"Shift (phase boundary) at engine time {scen.shift_s:.1f} s; offered load "
+            f"{describe_load(scen, opts.engine, opts.model)}.")
+    if online is not None and static:
+        note += (f" **Recovery**: {online} is back within {opts.recovery_tolerance:.0%} of "
+                 f"the best static arm ({', '.join(static)}) for {opts.recovery_hold} "
+                 f"consecutive {opts.window_s:g}-s windows "
+                 + (f"after **{recovery} window(s)** from the shift." if recovery is not None
+                    else f"**not** within the {after} window(s) after the shift."))
+    cols = [c for c in (rows[0] if rows else {}) if c not in ("window",)]
+    sections = [
+        Section(f"Scenario {scen.name}: {scen.description}",
+                ["policy", "P99 TTLT before (s)", "P99 TTLT after (s)", "mean TTLT before (s)",
+                 "mean TTLT after (s)"],
+                [[n, format_optional(p["p99_ttlt_before"]), format_optional(p["p99_ttlt_after"]),
+                  format_optional(p["mean_ttlt_before"]), format_optional(p["mean_ttlt_after"])]
+                 for n, p in phases.items()], note=note),
+        *extra_sections,
+        Section(f"Timeline ({opts.window_s:g}-s windows of arrival time)", cols,
+                [[format_cell(r[c]) for c in cols] for r in rows], images=images),
+    ]
+    path = write_report(out, make_runs(runs, cfg), context, cfg, window_s=opts.window_s,
+                        plots=opts.plots, sections=sections)
     results = json.loads((out / "results.json").read_text())
     results["scenario"] = {"name": scen.name, "shift_s": scen.shift_s,
                            "description": scen.description,
@@ -69,27 +92,6 @@ def write_scenario_report(out: Path, scen: Scenario, runs: dict[str, SimResult],
     results.update(extra)
     (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False,
                                                  default=json_default) + "\n")
-    md = [f"## Scenario {scen.name}: {scen.description}", "",
-          f"Shift (phase boundary) at engine time {scen.shift_s:.1f} s; offered load "
-          f"{describe_load(scen, opts.engine, opts.model)}.", "",
-          *markdown_table(["policy", "P99 TTLT before (s)", "P99 TTLT after (s)", "mean TTLT before (s)",
-                "mean TTLT after (s)"],
-               [[n, format_optional(p["p99_ttlt_before"]), format_optional(p["p99_ttlt_after"]),
-                 format_optional(p["mean_ttlt_before"]), format_optional(p["mean_ttlt_after"])]
-                for n, p in phases.items()]), ""]
-    if online is not None and static:
-        md += [f"**Recovery**: {online} is back within {opts.recovery_tolerance:.0%} of the best "
-               f"static arm ({', '.join(static)}) for {opts.recovery_hold} consecutive "
-               f"{opts.window_s:g}-s windows "
-               + (f"after **{recovery} window(s)** from the shift." if recovery is not None
-                  else f"**not** within the {after} window(s) after the shift."), ""]
-    md += extra_md
-    cols = [c for c in (rows[0] if rows else {}) if c not in ("window",)]
-    md += [f"### Timeline ({opts.window_s:g}-s windows of arrival time)", "",
-           *markdown_table(cols, [[format_cell(r[c]) for c in cols] for r in rows]), ""]
-    md += [f"![{i}]({i})" for i in images] + [""]
-    with path.open("a") as fh:
-        fh.write("\n".join(md))
     return path
 
 

@@ -190,6 +190,14 @@ def test_online_three_arms_with_a_real_sidecar(tmp_path: Path) -> None:
         assert in_force[version] == t
     md = path.read_text()
     assert "P99 TTLT before" in md and "Recovery" in md and "Tuning rounds" in md
+    # a reader in a browser sees the same sections (they were markdown-only before)
+    page = (path.parent / "report.html").read_text()
+    for heading in ("<h2>Scenario ", "<h2>Arms</h2>", "<h2>Tuning rounds (engine time)</h2>",
+                    "<h2>Timeline ("):
+        assert heading in page, heading
+    assert "<b>Recovery</b>" in page and "P99 TTLT before (s)" in page
+    assert "**" not in page  # no raw markdown
+    assert page.count("<tr>") >= len(rounds) + len(data["timeline"]["rows"])
 
 
 def test_scenario_without_online_is_the_standard_comparison(tmp_path: Path) -> None:

@@ -83,6 +83,7 @@ def test_online_on_a_trace_file_end_to_end(tmp_path: Path) -> None:
     assert rounds and all(r["outcome"] == "too_few_requests" for r in rounds)
     report = (out / "report.md").read_text()
     assert "No round tuned: every window held fewer than 400 finished requests" in report
+    assert "No round tuned" in (out / "report.html").read_text()
     assert "≥ 90% of its arrivals finished" in report  # the sidecar's settle quantile
 
 
