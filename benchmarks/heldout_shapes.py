@@ -14,22 +14,35 @@ reference):
 * P99 TTLT below HRRN's with mean TTFT ≤ 1.2× HRRN's.
 
     python benchmarks/heldout_shapes.py [--jobs 2] [--variant NAME,...] [--json OUT]
-        [--policy tailwise,NAME,...]
+        [--policy tailwise,NAME,...] [--switch-off FLAG,...] [--sweep FIELD=V1,V2]
 
-``--policy`` scores more policies against the same targets (any registry name). Nothing
-here is tuned on these variants: a miss is a miss of the shipped default.
+``--write-trace DIR`` writes each selected variant's trace as ``DIR/NAME.csv`` (columns
+arrival, prompt, output, class; ``tailwise simulate --trace`` reads it, give
+``--num-gpu-blocks`` for a variant with its own KV size) and runs nothing.
+``--policy`` scores more policies against the same targets (any registry name);
+``--switch-off`` adds ``tailwise`` with each named regime switch off (``no-FLAG``),
+``--sweep`` with each value of one numeric ``RegimeParams`` field (``FIELD=V``).
+Nothing here is tuned on these variants: a miss is a miss of the shipped default.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tailwise.lab.bench import TARGET_LIMITS, BenchOptions, run_bench, scorecard
+from tailwise.lab.bench import (
+    TARGET_LIMITS,
+    BenchOptions,
+    VariantError,
+    run_bench,
+    scorecard,
+    tailwise_variants,
+)
 
 BASELINES = ("fcfs", "srpt-oracle", "hrrn", "las")
 
@@ -91,15 +104,48 @@ def _variants(spec: str | None) -> list[Variant]:
     return out
 
 
+def write_trace(v: Variant, out_dir: Path) -> Path:
+    """``v``'s trace as a generic CSV (what ``tailwise simulate --trace`` reads)."""
+    from tailwise.simulator.suite import build
+
+    tr = build(v.workload, seed=v.seed, scale=v.scale, **v.shape).trace
+    if tr.hash_ids is not None:
+        raise SystemExit(f"{v.name}: prefix hash ids do not fit the generic CSV format")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{v.name}.csv"
+    classes = tr.classes if tr.classes is not None else [""] * len(tr)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["arrival", "prompt", "output", "class"])
+        for a, p, o, c in zip(tr.arrival_s.tolist(), tr.prompt_tokens.tolist(),
+                              tr.output_tokens.tolist(), classes, strict=True):
+            w.writerow([repr(a), p, o, c])
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--variant", default=None, help="comma-separated variant names")
     ap.add_argument("--policy", default="tailwise",
                     help="comma-separated policies scored against the targets")
+    ap.add_argument("--switch-off", default=None,
+                    help="comma-separated regime switches: also score tailwise with each off")
+    ap.add_argument("--sweep", default=None,
+                    help="FIELD=V1,V2,... of RegimeParams: also score tailwise with each value")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--write-trace", type=Path, default=None, metavar="DIR",
+                    help="write the variants' traces as CSV files and exit")
     args = ap.parse_args()
-    scored = [p.strip() for p in args.policy.split(",") if p.strip()]
+    if args.write_trace is not None:
+        for v in _variants(args.variant):
+            print(write_trace(v, args.write_trace))
+        return
+    try:
+        files = tailwise_variants(args.switch_off, args.sweep)
+    except VariantError as exc:
+        raise SystemExit(str(exc)) from None
+    scored = [p.strip() for p in args.policy.split(",") if p.strip()] + list(files)
     policies = [*BASELINES, *[p for p in scored if p not in BASELINES]]
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
@@ -109,7 +155,7 @@ def main() -> None:
     met_total = runs = 0
     for v in _variants(args.variant):
         res = run_bench(BenchOptions(workloads=[v.workload], policies=policies,
-                                     jobs=args.jobs, seed=v.seed, scale=v.scale,
+                                     files=files, jobs=args.jobs, seed=v.seed, scale=v.scale,
                                      shape=tuple(sorted(v.shape.items()))))
         per = res["workloads"][v.workload]
         out[v.name] = {"variant": {"workload": v.workload, "seed": v.seed, "scale": v.scale,

@@ -5,7 +5,9 @@ Runs FCFS, Kairos at its defaults, Kairos with the slack-guided decode cap switc
 remain), static tailwise (SLO urgency, EDF on TTFT deadlines, on by default), tailwise
 with the decode cap switched on, tailwise with SLO urgency switched off, and tailwise
 with Kairos's demotion of requests that can no longer meet their TTFT target
-(``slo.demote_late``), with and without urgency, on each shift scenario of
+(``slo.demote_late``), with and without urgency, and tailwise whose service scale ``T``
+counts the waits after preemptions (``regime.scale_excludes_requeue = false``), on each
+shift scenario of
 ``benchmarks/online_targets.py`` (same builder and engine), and prints per phase the
 P99 TTLT and mean TTFT of the requests arriving from the second window on, and the
 whole-run operator objective against FCFS (higher is better).
@@ -51,7 +53,10 @@ def arms() -> dict[str, Policy]:
             "tailwise + late demotion": dataclasses.replace(
                 tw, slo=dataclasses.replace(tw.slo, urgency=True, demote_late=True)),
             "tailwise + late demotion, no SLO urgency": dataclasses.replace(
-                tw, slo=dataclasses.replace(tw.slo, urgency=False, demote_late=True))}
+                tw, slo=dataclasses.replace(tw.slo, urgency=False, demote_late=True)),
+            # the held-out memory-bound trade (README "Held-out shapes")
+            "tailwise, T with re-queue waits": dataclasses.replace(
+                tw, regime=dataclasses.replace(tw.regime, scale_excludes_requeue=False))}
 
 
 def main() -> None:

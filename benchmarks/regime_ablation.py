@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 from tailwise.lab.bench import TARGET_LIMITS as LIMITS
-from tailwise.lab.bench import BenchOptions, run_bench, scorecard
+from tailwise.lab.bench import BenchOptions, run_bench, scorecard, tailwise_variants
 from tailwise.scorer.policy import REGIME_SWITCHES, Mode, Policy, RegimeParams
 from tailwise.simulator.suite import SUITE
 
@@ -36,16 +36,8 @@ def ablations(sweep: str | None = None) -> dict[str, Policy]:
     regime switch and SLO urgency; and with ``sweep`` (``FIELD=V1,V2,...`` of
     RegimeParams) each value in turn."""
     base = Policy(mode=Mode.TAILWISE)
-    out = {"tailwise-static": base}
-    if sweep:
-        field, _, values = sweep.partition("=")
-        kind = type(getattr(RegimeParams(), field))  # int fields stay int
-        for v in values.split(","):
-            out[f"{field}={v}"] = dataclasses.replace(
-                base, regime=dataclasses.replace(RegimeParams(), **{field: kind(float(v))}))
-    for flag in SWITCHES:
-        out[f"no-{flag}"] = dataclasses.replace(
-            base, regime=dataclasses.replace(RegimeParams(), **{flag: False}))
+    out = {"tailwise-static": base, **tailwise_variants(sweep=sweep),
+           **tailwise_variants(off=",".join(SWITCHES))}
     # SLO urgency is a tailwise default outside RegimeParams: ablated the same way
     out["no-slo_urgency"] = dataclasses.replace(
         base, slo=dataclasses.replace(base.slo, urgency=False))

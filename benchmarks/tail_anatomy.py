@@ -8,12 +8,19 @@ long prompts held back by the boost (queueing ≈ the envelope) from one of pree
 victims or long decodes.
 
     python benchmarks/tail_anatomy.py --workload azure-conv [--off queue_floor,prefix_rekey]
+    python benchmarks/tail_anatomy.py --variant bursty-kv-16k   # a held-out shape
+
+``--variant`` takes a workload of ``benchmarks/heldout_shapes.py``. Below the table, each
+policy's mean TTFT by arrival octile shows whether arrivals wait more as the run goes on
+(an envelope collapsing into FCFS under sustained overload).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -37,12 +44,35 @@ def describe(name: str, r: RequestRecords) -> None:
           f"{np.nanmedian(decode[tail]):.1f} | {(r.preemptions[tail] > 0).mean():.2f} |")
 
 
+def by_octile(r: RequestRecords) -> list[float]:
+    """Mean TTFT of the requests arriving in each eighth of the arrival span."""
+    edges = np.linspace(r.arrival.min(), r.arrival.max(), 9)
+    ttft = r.first_token - r.arrival
+    idx = np.clip(np.searchsorted(edges, r.arrival, side="right") - 1, 0, 7)
+    return [float(np.nanmean(ttft[idx == k])) if np.any(idx == k) else float("nan")
+            for k in range(8)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", default="azure-conv")
+    ap.add_argument("--variant", default=None,
+                    help="a held-out variant of benchmarks/heldout_shapes.py instead")
     ap.add_argument("--off", default="", help="regime switches to turn off, comma-separated")
     args = ap.parse_args()
-    wl = build(args.workload, model=H100_LLAMA3_8B)
+    if args.variant is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from heldout_shapes import VARIANTS
+
+        by_name = {v.name: v for v in VARIANTS}
+        if args.variant not in by_name:
+            raise SystemExit(f"unknown variant {args.variant!r}; choose from: "
+                             f"{', '.join(by_name)}")
+        v = by_name[args.variant]
+        wl = build(v.workload, model=H100_LLAMA3_8B, seed=v.seed, scale=v.scale, **v.shape)
+        args.workload = f"{v.name} ({wl.shape})"
+    else:
+        wl = build(args.workload, model=H100_LLAMA3_8B)
     off = [f for f in args.off.split(",") if f]
     arms = {"fcfs": Policy(), "tailwise": Policy(mode=Mode.TAILWISE)}
     if off:
@@ -53,9 +83,17 @@ def main() -> None:
     print("| policy | mean TTFT s | P99 TTLT s | tail n | prompt | output | queued s "
           "(all p99) | decode s | preempted |")
     print("|---|---|---|---|---|---|---|---|---|")
+    octiles = {}
     for name, pol in arms.items():
         sim = Simulator(wl.trace, build_scheduler(pol), wl.engine, H100_LLAMA3_8B)
-        describe(name, sim.run().records)
+        rec = sim.run().records
+        describe(name, rec)
+        octiles[name] = by_octile(rec)
+    print("\nmean TTFT (s) by arrival octile\n")
+    print("| policy | " + " | ".join(f"{k}/8" for k in range(1, 9)) + " |")
+    print("|---|" + "---|" * 8)
+    for name, row in octiles.items():
+        print(f"| {name} | " + " | ".join(f"{x:.1f}" for x in row) + " |")
 
 
 if __name__ == "__main__":

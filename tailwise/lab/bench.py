@@ -41,7 +41,7 @@ from tailwise.lab.arms import make_arm as named_arm
 from tailwise.lab.experiment import Arm
 from tailwise.records.trace import Trace
 from tailwise.scorer import registry
-from tailwise.scorer.policy import Policy
+from tailwise.scorer.policy import REGIME_SWITCHES, Mode, Policy, RegimeParams
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
 from tailwise.simulator.engine import SimResult, Simulator
 from tailwise.simulator.metrics import per_request, summarize
@@ -289,6 +289,33 @@ def scorecard(per: dict[str, dict[str, Any]], name: str = "tailwise") -> dict[st
         "p99_ttlt_vs_hrrn": t["ttlt_p99"] / h["ttlt_p99"],
         "ttft_vs_hrrn": t["ttft_mean"] / h["ttft_mean"],
     }
+
+
+class VariantError(ValueError):
+    """A regime switch or sweep spec that names no :class:`RegimeParams` field."""
+
+
+def tailwise_variants(off: str | None = None, sweep: str | None = None) -> dict[str, Policy]:
+    """Static ``tailwise`` policies for ablations: ``no-FLAG`` for each regime switch in
+    ``off`` (comma-separated), ``FIELD=V`` for each value of ``sweep``
+    (``FIELD=V1,V2,...`` of :class:`RegimeParams`; an int field stays int)."""
+    out: dict[str, Policy] = {}
+    base = RegimeParams()
+    for flag in (f.strip() for f in (off or "").split(",") if f.strip()):
+        if flag not in REGIME_SWITCHES:
+            raise VariantError(f"unknown regime switch {flag!r}; choose from: "
+                               f"{', '.join(REGIME_SWITCHES)}")
+        out[f"no-{flag}"] = Policy(mode=Mode.TAILWISE, regime=replace(base, **{flag: False}))
+    if sweep:
+        name, _, values = sweep.partition("=")
+        if not hasattr(base, name) or not values or isinstance(getattr(base, name), bool):
+            raise VariantError(f"--sweep wants FIELD=V1,V2,... with a numeric RegimeParams "
+                               f"field, got {sweep!r}")
+        kind = type(getattr(base, name))
+        for v in values.split(","):
+            out[f"{name}={v}"] = Policy(mode=Mode.TAILWISE,
+                                        regime=replace(base, **{name: kind(float(v))}))
+    return out
 
 
 def write_results(out_dir: Path, results: dict[str, Any]) -> Path:

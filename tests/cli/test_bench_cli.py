@@ -158,3 +158,36 @@ def test_best_cell_is_min_for_latency_and_max_for_slo_attainment() -> None:
     best = {header[j]: [r[0][0] for r in rows if r[j][1]] for j in (ttft, slo)}
     assert best == {"TTFT mean (s)": ["b"], "SLO interactive": ["b"]}
     assert rows[2][ttft] == ("–", False)
+
+
+def test_tailwise_variants_for_ablations() -> None:
+    from tailwise.lab.bench import VariantError, tailwise_variants
+    from tailwise.scorer.policy import Mode, RegimeParams
+
+    got = tailwise_variants("tail_protect, scale_excludes_requeue", "demote_delay_factor=1,3")
+    assert list(got) == ["no-tail_protect", "no-scale_excludes_requeue",
+                         "demote_delay_factor=1", "demote_delay_factor=3"]
+    assert all(p.mode is Mode.TAILWISE for p in got.values())
+    assert got["no-tail_protect"].regime == RegimeParams(tail_protect=False)
+    assert got["demote_delay_factor=3"].regime.demote_delay_factor == 3.0
+    k = tailwise_variants(sweep="prefix_rekey_k=2")["prefix_rekey_k=2"].regime.prefix_rekey_k
+    assert k == 2 and isinstance(k, int)
+    assert tailwise_variants() == {}
+    for off, sweep in (("bogus", None), (None, "bogus=1"), (None, "tail_protect=0"),
+                       (None, "demote_delay_factor")):
+        with pytest.raises(VariantError):
+            tailwise_variants(off, sweep)
+
+
+def test_bench_runs_a_held_out_shape() -> None:
+    from tailwise.lab.bench import BenchOptions, run_bench, scorecard
+
+    res = run_bench(BenchOptions(workloads=["bursty-reasoning"],
+                                 policies=["fcfs", "srpt-oracle", "hrrn", "tailwise"],
+                                 seed=20, scale=0.1, shape=(("kv_blocks", 8000),)))
+    assert res["config"]["shape"] == {"kv_blocks": 8000}
+    assert res["suite"]["bursty-reasoning"]["engine"]["num_gpu_blocks"] == 8000
+    card = scorecard(res["workloads"]["bursty-reasoning"])
+    assert set(card) == {"ttft_vs_srpt", "p99_ttlt_vs_min_fcfs_srpt", "wasted_vs_fcfs",
+                         "p99_ttlt_vs_hrrn", "ttft_vs_hrrn"}
+    assert all(v >= 0 for v in card.values())
