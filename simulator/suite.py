@@ -353,7 +353,9 @@ SHAPE_KNOBS: dict[str, tuple[str, ...]] = {
 _FRACTIONS = ("heavy_frac", "interactive_frac")
 
 
-def _check_shape(name: str, shape: dict[str, Any]) -> None:
+def check_shape(name: str, shape: dict[str, Any]) -> None:
+    """Raise :class:`TraceError` naming the workload and knob if ``shape`` does not fit
+    workload ``name`` (an unknown knob, a non-finite or out-of-range value)."""
     for k, v in shape.items():
         if k not in SHAPE_KNOBS[name]:
             raise TraceError(f"{name} has no shape knob {k!r}; choose from: "
@@ -378,9 +380,34 @@ def build(name: str, *, model: StepTimeModel = H100_LLAMA3_8B, seed: int = 0,
         raise UnknownWorkloadError(f"unknown workload {name!r}; choose from: {', '.join(SUITE)}")
     if not math.isfinite(scale) or scale <= 0:
         raise TraceError(f"scale must be > 0, got {scale!r}")
-    _check_shape(name, shape)
+    check_shape(name, shape)
     wl: Workload = _BUILDERS[name](model, seed, scale, **shape)
     return wl
+
+
+_INT_KNOBS = ("kv_blocks", "skip")
+
+
+def parse_shape(spec: str | None) -> dict[str, Any]:
+    """``KNOB=V,KNOB=V`` (``tailwise bench --shape``) as knob values: integers for
+    ``kv_blocks`` and ``skip``, floats otherwise. Which knobs a workload takes is checked
+    by :func:`check_shape`.
+
+    >>> parse_shape("kv_blocks=8000, load=1.1")
+    {'kv_blocks': 8000, 'load': 1.1}
+    """
+    out: dict[str, Any] = {}
+    for item in (s.strip() for s in (spec or "").split(",") if s.strip()):
+        key, eq, value = (x.strip() for x in item.partition("="))
+        if not eq or not key or not value:
+            raise TraceError(f"shape: want KNOB=VALUE, got {item!r}")
+        if key in out:
+            raise TraceError(f"shape: {key} given twice")
+        try:
+            out[key] = int(value) if key in _INT_KNOBS else float(value)
+        except ValueError:
+            raise TraceError(f"shape: {key} must be a number, got {value!r}") from None
+    return out
 
 
 def parse_names(spec: str | None) -> list[str]:

@@ -25,7 +25,15 @@ from tailwise.scorer.frozen import FrozenPolicyError
 from tailwise.scorer.policy import PolicyError
 from tailwise.scorer.step_time import StepTimeModelError
 from tailwise.simulator.step_models import load_step_model
-from tailwise.simulator.suite import SUITE, UnknownWorkloadError, Workload, parse_names
+from tailwise.simulator.suite import (
+    SHAPE_KNOBS,
+    SUITE,
+    UnknownWorkloadError,
+    Workload,
+    check_shape,
+    parse_names,
+    parse_shape,
+)
 from tailwise.simulator.traces import TraceError
 from tailwise.wire.policy_file import load as load_frozen
 
@@ -64,6 +72,11 @@ def register(app: typer.Typer) -> None:
         engine_impl: Annotated[str, typer.Option(
             "--engine", help="sim (built-in simulator) or vllm (vLLM's real scheduler on "
                              "CPU; needs the [vllm] extra).")] = "sim",
+        shape: Annotated[str | None, typer.Option(
+            help="Move the workloads' shape knobs, KNOB=V,... (a held-out variant; every "
+                 "selected workload must take each knob): "
+                 + "; ".join(f"{w}: {', '.join(k)}" for w, k in SHAPE_KNOBS.items())
+                 + ".")] = None,
     ) -> None:
         """Run every policy on every suite workload and write report.md/.html + results.json."""
         t0 = time.perf_counter()
@@ -74,11 +87,15 @@ def register(app: typer.Typer) -> None:
             names = parse_policies(policy, files)
             if policy is None:
                 names += [f for f in files if f not in names]
+            knobs = parse_shape(shape)
+            for w in workloads:
+                check_shape(w, knobs)
         except _USER_ERRORS as exc:
             _fail(str(exc))
             return
         opts = BenchOptions(workloads=workloads, policies=names, files=files, model=model,
-                            seed=seed, scale=scale, jobs=jobs, head=head, engine=engine_impl)
+                            seed=seed, scale=scale, jobs=jobs, head=head, engine=engine_impl,
+                            shape=tuple(sorted(knobs.items())))
         try:
             opts.validate()
         except BenchError as exc:

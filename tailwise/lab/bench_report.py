@@ -202,6 +202,10 @@ def write_report(out: Path, results: dict[str, Any], plots: bool = True) -> Path
     intro = (f"Step model {conf.get('step_model', '?')}, seed {conf.get('seed', '?')}, "
              f"scale {conf.get('scale', '?')}; bench wall time "
              f"{_fmt(_get(conf, ('bench_wall_s',)), 's')} s.")
+    if conf.get("shape"):
+        knobs = ", ".join(f"{k}={v:g}" for k, v in conf["shape"].items())
+        intro += (f" Held-out shape: {knobs} (the workloads below are suite variants, "
+                  "not the suite).")
     sections: list[tuple[str, str, tuple[list[str], list[list[Cell]]]]] = [
         ("Suite overview", "Best per column in bold.", overview_table(results)),
         ("Pressure per workload (FCFS)", "What the default policy suffers on each workload.",

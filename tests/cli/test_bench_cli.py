@@ -191,3 +191,29 @@ def test_bench_runs_a_held_out_shape() -> None:
     assert set(card) == {"ttft_vs_srpt", "p99_ttlt_vs_min_fcfs_srpt", "wasted_vs_fcfs",
                          "p99_ttlt_vs_hrrn", "ttft_vs_hrrn"}
     assert all(v >= 0 for v in card.values())
+
+
+def test_shape_option_runs_a_held_out_variant(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    res = runner.invoke(app, ["bench", "--out", str(out), "--workload", "bursty-reasoning",
+                              "--policy", "fcfs", "--scale", "0.05", "--shape",
+                              "kv_blocks=8000,heavy_frac=0.3", "--no-plots", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["shape"] == {"heavy_frac": 0.3, "kv_blocks": 8000}
+    suite = data["suite"]["bursty-reasoning"]
+    assert suite["engine"]["num_gpu_blocks"] == 8000 and "30% outputs" in suite["shape"]
+    for page in ("report.md", "report.html"):
+        assert "Held-out shape: heavy_frac=0.3, kv_blocks=8000" in (out / page).read_text()
+    for spec, msg in (("heavy_frac=0.3", "azure-code has no shape knob 'heavy_frac'"),
+                      ("kv_blocks", "shape: want KNOB=VALUE"),
+                      ("kv_blocks=8k", "shape: kv_blocks must be a number"),
+                      ("load=1,load=2", "shape: load given twice"),
+                      ("load=0", "load must be > 0")):
+        res = runner.invoke(app, ["bench", "--out", str(tmp_path / "x"), "--shape", spec,
+                                  "--workload", "azure-code,bursty-reasoning", "--policy",
+                                  "fcfs", "--no-plots", "--no-progress"])
+        assert res.exit_code == 2, res.output
+        (line,) = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert line.startswith("error: ") and msg in line, res.output
+        assert not (tmp_path / "x").exists()
