@@ -23,7 +23,14 @@ import json
 from pathlib import Path
 
 from tailwise.lab.bench import TARGET_LIMITS as LIMITS
-from tailwise.lab.bench import BenchOptions, run_bench, scorecard, tailwise_variants
+from tailwise.lab.bench import (
+    BenchOptions,
+    VariantError,
+    run_bench,
+    scorecard,
+    tailwise_variants,
+    target_met,
+)
 from tailwise.scorer.policy import REGIME_SWITCHES, Mode, Policy, RegimeParams
 from tailwise.simulator.suite import SUITE
 
@@ -55,7 +62,10 @@ def main() -> None:
     ap.add_argument("--sweep", default=None,
                     help="also run FIELD=V1,V2,... of RegimeParams (e.g. horizon_factor=1,2,4)")
     args = ap.parse_args()
-    files = ablations(args.sweep)
+    try:
+        files = ablations(args.sweep)
+    except VariantError as exc:
+        raise SystemExit(str(exc)) from None
     opts = BenchOptions(workloads=args.workload.split(","),
                         policies=[*BASELINES, "tailwise", *files], files=files, jobs=args.jobs,
                         seed=args.seed)
@@ -66,7 +76,7 @@ def main() -> None:
     cards = {}
     for w, per in res["workloads"].items():
         card = cards[w] = scorecard(per)
-        cells = [f"{card[k]:.2f} {'✓' if card[k] <= lim else '✗'}" for k, lim in LIMITS.items()]
+        cells = [f"{card[k]:.2f} {'✓' if target_met(k, card[k]) else '✗'}" for k in LIMITS]
         print(f"| {w} | " + " | ".join(cells) + " |")
     print("\n## Ablation: mean TTFT s / P99 TTLT s / wasted recompute tokens\n")
     names = ["fcfs", "srpt-oracle", "hrrn", "las", "tailwise", *files]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tailwise.records.requests import RequestRecords
-from tailwise.scorer.policy import Mode, Policy, RegimeParams
+from tailwise.scorer.policy import REGIME_SWITCHES, Mode, Policy, RegimeParams
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import Simulator
@@ -60,20 +60,20 @@ def main() -> None:
                     help="a held-out variant of benchmarks/heldout_shapes.py instead")
     ap.add_argument("--off", default="", help="regime switches to turn off, comma-separated")
     args = ap.parse_args()
+    off = [f.strip() for f in args.off.split(",") if f.strip()]
+    for f in off:
+        if f not in REGIME_SWITCHES:
+            raise SystemExit(f"unknown regime switch {f!r}; choose from: "
+                             f"{', '.join(REGIME_SWITCHES)}")
     if args.variant is not None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from heldout_shapes import VARIANTS
+        from heldout_shapes import variants
 
-        by_name = {v.name: v for v in VARIANTS}
-        if args.variant not in by_name:
-            raise SystemExit(f"unknown variant {args.variant!r}; choose from: "
-                             f"{', '.join(by_name)}")
-        v = by_name[args.variant]
+        (v,) = variants(args.variant)
         wl = build(v.workload, model=H100_LLAMA3_8B, seed=v.seed, scale=v.scale, **v.shape)
         args.workload = f"{v.name} ({wl.shape})"
     else:
         wl = build(args.workload, model=H100_LLAMA3_8B)
-    off = [f for f in args.off.split(",") if f]
     arms = {"fcfs": Policy(), "tailwise": Policy(mode=Mode.TAILWISE)}
     if off:
         arms[f"tailwise, {'/'.join(off)} off"] = Policy(

@@ -40,6 +40,7 @@ Sizes are chosen so that ~15 policies × 5 workloads run in a few minutes on 2 c
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -152,9 +153,10 @@ def _azure(name: str, kind: str, n: int, load: float, cfg: EngineConfig, why: st
     ``skip`` on (times shifted to start at 0), rescaled to ``load`` on ``cfg``."""
     count = max(int(n * scale), 50)
     full = load_trace(name)
-    if skip < 0 or skip + count > len(full):
-        raise TraceError(f"skip must be in [0, {len(full) - count}] for {count} requests "
-                         f"of {name}, got {skip}")
+    if skip and skip + count > len(full):
+        raise TraceError(f"skip must be in [0, {max(len(full) - count, 0)}] for {count} "
+                         f"requests of {name}, got {skip}")
+    # no skip: the first requests, at most the whole bundled trace (as before the knob)
     tr = full.select(np.arange(skip, skip + count)) if skip else full.head(count)
     if skip:
         tr = replace(tr, arrival_s=tr.arrival_s - tr.arrival_s[0])
@@ -341,33 +343,39 @@ _BUILDERS: dict[str, Callable[..., Workload]] = {
 }
 
 
-#: the shape knobs each workload takes (keyword arguments of its builder, defaults = the
-#: suite's shape): held-out variants of the suite (``benchmarks/heldout_shapes.py``)
+#: the shape knobs each workload takes: its builder's keyword-only arguments (defaults =
+#: the suite's shape), for held-out variants of the suite (``benchmarks/heldout_shapes.py``)
 SHAPE_KNOBS: dict[str, tuple[str, ...]] = {
-    "azure-code": ("load", "kv_blocks", "skip"),
-    "azure-conv": ("load", "kv_blocks", "skip"),
-    "bursty-reasoning": ("load", "cv", "heavy_frac", "alpha", "kv_blocks"),
-    "long-context-chat": ("load", "kv_blocks"),
-    "slo-mix": ("load", "cv", "interactive_frac", "kv_blocks"),
-}
+    name: tuple(p.name for p in inspect.signature(b).parameters.values()
+                if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    for name, b in _BUILDERS.items()}
 _FRACTIONS = ("heavy_frac", "interactive_frac")
+_INT_KNOBS = ("kv_blocks", "skip")
+#: bounded Pareto's α above this overflows (``lo ** α``) and is no tail at all
+MAX_ALPHA = 10.0
 
 
 def check_shape(name: str, shape: dict[str, Any]) -> None:
     """Raise :class:`TraceError` naming the workload and knob if ``shape`` does not fit
-    workload ``name`` (an unknown knob, a non-finite or out-of-range value)."""
+    workload ``name`` (an unknown knob, a non-finite or out-of-range value, a fraction of
+    a KV block or of a request)."""
     for k, v in shape.items():
         if k not in SHAPE_KNOBS[name]:
             raise TraceError(f"{name} has no shape knob {k!r}; choose from: "
                              f"{', '.join(SHAPE_KNOBS[name])}")
         if k == "kv_blocks" and v is None:
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if k in _INT_KNOBS:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TraceError(f"{name}: {k} must be a whole number, got {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise TraceError(f"{name}: {k} must be a finite number, got {v!r}")
         if k in _FRACTIONS and not 0.0 < v < 1.0:
             raise TraceError(f"{name}: {k} must be in (0, 1), got {v!r}")
-        if k in ("skip",) and v < 0:
+        if k == "skip" and v < 0:
             raise TraceError(f"{name}: skip must be >= 0, got {v!r}")
+        if k == "alpha" and not 0.0 < v <= MAX_ALPHA:
+            raise TraceError(f"{name}: alpha must be in (0, {MAX_ALPHA:g}], got {v!r}")
         if k not in _FRACTIONS and k != "skip" and v <= 0:
             raise TraceError(f"{name}: {k} must be > 0, got {v!r}")
 
@@ -383,9 +391,6 @@ def build(name: str, *, model: StepTimeModel = H100_LLAMA3_8B, seed: int = 0,
     check_shape(name, shape)
     wl: Workload = _BUILDERS[name](model, seed, scale, **shape)
     return wl
-
-
-_INT_KNOBS = ("kv_blocks", "skip")
 
 
 def parse_shape(spec: str | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tailwise.cli_flags import fail, reject
+from tailwise.cli_flags import fail, given, reject
 from tailwise.lab.comparison import Comparison, EngineChoiceError, as_backlog, run_comparison
 from tailwise.planner.methods import METHODS as PLAN_METHODS
 from tailwise.records.trace import TraceError
@@ -91,6 +91,14 @@ def check_flags(ctx: typer.Context, mode: str) -> None:
     for name, modes in APPLIES.items():
         if mode not in modes:
             reject(ctx, [name], f"does not apply to {mode}")
+    if given(ctx, "sidecar"):
+        reject(ctx, EXTERNAL_SIDECAR_OWNS,
+               "does not apply with --sidecar: an external sidecar tunes by its own config")
+
+
+#: flags an external ``--sidecar`` ignores (they go into the config of a sidecar
+#: ``--online`` starts itself)
+EXTERNAL_SIDECAR_OWNS = ("trials_per_round", "min_requests")
 
 
 def register(app: typer.Typer) -> None:

@@ -274,6 +274,14 @@ def run_bench(opts: BenchOptions, on_progress: Progress | None = None,
 #: recompute ≤ FCFS's; P99 TTLT below HRRN's with mean TTFT ≤ 1.2× HRRN's)
 TARGET_LIMITS = {"ttft_vs_srpt": 2.0, "p99_ttlt_vs_min_fcfs_srpt": 1.0, "wasted_vs_fcfs": 1.0,
                  "p99_ttlt_vs_hrrn": 1.0, "ttft_vs_hrrn": 1.2}
+#: ratios that must stay strictly below their limit ("P99 TTLT better than HRRN's")
+STRICT_TARGETS = frozenset({"p99_ttlt_vs_hrrn"})
+
+
+def target_met(key: str, ratio: float) -> bool:
+    """Whether ``ratio`` meets target ``key`` of :data:`TARGET_LIMITS`."""
+    lim = TARGET_LIMITS[key]
+    return ratio < lim if key in STRICT_TARGETS else ratio <= lim
 
 
 def scorecard(per: dict[str, dict[str, Any]], name: str = "tailwise") -> dict[str, float]:
@@ -313,8 +321,11 @@ def tailwise_variants(off: str | None = None, sweep: str | None = None) -> dict[
                                f"field, got {sweep!r}")
         kind = type(getattr(base, name))
         for v in values.split(","):
-            out[f"{name}={v}"] = Policy(mode=Mode.TAILWISE,
-                                        regime=replace(base, **{name: kind(float(v))}))
+            try:
+                value = kind(float(v))
+            except ValueError:
+                raise VariantError(f"--sweep {name}: {v!r} is not a number") from None
+            out[f"{name}={v}"] = Policy(mode=Mode.TAILWISE, regime=replace(base, **{name: value}))
     return out
 
 

@@ -250,12 +250,17 @@ def run_online(opts: OnlineOptions) -> Path:
                  "gamma": p.boost.gamma, "aging_s": p.safety.aging_s,
                  "max_boost_s": p.safety.max_boost_s, "queues": len(p.queues), "note": p.note}
                 for t, p in online.result.policy_timeline]
+    window_cfg = opts.sidecar_overrides.get("window", {})
+    settle = float(window_cfg.get("settle_quantile", WindowConfig().settle_quantile))
     extra = {
         "wall_s": round(time.monotonic() - t_start, 2),
         "best_of_papers": {"chosen": best.name, "objective": best.value, "modes": best.modes,
                            "file": best.path.name, "offline_trials_per_mode": opts.offline_trials,
                            "policy": best.policy.to_dict()},
         "online": {"sidecar": opts.sidecar or "started (127.0.0.1, port 0)",
+                   # what a sidecar --online starts is told (an external one has its own)
+                   "min_requests": None if opts.sidecar else opts.min_requests,
+                   "settle_quantile": None if opts.sidecar else settle,
                    "round_every_s": opts.round_every_s,
                    "trial_window_s": opts.trial_window_s or opts.round_every_s,
                    "trials_per_round": opts.trials_per_round, "margin": gate_margin(opts),
@@ -263,8 +268,6 @@ def run_online(opts: OnlineOptions) -> Path:
                    "emitter": online.emitter, "policy_versions": versions},
         "rounds": online.rounds,
     }
-    window_cfg = opts.sidecar_overrides.get("window", {})
-    settle = float(window_cfg.get("settle_quantile", WindowConfig().settle_quantile))
     tuned = [r for r in online.rounds if r["outcome"] != "too_few_requests"]
     arms = Section("Arms", ["arm", "what it runs"], [
         [FCFS, "static FCFS."],
@@ -274,18 +277,24 @@ def run_online(opts: OnlineOptions) -> Path:
                            for k, v in best.modes.items())
                + f"), frozen to `{best.path.name}` and run static."],
         [ONLINE, "the simulator as engine with PolicyClient + TelemetryEmitter over gRPC to a "
-                 "real sidecar, starting from the default tailwise policy; rounds every "
-                 f"{opts.round_every_s:g} engine s replaying a settled "
-                 f"{opts.trial_window_s or opts.round_every_s:g}-s window (≥ {settle:.0%} of "
-                 f"its arrivals finished, ≥ {opts.min_requests} requests), "
-                 f"{opts.trials_per_round} trials, margin {gate_margin(opts):g}; "
-                 f"{online.pacing.syncs} pacing syncs ({online.pacing.timeouts} timeouts), "
+                 + (f"real sidecar, starting from the default tailwise policy; rounds every "
+                    f"{opts.round_every_s:g} engine s replaying a settled "
+                    f"{opts.trial_window_s or opts.round_every_s:g}-s window (≥ {settle:.0%} "
+                    f"of its arrivals finished, ≥ {opts.min_requests} requests), "
+                    f"{opts.trials_per_round} trials, margin {gate_margin(opts):g}; "
+                    if opts.sidecar is None else
+                    f"external sidecar at {opts.sidecar}, tuning by its own config; engine "
+                    f"and sidecar in step every {opts.round_every_s:g} engine s; ")
+                 + f"{online.pacing.syncs} pacing syncs ({online.pacing.timeouts} timeouts), "
                  f"{len(versions)} policy versions in force."]])
+    largest = max((r["window_requests"] for r in online.rounds), default=0)
     no_round = "" if tuned or not online.rounds else (
         f"No round tuned: every window held fewer than {opts.min_requests} finished requests "
-        f"(the largest held {max(r['window_requests'] for r in online.rounds)}). The policy "
-        "stayed the initial one. Lower --min-requests or raise --round-every-s to tune at "
-        "this arrival rate.")
+        f"(the largest held {largest}). The policy stayed the initial one. Lower "
+        "--min-requests or raise --round-every-s to tune at this arrival rate."
+        if opts.sidecar is None else
+        f"No round tuned: every window was smaller than the external sidecar's "
+        f"window.min_requests (the largest held {largest}).")
     rounds = Section(
         "Tuning rounds (engine time)",
         ["t (s)", "outcome", "window req", "champion", "best", "published"],

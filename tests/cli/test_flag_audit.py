@@ -110,3 +110,14 @@ def test_policy_token_and_token_file_are_exclusive(tmp_path: Path) -> None:
                               "--token-file", str(tok)])
     assert res.exit_code == 2
     assert "--token or --token-file" in res.output
+
+
+@pytest.mark.parametrize("flag", [["--min-requests", "50"], ["--trials-per-round", "2"]])
+def test_an_external_sidecar_owns_its_tuning_config(flag: list[str], tmp_path: Path) -> None:
+    res = runner.invoke(app, ["simulate", "--online", "--scenario", "long-burst", "--sidecar",
+                              "127.0.0.1:1", *flag, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    (line,) = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert line == (f"error: {flag[0]} does not apply with --sidecar: an external sidecar "
+                    "tunes by its own config")
+    assert not (tmp_path / "o").exists()

@@ -197,7 +197,10 @@ def test_online_three_arms_with_a_real_sidecar(tmp_path: Path) -> None:
         assert heading in page, heading
     assert "<b>Recovery</b>" in page and "P99 TTLT before (s)" in page
     assert "**" not in page  # no raw markdown
-    assert page.count("<tr>") >= len(rounds) + len(data["timeline"]["rows"])
+    for r in rounds:  # the rounds table, row by row
+        assert f"<tr><td>{r['engine_time']:.1f}</td><td>{r['outcome']}</td>" in page
+    for row in data["timeline"]["rows"]:
+        assert f"<tr><td>{row['start_s']:.2f}</td>" in page
 
 
 def test_scenario_without_online_is_the_standard_comparison(tmp_path: Path) -> None:

@@ -107,3 +107,14 @@ def test_min_requests_below_one_is_refused(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert "--min-requests must be >= 1, got 0" in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_report_states_the_sidecar_window_it_was_given(tmp_path: Path) -> None:
+    from tailwise.lab.closed_loop import run_online
+
+    tr = load_trace(str(_write_trace(tmp_path / "t.csv")))
+    path = run_online(_options(tmp_path / "out", trace=tr, rate_scale=3.0, min_requests=40,
+                               sidecar_overrides={"window": {"settle_quantile": 0.95}}))
+    assert "≥ 95% of its arrivals finished, ≥ 40 requests" in path.read_text()
+    online = json.loads((path.parent / "results.json").read_text())["online"]
+    assert online["settle_quantile"] == 0.95 and online["min_requests"] == 40

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -117,6 +119,41 @@ def test_unknown_workload_is_a_clear_error() -> None:
 
 
 # -- shape knobs: held-out variants of the suite ----------------------------------------------
+#: digests of each workload (seed 0, scale 0.1) as built before the shape knobs existed
+#: (commit 24def71): the knobs' defaults must not move the suite
+PINNED = {
+    "azure-code": "7c69f48b243a2859",
+    "azure-conv": "b97169bd49f3f0b3",
+    "bursty-reasoning": "a789532e00c2f668",
+    "long-context-chat": "e01d5f58023061f1",
+    "slo-mix": "c76df3f3e322a95b",
+}
+
+
+@pytest.mark.parametrize("name", SUITE)
+def test_suite_workloads_are_the_ones_before_the_knobs(name: str) -> None:
+    w = build(name, seed=0, scale=SMALL)
+    t = w.trace
+    h = hashlib.sha256()
+    for a in (t.arrival_s, t.prompt_tokens, t.output_tokens):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(repr((t.classes, t.slo_classes, t.hash_ids, w.engine.num_gpu_blocks,
+                   w.target_load)).encode())
+    assert h.hexdigest()[:16] == PINNED[name]
+
+
+def test_scale_above_one_still_takes_the_whole_bundled_trace() -> None:
+    """Without ``skip`` an Azure workload is the first requests, capped at the trace."""
+    big = build("azure-code", scale=1.5)
+    assert len(big.trace) == len(build("azure-code").trace) == 4000
+
+
+def test_shape_knobs_are_the_builders_keyword_arguments() -> None:
+    assert SHAPE_KNOBS["bursty-reasoning"] == ("load", "cv", "heavy_frac", "alpha",
+                                                "kv_blocks")
+    assert SHAPE_KNOBS["azure-conv"] == ("load", "kv_blocks", "skip")
+
+
 @pytest.mark.parametrize("name", SUITE)
 def test_default_knobs_are_the_suite_workload(name: str) -> None:
     """Passing every knob at its documented default builds the suite's workload."""
@@ -167,6 +204,10 @@ def test_azure_skip_takes_another_slice_from_time_zero() -> None:
     ("azure-code", {"skip": -1}, "skip must be >= 0"),
     ("azure-code", {"skip": 10**7}, "skip must be in"),
     ("slo-mix", {"load": "1"}, "load must be a finite number"),
+    ("bursty-reasoning", {"kv_blocks": 1000.9}, "kv_blocks must be a whole number"),
+    ("bursty-reasoning", {"kv_blocks": True}, "kv_blocks must be a whole number"),
+    ("azure-code", {"skip": 1.5}, "skip must be a whole number"),
+    ("bursty-reasoning", {"alpha": 500}, r"alpha must be in \(0, 10\]"),
 ])
 def test_bad_shape_knobs_are_clear_errors(name: str, shape: dict[str, object],
                                           match: str) -> None:

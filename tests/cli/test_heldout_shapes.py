@@ -1,0 +1,71 @@
+"""``benchmarks/heldout_shapes.py`` (and ``tail_anatomy.py``'s octiles): the variants are
+valid suite shapes, and the trace files they write read back as the same workload."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tailwise.simulator.suite import SUITE, build, check_shape
+from tailwise.simulator.traces import load_trace
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while building
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def heldout() -> ModuleType:
+    return _load("heldout_shapes")
+
+
+def test_every_variant_is_a_valid_shape_of_a_suite_workload(heldout: ModuleType) -> None:
+    names = [v.name for v in heldout.VARIANTS]
+    assert len(names) == len(set(names))
+    for v in heldout.VARIANTS:
+        assert v.workload in SUITE and v.shape and v.why
+        check_shape(v.workload, v.shape)  # raises on a knob the workload does not take
+    assert [v.name for v in heldout.variants("bursty-kv-8k,slo-cv-3")] == [
+        "bursty-kv-8k", "slo-cv-3"]
+    with pytest.raises(SystemExit, match="unknown variant 'nope'"):
+        heldout.variants("nope")
+
+
+@pytest.mark.parametrize("name", ["slo-interactive-0.4", "bursty-kv-16k"])
+def test_written_trace_reads_back_as_the_variant(heldout: ModuleType, name: str,
+                                                 tmp_path: Path) -> None:
+    (v,) = heldout.variants(name)
+    path = heldout.write_trace(v, tmp_path)
+    got = load_trace(str(path))
+    want = build(v.workload, seed=v.seed, scale=v.scale, **v.shape).trace
+    assert np.array_equal(got.arrival_s, want.arrival_s)  # exact: written with repr
+    assert np.array_equal(got.prompt_tokens, want.prompt_tokens)
+    assert np.array_equal(got.output_tokens, want.output_tokens)
+    assert got.classes == want.classes
+    assert got.slo_classes == want.slo_classes  # None for untagged traces
+
+
+def test_prefix_hash_ids_cannot_be_written(heldout: ModuleType, tmp_path: Path) -> None:
+    (v,) = heldout.variants("chat-kv-14k")
+    with pytest.raises(SystemExit, match="hash ids"):
+        heldout.write_trace(v, tmp_path)
+
+
+def test_ttft_by_arrival_octile() -> None:
+    anatomy = _load("tail_anatomy")
+    arrival = np.arange(16.0)  # two requests per eighth of the span [0, 15]
+    ttft = np.repeat(np.arange(8.0), 2)
+    rec = SimpleNamespace(arrival=arrival, first_token=arrival + ttft)
+    assert anatomy.by_octile(rec) == pytest.approx(list(np.arange(8.0)))
