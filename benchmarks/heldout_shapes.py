@@ -170,8 +170,8 @@ def main() -> None:
                                    "shape": v.shape, "why": v.why,
                                    "describe": res["suite"][v.workload]},
                        "results": {p: {k: m[k] for k in (
-                           "ttft_mean", "ttlt_p99", "wasted_recompute_tokens",
-                           "preemptions", "completed", "requests")} for p, m in per.items()},
+                           "ttft_mean", "ttlt_p99", "wasted_recompute_tokens", "preemptions",
+                           "completed", "requests", "slo_attainment")} for p, m in per.items()},
                        "scorecard": {}}
         knobs = ", ".join(f"{k}={val:g}" for k, val in v.shape.items())
         for p in scored:
@@ -186,6 +186,14 @@ def main() -> None:
             print(f"| {v.name} | {v.workload}, {v.seed} | {knobs} | {p} | "
                   + " | ".join(cells) + f" | {met}/4 |", flush=True)
         runs += 1
+    tagged = [n for n, o in out.items()
+              if set(next(iter(o["results"].values()))["slo_attainment"]) != {"default"}]
+    if tagged:  # per-class SLO attainment where requests carry SLO classes
+        print("\nSLO attainment (TTFT and TPOT targets met) per class\n")
+        for n in tagged:
+            for p in ("fcfs", "srpt-oracle", *scored):
+                att = out[n]["results"][p]["slo_attainment"]
+                print(f"{n} {p}: " + ", ".join(f"{c} {v:.1%}" for c, v in att.items()))
     print()
     for p, met in totals.items():
         print(f"{p}: {met}/{4 * runs} targets met over {runs} variants")
