@@ -48,6 +48,7 @@ from tailwise.lab.bench import (
     tailwise_variants,
     target_met,
 )
+from tailwise.simulator.suite import build
 
 BASELINES = ("fcfs", "srpt-oracle", "hrrn", "las")
 
@@ -112,8 +113,6 @@ def variants(spec: str | None) -> list[Variant]:
 
 def write_trace(v: Variant, out_dir: Path) -> Path:
     """``v``'s trace as a generic CSV (what ``tailwise simulate --trace`` reads)."""
-    from tailwise.simulator.suite import build
-
     tr = build(v.workload, seed=v.seed, scale=v.scale, **v.shape).trace
     if tr.hash_ids is not None:
         raise SystemExit(f"{v.name}: prefix hash ids do not fit the generic CSV format")
@@ -160,7 +159,6 @@ def main() -> None:
           + " | targets met |")
     print("|---|---|---|---|" + "---|" * (len(TARGET_LIMITS) + 1))
     totals: dict[str, int] = dict.fromkeys(scored, 0)
-    runs = 0
     for v in variants(args.variant):
         res = run_bench(BenchOptions(workloads=[v.workload], policies=policies,
                                      files=files, jobs=args.jobs, seed=v.seed, scale=v.scale,
@@ -185,7 +183,6 @@ def main() -> None:
                      zip(TARGET_LIMITS, ok, strict=True)]
             print(f"| {v.name} | {v.workload}, {v.seed} | {knobs} | {p} | "
                   + " | ".join(cells) + f" | {met}/4 |", flush=True)
-        runs += 1
     tagged = [n for n, o in out.items()
               if set(next(iter(o["results"].values()))["slo_attainment"]) != {"default"}]
     if tagged:  # per-class SLO attainment where requests carry SLO classes
@@ -196,7 +193,7 @@ def main() -> None:
                 print(f"{n} {p}: " + ", ".join(f"{c} {v:.1%}" for c, v in att.items()))
     print()
     for p, met in totals.items():
-        print(f"{p}: {met}/{4 * runs} targets met over {runs} variants")
+        print(f"{p}: {met}/{4 * len(out)} targets met over {len(out)} variants")
     print(f"{time.perf_counter() - t0:.0f} s wall")
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=1))

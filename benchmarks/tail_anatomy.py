@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tailwise.lab.bench import VariantError, regime_switches
 from tailwise.records.requests import RequestRecords
-from tailwise.scorer.policy import REGIME_SWITCHES, Mode, Policy, RegimeParams
+from tailwise.scorer.policy import Mode, Policy, RegimeParams
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import Simulator
@@ -60,11 +61,10 @@ def main() -> None:
                     help="a held-out variant of benchmarks/heldout_shapes.py instead")
     ap.add_argument("--off", default="", help="regime switches to turn off, comma-separated")
     args = ap.parse_args()
-    off = [f.strip() for f in args.off.split(",") if f.strip()]
-    for f in off:
-        if f not in REGIME_SWITCHES:
-            raise SystemExit(f"unknown regime switch {f!r}; choose from: "
-                             f"{', '.join(REGIME_SWITCHES)}")
+    try:
+        off = regime_switches(args.off)
+    except VariantError as exc:
+        raise SystemExit(str(exc)) from None
     if args.variant is not None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from heldout_shapes import variants

@@ -140,7 +140,7 @@ def _at_load(trace: Trace, load: float, cfg: EngineConfig, model: StepTimeModel)
 
 # -- the workloads ----------------------------------------------------------------------------
 def _engine(kv_blocks: int | None) -> EngineConfig:
-    return EngineConfig() if kv_blocks is None else EngineConfig(num_gpu_blocks=int(kv_blocks))
+    return EngineConfig() if kv_blocks is None else EngineConfig(num_gpu_blocks=kv_blocks)
 
 
 def _kv_text(cfg: EngineConfig) -> str:
@@ -153,13 +153,14 @@ def _azure(name: str, kind: str, n: int, load: float, cfg: EngineConfig, why: st
     ``skip`` on (times shifted to start at 0), rescaled to ``load`` on ``cfg``."""
     count = max(int(n * scale), 50)
     full = load_trace(name)
-    if skip and skip + count > len(full):
-        raise TraceError(f"skip must be in [0, {max(len(full) - count, 0)}] for {count} "
-                         f"requests of {name}, got {skip}")
-    # no skip: the first requests, at most the whole bundled trace (as before the knob)
-    tr = full.select(np.arange(skip, skip + count)) if skip else full.head(count)
     if skip:
+        if skip + count > len(full):
+            raise TraceError(f"skip must be in [0, {max(len(full) - count, 0)}] for {count} "
+                             f"requests of {name}, got {skip}")
+        tr = full.select(np.arange(skip, skip + count))
         tr = replace(tr, arrival_s=tr.arrival_s - tr.arrival_s[0])
+    else:  # the first requests, at most the whole bundled trace (as before the knob)
+        tr = full.head(count)
     tr = _at_load(tr, load, cfg, model)
     where = f"requests {skip:,}-{skip + len(tr) - 1:,}" if skip else f"first {len(tr)} requests"
     return Workload(name, replace(tr, name=name), cfg, _slo_metrics(),
@@ -389,8 +390,7 @@ def build(name: str, *, model: StepTimeModel = H100_LLAMA3_8B, seed: int = 0,
     if not math.isfinite(scale) or scale <= 0:
         raise TraceError(f"scale must be > 0, got {scale!r}")
     check_shape(name, shape)
-    wl: Workload = _BUILDERS[name](model, seed, scale, **shape)
-    return wl
+    return _BUILDERS[name](model, seed, scale, **shape)
 
 
 def parse_shape(spec: str | None) -> dict[str, Any]:

@@ -303,16 +303,24 @@ class VariantError(ValueError):
     """A regime switch or sweep spec that names no :class:`RegimeParams` field."""
 
 
+def regime_switches(spec: str | None) -> list[str]:
+    """The regime switches named in ``spec`` (comma-separated), each checked against
+    :data:`~tailwise.scorer.policy.REGIME_SWITCHES`."""
+    names = [f.strip() for f in (spec or "").split(",") if f.strip()]
+    for flag in names:
+        if flag not in REGIME_SWITCHES:
+            raise VariantError(f"unknown regime switch {flag!r}; choose from: "
+                               f"{', '.join(REGIME_SWITCHES)}")
+    return names
+
+
 def tailwise_variants(off: str | None = None, sweep: str | None = None) -> dict[str, Policy]:
     """Static ``tailwise`` policies for ablations: ``no-FLAG`` for each regime switch in
     ``off`` (comma-separated), ``FIELD=V`` for each value of ``sweep``
     (``FIELD=V1,V2,...`` of :class:`RegimeParams`; an int field stays int)."""
     out: dict[str, Policy] = {}
     base = RegimeParams()
-    for flag in (f.strip() for f in (off or "").split(",") if f.strip()):
-        if flag not in REGIME_SWITCHES:
-            raise VariantError(f"unknown regime switch {flag!r}; choose from: "
-                               f"{', '.join(REGIME_SWITCHES)}")
+    for flag in regime_switches(off):
         out[f"no-{flag}"] = Policy(mode=Mode.TAILWISE, regime=replace(base, **{flag: False}))
     if sweep:
         name, _, values = sweep.partition("=")

@@ -1,4 +1,4 @@
-"""Markdown tables and cell formatting for the reports people read."""
+"""Cell formatting for the reports people read (their tables: ``simulator.report``)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,3 @@ def format_cell(value: Any) -> str:
         return f"{value:.2f}"
     return str(value)
 
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """The lines of a GitHub-flavoured markdown table.
-
-    >>> markdown_table(["a", "b"], [["1", "2"]])
-    ['| a | b |', '|---|---|', '| 1 | 2 |']
-    """
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(r) + " |" for r in rows)]

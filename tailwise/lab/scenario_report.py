@@ -14,7 +14,7 @@ from tailwise.lab.options import OnlineOptions
 from tailwise.records.trace import Trace
 from tailwise.simulator.engine import SimResult
 from tailwise.simulator.metrics import MetricsConfig, per_request
-from tailwise.simulator.report import Section
+from tailwise.simulator.report import Section, make_runs, write_report
 from tailwise.simulator.scenarios import Scenario, describe_load
 
 
@@ -40,7 +40,6 @@ def write_scenario_report(out: Path, scen: Scenario, runs: dict[str, SimResult],
                           extra: dict[str, Any], extra_sections: list[Section]) -> Path:
     """The standard report plus the scenario's sections (phase table and recovery,
     ``extra_sections``, the timeline table and figure), in report.md and report.html."""
-    from tailwise.simulator.report import make_runs, write_report
     from tailwise.simulator.timeline import plot_timeline, recovery_windows, window_table
 
     cfg = opts.metrics
