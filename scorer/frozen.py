@@ -2,7 +2,7 @@
 
 Layout::
 
-    {"format": "tailwise-policy", "schema_version": 2, "sha256": "<hex>", "policy": {...}}
+    {"format": "tailwise-policy", "schema_version": 3, "sha256": "<hex>", "policy": {...}}
 
 The hash covers ``canonical_json(policy)`` exactly, so any edit to the body (or a
 truncated file) is refused with :class:`FrozenPolicyError`. Older schema versions load

@@ -7,8 +7,11 @@ naming the offending field, and every constructor path (``from_dict``, the proto
 the frozen-file loader) validates.
 
 Canonical JSON (:func:`canonical_json`) is the hashing basis of frozen files: sorted keys,
-no whitespace, no NaN. ``schema_version`` 2 is current; schema 1 files (flat SLO targets,
-no SLO classes, a single ``gamma``) are migrated on load.
+no whitespace, no NaN. ``schema_version`` 3 is current; older files are migrated on load
+(:func:`migrate`): schema 1 (flat SLO targets, no SLO classes, a single ``gamma``) and
+schema 2 (the regime's measurement fields named ``latency_*``, and regime sections read by
+the fields they set, :func:`legacy_regime_values`). A document without a
+``schema_version`` is read as schema 1.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel, StepTimeModelError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class PolicyError(ValueError):
@@ -185,7 +188,7 @@ class RegimeParams:
     """tailwise mode's mechanisms for bursts, KV pressure and overload; each one a switch.
 
     ``T`` below is the policy's own measured service-time scale: the
-    ``latency_quantile`` of how long recently finished requests took from their first
+    ``scale_quantile`` of how long recently finished requests took from their first
     token to their last (engine time only; no output length is ever predicted). It
     leaves out the wait before the first token, so it does not grow with the admission
     queueing the policy itself causes (a latency reference feeds back: a longer tail
@@ -199,12 +202,15 @@ class RegimeParams:
     phase, ``benchmarks/online_targets.py`` phase table).
     """
 
-    #: ``T``: the ``latency_quantile`` of first-to-last-token times (less the waits after
-    #: preemptions, ``scale_excludes_requeue``) of the last ``latency_window`` finished
-    #: requests, refreshed every ``latency_update_every`` finishes
-    latency_quantile: float = 0.9
-    latency_window: int = 512
-    latency_update_every: int = 32
+    #: ``T``: the ``scale_quantile`` of first-to-last-token times (less the waits after
+    #: preemptions, ``scale_excludes_requeue``) of the last ``scale_window`` finished
+    #: requests, refreshed every ``scale_update_every`` finishes. The same window and
+    #: quantile measure FCFS's drain time ``D`` and the residual-life curve. Named
+    #: ``latency_*`` up to schema 2 (renamed on load): ``T`` is a service time, not a
+    #: latency, since it leaves the queueing out
+    scale_quantile: float = 0.9
+    scale_window: int = 512
+    scale_update_every: int = 32
     #: scale boosts with the measured service time: boost time-scale 1/γ ≥
     #: ``horizon_factor·T``, boosts capped at ``envelope_cap_s`` instead of ``max_boost_s``
     #: (the waiting bound is the envelope below, so the cap no longer flattens the order)
@@ -230,8 +236,8 @@ class RegimeParams:
     prefix_rekey: bool = True
     prefix_rekey_k: int = 8
     #: queue-relative aging floor: once measured, ``queue_floor_factor·D`` replaces the
-    #: fixed ``aging_floor_s``, ``D`` = the ``latency_quantile`` over the last
-    #: ``latency_window`` admissions of FCFS's drain time (waiting uncached prompt tokens ÷
+    #: fixed ``aging_floor_s``, ``D`` = the ``scale_quantile`` over the last
+    #: ``scale_window`` admissions of FCFS's drain time (waiting uncached prompt tokens ÷
     #: recently admitted prefill tokens per second: the wait FCFS would impose on an
     #: arrival): ``E = min(max(aging_factor·T, min(aging_floor_s, f·D), f·D₇₅),
     #: envelope_cap_s)`` with ``f = queue_floor_factor`` and ``D₇₅`` the drain times'
@@ -250,7 +256,7 @@ class RegimeParams:
     #: victims by residual life: among running requests of equal protection, the one with
     #: the longest expected remaining output, given what it has generated, is evicted
     #: first; the expectation is the mean residual of the output lengths of the last
-    #: ``latency_window`` finished requests (:class:`~tailwise.scorer.residual.ResidualLife`;
+    #: ``scale_window`` finished requests (:class:`~tailwise.scorer.residual.ResidualLife`;
     #: no request's own length is predicted). Heavy tails: long runners are evicted, their
     #: KV goes to arrivals; light tails: the newest, as vLLM does
     residual_victims: bool = True
@@ -335,13 +341,13 @@ class Policy:
             return fixed
         return (f"no request waits more than E behind a later arrival, E = clip("
                 f"{g.aging_factor:g} x T, {g.aging_floor_s:g} s, {g.envelope_cap_s:g} s) where T "
-                f"is the measured p{100 * g.latency_quantile:g} first-to-last-token time of the "
-                f"last {g.latency_window} requests (E = {min(self.safety.aging_s, g.envelope_cap_s):g} s"
+                f"is the measured p{100 * g.scale_quantile:g} first-to-last-token time of the "
+                f"last {g.scale_window} requests (E = {min(self.safety.aging_s, g.envelope_cap_s):g} s"
                 f" until measured); never more than {g.envelope_cap_s:g} s"
                 + (f"; once FCFS's drain time is measured, E = max({g.aging_factor:g} x T, "
                    f"min({g.aging_floor_s:g} s, {g.queue_floor_factor:g} x D), "
                    f"{g.queue_floor_factor:g} x D75) instead, capped, D being its "
-                   f"p{100 * g.latency_quantile:g} and D75 its upper quartile "
+                   f"p{100 * g.scale_quantile:g} and D75 its upper quartile "
                    "(regime.queue_floor)" if g.queue_floor else "")
                 + ("; a preempted request with a long expected remainder waits at most E again, "
                    "counted from its preemption (regime.demote_preempted)"
@@ -410,9 +416,9 @@ class Policy:
         for flag in REGIME_SWITCHES:
             if not isinstance(getattr(g, flag), bool):
                 raise PolicyError(f"regime.{flag}", f"must be true or false, got {getattr(g, flag)!r}")
-        _finite("regime.latency_quantile", g.latency_quantile, lo=0.5, hi=0.999)
-        _int_range("regime.latency_window", g.latency_window, 16, 1_000_000)
-        _int_range("regime.latency_update_every", g.latency_update_every, 1, 1_000_000)
+        _finite("regime.scale_quantile", g.scale_quantile, lo=0.5, hi=0.999)
+        _int_range("regime.scale_window", g.scale_window, 16, 1_000_000)
+        _int_range("regime.scale_update_every", g.scale_update_every, 1, 1_000_000)
         _finite("regime.horizon_factor", g.horizon_factor, lo=0.01, hi=1000.0)
         _finite("regime.pacing_blocks", g.pacing_blocks, lo=0.0, hi=1024.0)
         _finite("regime.aging_factor", g.aging_factor, lo=0.1, hi=1000.0)
@@ -486,32 +492,58 @@ def canonical_json(data: Any) -> str:
 
 # -- schema migration ----------------------------------------------------------------------
 def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    """Bring a policy dict of an older schema up to :data:`SCHEMA_VERSION`."""
+    """Bring a policy dict of an older schema up to :data:`SCHEMA_VERSION`.
+
+    * 1 → 2: schema 1 has ``"slo": {"ttft_s", "tpot_s"}`` only, ``"boost": {"gamma",
+      "memguard_*"}`` only, no ``extra``/``note``; missing keys take today's defaults.
+    * 2 → 3: the regime's ``latency_quantile``/``latency_window``/``latency_update_every``
+      are renamed ``scale_*`` (a section setting both names is refused), and a regime
+      section is read by the fields it sets (:func:`legacy_regime_values`): in schema 2
+      the defaults changed under files that did not say their age. From schema 3 on a
+      missing field is today's default, whatever else the section sets.
+
+    >>> migrate({"schema_version": 2, "regime": {"latency_window": 64}})
+    {'schema_version': 3, 'regime': {'scale_window': 64}}
+    >>> migrate({"schema_version": 3, "regime": {"tail_protect_factor": 0.5}})["regime"]
+    {'tail_protect_factor': 0.5}
+    """
     version = data.get("schema_version", 1)
-    if not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise PolicyError("schema_version", f"must be a positive integer, got {version!r}")
     if version > SCHEMA_VERSION:
         raise PolicyError(
             "schema_version",
             f"{version} is newer than this tailwise understands ({SCHEMA_VERSION}); upgrade tailwise",
         )
-    if version == 1:
-        # schema 1: "slo": {"ttft_s", "tpot_s"} only, "boost": {"gamma", "memguard_*"} only,
-        # no "extra"/"note". Missing keys take today's defaults.
-        data = dict(data)
-        data["schema_version"] = 2
+    if version == SCHEMA_VERSION:
+        return data
+    data = {**data, "schema_version": SCHEMA_VERSION}
     regime = data.get("regime")
     if isinstance(regime, dict):
-        legacy = legacy_regime_values(regime.keys())
-        if legacy:
-            data = {**data, "regime": {**regime, **legacy}}
+        regime = dict(regime)
+        for old, new in RENAMED_REGIME_FIELDS.items():
+            if old not in regime:
+                continue
+            if new in regime:
+                raise PolicyError(f"regime.{old}", f"is {new} from schema 3 on; set one, not both")
+            regime[new] = regime.pop(old)
+        data["regime"] = {**regime, **legacy_regime_values(regime.keys())}
     return data
 
 
+#: regime fields renamed in schema 3: schema 2 name → today's
+RENAMED_REGIME_FIELDS = {
+    "latency_quantile": "scale_quantile",
+    "latency_window": "scale_window",
+    "latency_update_every": "scale_update_every",
+}
+
+
 def legacy_regime_values(present: Collection[str]) -> dict[str, Any]:
-    """What a regime section that sets only the fields ``present`` (a policy file, or a
-    wire message's set fields) means where the defaults changed under it; missing fields
-    otherwise take today's defaults. Two rules, by the fields a section of each age sets:
+    """What a schema-2 regime section that sets only the fields ``present`` (a policy file,
+    or a wire message's set fields) means where the defaults changed under it; missing
+    fields otherwise take today's defaults. Schema 2 did not date its sections, so two
+    rules go by the fields a section of each age sets (schema 3 and later: none):
 
     * ``tail_protect_factor`` without ``demote_as_arrival``: it predates that switch, and
       its factor was chosen for the old demotion key, which it keeps;

@@ -63,7 +63,7 @@ and after a preemption, so it does not feed on itself; see
   ``aging_floor_s`` gives way to it: ``E = max(aging_factor·T, min(aging_floor_s, f·D),
   f·D₇₅)``, capped (``f = queue_floor_factor``). FCFS drain times are sampled at recent
   admissions (waiting uncached prompt tokens ÷ prefill tokens/s admitted lately: the
-  wait FCFS would impose on an arrival then); ``D`` is their ``latency_quantile`` (a
+  wait FCFS would impose on an arrival then); ``D`` is their ``scale_quantile`` (a
   high quantile, because the tail FCFS imposes is set by its longest recent queues) and
   lowers the floor, ``D₇₅`` their upper quartile (``RAISE_QUANTILE``) and raises it.
   Both ways: (1) a fixed floor must not hold a request back longer than FCFS's whole
@@ -143,7 +143,7 @@ from tailwise.scorer.residual import ResidualLife
 
 BUBBLE = -1
 #: the quantile of FCFS drain times that may RAISE the envelope above ``aging_floor_s``
-#: (``latency_quantile``, p90, lowers it): raising follows the wait FCFS imposes on most
+#: (``scale_quantile``, p90, lowers it): raising follows the wait FCFS imposes on most
 #: arrivals, not its longest recent queues. Measured (``benchmarks/policy_compare.py``):
 #: raising to the p90 put conversation at 1.1 load with 3,000 KV blocks at 1.06x FCFS's
 #: P99 TTLT (0.99x with the fixed floor), the upper quartile at 0.98x; on slo-flip's
@@ -203,7 +203,7 @@ class TailwisePolicy(BoostPolicy):
         self.base_aging = policy.safety.aging_s
         #: measured service-time scale T (s); 0 until enough requests finished
         self.service_scale = 0.0
-        self._recent: deque[float] = deque(maxlen=policy.regime.latency_window)
+        self._recent: deque[float] = deque(maxlen=policy.regime.scale_window)
         self._since_update = 0
         if policy.regime.relative_aging:
             self.time_dependent = True
@@ -223,8 +223,8 @@ class TailwisePolicy(BoostPolicy):
         #: (time, uncached prefill tokens) of recent admissions: FCFS's drain rate
         self._admits: deque[tuple[float, int]] = deque(maxlen=64)
         self._admit_sum = 0
-        #: ``D`` seen at recent admissions, and their ``latency_quantile`` (the reference)
-        self._drains: deque[float] = deque(maxlen=policy.regime.latency_window)
+        #: ``D`` seen at recent admissions, and their ``scale_quantile`` (the reference)
+        self._drains: deque[float] = deque(maxlen=policy.regime.scale_window)
         self._drain_ref: float | None = None
         #: the ``RAISE_QUANTILE`` of the same samples: how far ``D`` may raise ``E``
         self._drain_raise: float | None = None
@@ -233,7 +233,7 @@ class TailwisePolicy(BoostPolicy):
         self._service_env: float | None = None
         g = policy.regime
         #: output lengths of finished requests: victims and demotion by residual life
-        self.life = ResidualLife(g.latency_window, g.latency_update_every)
+        self.life = ResidualLife(g.scale_window, g.scale_update_every)
         #: demoted waiting requests: (when their aging clock and key restarted, the
         #: instant they re-enter as an arrival for ``demote_as_arrival``: the preemption +
         #: ``demote_delay_factor·T``, fixed then; ``None`` before ``T`` is measured, when
@@ -350,10 +350,10 @@ class TailwisePolicy(BoostPolicy):
         start = req.first_token_time if req.first_token_time is not None else now
         self._recent.append(max(now - start - requeued, 0.0))
         self._since_update += 1
-        if self._since_update >= g.latency_update_every and len(self._recent) >= 16:
+        if self._since_update >= g.scale_update_every and len(self._recent) >= 16:
             self._since_update = 0
             data = sorted(self._recent)
-            self.service_scale = quantile(data, g.latency_quantile)
+            self.service_scale = quantile(data, g.scale_quantile)
             self._apply_envelope(self.service_scale)
 
     # -- queue-relative floor -------------------------------------------------------------
@@ -374,7 +374,7 @@ class TailwisePolicy(BoostPolicy):
 
     def _queue_floor(self) -> None:
         """``E = max(aging_factor·T, min(aging_floor_s, f·D), f·D₇₅)``, capped, once FCFS's
-        drain time is measured (``f = queue_floor_factor``; ``D`` its ``latency_quantile``,
+        drain time is measured (``f = queue_floor_factor``; ``D`` its ``scale_quantile``,
         ``D₇₅`` its upper quartile): ``D`` lowers the fixed floor, ``D₇₅`` raises it."""
         g = self.regime
         env = self._service_env
@@ -406,10 +406,10 @@ class TailwisePolicy(BoostPolicy):
             if d is not None:
                 self._drains.append(d)
                 self._drain_n += 1
-                if self._drain_n % self.regime.latency_update_every == 0 or \
+                if self._drain_n % self.regime.scale_update_every == 0 or \
                         self._drain_ref is None:
                     data = sorted(self._drains)
-                    self._drain_ref = quantile(data, self.regime.latency_quantile)
+                    self._drain_ref = quantile(data, self.regime.scale_quantile)
                     self._drain_raise = quantile(data, RAISE_QUANTILE)
                     if self.regime.queue_horizon:
                         self._set_horizon()

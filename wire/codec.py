@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError
 
 from tailwise.scorer.hooks import StepStats
 from tailwise.scorer.policy import (
+    SCHEMA_VERSION,
     BoostParams,
     BoostVariant,
     EwsjfParams,
@@ -198,16 +199,18 @@ def policy_from_proto(msg: pb.Policy) -> Policy:
         )
     except StepTimeModelError as exc:
         raise PolicyError("step_time", str(exc)) from exc
-    if msg.schema_version < 1:
-        raise PolicyError("schema_version", f"must be >= 1, got {msg.schema_version}")
+    if not 1 <= msg.schema_version <= SCHEMA_VERSION:
+        raise PolicyError(
+            "schema_version", f"must be in [1, {SCHEMA_VERSION}] (a newer sender: upgrade "
+            f"this tailwise first), got {msg.schema_version}")
     policy = Policy(
         mode=_enum("mode", msg.mode, _MODE_FROM),
         version=msg.version,
         created_at=msg.created_at,
         source=_enum("source", msg.source, _SOURCE_FROM),
-        # the wire carries only the current schema's fields, so older senders'
-        # messages are already migrated; validate() rejects anything newer
-        schema_version=msg.schema_version,
+        # fields are matched by number, so an older sender's message reads as today's
+        # schema (renamed fields included); only its regime section needs its age
+        schema_version=SCHEMA_VERSION,
         queues=tuple(_queue_from_proto(q) for q in msg.queues),
         ewsjf=EwsjfParams(
             base=_weight_from_proto(e.base), urg=_weight_from_proto(e.urg),
@@ -331,7 +334,8 @@ def _regime_from_pb(msg: pb.Policy) -> RegimeParams:
         values[f.name] = getattr(default if unset else g, f.name)
         if desc.has_presence and not unset:
             present.add(f.name)
-    # a sender that predates a field reads as a policy file of that age does
-    values.update(legacy_regime_values(present))
+    # a schema-2 sender that predates a field reads as a policy file of that age does
+    if msg.schema_version < 3:
+        values.update(legacy_regime_values(present))
     return RegimeParams(**values)
 

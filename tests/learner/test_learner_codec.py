@@ -153,7 +153,7 @@ def _mode_unknown(m: pb.Policy) -> None:
 
 
 def _schema_newer(m: pb.Policy) -> None:
-    m.schema_version = 3
+    m.schema_version = 4
 
 
 def _neg_step_time(m: pb.Policy) -> None:

@@ -88,7 +88,7 @@ def test_older_schema_loads(tmp_path: Path) -> None:
            "policy": body}
     (tmp_path / "old.json").write_text(json.dumps(doc))
     p = load(tmp_path / "old.json")
-    assert (p.schema_version, p.mode, p.version) == (2, Mode.BOOST, 4)
+    assert (p.schema_version, p.mode, p.version) == (3, Mode.BOOST, 4)
     assert (p.boost.gamma, p.slo.ttft_s, p.safety.aging_s) == (0.5, 4.0, 90.0)
     assert p.slo.classes == Policy().slo.classes
 

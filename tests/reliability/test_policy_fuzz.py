@@ -41,7 +41,7 @@ from support.fuzz import fuzz_settings
 from tailwise.engine_adapter.policy_client import PolicyClient
 from tailwise.lab.sidecar_process import SidecarSubprocess
 from tailwise.learner.admin import AdminClient
-from tailwise.scorer.policy import Mode, Policy, QueueSpec, neutral_policy
+from tailwise.scorer.policy import SCHEMA_VERSION, Mode, Policy, QueueSpec, neutral_policy
 from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import EngineConfig, simulate
@@ -158,7 +158,7 @@ def adversarial(draw: st.DrawFn) -> tuple[str, pb.Policy]:
         name = draw(st.sampled_from(REQUIRED))
         msg.ClearField(name)  # type: ignore[arg-type]
         return f"{name} missing", msg
-    msg.schema_version = draw(st.sampled_from([0, 3, 99]))
+    msg.schema_version = draw(st.sampled_from([0, SCHEMA_VERSION + 1, 99]))
     return f"schema_version={msg.schema_version}", msg
 
 

@@ -73,7 +73,7 @@ def variant(rng: np.random.Generator, safety: SafetyParams, version: int) -> Pol
         admission_pacing=bool(rng.random() < 0.7), pacing_blocks=float(rng.uniform(0, 4)),
         horizon_factor=float(rng.uniform(0.1, 10)), aging_factor=float(rng.uniform(0.1, 10)),
         aging_floor_s=float(rng.uniform(0, cap)), envelope_cap_s=cap,
-        latency_update_every=int(rng.integers(1, 8)), latency_window=16,
+        scale_update_every=int(rng.integers(1, 8)), scale_window=16,
         residual_victims=bool(rng.random() < 0.7), demote_preempted=bool(rng.random() < 0.7),
         tail_protect=bool(rng.random() < 0.7), tail_protect_factor=float(rng.uniform(0.05, 4)),
         queue_floor=bool(rng.random() < 0.7), queue_floor_factor=float(rng.uniform(0.1, 10)),

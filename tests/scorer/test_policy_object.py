@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from tailwise.scorer import frozen
 from tailwise.scorer.frozen import FrozenPolicyError
 from tailwise.scorer.policy import (
+    SCHEMA_VERSION,
     BoostParams,
     EwsjfParams,
     LinearWeight,
@@ -101,5 +102,5 @@ def test_older_schema_loads(tmp_path: Path) -> None:
     f = tmp_path / "old.json"
     f.write_text(json.dumps(doc))
     p = policy_file.load(f)
-    assert p.schema_version == 2 and p.boost.gamma == 0.7 and p.slo.ttft_s == 5.0
+    assert p.schema_version == SCHEMA_VERSION == 3 and p.boost.gamma == 0.7 and p.slo.ttft_s == 5.0
     assert p.mode is Mode.BOOST

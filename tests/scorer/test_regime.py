@@ -47,7 +47,7 @@ def test_envelope_follows_measured_service_time(service: float) -> None:
     sched = tailwise()
     g = sched.regime
     assert sched.envelope_s() == Policy().safety.aging_s  # nothing measured yet
-    finish(sched, g.latency_update_every, service)
+    finish(sched, g.scale_update_every, service)
     expect = min(g.envelope_cap_s, max(g.aging_floor_s, g.aging_factor * service))
     assert sched.service_scale == pytest.approx(service)
     assert sched.envelope_s() == pytest.approx(expect)
@@ -126,7 +126,7 @@ def test_admission_pacing_cuts_preemptions_and_wasted_recompute() -> None:
 
 @pytest.mark.parametrize(("field", "value"), [
     ("aging_factor", math.nan), ("aging_factor", 0.0), ("horizon_factor", -1.0),
-    ("latency_quantile", 1.5), ("latency_window", 3), ("pacing_blocks", -0.5),
+    ("scale_quantile", 1.5), ("scale_window", 3), ("pacing_blocks", -0.5),
     ("envelope_cap_s", 10.0), ("relative_aging", 1),
 ])
 def test_bad_regime_values_are_refused_by_name(field: str, value: object) -> None:

@@ -8,12 +8,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tailwise.scorer.policy import Mode, Policy, PolicyError, RegimeParams
+from tailwise.scorer.policy import (
+    RENAMED_REGIME_FIELDS,
+    Mode,
+    Policy,
+    PolicyError,
+    RegimeParams,
+)
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.residual import ResidualLife
 from tailwise.scorer.tailwise import TailwisePolicy
 from tailwise.wire import codec
+from tailwise.wire.v1 import policy_pb2 as pb
 
 NEW_FIELDS = ("residual_victims", "demote_preempted", "tail_protect", "tail_protect_factor",
               "demote_as_arrival", "demote_delay_factor", "scale_excludes_requeue")
@@ -278,45 +285,89 @@ def test_bad_values_are_refused_by_name(field: str, value: object) -> None:
                ).validate()
 
 
-def test_a_policy_that_predates_demotion_as_an_arrival_keeps_the_old_key() -> None:
-    """A frozen file or a sender from before the switch sets ``tail_protect_factor``
-    (0.5 then) for the old demotion key: read now, it keeps that key, not the new one
-    with a factor chosen for the other."""
-    p = Policy(mode=Mode.TAILWISE, regime=RegimeParams(tail_protect_factor=0.5))
+def schema2(p: Policy, *dropped: str) -> tuple[dict[str, object], pb.Policy]:
+    """``p`` as a schema-2 file and a schema-2 sender wrote it: the measurement fields
+    named ``latency_*``, and without the regime fields in ``dropped`` (their age)."""
     data = p.to_dict()
-    del data["regime"]["demote_as_arrival"], data["regime"]["demote_delay_factor"]
+    data["schema_version"] = 2
+    regime = data["regime"]
+    for old, new in RENAMED_REGIME_FIELDS.items():
+        regime[old] = regime.pop(new)
+    msg = codec.policy_to_proto(p)
+    msg.schema_version = 2
+    for name in dropped:
+        del regime[name]
+        msg.regime.ClearField(name)  # type: ignore[arg-type]
+    return data, msg
+
+
+def test_a_policy_that_predates_demotion_as_an_arrival_keeps_the_old_key() -> None:
+    """A schema-2 frozen file or sender from before the switch sets
+    ``tail_protect_factor`` (0.5 then) for the old demotion key: read now, it keeps that
+    key, not the new one with a factor chosen for the other."""
+    p = Policy(mode=Mode.TAILWISE, regime=RegimeParams(tail_protect_factor=0.5))
+    data, msg = schema2(p, "demote_as_arrival", "demote_delay_factor")
     old = Policy.from_dict(data)
     assert (old.regime.demote_as_arrival, old.regime.tail_protect_factor) == (False, 0.5)
-    msg = codec.policy_to_proto(p)
-    msg.regime.ClearField("demote_as_arrival")
-    msg.regime.ClearField("demote_delay_factor")
     assert codec.policy_from_proto(msg).regime.demote_as_arrival is False
     # without a factor either, today's defaults (a consistent pair)
-    del data["regime"]["tail_protect_factor"]
+    data, msg = schema2(p, "demote_as_arrival", "demote_delay_factor", "tail_protect_factor")
     assert Policy.from_dict(data).regime == RegimeParams()
+    assert codec.policy_from_proto(msg).regime == RegimeParams()
     assert codec.policy_from_proto(codec.policy_to_proto(p)).regime == p.regime
 
 
 def test_a_policy_that_predates_the_requeue_free_scale_keeps_its_scale_and_delay() -> None:
-    """A file or sender from before ``scale_excludes_requeue`` sets the demotion fields of
-    its day: it keeps ``T`` with the re-queue waits in it, and the delay factor chosen for
-    that ``T`` (its own, or 1), not today's 2 with a ``T`` about half as long."""
+    """A schema-2 file or sender from before ``scale_excludes_requeue`` sets the demotion
+    fields of its day: it keeps ``T`` with the re-queue waits in it, and the delay factor
+    chosen for that ``T`` (its own, or 1), not today's 2 with a ``T`` about half as long."""
     p = Policy(mode=Mode.TAILWISE, regime=RegimeParams())
-    data = p.to_dict()
-    del data["regime"]["scale_excludes_requeue"], data["regime"]["demote_delay_factor"]
+    data, msg = schema2(p, "scale_excludes_requeue", "demote_delay_factor")
     old = Policy.from_dict(data).regime
     assert (old.scale_excludes_requeue, old.demote_delay_factor, old.demote_as_arrival) == (
         False, 1.0, True)
-    data["regime"]["demote_delay_factor"] = 1.5
+    data["regime"]["demote_delay_factor"] = 1.5  # type: ignore[index]
     assert Policy.from_dict(data).regime.demote_delay_factor == 1.5
-    msg = codec.policy_to_proto(p)
-    msg.regime.ClearField("scale_excludes_requeue")
-    msg.regime.ClearField("demote_delay_factor")
     got = codec.policy_from_proto(msg).regime
     assert (got.scale_excludes_requeue, got.demote_delay_factor) == (False, 1.0)
     # today's policy, both ways: unchanged
     assert Policy.from_dict(p.to_dict()).regime == RegimeParams()
     assert codec.policy_from_proto(codec.policy_to_proto(p)).regime == RegimeParams()
+
+
+def test_from_schema_3_a_partial_regime_section_means_todays_defaults() -> None:
+    """The legacy rules are schema 2's: an operator's schema-3 section that sets only
+    ``tail_protect_factor`` keeps today's demotion key, ``T`` and delay (before schema 3
+    it silently got the old ones), in a file and from a sender."""
+    p = Policy(mode=Mode.TAILWISE, regime=RegimeParams(tail_protect_factor=0.3))
+    data = p.to_dict()
+    data["regime"] = {"tail_protect_factor": 0.3}
+    want = RegimeParams(tail_protect_factor=0.3)
+    assert Policy.from_dict(data).regime == want
+    msg = codec.policy_to_proto(p)
+    for name in ("demote_as_arrival", "demote_delay_factor", "scale_excludes_requeue"):
+        msg.regime.ClearField(name)  # type: ignore[arg-type]
+    assert msg.schema_version == 3 and codec.policy_from_proto(msg).regime == want
+    # a schema-2 sender with the same fields gets the old meaning, as before
+    msg.schema_version = 2
+    got = codec.policy_from_proto(msg)
+    assert got.schema_version == 3
+    assert (got.regime.demote_as_arrival, got.regime.scale_excludes_requeue) == (False, False)
+
+
+def test_schema_2_measurement_fields_are_renamed_on_load() -> None:
+    """A schema-2 file's ``latency_*`` fields load as ``scale_*`` (values kept, the
+    wire's field numbers unchanged); a file setting both names is refused by name."""
+    p = Policy(mode=Mode.TAILWISE, regime=RegimeParams(
+        scale_quantile=0.8, scale_window=64, scale_update_every=4))
+    data, msg = schema2(p)
+    assert "latency_window" in data["regime"]  # type: ignore[operator]
+    assert Policy.from_dict(data) == p
+    assert codec.policy_from_proto(msg) == p
+    assert pb.RegimeParams.DESCRIPTOR.fields_by_name["scale_window"].number == 2
+    data["regime"]["scale_window"] = 32  # type: ignore[index]
+    with pytest.raises(PolicyError, match=r"^regime\.latency_window: is scale_window"):
+        Policy.from_dict(data)
 
 
 @pytest.mark.parametrize("on", [True, False])

@@ -337,10 +337,10 @@ class SafetyParams(_message.Message):
     def __init__(self, max_boost_s: _Optional[float] = ..., aging_s: _Optional[float] = ...) -> None: ...
 
 class RegimeParams(_message.Message):
-    __slots__ = ("latency_quantile", "latency_window", "latency_update_every", "adaptive_horizon", "horizon_factor", "relative_aging", "aging_factor", "aging_floor_s", "envelope_cap_s", "admission_pacing", "pacing_blocks", "prefix_rekey", "prefix_rekey_k", "queue_floor", "queue_floor_factor", "residual_victims", "demote_preempted", "tail_protect", "tail_protect_factor", "queue_horizon", "demote_as_arrival", "demote_delay_factor", "scale_excludes_requeue")
-    LATENCY_QUANTILE_FIELD_NUMBER: _ClassVar[int]
-    LATENCY_WINDOW_FIELD_NUMBER: _ClassVar[int]
-    LATENCY_UPDATE_EVERY_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("scale_quantile", "scale_window", "scale_update_every", "adaptive_horizon", "horizon_factor", "relative_aging", "aging_factor", "aging_floor_s", "envelope_cap_s", "admission_pacing", "pacing_blocks", "prefix_rekey", "prefix_rekey_k", "queue_floor", "queue_floor_factor", "residual_victims", "demote_preempted", "tail_protect", "tail_protect_factor", "queue_horizon", "demote_as_arrival", "demote_delay_factor", "scale_excludes_requeue")
+    SCALE_QUANTILE_FIELD_NUMBER: _ClassVar[int]
+    SCALE_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SCALE_UPDATE_EVERY_FIELD_NUMBER: _ClassVar[int]
     ADAPTIVE_HORIZON_FIELD_NUMBER: _ClassVar[int]
     HORIZON_FACTOR_FIELD_NUMBER: _ClassVar[int]
     RELATIVE_AGING_FIELD_NUMBER: _ClassVar[int]
@@ -361,9 +361,9 @@ class RegimeParams(_message.Message):
     DEMOTE_AS_ARRIVAL_FIELD_NUMBER: _ClassVar[int]
     DEMOTE_DELAY_FACTOR_FIELD_NUMBER: _ClassVar[int]
     SCALE_EXCLUDES_REQUEUE_FIELD_NUMBER: _ClassVar[int]
-    latency_quantile: float
-    latency_window: int
-    latency_update_every: int
+    scale_quantile: float
+    scale_window: int
+    scale_update_every: int
     adaptive_horizon: bool
     horizon_factor: float
     relative_aging: bool
@@ -384,7 +384,7 @@ class RegimeParams(_message.Message):
     demote_as_arrival: bool
     demote_delay_factor: float
     scale_excludes_requeue: bool
-    def __init__(self, latency_quantile: _Optional[float] = ..., latency_window: _Optional[int] = ..., latency_update_every: _Optional[int] = ..., adaptive_horizon: _Optional[bool] = ..., horizon_factor: _Optional[float] = ..., relative_aging: _Optional[bool] = ..., aging_factor: _Optional[float] = ..., aging_floor_s: _Optional[float] = ..., envelope_cap_s: _Optional[float] = ..., admission_pacing: _Optional[bool] = ..., pacing_blocks: _Optional[float] = ..., prefix_rekey: _Optional[bool] = ..., prefix_rekey_k: _Optional[int] = ..., queue_floor: _Optional[bool] = ..., queue_floor_factor: _Optional[float] = ..., residual_victims: _Optional[bool] = ..., demote_preempted: _Optional[bool] = ..., tail_protect: _Optional[bool] = ..., tail_protect_factor: _Optional[float] = ..., queue_horizon: _Optional[bool] = ..., demote_as_arrival: _Optional[bool] = ..., demote_delay_factor: _Optional[float] = ..., scale_excludes_requeue: _Optional[bool] = ...) -> None: ...
+    def __init__(self, scale_quantile: _Optional[float] = ..., scale_window: _Optional[int] = ..., scale_update_every: _Optional[int] = ..., adaptive_horizon: _Optional[bool] = ..., horizon_factor: _Optional[float] = ..., relative_aging: _Optional[bool] = ..., aging_factor: _Optional[float] = ..., aging_floor_s: _Optional[float] = ..., envelope_cap_s: _Optional[float] = ..., admission_pacing: _Optional[bool] = ..., pacing_blocks: _Optional[float] = ..., prefix_rekey: _Optional[bool] = ..., prefix_rekey_k: _Optional[int] = ..., queue_floor: _Optional[bool] = ..., queue_floor_factor: _Optional[float] = ..., residual_victims: _Optional[bool] = ..., demote_preempted: _Optional[bool] = ..., tail_protect: _Optional[bool] = ..., tail_protect_factor: _Optional[float] = ..., queue_horizon: _Optional[bool] = ..., demote_as_arrival: _Optional[bool] = ..., demote_delay_factor: _Optional[float] = ..., scale_excludes_requeue: _Optional[bool] = ...) -> None: ...
 
 class StepTimeModel(_message.Message):
     __slots__ = ("name", "prefill_fixed_ms", "prefill_per_token_ms", "prefill_quad_ms", "decode_fixed_ms", "decode_per_req_ms", "decode_per_ctx_ms", "provenance")
