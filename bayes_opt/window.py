@@ -119,6 +119,32 @@ def stressed(window: Trace, load: float, engine: EngineConfig,
                                meta={**window.meta, "stress_rate": k}), k
 
 
+def reshuffled(window: Trace, seed: int) -> Trace:
+    """``window`` with its requests dealt to its arrival instants in a random order
+    (``seed``): the same requests (lengths, prefixes, classes) and the same arrival
+    instants, another sample path. The carried-in rows (the backlog at the window's
+    start) stay where they are. The tuner's gate replays a few of these
+    (``TunerConfig.reshuffles``): a candidate whose win over the champion comes from which
+    request happened to arrive when does not hold up on them.
+
+    >>> import numpy as np
+    >>> w = Trace("w", np.array([0.0, 1.0, 2.0]), np.array([10, 20, 30]), np.array([1, 2, 3]))
+    >>> r = reshuffled(w, 1)
+    >>> list(r.arrival_s), sorted(r.prompt_tokens) == [10, 20, 30], r.name
+    ([0.0, 1.0, 2.0], True, 'w~1')
+    """
+    try:
+        carried = int(window.meta.get("carried_in", 0))
+    except (TypeError, ValueError):
+        carried = 0
+    skip = carried if 0 <= carried < len(window) else 0
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([np.arange(skip), skip + rng.permutation(len(window) - skip)])
+    return dataclasses.replace(window.select(order.astype(np.intp)), name=f"{window.name}~{seed}",
+                               arrival_s=window.arrival_s.copy(),
+                               meta={**window.meta, "reshuffle_seed": seed})
+
+
 def fingerprint(trace: Trace) -> str:
     """16 hex digits of sha256 over arrival times and lengths (stable across processes)."""
     h = hashlib.sha256()

@@ -105,6 +105,7 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
                            "tuner": {"anchors": [x for x in a.anchors.split(",") if x],
                                      "continuation": a.continuation,
                                      "recall": a.recall, "confirm": a.confirm,
+                                     "reshuffles": a.reshuffles,
                                      "simplify": a.simplify,
                                      "narrow_envelope": not a.no_narrow_envelope,
                                      "stress_load": a.stress_load,
@@ -112,7 +113,9 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
                                      **({"margin": a.margin} if a.margin is not None else {}),
                                      **({"sampler": a.sampler} if a.sampler else {}),
                                      "space": {"search_switches": a.search_switches,
-                                               "search_tradeoffs": not a.no_search_tradeoffs}},
+                                               "search_tradeoffs": not a.no_search_tradeoffs,
+                                               **({"around_base": a.around_base}
+                                                  if a.around_base is not None else {})}},
                            "loop": {"stale_check": not a.no_stale_check,
                                     "fallback_on_drift": not a.no_fallback,
                                     **({"drift_features": a.drift_features.split(",")}
@@ -284,6 +287,12 @@ def main() -> None:
                     help="sidecar tuner.space.search_tradeoffs = false (SLO urgency, decode "
                          "cap and tail protection keep the base policy's values)")
     ap.add_argument("--sampler", default=None, help="sidecar tuner.sampler (tpe, gp, random)")
+    ap.add_argument("--reshuffles", type=int, default=0,
+                    help="sidecar tuner.reshuffles (the gate also on the window's mean over "
+                         "this many reshuffles of it)")
+    ap.add_argument("--around-base", type=float, default=None,
+                    help="sidecar tuner.space.around_base (log-scale parameters searched "
+                         "within this factor of the base policy's; default: the sidecar's, 4)")
     ap.add_argument("--search-switches", action="store_true",
                     help="sidecar tuner.space.search_switches = true (booleans searched too)")
     ap.add_argument("--no-stale-check", action="store_true", help="sidecar loop.stale_check = false")

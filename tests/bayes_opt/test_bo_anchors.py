@@ -99,3 +99,38 @@ def test_a_recalled_champion_is_measured_again_after_the_policy_moved_on() -> No
     tu2._recall.add(won)
     res = tu2.tune(make_trace(200), BASE, (), 1)
     assert res.promoted is not None and same(res.promoted, won.replace(note=res.promoted.note))
+
+
+class PathEvaluator(ModeEvaluator):
+    """Kairos is worth ``on_window`` on the window itself and ``on_paths`` on its
+    reshuffles (their names carry ``~seed``); tailwise 3 s everywhere."""
+
+    def __init__(self, on_window: float, on_paths: float) -> None:
+        super().__init__({})
+        self.on_window, self.on_paths = on_window, on_paths
+
+    def run(self, window: Trace, policy: Policy) -> Mapping[str, Any]:
+        self.runs.append((len(window), policy.mode))
+        if policy.mode is not Mode.KAIROS:
+            return summary(3.0)
+        return summary(self.on_paths if "~" in window.name else self.on_window)
+
+
+def test_the_gate_refuses_a_winner_that_holds_on_one_sample_path_only() -> None:
+    """``reshuffles``: the winner must beat the champion by more than the margin on the
+    mean over the window and its reshuffles (kairos 1 s on the window, 5 s on each of 3
+    reshuffles: mean 4 s against the champion's 3 s); a win on every path is promoted,
+    and the champion's reshuffled replays are made once per round."""
+    w = make_trace(200, seed=1)
+    tu = tuner(PathEvaluator(1.0, 5.0), anchors=("kairos",), recall=0, reshuffles=3)
+    res = tu.tune(w, BASE, (), 1)
+    assert res.promoted is None and "3 reshuffles it gains only" in res.reason
+    assert tuner(PathEvaluator(1.0, 5.0), anchors=("kairos",), recall=0).tune(
+        w, BASE, (), 1).promoted is not None  # off: the window alone decides
+    ev = PathEvaluator(1.0, 1.5)
+    res = tuner(ev, anchors=("kairos",), recall=0, reshuffles=3).tune(w, BASE, (), 1)
+    assert res.promoted is not None and "holds over 3 reshuffles" in res.reason
+    # the champion once for the round, then once per reshuffle, each with its stressed copy
+    assert ev.runs.count((len(w), Mode.TAILWISE)) == 2 * (1 + 3)
+    with pytest.raises(TunerConfigError, match=r"tuner\.reshuffles"):
+        TunerConfig(reshuffles=-1)

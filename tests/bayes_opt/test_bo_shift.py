@@ -24,6 +24,7 @@ from tailwise.bayes_opt.window import (
     WindowError,
     cap_window,
     fingerprint,
+    reshuffled,
     stressed,
 )
 from tailwise.scorer.policy import EwsjfParams, Mode, Policy, QueueSpec
@@ -128,3 +129,28 @@ def test_a_stressed_window_offers_the_load_asked_for_and_keeps_its_backlog_in_pl
     # a nearly idle window is raised at most MAX_STRESS_RATE-fold, not into one burst
     capped = stressed(w, 100 * have, engine, model)
     assert capped is not None and capped[1] == MAX_STRESS_RATE
+
+
+def test_a_reshuffled_window_deals_the_same_requests_to_the_same_instants() -> None:
+    """Another sample path of the window: arrival instants and the backlog rows kept,
+    the traffic's requests (each with its lengths, prefixes and classes) permuted, by
+    seed; a baseline cache tells it from the window."""
+    n = 40
+    w = Trace("w", np.sort(np.random.default_rng(0).uniform(0, 10, n)),
+              np.arange(100, 100 + n, dtype=np.int64), np.arange(1, 1 + n, dtype=np.int64),
+              hash_ids=[(i,) for i in range(n)], classes=[f"c{i}" for i in range(n)],
+              slo_classes=[f"s{i}" for i in range(n)], meta={"carried_in": 5})
+    r = reshuffled(w, 3)
+    np.testing.assert_array_equal(r.arrival_s, w.arrival_s)
+    np.testing.assert_array_equal(r.prompt_tokens[:5], w.prompt_tokens[:5])  # backlog stays
+    assert sorted(r.prompt_tokens.tolist()) == w.prompt_tokens.tolist()
+    assert not np.array_equal(r.prompt_tokens, w.prompt_tokens)
+    # every field moved with its request
+    i = r.prompt_tokens - 100
+    np.testing.assert_array_equal(r.output_tokens, i + 1)
+    assert r.hash_ids == [(int(k),) for k in i] and r.classes == [f"c{k}" for k in i]
+    assert r.slo_classes == [f"s{k}" for k in i]
+    assert r.meta["carried_in"] == 5 and r.meta["reshuffle_seed"] == 3
+    assert fingerprint(r) != fingerprint(w)
+    np.testing.assert_array_equal(reshuffled(w, 3).prompt_tokens, r.prompt_tokens)
+    assert not np.array_equal(reshuffled(w, 4).prompt_tokens, r.prompt_tokens)
