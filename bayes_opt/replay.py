@@ -30,7 +30,9 @@ Summary = Mapping[str, Any]
 
 
 class Evaluator(Protocol):
-    """Scores policies on windows; see the module docstring."""
+    """Scores policies on windows; see the module docstring. An evaluator may also offer
+    ``envelope(window, policy) -> float | None`` (:meth:`ReplayEvaluator.envelope`), which
+    the tuner's envelope narrowing uses when present."""
 
     def run(self, window: Trace, policy: Policy) -> Summary: ...
 
@@ -93,6 +95,16 @@ class ReplayEvaluator:
         res = simulate(trace, sched, self.engine, model)
         return summarize_records(res.records.head(len(window)), engine_stats(res),
                                  self.metrics)
+
+    def envelope(self, window: Trace, policy: Policy) -> float | None:
+        """The waiting envelope (s) ``policy``'s scheduler has in force at the end of a
+        replay of ``window`` (its ``envelope_s()``, measured on the window like ``T``);
+        None for a scheduler without one. One replay, not cached."""
+        sched = self.builder(policy)
+        trace = window.continued(self.continuation, int(window.meta.get("carried_in", 0)))
+        simulate(trace, sched, self.engine, self.model or policy.step_time)
+        env = getattr(sched, "envelope_s", None)
+        return float(env()) if callable(env) else None
 
     def baseline(self, window: Trace) -> Summary:
         key = fingerprint(window)

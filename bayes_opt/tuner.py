@@ -207,6 +207,16 @@ class TunerConfig:
     #: --no-narrow-envelope``): mean whole-run margin over static tailwise +0.060 ->
     #: +0.074 and +0.076 -> +0.085 on the two 120-s seed sets
     narrow_envelope: bool = True
+    #: with ``narrow_envelope``: a promoted policy's wider envelope is never published when
+    #: it is longer than the window (as its scheduler measured it there): a window cannot
+    #: show what an envelope longer than itself costs. The base's envelope is published
+    #: instead if it still beats the champion by more than the margin, else nothing.
+    #: Off by default: measured (``benchmarks/online_targets.py
+    #: --window-bounds-envelope``, README "Online learning") the mean whole-run margin over
+    #: static tailwise +0.074 -> +0.094, +0.085 -> +0.062 and +0.104 -> +0.080 on the
+    #: three seed sets (the worst run −0.337 -> −0.172), losing slo-flip wins where a wide
+    #: envelope pays
+    window_bounds_envelope: bool = False
     #: stress scoring: besides the window, each candidate is replayed on the window's own
     #: traffic compressed in time until it offers this load (× engine capacity;
     #: :func:`tailwise.bayes_opt.window.stressed`; skipped when the window offers that
@@ -272,6 +282,8 @@ class TunerConfig:
              "anchors", self.anchors, f"a list of names from {list(ANCHOR_NAMES)}")
         need(is_int(self.recall) and self.recall >= 0, "recall", self.recall, "an integer >= 0")
         need(isinstance(self.confirm, bool), "confirm", self.confirm, "true or false")
+        need(isinstance(self.window_bounds_envelope, bool), "window_bounds_envelope",
+             self.window_bounds_envelope, "true or false")
         need(is_int(self.reshuffles) and 0 <= self.reshuffles <= 64, "reshuffles",
              self.reshuffles, "an integer in [0, 64]")
         need(isinstance(self.simplify, bool), "simplify", self.simplify, "true or false")
@@ -766,7 +778,19 @@ class Tuner:
         promoting rounds; measured against the policy as promoted, like
         :meth:`_simplify`), and, with ``cfg.confirm``, the narrowed policy passes the same
         second look as the promoted one. ``best_value`` and ``improvement`` become the
-        narrowed policy's (what the learner stamps on the policy it publishes)."""
+        narrowed policy's (what the learner stamps on the policy it publishes).
+
+        With ``cfg.window_bounds_envelope``: a window cannot show what an envelope longer
+        than itself costs (a request may be overtaken for up to ``E``, and a replay of a
+        shorter window ends in a drain that serves whoever was held back). So when the
+        promoted policy's envelope, as its scheduler measured it on the window
+        (:meth:`ReplayEvaluator.envelope`, one replay more), is longer than the window's
+        span, the wider envelope is not published: the narrowed policy is, if it still
+        beats the champion by more than the margin, and otherwise nothing is. Seen on
+        chat-longdoc-burst seed 0 (README "Online learning"): a policy with ``E`` = 6.2·T
+        won its 40-s long-document window on every reshuffle, and its long documents then
+        waited out the envelope (P99 TTLT of that phase 49.6 s against static tailwise's
+        32.2 s)."""
         pol, champ = res.promoted, res.champion_value
         if not self.cfg.narrow_envelope or pol is None or champ is None \
                 or pol.mode is not Mode.TAILWISE or self.base.mode is not Mode.TAILWISE:
@@ -780,22 +804,46 @@ class Tuner:
         cand = pol.replace(regime=dataclasses.replace(g, **wider))
         try:
             v = self._value(window, cand, stress)
+            unseen = (self._unseen_envelope(window, pol)
+                      if self.cfg.window_bounds_envelope else None)
         except Exception as exc:  # a replay that fails keeps the policy as promoted
             log.warning("narrow_envelope: replay with the base's envelope failed: %s", exc)
             return res
         obj = self.cfg.objective
-        if not self._cannot_tell(v, champ, won):
+        changes = ", ".join(f"regime.{k} {getattr(g, k):.3g} -> {x:.3g}" for k, x in wider.items())
+        if unseen is not None:
+            why = (f"its waiting envelope ({unseen:.3g} s) is longer than the window "
+                   f"({window.duration_s:.3g} s) can show")
+            if not gain(v, champ, obj) > self.cfg.margin or \
+                    (self.cfg.confirm and not self._confirmed(cand, dr)[0]):
+                return dataclasses.replace(
+                    res, promoted=None,
+                    reason=f"{res.reason}; not published: {why}, and with the base "
+                           f"policy's envelope it does not win ({changes}: "
+                           f"{gain(v, champ, obj):+.3g} against the champion)")
+            kept = f"the base policy's waiting envelope kept, {why}"
+        elif not self._cannot_tell(v, champ, won) or \
+                (self.cfg.confirm and not self._confirmed(cand, dr)[0]):
             return res
-        if self.cfg.confirm and not self._confirmed(cand, dr)[0]:
-            return res
+        else:
+            kept = (f"the base policy's waiting envelope kept, the window not telling it "
+                    f"from the wider one (within {self.cfg.simplify_tol} of the trial: "
+                    f"{gain(v, won, obj):+.3g})")
         return dataclasses.replace(
             res, promoted=cand.replace(note=f"{pol.note} envelope narrowed"),
             best_value=v, improvement=gain(v, champ, obj),
-            reason=f"{res.reason}; the base policy's waiting envelope kept, the window not "
-                   f"telling it from the wider one (within {self.cfg.simplify_tol} of the "
-                   f"trial: {gain(v, won, obj):+.3g}): "
-                   + ", ".join(f"regime.{k} {getattr(g, k):.3g} -> {x:.3g}"
-                               for k, x in wider.items()))
+            reason=f"{res.reason}; {kept}: {changes}")
+
+    def _unseen_envelope(self, window: Trace, policy: Policy) -> float | None:
+        """``policy``'s waiting envelope on ``window`` when it is longer than the window's
+        span (None when shorter, or when the evaluator cannot tell: an evaluator without
+        an ``envelope`` method, or a scheduler without an envelope)."""
+        measure = getattr(self.evaluator, "envelope", None)
+        if not callable(measure):
+            return None
+        env = measure(window, policy)
+        span = window.duration_s
+        return float(env) if env is not None and span > 0 and env > span else None
 
     def _record_round(self, res: RoundResult, current: Policy) -> None:
         champion = res.promoted if res.promoted is not None else current

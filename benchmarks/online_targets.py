@@ -106,6 +106,7 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
                                      "continuation": a.continuation,
                                      "recall": a.recall, "confirm": a.confirm,
                                      "reshuffles": a.reshuffles,
+                                     "window_bounds_envelope": a.window_bounds_envelope,
                                      "simplify": a.simplify,
                                      "narrow_envelope": not a.no_narrow_envelope,
                                      "stress_load": a.stress_load,
@@ -287,6 +288,9 @@ def main() -> None:
                     help="sidecar tuner.space.search_tradeoffs = false (SLO urgency, decode "
                          "cap and tail protection keep the base policy's values)")
     ap.add_argument("--sampler", default=None, help="sidecar tuner.sampler (tpe, gp, random)")
+    ap.add_argument("--window-bounds-envelope", action="store_true",
+                    help="sidecar tuner.window_bounds_envelope = true (a wider envelope "
+                         "longer than the window is not published)")
     ap.add_argument("--reshuffles", type=int, default=0,
                     help="sidecar tuner.reshuffles (the gate also on the window's mean over "
                          "this many reshuffles of it)")

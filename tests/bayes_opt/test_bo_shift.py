@@ -154,3 +154,18 @@ def test_a_reshuffled_window_deals_the_same_requests_to_the_same_instants() -> N
     assert fingerprint(r) != fingerprint(w)
     np.testing.assert_array_equal(reshuffled(w, 3).prompt_tokens, r.prompt_tokens)
     assert not np.array_equal(reshuffled(w, 4).prompt_tokens, r.prompt_tokens)
+
+
+def test_the_replay_reports_the_envelope_a_policy_measured_on_the_window() -> None:
+    """``ReplayEvaluator.envelope``: the waiting envelope the policy's scheduler has in
+    force after the window (tailwise: measured, so it follows ``aging_factor``); None for
+    a scheduler without one."""
+    w = make_trace(300, rate=4.0)
+    tw = Policy(mode=Mode.TAILWISE)
+    ev = ReplayEvaluator(EngineConfig(), metrics_config(tw), H100_LLAMA3_8B)
+    e1 = ev.envelope(w, tw)
+    wide = tw.replace(regime=dataclasses.replace(tw.regime, aging_factor=8.0,
+                                                 queue_floor=False))
+    e2 = ev.envelope(w, wide)
+    assert e1 is not None and e2 is not None and e2 > e1 > 0
+    assert ev.envelope(w, Policy(mode=Mode.FCFS)) is None

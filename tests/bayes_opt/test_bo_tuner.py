@@ -437,6 +437,64 @@ def test_a_wider_envelope_the_window_cannot_tell_apart_goes_back_to_the_base(
     assert frozen.regime == res.promoted.regime and "as promoted" in where
 
 
+class MeasuredEnvelope(EnvelopeEvaluator):
+    """A wider envelope wins the window (``wide_wins``), and the replay reports each
+    policy's envelope: ``seconds`` per unit of ``regime.aging_factor``. Without
+    ``narrow_wins`` every policy with the default envelope is worth the champion's."""
+
+    def __init__(self, seconds: float, narrow_wins: bool = True) -> None:
+        super().__init__(wide_wins=True)
+        self.seconds, self.narrow_wins = seconds, narrow_wins
+        self.measured: list[float] = []
+
+    def latency(self, p: Policy) -> float:
+        if not self.narrow_wins and p.regime.aging_factor <= 2.0:
+            return FakeEvaluator.latency(self, CURRENT)
+        return super().latency(p)
+
+    def envelope(self, window: Trace, policy: Policy) -> float | None:
+        self.measured.append(policy.regime.aging_factor)
+        return self.seconds * policy.regime.aging_factor
+
+
+@pytest.mark.parametrize(("seconds", "narrow_wins"), [(1.0, True), (100.0, True),
+                                                    (100.0, False)])
+def test_an_envelope_longer_than_the_window_is_never_published(seconds: float,
+                                                               narrow_wins: bool) -> None:
+    """``window_bounds_envelope``: the window (200 requests at 10/s: ~20 s) cannot show
+    what an envelope longer than itself costs. The promoted draw's wider envelope wins the
+    window; measured at 100 s per aging unit it is longer than the window, so the base's
+    envelope is published, or nothing where that no longer beats the champion; at 1 s
+    per unit the window could have shown it, and it is kept as without the switch."""
+    base = Policy(mode=Mode.TAILWISE)
+    window = make_trace()
+    for seed in range(10):  # the first sampler seed whose promoted draw widens the envelope
+        fake = MeasuredEnvelope(seconds, narrow_wins)
+        tu = Tuner(TunerConfig(storage="memory", stress_load=0, seed=seed,
+                               window_bounds_envelope=True), base, evaluator=fake)
+        res = tu.tune(window, CURRENT, PARTITION, n_trials=12)
+        best = res.best_trial
+        if best is not None and _promoted_draw(tu, best).regime.aging_factor > 2.0:
+            break
+    else:
+        pytest.fail("no seed in 0-9 promoted a draw with a wider envelope")
+    drawn = _promoted_draw(tu, best)
+    assert fake.measured == [drawn.regime.aging_factor]  # the promoted policy, once
+    if seconds == 1.0:
+        assert res.promoted is not None
+        assert res.promoted.regime.aging_factor == drawn.regime.aging_factor
+        return
+    assert seconds * drawn.regime.aging_factor > window.duration_s
+    assert "longer than the window" in res.reason
+    if not narrow_wins:
+        assert res.promoted is None and "not published" in res.reason
+        return
+    assert res.promoted is not None
+    assert res.promoted.regime.aging_factor == base.regime.aging_factor
+    assert res.promoted.note.endswith("envelope narrowed")
+    assert res.improvement is not None and res.improvement > tu.cfg.margin
+
+
 def test_narrowing_the_envelope_is_refused_by_name_when_not_a_bool() -> None:
     with pytest.raises(TunerConfigError, match=r"^tuner\.narrow_envelope"):
         TunerConfig(storage="memory", narrow_envelope=1)  # type: ignore[arg-type]
@@ -529,3 +587,14 @@ def test_the_gate_checks_score_a_policy_as_the_round_does() -> None:
 def test_bad_stress_settings_are_refused_by_name(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(TunerConfigError, match=rf"^tuner\.{field}"):
         TunerConfig(storage="memory", **kwargs)
+
+
+def test_the_envelope_bound_by_the_window_is_off_by_default_and_checked() -> None:
+    """Off: no envelope replay, the wider envelope the window rewards is published."""
+    fake = MeasuredEnvelope(100.0)
+    tu = Tuner(TunerConfig(storage="memory", stress_load=0, seed=2), Policy(mode=Mode.TAILWISE),
+               evaluator=fake)
+    tu.tune(make_trace(), CURRENT, PARTITION, n_trials=12)
+    assert fake.measured == []
+    with pytest.raises(TunerConfigError, match=r"^tuner\.window_bounds_envelope"):
+        TunerConfig(storage="memory", window_bounds_envelope=1)  # type: ignore[arg-type]
