@@ -98,13 +98,17 @@ class ReplayEvaluator:
 
     def envelope(self, window: Trace, policy: Policy) -> float | None:
         """The waiting envelope (s) ``policy``'s scheduler has in force at the end of a
-        replay of ``window`` (its ``envelope_s()``, measured on the window like ``T``);
-        None for a scheduler without one. One replay, not cached."""
+        replay of ``window`` (its ``envelope_s()``): measured from all of the window's
+        requests, as ``T`` is, rather than from the first few that finished (before ``T``
+        is measured it is the fixed ``safety.aging_s``, not the learned envelope). None for
+        a scheduler without one. One replay, not cached."""
         sched = self.builder(policy)
+        env = getattr(sched, "envelope_s", None)
+        if not callable(env):
+            return None
         trace = window.continued(self.continuation, int(window.meta.get("carried_in", 0)))
         simulate(trace, sched, self.engine, self.model or policy.step_time)
-        env = getattr(sched, "envelope_s", None)
-        return float(env()) if callable(env) else None
+        return float(env())
 
     def baseline(self, window: Trace) -> Summary:
         key = fingerprint(window)

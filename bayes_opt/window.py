@@ -137,7 +137,7 @@ def reshuffled(window: Trace, seed: int) -> Trace:
         carried = int(window.meta.get("carried_in", 0))
     except (TypeError, ValueError):
         carried = 0
-    skip = carried if 0 <= carried < len(window) else 0
+    skip = min(max(carried, 0), len(window))
     rng = np.random.default_rng(seed)
     order = np.concatenate([np.arange(skip), skip + rng.permutation(len(window) - skip)])
     return dataclasses.replace(window.select(order.astype(np.intp)), name=f"{window.name}~{seed}",

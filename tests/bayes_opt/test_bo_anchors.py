@@ -128,9 +128,28 @@ def test_the_gate_refuses_a_winner_that_holds_on_one_sample_path_only() -> None:
     assert tuner(PathEvaluator(1.0, 5.0), anchors=("kairos",), recall=0).tune(
         w, BASE, (), 1).promoted is not None  # off: the window alone decides
     ev = PathEvaluator(1.0, 1.5)
-    res = tuner(ev, anchors=("kairos",), recall=0, reshuffles=3).tune(w, BASE, (), 1)
+    tu = tuner(ev, anchors=("kairos", "uniboost"), recall=0, reshuffles=3)
+    res = tu.tune(w, BASE, (), 1)
     assert res.promoted is not None and "holds over 3 reshuffles" in res.reason
-    # the champion once for the round, then once per reshuffle, each with its stressed copy
+    # the champion once for the round, then once per reshuffle, each with its stressed
+    # copy: not again for the second winner tried (uniboost, 3 s, loses on the window)
+    assert ev.runs.count((len(w), Mode.TAILWISE)) == 2 * (1 + 3)
+    # a later round on the same window with another champion measures that champion
+    ev.runs.clear()
+    tu.tune(w, BASE.replace(safety=SafetyParams(max_boost_s=40.0, aging_s=100.0)), (), 1)
     assert ev.runs.count((len(w), Mode.TAILWISE)) == 2 * (1 + 3)
     with pytest.raises(TunerConfigError, match=r"tuner\.reshuffles"):
         TunerConfig(reshuffles=-1)
+
+
+class CrashOnPaths(PathEvaluator):
+    def run(self, window: Trace, policy: Policy) -> Mapping[str, Any]:
+        if "~" in window.name and policy.mode is Mode.KAIROS:
+            raise RuntimeError("simulator crashed")
+        return super().run(window, policy)
+
+
+def test_a_replay_failing_on_a_reshuffle_refuses_that_winner_not_the_round() -> None:
+    res = tuner(CrashOnPaths(1.0, 1.0), anchors=("kairos",), recall=0, reshuffles=2).tune(
+        make_trace(200, seed=1), BASE, (), 1)
+    assert res.promoted is None and "replay on a reshuffle failed" in res.reason

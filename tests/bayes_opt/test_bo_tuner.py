@@ -485,7 +485,7 @@ def test_an_envelope_longer_than_the_window_is_never_published(seconds: float,
         assert res.promoted.regime.aging_factor == drawn.regime.aging_factor
         return
     assert seconds * drawn.regime.aging_factor > window.duration_s
-    assert "longer than the window" in res.reason
+    assert "is longer than what the window" in res.reason
     if not narrow_wins:
         assert res.promoted is None and "not published" in res.reason
         return
@@ -590,11 +590,35 @@ def test_bad_stress_settings_are_refused_by_name(kwargs: dict[str, Any], field: 
 
 
 def test_the_envelope_bound_by_the_window_is_off_by_default_and_checked() -> None:
-    """Off: no envelope replay, the wider envelope the window rewards is published."""
+    """Off: no envelope replay, the wider envelope the window rewards is published (seed
+    2 promotes a draw with a wider envelope, as the test above finds)."""
     fake = MeasuredEnvelope(100.0)
     tu = Tuner(TunerConfig(storage="memory", stress_load=0, seed=2), Policy(mode=Mode.TAILWISE),
                evaluator=fake)
-    tu.tune(make_trace(), CURRENT, PARTITION, n_trials=12)
+    res = tu.tune(make_trace(), CURRENT, PARTITION, n_trials=12)
+    assert res.promoted is not None and res.promoted.regime.aging_factor > 2.0
     assert fake.measured == []
     with pytest.raises(TunerConfigError, match=r"^tuner\.window_bounds_envelope"):
         TunerConfig(storage="memory", window_bounds_envelope=1)  # type: ignore[arg-type]
+    with pytest.raises(TunerConfigError, match=r"^tuner\.window_bounds_envelope.*narrow_envelope"):
+        TunerConfig(storage="memory", window_bounds_envelope=True, narrow_envelope=False)
+
+
+class BrokenEnvelope(MeasuredEnvelope):
+    def envelope(self, window: Trace, policy: Policy) -> float | None:
+        raise RuntimeError("simulator crashed")
+
+
+@pytest.mark.parametrize("fake", [BrokenEnvelope(1.0), EnvelopeEvaluator(wide_wins=True)],
+                         ids=["replay-fails", "no-envelope-method"])
+def test_an_envelope_that_cannot_be_measured_is_not_published(fake: EnvelopeEvaluator) -> None:
+    """The bound fails closed: when the promoted policy's envelope cannot be measured
+    (the replay fails, or the evaluator has no ``envelope``), the wider envelope is not
+    published (the base's is, where it still wins)."""
+    base = Policy(mode=Mode.TAILWISE)
+    tu = Tuner(TunerConfig(storage="memory", stress_load=0, seed=2,
+                           window_bounds_envelope=True), base, evaluator=fake)
+    res = tu.tune(make_trace(), CURRENT, PARTITION, n_trials=12)
+    assert _promoted_draw(tu, res.best_trial).regime.aging_factor > 2.0
+    assert "measured" in res.reason
+    assert res.promoted is None or res.promoted.regime.aging_factor == base.regime.aging_factor

@@ -364,7 +364,11 @@ def test_schema_2_measurement_fields_are_renamed_on_load() -> None:
     assert "latency_window" in data["regime"]  # type: ignore[operator]
     assert Policy.from_dict(data) == p
     assert codec.policy_from_proto(msg) == p
-    assert pb.RegimeParams.DESCRIPTOR.fields_by_name["scale_window"].number == 2
+    # renamed, not renumbered: the bytes an older sender writes decode into them
+    fields = pb.RegimeParams.DESCRIPTOR.fields_by_name
+    assert [(fields[n].number, fields[n].type) for n in RENAMED_REGIME_FIELDS.values()] == [
+        (1, fields["aging_factor"].type), (2, fields["prefix_rekey_k"].type),
+        (3, fields["prefix_rekey_k"].type)]  # double, uint32, uint32 as in schema 2
     data["regime"]["scale_window"] = 32  # type: ignore[index]
     with pytest.raises(PolicyError, match=r"^regime\.latency_window: is scale_window"):
         Policy.from_dict(data)
