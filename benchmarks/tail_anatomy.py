@@ -12,7 +12,9 @@ victims or long decodes.
 
 ``--variant`` takes a workload of ``benchmarks/heldout_shapes.py``. Below the table, each
 policy's mean TTFT by arrival octile shows whether arrivals wait more as the run goes on
-(an envelope collapsing into FCFS under sustained overload).
+(an envelope collapsing into FCFS under sustained overload), and for each tailwise arm
+the envelope in force through the run: ``T``, FCFS's drain time ``D₇₅``, ``E``, and how
+many waiting requests are demoted victims.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from tailwise.lab.bench import VariantError, regime_switches
 from tailwise.records.requests import RequestRecords
 from tailwise.scorer.policy import Mode, Policy, RegimeParams
 from tailwise.scorer.registry import build_scheduler
+from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B
+from tailwise.scorer.tailwise import TailwisePolicy
 from tailwise.simulator.engine import Simulator
 from tailwise.simulator.suite import build
 
@@ -52,6 +56,24 @@ def by_octile(r: RequestRecords) -> list[float]:
     idx = np.clip(np.searchsorted(edges, r.arrival, side="right") - 1, 0, 7)
     return [float(np.nanmean(ttft[idx == k])) if np.any(idx == k) else float("nan")
             for k in range(8)]
+
+
+def watch_envelope(sched: TailwisePolicy, every_s: float
+                   ) -> list[tuple[float, float, float | None, float, int, int]]:
+    """Samples of (engine time, T, D₇₅, E, waiting requests, demoted victims among them)
+    taken as the engine asks ``sched`` for its next request, at most one per ``every_s``."""
+    rows: list[tuple[float, float, float | None, float, int, int]] = []
+    peek = sched.peek
+
+    def sampled(now: float) -> ReqInfo | None:
+        if not rows or now - rows[-1][0] >= every_s:
+            waiting = list(sched.waiting())
+            rows.append((now, sched.service_scale, sched.drain_upper(), sched.envelope_s(),
+                         len(waiting), sum(1 for r in waiting if sched.is_demoted(r))))
+        return peek(now)
+
+    sched.peek = sampled  # type: ignore[method-assign]
+    return rows
 
 
 def main() -> None:
@@ -83,9 +105,12 @@ def main() -> None:
     print("| policy | mean TTFT s | P99 TTLT s | tail n | prompt | output | queued s "
           "(all p99) | decode s | preempted |")
     print("|---|---|---|---|---|---|---|---|---|")
-    octiles = {}
+    octiles, timelines = {}, {}
     for name, pol in arms.items():
-        sim = Simulator(wl.trace, build_scheduler(pol), wl.engine, H100_LLAMA3_8B)
+        sched = build_scheduler(pol)
+        if isinstance(sched, TailwisePolicy):
+            timelines[name] = watch_envelope(sched, wl.trace.duration_s / 8)
+        sim = Simulator(wl.trace, sched, wl.engine, H100_LLAMA3_8B)
         rec = sim.run().records
         describe(name, rec)
         octiles[name] = by_octile(rec)
@@ -94,6 +119,14 @@ def main() -> None:
     print("|---|" + "---|" * 8)
     for name, row in octiles.items():
         print(f"| {name} | " + " | ".join(f"{x:.1f}" for x in row) + " |")
+    for name, rows in timelines.items():
+        print(f"\n{name}: the waiting envelope E in force, sampled every eighth of the "
+              "arrival span\n")
+        print("| engine s | T s | D75 s | E s | waiting | of them demoted victims |")
+        print("|---|---|---|---|---|---|")
+        for t, scale, d75, env, waiting, demoted in rows:
+            d = "–" if d75 is None else f"{d75:.1f}"
+            print(f"| {t:.0f} | {scale:.1f} | {d} | {env:.1f} | {waiting} | {demoted} |")
 
 
 if __name__ == "__main__":

@@ -286,6 +286,14 @@ class TailwisePolicy(BoostPolicy):
         self._queue_floor()
         self._set_horizon()
 
+    def drain_upper(self) -> float | None:
+        """``D₇₅``, the upper quartile of FCFS's recent drain times (``None``: not yet)."""
+        return self._drain_raise
+
+    def is_demoted(self, req: ReqInfo) -> bool:
+        """Whether waiting ``req`` is a demoted victim (``regime.demote_preempted``)."""
+        return req in self._demoted
+
     def horizon_s(self) -> float | None:
         """The boost a request with θ of service gets: ``horizon_factor·T``, at least
         ``T + D₇₅`` with ``queue_horizon`` once FCFS's drain time is measured (``None``
