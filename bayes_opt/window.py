@@ -130,7 +130,7 @@ def reshuffled(window: Trace, seed: int) -> Trace:
     >>> import numpy as np
     >>> w = Trace("w", np.array([0.0, 1.0, 2.0]), np.array([10, 20, 30]), np.array([1, 2, 3]))
     >>> r = reshuffled(w, 1)
-    >>> list(r.arrival_s), sorted(r.prompt_tokens) == [10, 20, 30], r.name
+    >>> r.arrival_s.tolist(), sorted(r.prompt_tokens.tolist()) == [10, 20, 30], r.name
     ([0.0, 1.0, 2.0], True, 'w~1')
     """
     try:
