@@ -183,7 +183,7 @@ class TunerConfig:
     #: twice that) per tested winner, and each reshuffle's FCFS baselines, on rounds
     #: that would promote only; a simplified or narrowed policy passes it too. 0: off (with
     #: 3, on the shift scenarios: mean whole-run margin over static tailwise +0.074 ->
-    #: +0.071 and +0.085 -> +0.084, chat-longdoc-burst better, code-reasoning-slo worse;
+    #: +0.058 and +0.085 -> +0.088, chat-longdoc-burst better, code-reasoning-slo worse;
     #: README "Online learning", ``benchmarks/online_targets.py --reshuffles 3``)
     reshuffles: int = 0
     #: parsimony: each on/off switch in which a promoted challenger departs from the base
