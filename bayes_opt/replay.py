@@ -23,7 +23,7 @@ from tailwise.scorer.interface import QueueDiscipline
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler
 from tailwise.scorer.step_time import StepTimeModel
-from tailwise.simulator.engine import EngineConfig, simulate
+from tailwise.simulator.engine import EngineConfig, SimResult, simulate
 from tailwise.simulator.metrics import MetricsConfig, engine_stats
 
 Summary = Mapping[str, Any]
@@ -88,11 +88,16 @@ class ReplayEvaluator:
     def run(self, window: Trace, policy: Policy) -> Summary:
         return self._replay(window, self.builder(policy), self.model or policy.step_time)
 
-    def _replay(self, window: Trace, sched: QueueDiscipline, model: StepTimeModel) -> Summary:
-        """Simulate ``window`` (continued by ``continuation`` repeats of its traffic, see
-        the class docstring) and summarise the window's own requests."""
+    def _simulate(self, window: Trace, sched: QueueDiscipline, model: StepTimeModel
+                  ) -> SimResult:
+        """Simulate ``window`` continued by ``continuation`` repeats of its traffic (see
+        the class docstring)."""
         trace = window.continued(self.continuation, int(window.meta.get("carried_in", 0)))
-        res = simulate(trace, sched, self.engine, model)
+        return simulate(trace, sched, self.engine, model)
+
+    def _replay(self, window: Trace, sched: QueueDiscipline, model: StepTimeModel) -> Summary:
+        """:meth:`_simulate`, summarised over the window's own requests."""
+        res = self._simulate(window, sched, model)
         return summarize_records(res.records.head(len(window)), engine_stats(res),
                                  self.metrics)
 
@@ -106,8 +111,7 @@ class ReplayEvaluator:
         env = getattr(sched, "envelope_s", None)
         if not callable(env):
             return None
-        trace = window.continued(self.continuation, int(window.meta.get("carried_in", 0)))
-        simulate(trace, sched, self.engine, self.model or policy.step_time)
+        self._simulate(window, sched, self.model or policy.step_time)
         return float(env())
 
     def baseline(self, window: Trace) -> Summary:
