@@ -11,7 +11,12 @@ same window. A study with no rounds (live-only trials) falls back to the best tr
 the whole study. When that round promoted the trial, the policy *as promoted* is frozen
 (the round entry's ``promoted_policy``: the tuner may have put switches or the waiting
 envelope back to the base policy's, see ``TunerConfig.simplify`` and
-``narrow_envelope``), not the trial's raw draw.
+``narrow_envelope``), not the trial's raw draw. A best trial the round's gate did not
+promote (it did not beat the champion by the margin, or failed a second look), one the
+learner promoted but did not publish, and the best trial of a round with no decision
+recorded are refused, naming why, unless ``unpromoted=True`` (``--unpromoted``): the gate
+is what keeps a window's lucky draw out of production. The champion's own replay is the
+policy in force and is exported as such.
 
 The file is written by :func:`tailwise.wire.policy_file.save` (atomic, ``source=frozen``).
 """
@@ -50,8 +55,10 @@ def load_study(storage: str, study_name: str) -> optuna.Study:
         ) from None
 
 
-def select_policy(study: optuna.Study, which: str = "best") -> tuple[Policy, str]:
-    """The policy to freeze and a one-line description of where it came from."""
+def select_policy(study: optuna.Study, which: str = "best",
+                  unpromoted: bool = False) -> tuple[Policy, str]:
+    """The policy to freeze and a one-line description of where it came from
+    (``unpromoted``: export the latest round's best trial even if it was not promoted)."""
     if which not in WHICH:
         raise FreezeError(f"which: must be one of {list(WHICH)}, got {which!r}")
     if which == "champion":
@@ -75,12 +82,39 @@ def select_policy(study: optuna.Study, which: str = "best") -> tuple[Policy, str
     best: FrozenTrial = max(trials, key=lambda t: sign * float(t.values[0]))
     where = f"trial {best.number} (value {best.values[0]:.6g}"
     where += f", round {last})" if rounds else ")"
-    promoted = next((r.get("promoted_policy") for r in study.user_attrs.get(ATTR_ROUNDS, [])
-                     if isinstance(r, dict) and rounds and r.get("round") == last
-                     and r.get("promoted_trial") == best.number), None)
-    if isinstance(promoted, dict):
-        return _policy(promoted, f"trial {best.number} as promoted"), f"{where}, as promoted"
+    if not rounds or best.user_attrs.get("role") == "champion":
+        # live-only trials have no round gate; the champion's replay is the policy in force
+        return _policy(best.user_attrs["policy"], f"trial {best.number}"), where + (
+            ", the champion's replay" if rounds else "")
+    entry = next((r for r in reversed(study.user_attrs.get(ATTR_ROUNDS, []))
+                  if isinstance(r, dict) and r.get("round") == last), None)
+    refused = _not_promoted(entry, best.number, last)
+    if refused is None and entry is not None:
+        promoted = entry.get("promoted_policy")
+        if isinstance(promoted, dict):
+            return (_policy(promoted, f"trial {best.number} as promoted"),
+                    f"{where}, as promoted")
+    elif refused is not None and not unpromoted:
+        raise FreezeError(
+            f"{where} {refused}; --which champion exports the policy in force, "
+            "--unpromoted exports this trial anyway")
+    if refused is not None:
+        where += f", {refused}"
     return _policy(best.user_attrs["policy"], f"trial {best.number}"), where
+
+
+def _not_promoted(entry: dict[str, object] | None, number: int, last: int) -> str | None:
+    """Why the round's gate (or the learner) did not put trial ``number`` in force, or
+    ``None`` when it did."""
+    if entry is None:
+        return f"has no decision recorded (round {last} did not finish)"
+    if entry.get("promoted_trial") != number:
+        other = entry.get("promoted_trial")
+        return (f"was not promoted (round {last} promoted trial {other})" if other is not None
+                else f"was not promoted: {entry.get('reason', 'no reason recorded')}")
+    if "published_version" in entry and entry["published_version"] is None:
+        return f"was promoted but not published: {entry.get('outcome', '')}"
+    return None
 
 
 def _policy(data: object, what: str) -> Policy:

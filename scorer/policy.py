@@ -502,6 +502,10 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
       the defaults changed under files that did not say their age. From schema 3 on a
       missing field is today's default, whatever else the section sets.
 
+    A document older than schema 3 (or without ``schema_version``, read as schema 1) that
+    uses a ``scale_*`` name is refused, naming the field: it was written for schema 3, and
+    reading it as older would apply the old rules to it silently.
+
     >>> migrate({"schema_version": 2, "regime": {"latency_window": 64}})
     {'schema_version': 3, 'regime': {'scale_window': 64}}
     >>> migrate({"schema_version": 3, "regime": {"tail_protect_factor": 0.5}})["regime"]
@@ -517,16 +521,20 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
         )
     if version == SCHEMA_VERSION:
         return data
-    data = {**data, "schema_version": SCHEMA_VERSION}
+    given, data = data, {**data, "schema_version": SCHEMA_VERSION}
     regime = data.get("regime")
     if isinstance(regime, dict):
         regime = dict(regime)
         for old, new in RENAMED_REGIME_FIELDS.items():
-            if old not in regime:
-                continue
-            if new in regime:
+            if old in regime and new in regime:
                 raise PolicyError(f"regime.{old}", f"is {new} from schema 3 on; set one, not both")
-            regime[new] = regime.pop(old)
+            if new in regime:
+                said = ("has no schema_version (read as schema 1)" if "schema_version" not in given
+                        else f"says schema_version {version}")
+                raise PolicyError(f"regime.{new}", f"is a schema-3 name, but the document {said}; "
+                                  f"write \"schema_version\": {SCHEMA_VERSION}")
+            if old in regime:
+                regime[new] = regime.pop(old)
         data["regime"] = {**regime, **legacy_regime_values(regime.keys())}
     return data
 

@@ -25,6 +25,10 @@ def register(app: typer.Typer) -> None:
         which: Annotated[str, typer.Option(
             "--which", help="best: best trial of the latest round; champion: the policy "
                             "in force.")] = "best",
+        unpromoted: Annotated[bool, typer.Option(
+            "--unpromoted", help="With --which best: export the latest round's best trial "
+                                 "even if the round's gate did not promote it (or the "
+                                 "learner did not publish it).")] = False,
     ) -> None:
         """Freeze a tuned policy into a hashed, schema-versioned file for production."""
         from tailwise.bayes_opt.freeze import WHICH, FreezeError
@@ -35,8 +39,12 @@ def register(app: typer.Typer) -> None:
             err.print(f"[bold red]error:[/] --which must be one of {', '.join(WHICH)}, "
                       f"got {which!r}", highlight=False)
             raise typer.Exit(2)
+        if unpromoted and which != "best":
+            err.print("[bold red]error:[/] --unpromoted applies to --which best only",
+                      highlight=False)
+            raise typer.Exit(2)
         try:
-            path, policy, where = freeze_study(storage, study, out, which)
+            path, policy, where = freeze_study(storage, study, out, which, unpromoted)
         except (FreezeError, FrozenPolicyError, PolicyError, OSError) as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from tailwise import cmd_dashboard, cmd_freeze
 from tailwise.bayes_opt.freeze import FreezeError, select_policy
-from tailwise.bayes_opt.tuner import Tuner, TunerConfig
+from tailwise.bayes_opt.tuner import RoundResult, Tuner, TunerConfig
 from tailwise.lab.freeze import freeze_study
 from tailwise.scorer import frozen
 from tailwise.scorer.policy import Mode, Policy, QueueSpec, Source
@@ -178,3 +178,61 @@ def test_dashboard_missing_package_points_to_the_extra(
     monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # import fails
     res = CliRunner().invoke(cli(), ["dashboard", "--storage", str(path), "--port", "0"])
     assert res.exit_code == 2 and "tailwise[dashboard]" in res.output
+
+
+def _study(path: Path, margin: float) -> tuple[Tuner, RoundResult]:
+    tu = Tuner(TunerConfig(storage=str(path), study_name="prod", margin=margin), Policy(),
+               evaluator=FakeEvaluator())
+    return tu, tu.tune(make_trace(seed=1), CURRENT, PARTITION, n_trials=6)
+
+
+def test_freeze_best_refuses_a_trial_the_gate_did_not_promote(tmp_path: Path) -> None:
+    path = tmp_path / "study.journal"
+    tu, _ = _study(path, margin=50.0)  # no challenger beats the champion by 50
+    entry = tu.study.user_attrs["tailwise:rounds"][-1]
+    assert entry["promoted_trial"] is None
+    best = entry["best_trial"]
+    out = tmp_path / "p.json"
+    run = CliRunner().invoke
+    res = run(cli(), ["freeze", "--storage", str(path), "--study", "prod", "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert f"trial {best}" in res.output and "was not promoted" in res.output
+    assert "margin" in res.output and "--unpromoted" in res.output
+    assert not out.exists()
+    # asked for explicitly, it is exported, and the output says it was not promoted
+    res = run(cli(), ["freeze", "--storage", str(path), "--study", "prod", "--out", str(out),
+                      "--unpromoted"])
+    assert res.exit_code == 0, res.output
+    assert "was not promoted" in res.output
+    raw = next(t for t in tu.study.trials if t.number == best)
+    assert policy_file.load(out).boost == Policy.from_dict(raw.user_attrs["policy"]).boost
+    # the policy in force is still there to freeze; --unpromoted means nothing for it
+    res = run(cli(), ["freeze", "--storage", str(path), "--study", "prod", "--out", str(out),
+                      "--which", "champion", "--unpromoted"])
+    assert res.exit_code == 2 and "--which best only" in res.output
+    tu.close()
+
+
+def test_freeze_best_refuses_a_promotion_the_learner_did_not_publish(tmp_path: Path) -> None:
+    path = tmp_path / "study.journal"
+    tu, res = _study(path, margin=0.02)
+    assert res.promoted is not None
+    tu.record_publication(res, "rejected_stale", None)
+    with pytest.raises(FreezeError, match=r"promoted but not published: .*rejected_stale"):
+        select_policy(tu.study, "best")
+    policy, where = select_policy(tu.study, "best", unpromoted=True)
+    assert "not published" in where and policy.mode is res.promoted.mode
+    # published, it is exported as promoted
+    tu.record_publication(res, "promoted", 3)
+    _, where = select_policy(tu.study, "best")
+    assert "as promoted" in where
+    tu.close()
+
+
+def test_freeze_best_refuses_a_round_without_a_decision(tmp_path: Path) -> None:
+    path = tmp_path / "study.journal"
+    tu, _ = _study(path, margin=0.02)
+    tu.study.set_user_attr("tailwise:rounds", [])  # the round's record never written
+    with pytest.raises(FreezeError, match="no decision recorded"):
+        select_policy(tu.study, "best")
+    tu.close()

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ def _have_binaries() -> bool:
 
 
 @pytest.fixture
-def pg_dir(tmp_path: Path) -> Iterator[Path]:
+def pg_dir() -> Iterator[Path]:
     pytest.importorskip("psycopg2", reason="the [postgres] extra (psycopg2-binary) is not installed")
     given = os.environ.get("TAILWISE_PG_DIR")
     if given:  # CI started the server (.ci/run)
@@ -36,12 +37,16 @@ def pg_dir(tmp_path: Path) -> Iterator[Path]:
         return
     if not _have_binaries():
         pytest.skip("no PostgreSQL binaries (pg_ctl) found; apt-get install postgresql")
-    d = tmp_path / "pg"
-    subprocess.run([PG, "start", str(d)], check=True, capture_output=True, timeout=120)
+    # not under tmp_path: another pytest run of this user resets pytest's temp root to
+    # 0700, and the server user (postgres, when run as root) then cannot reach its data
+    base = Path(tempfile.mkdtemp(prefix="tailwise-pg-"))
+    d = base / "pg"
     try:
+        subprocess.run([PG, "start", str(d)], check=True, capture_output=True, timeout=120)
         yield d
     finally:
         subprocess.run([PG, "stop", str(d)], capture_output=True, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_three_sidecars_share_one_study_through_kill_restart_and_outage(

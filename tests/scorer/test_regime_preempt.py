@@ -374,6 +374,24 @@ def test_schema_2_measurement_fields_are_renamed_on_load() -> None:
         Policy.from_dict(data)
 
 
+@pytest.mark.parametrize("version", [None, 1, 2])
+def test_a_schema_3_name_in_an_older_document_is_refused(version: int | None) -> None:
+    """A hand-written section with a ``scale_*`` name was written for schema 3; read as
+    schema 1 or 2 (no ``schema_version`` means 1) it would silently get the legacy rules
+    (here: the old demotion key and ``T`` with the re-queue waits). Refused by name."""
+    data: dict[str, object] = {"mode": "tailwise", "regime": {"scale_window": 64,
+                                                              "tail_protect_factor": 0.5}}
+    if version is not None:
+        data["schema_version"] = version
+    said = "has no schema_version" if version is None else f"says schema_version {version}"
+    with pytest.raises(PolicyError, match=rf"^regime\.scale_window: is a schema-3 name, but "
+                                          rf"the document {said}.*\"schema_version\": 3"):
+        Policy.from_dict(data)
+    data["schema_version"] = 3
+    got = Policy.from_dict(data).regime
+    assert got.scale_window == 64 and got.demote_as_arrival == RegimeParams().demote_as_arrival
+
+
 @pytest.mark.parametrize("on", [True, False])
 def test_the_service_scale_leaves_out_the_waits_after_preemptions(on: bool) -> None:
     """Each request: first token at 0 s, preempted at 4 s, re-admitted at 24 s, finished at
