@@ -500,16 +500,11 @@ class Tuner:
                 policies[trial.number] = policy
                 trial.set_user_attr("policy", policy.to_dict())
                 trial.set_user_attr("diff_vs_champion", history.policy_diff(policy, current))
-                summary = self.evaluator.run(window, policy)
-                st_summary = (self.evaluator.run(stress[0], policy)
-                              if stress is not None else None)
+                value, keys = self._scored(window, policy, stress, trial, base_summary)
             except Exception as exc:
                 trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
                 trial.set_user_attr("outcome", f"failed: {type(exc).__name__}: {exc}")
                 raise
-            value, keys = _score(trial, summary, base_summary, self.cfg.objective)
-            if stress is not None and st_summary is not None and math.isfinite(value):
-                value = self._with_stress(trial, value, st_summary, stress[1])
             comp_keys.update(dict.fromkeys(keys))
             trial.set_user_attr("outcome", history.standing(
                 role, value, champ_value[0], self.cfg.margin, self.cfg.objective))
@@ -568,11 +563,25 @@ class Tuner:
                stress: _Stress | None) -> float:
         """``policy``'s value on ``window`` as a round scores it, with ``stress`` (the
         window's :meth:`_stress`, computed once by the caller) blended in."""
-        v = evaluate(self.evaluator.run(window, policy), self.evaluator.baseline(window),
-                     self.cfg.objective)[0]
+        return self._scored(window, policy, stress)[0]
+
+    def _scored(self, window: Trace, policy: Policy, stress: _Stress | None,
+                trial: optuna.Trial | None = None,
+                baseline: Mapping[str, Any] | None = None) -> tuple[float, list[str]]:
+        """:meth:`_value` and the objective's component names. With ``trial`` (a round's
+        trial closure) the components, headline figures, window and stressed values and
+        any non-finite objective are recorded on it; ``baseline`` is the window's, when
+        the caller has it. The stressed copy is not replayed once the window's value is
+        not finite (the trial fails either way)."""
+        summary = self.evaluator.run(window, policy)
+        base = baseline if baseline is not None else self.evaluator.baseline(window)
+        if trial is not None:
+            v, keys = _score(trial, summary, base, self.cfg.objective)
+        else:
+            v, keys = evaluate(summary, base, self.cfg.objective)[0], []
         if stress is None or not math.isfinite(v):
-            return v
-        return self._with_stress(None, v, self.evaluator.run(stress[0], policy), stress[1])
+            return v, keys
+        return self._with_stress(trial, v, self.evaluator.run(stress[0], policy), stress[1]), keys
 
     # -- tuning history (optuna-dashboard) ------------------------------------------------
     def _record_history(self, res: RoundResult, trials: Sequence[FrozenTrial],
