@@ -404,18 +404,15 @@ class RefinePrune(Partitioner):
 
     def _specs(self, spans: Iterable[Span]) -> tuple[QueueSpec, ...]:
         p = self._params
-        return tuple(
-            QueueSpec(
-                lo=float(s.lo),
-                hi=float(s.hi),
-                mean_len=float(s.mean),
-                density=float(s.density),
-                w_base=p.base.at(s.mean),
-                w_urg=p.urg.at(s.mean),
-                w_fair=p.fair.at(s.mean),
-            )
-            for s in spans
-        )
+        out = []
+        for s in spans:
+            # the mean of values in [lo, hi) is in it, but a float sum can round it just
+            # below lo (three copies of 357913942.1681403 average 357913942.16814023)
+            mean = min(max(float(s.mean), float(s.lo)), math.nextafter(float(s.hi), -math.inf))
+            out.append(QueueSpec(lo=float(s.lo), hi=float(s.hi), mean_len=mean,
+                                 density=float(s.density), w_base=p.base.at(mean),
+                                 w_urg=p.urg.at(mean), w_fair=p.fair.at(mean)))
+        return tuple(out)
 
     def _reweight(self, q: QueueSpec) -> QueueSpec:
         p = self._params

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tailwise.partitioner import BUBBLE, RefinePrune
@@ -50,6 +50,10 @@ def check_partition(rp: RefinePrune) -> None:
 
 @PROPS
 @given(params, st.lists(st.lists(values, min_size=1, max_size=80), min_size=1, max_size=4))
+# found by this test: three copies of one value averaged to just below it (float rounding)
+@example(EwsjfParams(base=LinearWeight(0.0, 0.0), urg=LinearWeight(0.0, 0.0), alpha=0.0,
+                     max_queues=1, refresh_requests=1, reservoir_size=16),
+         [[357913942.1681403] * 3])
 def test_every_refresh_yields_a_valid_bounded_partition_covering_the_reservoir(
     p: EwsjfParams, batches: list[list[float]]
 ) -> None:
