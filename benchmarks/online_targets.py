@@ -242,6 +242,8 @@ def report(run: Run, a: argparse.Namespace) -> dict[str, Any]:
                   f"window=[{w0 if w0 is None else round(w0)}, {w1 if w1 is None else round(w1)}] "
                   f"champion={r['champion_value']} best={r['best_value']} "
                   f"v={r['published_version']} trials={tv}")
+            if r.get("reason"):
+                print(f"    why: {r['reason']}")
         for t, pol in run.online.result.policy_timeline:
             print(f"  policy v{pol.version} from t={t:.0f}: {pol.mode.value} {pol.note} "
                   f"{policy_diff(pol, default_policy('tailwise', MODEL) or pol, limit=40)}")

@@ -145,6 +145,8 @@ class RoundRecord:
     window_end: float | None = None
     #: objective values of the round's trials in order (NaN: failed / no value)
     trial_values: tuple[float, ...] = ()
+    #: why the round ended as it did (the gate's reason, why nothing was tuned, the error)
+    reason: str = ""
 
 
 @dataclass(slots=True)
@@ -360,8 +362,10 @@ class LearningLoop:
         self.metrics.window_requests.set(n)
         if n < self.wcfg.min_requests:
             if due:
-                self.history.append(RoundRecord(now, "too_few_requests", n, None, None, None,
-                                                window_start=since, window_end=until))
+                self.history.append(RoundRecord(
+                    now, "too_few_requests", n, None, None, None, window_start=since,
+                    window_end=until, reason=f"the window holds {n} finished requests, "
+                    f"fewer than window.min_requests={self.wcfg.min_requests}"))
                 self._finish_round(now, "too_few_requests")
                 return StepOutcome(now, learned, changed, False, "too_few_requests")
             return StepOutcome(now, learned, changed)
@@ -472,7 +476,8 @@ class LearningLoop:
     def _round(self, now: float, since: float, until: float) -> tuple[str, int | None]:
         tuner = self._get_tuner()
         if tuner is None:
-            self.history.append(RoundRecord(now, "no_tuner", 0, None, None, None))
+            self.history.append(RoundRecord(now, "no_tuner", 0, None, None, None,
+                                            reason="no tuner is available"))
             self._finish_round(now, "no_tuner")
             return "no_tuner", None
         trace = self.window.trace(since, name=f"window@{now:.1f}", until=until,
@@ -490,11 +495,12 @@ class LearningLoop:
         try:
             res = tuner.tune(trace, current, partition, self.cfg.n_trials,
                              **_span_kw(tuner, since, until))
-        except Exception:
+        except Exception as exc:
             log.exception("tuning round failed")
             self.metrics.loop_errors.labels("tune").inc()
             self.history.append(RoundRecord(now, "error", len(trace), None, None, None,
-                                            window_start=since, window_end=until))
+                                            window_start=since, window_end=until,
+                                            reason=f"{type(exc).__name__}: {exc}"))
             self._finish_round(now, "error")
             return "error", None
         self._partition_dirty = False
@@ -511,7 +517,7 @@ class LearningLoop:
             now, outcome, len(trace), res.best_value, res.drift, version,
             window_start=since, window_end=until,
             champion_value=_opt_float(getattr(res, "champion_value", None)),
-            trial_values=_trial_values(res.trials)))
+            trial_values=_trial_values(res.trials), reason=_round_reason(res, outcome)))
         if fallback is not None and outcome != "promoted":
             self._publish_fallback(fallback, now)
         self._finish_round(now, outcome)
@@ -566,7 +572,9 @@ class LearningLoop:
             return
         self._watch = None
         log.info("published the base policy as version %d (fallback on drift)", pub.version)
-        self.history.append(RoundRecord(now, "fallback", 0, None, None, pub.version))
+        self.history.append(RoundRecord(
+            now, "fallback", 0, None, None, pub.version,
+            reason="the traffic left the tuned policy's regime (drift); base policy published"))
         if pub.policy is not None:
             self._adopt(pub.policy)
 
@@ -675,6 +683,15 @@ def bound_cpu(nice: int, threads: int) -> dict[str, Any]:
         torch.set_num_threads(threads)
     log.info("tuning thread: nice %s, %d worker thread(s)", out["nice"], threads)
     return out
+
+
+def _round_reason(res: RoundResultLike, outcome: str) -> str:
+    """The tuner's reason for the round, and what the loop did with a promotion when it
+    did not publish it."""
+    why = str(getattr(res, "reason", "") or "")
+    if res.promoted is None or outcome == "promoted":
+        return why
+    return f"{outcome}; the gate: {why}" if why else outcome
 
 
 #: live outcomes in which no trial was scored or published (``StepOutcome.round_run``)

@@ -76,7 +76,7 @@ def round_info(rec: RoundRecord) -> pb.RoundInfo:
     info = pb.RoundInfo(engine_time=rec.engine_time, outcome=rec.outcome,
                         window_requests=max(rec.window_requests, 0),
                         published_version=rec.published_version or 0,
-                        trial_values=list(rec.trial_values))
+                        trial_values=list(rec.trial_values), reason=rec.reason)
     _set_opt(info, "best_value", rec.best_value)
     _set_opt(info, "champion_value", rec.champion_value)
     _set_opt(info, "drift", rec.drift)

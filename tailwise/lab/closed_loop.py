@@ -165,6 +165,7 @@ def run_online_arm(trace: Trace, opts: OnlineOptions, out: Path,
                        r.window_end if r.HasField("window_end") else None],
             "published_version": r.published_version or None,
             "trial_values": [v if math.isfinite(v) else None for v in r.trial_values],
+            "reason": r.reason,
         } for r in st.recent_rounds]
         cc, ec = client.counters, emitter.counters
         return OnlineRun(
@@ -297,10 +298,11 @@ def run_online(opts: OnlineOptions) -> Path:
         f"window.min_requests (the largest held {largest}).")
     rounds = Section(
         "Tuning rounds (engine time)",
-        ["t (s)", "outcome", "window req", "champion", "best", "published"],
+        ["t (s)", "outcome", "window req", "champion", "best", "published", "why"],
         [[f"{r['engine_time']:.1f}", r["outcome"], str(r["window_requests"]),
           format_optional(r["champion_value"], ".4f"), format_optional(r["best_value"], ".4f"),
-          str(r["published_version"] or "–")] for r in online.rounds], note=no_round)
+          str(r["published_version"] or "–"), r.get("reason") or "–"] for r in online.rounds],
+        note=no_round)
     path = write_scenario_report(out, scen, runs, report_context(trace, opts, list(runs), scale),
                                  opts, ONLINE, [FCFS, BEST], extra, [arms, rounds])
     log(f"done in {time.monotonic() - t_start:.1f} s wall")

@@ -118,6 +118,7 @@ class FakeResult:
     best_value: float | None
     drift: float | None = None
     trials: list[Any] = field(default_factory=list)
+    reason: str = ""
 
 
 @dataclass
@@ -154,11 +155,11 @@ class FakeTuner:
         for _ in range(n_trials):
             self.study.trials.append(FakeTrial(_State("COMPLETE")))
         if not promote:
-            return FakeResult(None, value)
+            return FakeResult(None, value, reason="fake keeps the champion")
         challenger = current.replace(
             boost=current.boost.__class__(gamma=min(current.boost.gamma * 2, 50.0)),
             queues=partition, note="fake challenger")
-        return FakeResult(challenger, value, drift=0.1)
+        return FakeResult(challenger, value, drift=0.1, reason="fake promotes")
 
     def set_champion(self, policy: Policy) -> None:
         self.champions.append(policy)

@@ -142,6 +142,7 @@ def test_get_status_long_polls_in_engine_time(tmp_path: Path) -> None:
             (rnd,) = st.recent_rounds
             assert rnd.outcome == "promoted" and rnd.published_version == 2
             assert rnd.best_value == 0.5 and rnd.HasField("window_end")
+            assert rnd.reason == "fake promotes"
             assert st.events_rejected == 0 and st.events_accepted == 60
     finally:
         sc.stop(0.5)

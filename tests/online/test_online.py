@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from dataclasses import dataclass, field
@@ -185,6 +186,9 @@ def test_online_three_arms_with_a_real_sidecar(tmp_path: Path) -> None:
     published = {r["published_version"]: r["engine_time"] for r in rounds
                  if r["published_version"]}
     assert published
+    # every round says why it ended as it did (the gate's reason for a tuned round)
+    assert all(r["reason"] for r in rounds)
+    assert all("beats the champion" in r["reason"] for r in rounds if r["published_version"])
     in_force = {v["version"]: v["engine_time"] for v in online["policy_versions"]}
     for version, t in published.items():
         assert in_force[version] == t
@@ -199,6 +203,7 @@ def test_online_three_arms_with_a_real_sidecar(tmp_path: Path) -> None:
     assert "**" not in page  # no raw markdown
     for r in rounds:  # the rounds table, row by row
         assert f"<tr><td>{r['engine_time']:.1f}</td><td>{r['outcome']}</td>" in page
+        assert html.escape(r["reason"]) in page
     for row in data["timeline"]["rows"]:
         assert f"<tr><td>{row['start_s']:.2f}</td>" in page
 

@@ -155,7 +155,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self, wait_loop_engine_time: _Optional[float] = ..., wait_timeout_s: _Optional[float] = ..., max_rounds: _Optional[int] = ...) -> None: ...
 
 class RoundInfo(_message.Message):
-    __slots__ = ("engine_time", "outcome", "window_requests", "best_value", "champion_value", "drift", "published_version", "trial_values", "window_start", "window_end")
+    __slots__ = ("engine_time", "outcome", "window_requests", "best_value", "champion_value", "drift", "published_version", "trial_values", "window_start", "window_end", "reason")
     ENGINE_TIME_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     WINDOW_REQUESTS_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +166,7 @@ class RoundInfo(_message.Message):
     TRIAL_VALUES_FIELD_NUMBER: _ClassVar[int]
     WINDOW_START_FIELD_NUMBER: _ClassVar[int]
     WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     engine_time: float
     outcome: str
     window_requests: int
@@ -176,7 +177,8 @@ class RoundInfo(_message.Message):
     trial_values: _containers.RepeatedScalarFieldContainer[float]
     window_start: float
     window_end: float
-    def __init__(self, engine_time: _Optional[float] = ..., outcome: _Optional[str] = ..., window_requests: _Optional[int] = ..., best_value: _Optional[float] = ..., champion_value: _Optional[float] = ..., drift: _Optional[float] = ..., published_version: _Optional[int] = ..., trial_values: _Optional[_Iterable[float]] = ..., window_start: _Optional[float] = ..., window_end: _Optional[float] = ...) -> None: ...
+    reason: str
+    def __init__(self, engine_time: _Optional[float] = ..., outcome: _Optional[str] = ..., window_requests: _Optional[int] = ..., best_value: _Optional[float] = ..., champion_value: _Optional[float] = ..., drift: _Optional[float] = ..., published_version: _Optional[int] = ..., trial_values: _Optional[_Iterable[float]] = ..., window_start: _Optional[float] = ..., window_end: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class LearnerStatus(_message.Message):
     __slots__ = ("engine_time", "loop_engine_time", "loop_busy", "loop_enabled", "rounds", "last_round_engine_time", "next_round_engine_time", "round_every_s", "trial_window_s", "policy_version", "paused", "events_accepted", "events_rejected", "events_dropped", "ingest_pending", "waited_ok", "recent_rounds")
