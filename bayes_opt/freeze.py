@@ -86,8 +86,11 @@ def select_policy(study: optuna.Study, which: str = "best",
         # live-only trials have no round gate; the champion's replay is the policy in force
         return _policy(best.user_attrs["policy"], f"trial {best.number}"), where + (
             ", the champion's replay" if rounds else "")
+    # the round's own entry: in a study shared by several sidecars round numbers can
+    # collide, so the entry must also be of the window the trial replayed
     entry = next((r for r in reversed(study.user_attrs.get(ATTR_ROUNDS, []))
-                  if isinstance(r, dict) and r.get("round") == last), None)
+                  if isinstance(r, dict) and r.get("round") == last
+                  and r.get("window_id") == best.user_attrs.get("window_id")), None)
     refused = _not_promoted(entry, best.number, last)
     if refused is None and entry is not None:
         promoted = entry.get("promoted_policy")
@@ -107,13 +110,16 @@ def _not_promoted(entry: dict[str, object] | None, number: int, last: int) -> st
     """Why the round's gate (or the learner) did not put trial ``number`` in force, or
     ``None`` when it did."""
     if entry is None:
-        return f"has no decision recorded (round {last} did not finish)"
+        return (f"has no decision recorded for round {last} (still running, its sidecar "
+                "stopped, the entry was overwritten by another sidecar, or the study "
+                "predates tuning history)")
     if entry.get("promoted_trial") != number:
         other = entry.get("promoted_trial")
         return (f"was not promoted (round {last} promoted trial {other})" if other is not None
                 else f"was not promoted: {entry.get('reason', 'no reason recorded')}")
     if "published_version" in entry and entry["published_version"] is None:
-        return f"was promoted but not published: {entry.get('outcome', '')}"
+        verdict = str(entry.get("outcome", "")).rpartition("not published: ")[2]
+        return f"was promoted but not published ({verdict or 'no verdict recorded'})"
     return None
 
 

@@ -209,6 +209,8 @@ class LiveRound:
     window_end: float | None = None
     #: the summary told to the tuner (None when nothing was told)
     summary: Mapping[str, Any] | None = None
+    #: why the round ended as it did
+    reason: str = ""
 
 
 # -- the controller -------------------------------------------------------------------------
@@ -251,30 +253,34 @@ class LiveTrials:
         if trial is not None:
             cur = self.store.current()
             if cur.version != trial.version or _trial_tag(cur.policy) != trial.number:
-                self._abandon(tuner, trial, "its policy was replaced (kill switch/manual)")
+                why = "its policy was replaced (kill switch/manual)"
+                self._abandon(tuner, trial, why)
                 return LiveRound("paused" if self.store.paused else "live_abandoned",
-                                 trial=trial.number)
+                                 trial=trial.number, reason=why)
             why = ("promotion is paused" if self.store.paused else
                    "the engine clock restarted" if trial.start > now else
                    "no champion to compare with" if self.champion is None else "")
             if why:
                 self._abandon(tuner, trial, why)
                 return LiveRound("paused" if self.store.paused else "live_abandoned",
-                                 self._revert(now, trial, why), trial.number)
+                                 self._revert(now, trial, why), trial.number, reason=why)
             return self._score(tuner, trial, now, until, mcfg, objective, margin,
                                partition_of)
         if self.store.paused:
-            return LiveRound("paused")
+            return LiveRound("paused", reason="promotion is paused")
         champ_since, n, summary = self._measure_in_force(since, until, mcfg)
         info: dict[str, Any] = dict(window_requests=n, window_start=champ_since,
                                     window_end=until)
         if n < self.wcfg.min_requests:
-            return LiveRound("too_few_requests", **info)
+            return LiveRound("too_few_requests", reason=f"the policy in force has {n} settled "
+                             f"requests, fewer than window.min_requests="
+                             f"{self.wcfg.min_requests}", **info)
         champ_value = _value(summary, summary, objective)
         self._set_champion(Champion(self.store.last_good(), summary, champ_since, until, n))
         if champ_value is None:
             log.warning("the policy in force has no finite value on its span; no challenger")
-            return LiveRound("champion_unmeasurable", **info)
+            return LiveRound("champion_unmeasurable", reason="the policy in force has no "
+                             "finite objective on its span", **info)
         outcome, version, number = self._ask(tuner, now, partition_of)
         return LiveRound(outcome, version, number, champion_value=champ_value, **info)
 
@@ -290,11 +296,13 @@ class LiveTrials:
                                     window_end=until)
         if n < self.wcfg.min_requests:
             if now - trial.start < self.wcfg.trial_window_s + self.wcfg.max_settle_lag_s:
-                return LiveRound("live_waiting", **info)
+                return LiveRound("live_waiting", reason=f"{n} of window.min_requests="
+                                 f"{self.wcfg.min_requests} requests settled so far", **info)
             if n > 0:  # too few to judge: FAIL rather than score noise
-                self._abandon(tuner, trial, f"only {n} requests settled in its window")
+                why = f"only {n} requests settled in its window"
+                self._abandon(tuner, trial, why)
                 return LiveRound("live_failed", self._revert(now, trial, "too few requests"),
-                                 **info)
+                                 reason=why, **info)
         candidate = self.store.current().policy
         assert candidate is not None  # ours: published by this loop, validated
         summary = measured_summary(recs, self._steps(lo, until), mcfg,
@@ -305,7 +313,8 @@ class LiveTrials:
             log.warning("live trial %d cannot be told (%s); abandoned", trial.number, exc)
             self._set_trial(None)
             return LiveRound("live_abandoned", self._revert(now, trial, "trial lost"),
-                             summary=summary, **info)
+                             summary=summary, reason=f"the trial cannot be told: {exc}",
+                             **info)
         self._set_trial(None)
         value = _opt_float(res.value) if res.state == "COMPLETE" else None
         champ_value = _value(champ.summary, champ.summary, objective)
@@ -313,7 +322,8 @@ class LiveTrials:
         if value is None:
             log.warning("live trial %d FAILED (%s); back to the champion", trial.number,
                         res.state)
-            return LiveRound("live_failed", self._revert(now, trial, "trial failed"), **info)
+            return LiveRound("live_failed", self._revert(now, trial, "trial failed"),
+                             reason=f"the trial is {res.state}", **info)
         imp = gain(value, champ_value, objective) \
             if champ_value is not None else math.nan
         if imp > margin:
@@ -322,10 +332,13 @@ class LiveTrials:
             self._set_champion(Champion(candidate, summary, lo, until, n))
             self._adopt(candidate)
             outcome, reverted = "live_kept", None
+            info["reason"] = f"trial {trial.number} beats the champion by {imp:.4g} > margin {margin:g}"
         else:
             log.info("live trial %d reverted: %.4g vs champion %r (improvement %.3g, "
                      "margin %g)", trial.number, value, champ_value, imp, margin)
             outcome, reverted = "live_reverted", self._revert(now, trial, "not better")
+            info["reason"] = (f"trial {trial.number} improves by {imp:.4g}, not more than the "
+                              f"margin {margin:g}")
         asked, version, _ = self._ask(tuner, now, partition_of)
         if asked != "live_candidate":
             outcome = f"{outcome}+{asked}"

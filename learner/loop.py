@@ -145,8 +145,12 @@ class RoundRecord:
     window_end: float | None = None
     #: objective values of the round's trials in order (NaN: failed / no value)
     trial_values: tuple[float, ...] = ()
-    #: why the round ended as it did (the gate's reason, why nothing was tuned, the error)
+    #: why the round ended as it did (the gate's reason, why nothing was tuned, the error);
+    #: one line of at most :data:`REASON_CHARS` characters (an error's text can be long)
     reason: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", one_line(self.reason, REASON_CHARS))
 
 
 @dataclass(slots=True)
@@ -378,14 +382,15 @@ class LearningLoop:
         if tuner is None or not isinstance(tuner, LiveTunerLike):
             if tuner is not None:
                 log.error("live mode needs a tuner with ask_live/tell_live")
-            rnd = LiveRound("no_tuner")
+            rnd = LiveRound("no_tuner", reason="no tuner with ask_live/tell_live")
         else:
             try:
                 rnd = live.round(tuner, now, since, until, self._current_partition)
-            except Exception:
+            except Exception as exc:
                 log.exception("live round failed")
                 self.metrics.loop_errors.labels("live").inc()
-                rnd = LiveRound("error", window_start=since, window_end=until)
+                rnd = LiveRound("error", window_start=since, window_end=until,
+                                reason=f"{type(exc).__name__}: {exc}")
             self._partition_dirty = False
             self._record_study(tuner, None)
             if rnd.trial is not None:
@@ -397,7 +402,7 @@ class LearningLoop:
         self.history.append(RoundRecord(
             now, rnd.outcome, rnd.window_requests, rnd.value, None, rnd.published_version,
             champion_value=rnd.champion_value, window_start=rnd.window_start,
-            window_end=rnd.window_end, trial_values=vals))
+            window_end=rnd.window_end, trial_values=vals, reason=rnd.reason))
         self._finish_round(now, rnd.outcome)
         return rnd
 
@@ -683,6 +688,23 @@ def bound_cpu(nice: int, threads: int) -> dict[str, Any]:
         torch.set_num_threads(threads)
     log.info("tuning thread: nice %s, %d worker thread(s)", out["nice"], threads)
     return out
+
+
+#: a round's reason is cut to this many characters (it travels in every status answer)
+REASON_CHARS = 400
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` as one line of at most ``limit`` characters (whitespace runs become one
+    space; characters UTF-8 cannot encode, such as lone surrogates, become ``?``).
+
+    >>> one_line("KeyError:\\n  'x'", 80)
+    "KeyError: 'x'"
+    >>> one_line("a" * 10, 6)
+    'aaaaa…'
+    """
+    flat = " ".join(text.encode("utf-8", "replace").decode("utf-8").split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
 def _round_reason(res: RoundResultLike, outcome: str) -> str:

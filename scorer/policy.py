@@ -503,7 +503,8 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
       missing field is today's default, whatever else the section sets.
 
     A document older than schema 3 (or without ``schema_version``, read as schema 1) that
-    uses a ``scale_*`` name is refused, naming the field: it was written for schema 3, and
+    uses a name renamed in schema 3 (``scale_quantile``, ``scale_window``,
+    ``scale_update_every``) is refused, naming the field: it was written for schema 3, and
     reading it as older would apply the old rules to it silently.
 
     >>> migrate({"schema_version": 2, "regime": {"latency_window": 64}})

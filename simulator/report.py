@@ -176,10 +176,15 @@ def metric_table(runs: Sequence[Summarised]) -> tuple[list[str], list[list[str]]
 
 def md_table(header: list[str], rows: list[list[str]],
              best: list[list[bool]] | None = None) -> str:
-    """A markdown table; cells flagged in ``best`` are bold."""
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    """A markdown table; cells flagged in ``best`` are bold. A ``|`` in a cell is escaped
+    and a line break becomes a space, so prose (an error's text) cannot break a row."""
+    def cell(c: str) -> str:
+        return " ".join(c.replace("|", "\\|").split())
+
+    out = ["| " + " | ".join(map(cell, header)) + " |",
+           "|" + "|".join("---" for _ in header) + "|"]
     for i, row in enumerate(rows):
-        cells = [f"**{c}**" if best and best[i][j] else c for j, c in enumerate(row)]
+        cells = [f"**{cell(c)}**" if best and best[i][j] else cell(c) for j, c in enumerate(row)]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 

@@ -218,11 +218,16 @@ def test_freeze_best_refuses_a_promotion_the_learner_did_not_publish(tmp_path: P
     tu, res = _study(path, margin=0.02)
     assert res.promoted is not None
     tu.record_publication(res, "rejected_stale", None)
-    with pytest.raises(FreezeError, match=r"promoted but not published: .*rejected_stale"):
+    with pytest.raises(FreezeError, match=r"promoted but not published \(rejected_stale\); "
+                                          r"--which champion exports the policy in force"):
         select_policy(tu.study, "best")
     policy, where = select_policy(tu.study, "best", unpromoted=True)
-    assert "not published" in where and policy.mode is res.promoted.mode
-    # published, it is exported as promoted
+    assert "not published" in where
+    assert (policy.boost, policy.regime) == (res.promoted.boost, res.promoted.regime)
+    # what the refusal points to is indeed the policy in force, not the refused promotion
+    champion, _ = select_policy(tu.study, "champion")
+    assert champion.to_dict() == CURRENT.to_dict() != res.promoted.to_dict()
+    # published, it is exported as promoted, and it is the champion of record
     tu.record_publication(res, "promoted", 3)
     _, where = select_policy(tu.study, "best")
     assert "as promoted" in where
@@ -235,4 +240,39 @@ def test_freeze_best_refuses_a_round_without_a_decision(tmp_path: Path) -> None:
     tu.study.set_user_attr("tailwise:rounds", [])  # the round's record never written
     with pytest.raises(FreezeError, match="no decision recorded"):
         select_policy(tu.study, "best")
+    tu.close()
+
+
+def test_freeze_best_names_the_trial_its_round_promoted_instead(tmp_path: Path) -> None:
+    """The best trial of the round is not the one the gate promoted (it failed a second
+    look, or the round's decision is another replica's): refused, naming the promoted."""
+    path = tmp_path / "study.journal"
+    tu, res = _study(path, margin=0.02)
+    rounds = tu.study.user_attrs["tailwise:rounds"]
+    other = next(t.number for t in tu.study.trials
+                 if t.number != res.best_trial and t.user_attrs.get("role") != "champion")
+    tu.study.set_user_attr("tailwise:rounds", [{**rounds[-1], "promoted_trial": other}])
+    with pytest.raises(FreezeError, match=rf"was not promoted \(round 1 promoted trial {other}\)"):
+        select_policy(tu.study, "best")
+    # another replica's entry for the same round number (another window) is not this
+    # round's decision
+    tu.study.set_user_attr("tailwise:rounds", [{**rounds[-1], "window_id": "elsewhere"}])
+    with pytest.raises(FreezeError, match="no decision recorded for round 1"):
+        select_policy(tu.study, "best")
+    tu.close()
+
+
+class ChampionIsBest(FakeEvaluator):
+    """The policy in force (γ = 0.1) is the optimum: no challenger beats its replay."""
+
+    OPTIMUM = 0.1
+
+
+def test_freeze_best_exports_the_champion_replay_when_it_is_best(tmp_path: Path) -> None:
+    tu = Tuner(TunerConfig(storage=str(tmp_path / "s.journal"), study_name="prod"), Policy(),
+               evaluator=ChampionIsBest())
+    res = tu.tune(make_trace(seed=1), CURRENT, PARTITION, n_trials=6)
+    assert res.promoted is None
+    policy, where = select_policy(tu.study, "best")
+    assert "the champion's replay" in where and policy.boost == CURRENT.boost
     tu.close()

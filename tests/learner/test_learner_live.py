@@ -214,6 +214,8 @@ def test_trial_is_scored_from_measured_telemetry_and_gated_by_the_margin(
     assert rec.best_value == pytest.approx(expected)
     assert rec.champion_value == pytest.approx(champion_value)
     assert rec.window_start == 100.0 and rec.window_requests == 100
+    # the round says why (what the status answer and the online report show)
+    assert ("beats the champion by" if kept else "not more than the margin") in rec.reason
 
     # gate: kept → the candidate stays in force and is the champion, the next candidate is
     # version 3; reverted → the champion is published again (version 3), then the next
@@ -269,6 +271,7 @@ def test_empty_trial_window_waits_then_fails(tmp_path: Path) -> None:
     rig.tick(205.0)  # a round is due, nothing arrived under the candidate: keep waiting
     out = rig.loop.step()
     assert out.outcome == "live_waiting" and not out.round_run
+    assert rig.loop.history[-1].reason.startswith("0 of window.min_requests=")
     assert rig.store.current().version == 2 and rig.tuner.told == []
     rig.tick(306.0)  # past trial_window_s + max_settle_lag_s: measured, empty, FAILED
     out = rig.loop.step()

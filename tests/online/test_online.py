@@ -203,7 +203,7 @@ def test_online_three_arms_with_a_real_sidecar(tmp_path: Path) -> None:
     assert "**" not in page  # no raw markdown
     for r in rounds:  # the rounds table, row by row
         assert f"<tr><td>{r['engine_time']:.1f}</td><td>{r['outcome']}</td>" in page
-        assert html.escape(r["reason"]) in page
+        assert html.escape(r["reason"], quote=False) in page
     for row in data["timeline"]["rows"]:
         assert f"<tr><td>{row['start_s']:.2f}</td>" in page
 
