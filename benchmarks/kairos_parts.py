@@ -32,7 +32,7 @@ from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.simulator.engine import simulate
 from tailwise.simulator.metrics import summarize
-from tailwise.simulator.scenarios import SHIFT_ENGINE, SHIFT_SCENARIOS, build_shift
+from tailwise.simulator.scenarios import LEARNER_DEV_SCENARIOS, SHIFT_ENGINE, build_shift
 
 
 def arms() -> dict[str, Policy]:
@@ -62,7 +62,7 @@ def arms() -> dict[str, Policy]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,2")
-    ap.add_argument("--scenarios", default=",".join(SHIFT_SCENARIOS))
+    ap.add_argument("--scenarios", default=",".join(LEARNER_DEV_SCENARIOS))
     ap.add_argument("--phase-s", type=float, default=180.0)
     ap.add_argument("--requests", type=int, default=800)
     ap.add_argument("--window-s", type=float, default=60.0,

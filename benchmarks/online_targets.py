@@ -19,7 +19,8 @@ real sidecar process, paced in engine time), then prints:
 * target 5: wall time of the online arm.
 
 Median and worst over seeds close the output. ``--trace FILE`` adds a trace file cut
-into three equal phases.
+into three equal phases. The default scenarios are the three the learner's settings were
+chosen on; ``--scenarios reasoning-longdoc-chat`` runs the held-out one.
 
     python benchmarks/online_targets.py [--seeds 5] [--phase-s 180] [--scenarios ...]
         [--trace FILE] [--show-rounds] [--anchors ...] [--recall N] [--confirm] [--margin M]
@@ -57,8 +58,8 @@ from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import SimResult, simulate
 from tailwise.simulator.metrics import MetricsConfig, per_request, summarize
 from tailwise.simulator.scenarios import (
+    LEARNER_DEV_SCENARIOS,
     SHIFT_ENGINE,
-    SHIFT_SCENARIOS,
     Phase,
     Scenario,
     build_shift,
@@ -263,7 +264,7 @@ def report(run: Run, a: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--scenarios", default=",".join(SHIFT_SCENARIOS))
+    ap.add_argument("--scenarios", default=",".join(LEARNER_DEV_SCENARIOS))
     ap.add_argument("--trace", default=None, help="also a trace file cut into three phases")
     ap.add_argument("--trace-load", type=float, default=1.0)
     ap.add_argument("--seeds", type=int, default=5)

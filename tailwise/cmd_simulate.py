@@ -144,8 +144,8 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
         scenario: Annotated[str | None, typer.Option(
             help="Workload-shift scenario instead of --trace: code-to-conv, load-ramp, "
-                 "long-burst, reasoning, code-reasoning-slo, chat-longdoc-burst, slo-flip (three "
-                 "phases, own engine with KV pressure).")] = None,
+                 "long-burst, reasoning, code-reasoning-slo, chat-longdoc-burst, slo-flip, "
+                 "reasoning-longdoc-chat (three phases, own engine with KV pressure).")] = None,
         online: Annotated[bool, typer.Option(
             help="Closed loop on --scenario or on --trace: compare static FCFS, a static "
                  "best-of-papers policy tuned offline on the pre-shift workload (a trace: "
