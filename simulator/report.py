@@ -164,6 +164,21 @@ def _bold_columns(rows: list[list[str]], values: list[list[float | None]],
             row[j + 1] = cell
 
 
+def without_empty_columns(header: list[str], rows: list[list[str]]
+                          ) -> tuple[list[str], list[list[str]], list[str]]:
+    """``header`` and ``rows`` without the columns (after the first) that hold no value
+    for any row, and the names of those left out (a report shows no column of dashes).
+
+    >>> without_empty_columns(["policy", "a", "b"], [["x", "–", "1"], ["y", "–", "2"]])
+    (['policy', 'b'], [['x', '1'], ['y', '2']], ['a'])
+    """
+    keep = [0] + [j for j in range(1, len(header)) if any(r[j] != "–" for r in rows)]
+    if not rows:
+        keep = list(range(len(header)))
+    gone = [h for j, h in enumerate(header) if j not in keep]
+    return [header[j] for j in keep], [[r[j] for j in keep] for r in rows], gone
+
+
 def metric_table(runs: Sequence[Summarised]) -> tuple[list[str], list[list[str]]]:
     """One row per policy; the best value of each column in bold."""
     header = ["policy"] + [f"{label} ({unit})" if unit else label for label, unit, _ in _COLUMNS]
@@ -318,6 +333,12 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
         w.writerows(mrows)
     for r in runs:
         write_requests_csv(r.result, out / f"requests_{r.name}.csv", cfg)
+    # summary.csv keeps every column; the report leaves out those with no value at all
+    mh, mrows, gone = without_empty_columns(mh, mrows)
+    rh, rrows, gone_r = without_empty_columns(rh, rrows)
+    left_out = "; ".join(x for x in (", ".join(gone), ", ".join(gone_r)) if x)
+    note = (f"Left out, no value for any policy: {left_out} (a trace with its own class "
+            "labels has no short/long prompt classes)." if left_out else "")
     images = plot_all(out, runs, cfg, window_s, time_label) if plots else []
     trace = context.get("trace", {})
     conf = context.get("config", {})
@@ -340,7 +361,7 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
         "",
         md_table(mh, mrows),
         "",
-    ]
+    ] + ([note, ""] if note else [])
     if len(rh) > 1:  # only when a reference (fcfs, srpt-oracle) was run
         lines += ["## Ratios (policy ÷ reference; < 1 means better than the reference)", "",
                   md_table(rh, rrows), ""]
@@ -358,6 +379,7 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{md_inline_html(lines[2])}</p>",
         "<h2>Metrics</h2>", html_table(mh, mrows),
+        f"<p>{html.escape(note)}</p>" if note else "",
         "<h2>Ratios</h2>" + html_table(rh, rrows) if len(rh) > 1 else "",
         "".join(f"<h2>{html.escape(sec.title)}</h2>"
                 + (f"<p>{md_inline_html(sec.note)}</p>" if sec.note else "")

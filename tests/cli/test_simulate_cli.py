@@ -34,6 +34,7 @@ def test_simulate_writes_report_with_table_and_plots(tmp_path: Path) -> None:
     assert data["config"]["offered_load"] == 0.9
     md = (out / "report.md").read_text()
     assert "÷ srpt-oracle" in md and "(ttlt_cdf.png)" in md
+    assert "short TTFT mean" in md and "Left out" not in md  # the classes exist here
     assert "### End-to-end latency (TTLT) distribution per request class" in md
 
 

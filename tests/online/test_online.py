@@ -223,3 +223,19 @@ def test_scenario_without_online_is_the_standard_comparison(tmp_path: Path) -> N
 def test_unknown_scenario_is_a_clear_error(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["simulate", "--scenario", "nope", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "unknown scenario 'nope'" in res.output
+
+
+def test_a_labelled_scenario_leaves_out_the_empty_class_columns(tmp_path: Path) -> None:
+    """A shift scenario's own class labels leave the short/long prompt classes empty: the
+    report's tables leave those columns out and say so; summary.csv keeps every column."""
+    out = tmp_path / "scen"
+    res = CliRunner().invoke(app, ["simulate", "--scenario", "slo-flip", "--policy",
+                                   "fcfs,tailwise", "--out", str(out), "--no-plots"])
+    assert res.exit_code == 0, res.output
+    page, md = (out / "report.html").read_text(), (out / "report.md").read_text()
+    assert "<th>short TTFT mean (s)</th>" not in page and "<th>long TTLT p99 (s)</th>" not in page
+    assert "| short TTFT mean (s) |" not in md and "| long TTLT p99 (s) |" not in md
+    assert "<th>TTFT mean (s)</th>" in page and "| TTFT mean (s) |" in md
+    for text in (page, md):
+        assert "Left out, no value for any policy: short TTFT mean (s), long TTLT p99 (s)" in text
+    assert "short TTFT mean" in (out / "summary.csv").read_text().splitlines()[0]
