@@ -90,15 +90,18 @@ def cap_window(trace: Trace, max_requests: int, how: str = "tail") -> Trace:
 
 
 def stressed(window: Trace, load: float, engine: EngineConfig,
-             model: StepTimeModel) -> tuple[Trace, float] | None:
+             model: StepTimeModel, min_rate: float = 1.0) -> tuple[Trace, float] | None:
     """``window`` with its arrival rate raised until its traffic offers ``load`` × the
-    engine's capacity (at most ``MAX_STRESS_RATE``×), and the rate factor; None when it
-    offers that much already or its load is not defined (fewer than two arrivals after
-    the carried-in rows, no span).
+    engine's capacity, and at least ``min_rate`` × its own rate (at most
+    ``MAX_STRESS_RATE``×), and the rate factor; None when that asks for no raise (with
+    ``min_rate`` 1: the window offers ``load`` already) or its load is not defined (fewer
+    than two arrivals after the carried-in rows, no span).
     The carried-in rows (placed at the window's start) stay where they are and do not
     count towards the load: they are backlog, not traffic."""
     if not math.isfinite(load) or load <= 0:
         raise WindowError(f"load: must be finite and > 0, got {load!r}")
+    if not math.isfinite(min_rate) or min_rate < 1:
+        raise WindowError(f"min_rate: must be finite and >= 1, got {min_rate!r}")
     try:
         carried = int(window.meta.get("carried_in", 0))
     except (TypeError, ValueError):
@@ -109,9 +112,11 @@ def stressed(window: Trace, load: float, engine: EngineConfig,
         have = offered_load(traffic, engine, model)
     except ValueError:
         return None
-    if not have > 0 or have >= load:
+    if not have > 0:
         return None
-    k = min(load / have, MAX_STRESS_RATE)
+    k = min(max(load / have, min_rate), MAX_STRESS_RATE)
+    if k <= 1.0:
+        return None
     t0 = float(window.arrival_s[skip])  # select() re-bases its copy to 0
     arr = window.arrival_s.copy()
     arr[skip:] = t0 + (arr[skip:] - t0) / k

@@ -112,6 +112,7 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
                                      "narrow_envelope": not a.no_narrow_envelope,
                                      "stress_load": a.stress_load,
                                      "stress_weight": a.stress_weight,
+                                     "stress_rate_min": a.stress_rate_min,
                                      **({"margin": a.margin} if a.margin is not None else {}),
                                      **({"sampler": a.sampler} if a.sampler else {}),
                                      "space": {"search_switches": a.search_switches,
@@ -294,6 +295,9 @@ def main() -> None:
     ap.add_argument("--window-bounds-envelope", action="store_true",
                     help="sidecar tuner.window_bounds_envelope = true (a wider envelope "
                          "longer than the window is not published)")
+    ap.add_argument("--stress-rate-min", type=float, default=1.0,
+                    help="sidecar tuner.stress_rate_min (the stressed copy raises the "
+                         "window's rate at least this much)")
     ap.add_argument("--reshuffles", type=int, default=0,
                     help="sidecar tuner.reshuffles (the gate also on the window's mean over "
                          "this many reshuffles of it)")

@@ -129,6 +129,14 @@ def test_a_stressed_window_offers_the_load_asked_for_and_keeps_its_backlog_in_pl
     # a nearly idle window is raised at most MAX_STRESS_RATE-fold, not into one burst
     capped = stressed(w, 100 * have, engine, model)
     assert capped is not None and capped[1] == MAX_STRESS_RATE
+    # with a minimum rate factor a window that offers the load already is stressed too,
+    # and a lightly loaded one is raised by the larger of the two factors
+    over = stressed(w, have, engine, model, min_rate=1.25)
+    assert over is not None and over[1] == pytest.approx(1.25)
+    assert stressed(w, 2 * have, engine, model, min_rate=1.25)[1] == pytest.approx(2.0)  # type: ignore[index]
+    for bad in (0.5, float("nan")):
+        with pytest.raises(WindowError, match="min_rate"):
+            stressed(w, have, engine, model, min_rate=bad)
 
 
 def test_a_reshuffled_window_deals_the_same_requests_to_the_same_instants() -> None:

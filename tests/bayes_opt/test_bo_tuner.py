@@ -583,6 +583,8 @@ def test_the_gate_checks_score_a_policy_as_the_round_does() -> None:
     ({"stress_load": -1.0}, "stress_load"), ({"stress_load": float("inf")}, "stress_load"),
     ({"stress_load": True}, "stress_load"), ({"stress_weight": 1.5}, "stress_weight"),
     ({"stress_weight": float("nan")}, "stress_weight"),
+    ({"stress_rate_min": 0.9}, "stress_rate_min"), ({"stress_rate_min": 9.0}, "stress_rate_min"),
+    ({"stress_rate_min": True}, "stress_rate_min"),
 ])
 def test_bad_stress_settings_are_refused_by_name(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(TunerConfigError, match=rf"^tuner\.{field}"):
