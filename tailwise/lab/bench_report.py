@@ -158,10 +158,16 @@ def plot(out: Path, results: dict[str, Any]) -> str | None:
     wls = list(results["workloads"])
     if not wls:
         return None
-    fig, axes = plt.subplots(1, len(wls), figsize=(4.2 * len(wls), 4.2), squeeze=False)
+    width = 4.2 * len(wls)
+    policies = sorted({p for w in wls for p in results["workloads"][w]})
+    # the legend below the panels gets as many columns as the width holds (one panel, as
+    # with --workload, fits three), and a row of height per row of entries: nothing clips
+    ncol = max(1, min(len(policies), int(width // 1.35)))
+    rows = -(-len(policies) // ncol)
+    height = 4.2 + 0.28 * rows
+    fig, axes = plt.subplots(1, len(wls), figsize=(width, height), squeeze=False)
     markers = "osD^vP*Xh<>p8"
     cmap = plt.get_cmap("tab20")
-    policies = sorted({p for w in wls for p in results["workloads"][w]})
     for ax, w in zip(axes[0], wls, strict=True):
         for i, p in enumerate(policies):
             m = results["workloads"][w].get(p)
@@ -185,10 +191,11 @@ def plot(out: Path, results: dict[str, Any]) -> str | None:
     axes[0][0].set_ylabel("P99 TTLT ÷ FCFS")
     handles, labels = axes[0][0].get_legend_handles_labels()
     if labels:  # none when every policy run is a reference (e.g. --policy fcfs alone)
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8), fontsize=8)
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), ncol),
+                   fontsize=8)
     fig.suptitle("Suite: mean TTFT vs. SRPT (x) and tail latency vs. FCFS (y); "
-                 "lower-left is better")
-    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+                 "lower-left is better", wrap=True, fontsize=11 if len(wls) > 1 else 9)
+    fig.tight_layout(rect=(0, (0.1 + 0.28 * rows) / height, 1, 0.9 if len(wls) == 1 else 0.95))
     fig.savefig(out / "suite.png", dpi=100)
     plt.close(fig)
     return "suite.png"
