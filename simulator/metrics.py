@@ -48,7 +48,8 @@ def summarize(res: SimResult, cfg: MetricsConfig | None = None) -> Summary:
 
 def windows(res: SimResult, window_s: float, cfg: MetricsConfig | None = None,
             by: str = "arrival") -> dict[str, npt.NDArray[np.float64]]:
-    """P99 TTLT and mean short-class TTFT per window of arrival (or finish) time."""
+    """P99 TTLT, mean TTFT and mean short-class TTFT per window of arrival (or finish)
+    time."""
     if not math.isfinite(window_s) or window_s <= 0:
         raise ValueError(f"window must be > 0 seconds, got {window_s!r}")
     pr = per_request(res, cfg)
@@ -59,14 +60,15 @@ def windows(res: SimResult, window_s: float, cfg: MetricsConfig | None = None,
     if len(edges) < 2:
         edges = np.array([0.0, window_s])
     cls = np.asarray(pr.classes)
-    p99, short_ttft, n = [], [], []
+    p99, ttft, short_ttft, n = [], [], [], []
     for lo, hi in itertools.pairwise(edges):
         m = (t >= lo) & (t < hi) & pr.done
         n.append(float(m.sum()))
         p99.append(float(np.percentile(pr.ttlt[m], 99)) if m.any() else np.nan)
+        ttft.append(float(np.mean(pr.ttft[m])) if m.any() else np.nan)
         ms = m & (cls == "short")
         short_ttft.append(float(np.mean(pr.ttft[ms])) if ms.any() else np.nan)
-    return {"start": edges[:-1], "p99_ttlt": np.asarray(p99),
+    return {"start": edges[:-1], "p99_ttlt": np.asarray(p99), "ttft_mean": np.asarray(ttft),
             "short_ttft_mean": np.asarray(short_ttft), "count": np.asarray(n)}
 
 

@@ -39,6 +39,7 @@ def window_table(runs: dict[str, SimResult], window_s: float, cfg: MetricsConfig
         row: dict[str, Any] = {"window": i, "start_s": start}
         for name, w in per.items():
             row[f"{name}.p99_ttlt"] = _num(w["p99_ttlt"][i])
+            row[f"{name}.ttft_mean"] = _num(w["ttft_mean"][i])
             row[f"{name}.short_ttft"] = _num(w["short_ttft_mean"][i])
         if online is not None:
             row["policy_version"] = version_at(runs[online], start + window_s)
@@ -72,13 +73,22 @@ def plot_timeline(out: Path, runs: dict[str, SimResult], rows: list[dict[str, An
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
+    # without an online arm there is no policy version or partition to show
+    panels = 4 if online is not None else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(10, 11 if panels == 4 else 6), sharex=True)
     t = np.array([r["start_s"] + window_s / 2 for r in rows])
+    # a trace with its own class labels has no short class: its panel shows all requests
+    ttft = ("short_ttft" if any(r.get(f"{n}.short_ttft") is not None for r in rows for n in runs)
+            else "ttft_mean")
     for name in runs:
         axes[0].plot(t, [_nan(r[f"{name}.p99_ttlt"]) for r in rows], marker=".", label=name)
-        axes[1].plot(t, [_nan(r[f"{name}.short_ttft"]) for r in rows], marker=".", label=name)
+        axes[1].plot(t, [_nan(r[f"{name}.{ttft}"]) for r in rows], marker=".", label=name)
     axes[0].set_ylabel("P99 TTLT (s)")
-    axes[1].set_ylabel("short TTFT mean (s)")
+    axes[1].set_ylabel("short TTFT mean (s)" if ttft == "short_ttft" else "mean TTFT (s)")
+    axes[0].set_title(f"Latency per {window_s:g}-s window of arrivals, and the policy "
+                      "in force (dashed line: the shift)" if online is not None else
+                      f"Latency per {window_s:g}-s window of arrivals (dashed line: the shift)",
+                      fontsize=10)
     axes[1].set_yscale("symlog", linthresh=0.1)
     axes[0].legend(fontsize=8)
     if online is not None:
@@ -97,9 +107,9 @@ def plot_timeline(out: Path, runs: dict[str, SimResult], rows: list[dict[str, An
                 axes[3].plot([when, when], [q.lo, q.hi], color="tab:blue", lw=3, alpha=0.5)
                 axes[3].plot([when], [q.lo], marker="_", color="black")
         axes[3].set_yscale("symlog", linthresh=100)
-    axes[2].set_ylabel("policy version")
-    axes[3].set_ylabel("partition boundaries\n(uncached prompt tokens)")
-    axes[3].set_xlabel("engine time (s)")
+        axes[2].set_ylabel("policy version")
+        axes[3].set_ylabel("partition boundaries\n(uncached prompt tokens)")
+    axes[-1].set_xlabel("engine time (s)")
     for ax in axes:
         ax.axvline(shift_s, color="grey", ls="--", lw=1)
         ax.grid(alpha=0.3)

@@ -66,7 +66,10 @@ def write_scenario_report(out: Path, scen: Scenario, runs: dict[str, SimResult],
                  f"consecutive {opts.window_s:g}-s windows "
                  + (f"after **{recovery} window(s)** from the shift." if recovery is not None
                     else f"**not** within the {after} window(s) after the shift."))
-    cols = [c for c in (rows[0] if rows else {}) if c not in ("window",)]
+    # columns with no value in any window (the short class of a trace with its own
+    # class labels) are left out of the table; results.json keeps them
+    cols = [c for c in (rows[0] if rows else {})
+            if c != "window" and any(r.get(c) is not None for r in rows)]
     sections = [
         Section(f"Scenario {scen.name}: {scen.description}",
                 ["policy", "P99 TTLT before (s)", "P99 TTLT after (s)", "mean TTLT before (s)",

@@ -239,3 +239,8 @@ def test_a_labelled_scenario_leaves_out_the_empty_class_columns(tmp_path: Path) 
     for text in (page, md):
         assert "Left out, no value for any policy: short TTFT mean (s), long TTLT p99 (s)" in text
     assert "short TTFT mean" in (out / "summary.csv").read_text().splitlines()[0]
+    # the timeline: mean TTFT over all requests instead of an empty short-class column
+    assert "<th>tailwise.ttft_mean</th>" in page and "tailwise.short_ttft" not in page
+    rows = json.loads((out / "results.json").read_text())["timeline"]["rows"]
+    assert all(r["tailwise.short_ttft"] is None for r in rows)  # kept in results.json
+    assert any(r["tailwise.ttft_mean"] is not None for r in rows)
