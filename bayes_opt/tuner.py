@@ -29,7 +29,8 @@ traffic:
    infinite is returned as NaN, which Optuna records as FAILED.
    With ``cfg.stress_load`` (default 1.1) each trial is also replayed on the window's
    traffic compressed in time to that load (:func:`tailwise.bayes_opt.window.stressed`;
-   not when the window offers as much already) and its value is the ``stress_weight``
+   not when the window offers as much already, unless ``cfg.stress_rate_min`` > 1) and
+   its value is the ``stress_weight``
    blend of the two, each against FCFS on the same trace: a calm window then also
    tells apart the candidates that hold up when the load rises.
    Beside them the round replays fixed **anchors** (:mod:`tailwise.bayes_opt.anchors`):
@@ -108,6 +109,7 @@ from tailwise.bayes_opt.replay import Evaluator, ReplayEvaluator, metrics_config
 from tailwise.bayes_opt.space import SpaceConfig, policy_to_params, suggest_params, suggest_policy
 from tailwise.bayes_opt.storage import DEFAULT_HEARTBEAT_S, open_storage
 from tailwise.bayes_opt.window import (
+    MAX_STRESS_RATE,
     Drift,
     LengthSketch,
     WindowError,
@@ -222,7 +224,8 @@ class TunerConfig:
     #: stress scoring: besides the window, each candidate is replayed on the window's own
     #: traffic compressed in time until it offers this load (× engine capacity;
     #: :func:`tailwise.bayes_opt.window.stressed`; skipped when the window offers that
-    #: much already), and its value is ``(1 − stress_weight)·window + stress_weight·stress``,
+    #: much already, unless ``stress_rate_min`` > 1), and its value is
+    #: ``(1 − stress_weight)·window + stress_weight·stress``,
     #: each against FCFS replayed on the same trace. A calm window cannot tell a policy
     #: that holds up under congestion from one that collapses there; published, the
     #: second rules the overload that follows. 1.1: on the three shift scenarios
@@ -237,7 +240,8 @@ class TunerConfig:
     #: the stressed copy raises the window's arrival rate by at least this factor, so a
     #: window that already offers ``stress_load`` (the start of an overload, whose
     #: queueing a settled window has barely begun to show) is stressed too; 1: only up to
-    #: ``stress_load``. 1.25 measured worse (README "Online learning", the held-out
+    #: ``stress_load``. At most :data:`~tailwise.bayes_opt.window.MAX_STRESS_RATE` (4), the
+    #: cap on any stressed copy's rate factor. 1.25 measured worse (README "Online learning", the held-out
     #: shift: mean margin over static tailwise +0.074 -> +0.053 on the three development
     #: scenarios, seeds 0-4, and no gain on the held-out one), so off by default
     stress_rate_min: float = 1.0
@@ -331,8 +335,9 @@ class TunerConfig:
              "between 0 and 1")
         need(isinstance(self.stress_rate_min, int | float)
              and not isinstance(self.stress_rate_min, bool)
-             and math.isfinite(self.stress_rate_min) and 1 <= self.stress_rate_min <= 8,
-             "stress_rate_min", self.stress_rate_min, "between 1 and 8")
+             and math.isfinite(self.stress_rate_min)
+             and 1 <= self.stress_rate_min <= MAX_STRESS_RATE,
+             "stress_rate_min", self.stress_rate_min, f"between 1 and {MAX_STRESS_RATE:g}")
         need(is_int(self.max_window_requests) and self.max_window_requests >= 1,
              "max_window_requests", self.max_window_requests, "an integer >= 1")
         need(self.window_cap in ("tail", "thin"), "window_cap", self.window_cap,

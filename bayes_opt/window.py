@@ -11,8 +11,9 @@ Bounding (:func:`cap_window`). Replay cost grows with the window, so a window lo
 
 Stress (:func:`stressed`): the window's own traffic with its arrivals compressed in time
 until it offers a given load (its carried-in backlog kept at the start), or None when it
-already offers that much. The tuner scores candidates on it beside the window
-(``TunerConfig.stress_load``): the congestion a calm window does not show.
+already offers that much (unless a minimum rate factor is asked for). The tuner scores
+candidates on it beside the window (``TunerConfig.stress_load``): the congestion a calm
+window does not show.
 
 Naming (:func:`fingerprint`): a short sha256 of the arrays, so caches (the FCFS baseline
 replay) and Optuna user attributes can refer to "the same window".

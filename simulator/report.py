@@ -337,8 +337,12 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
     mh, mrows, gone = without_empty_columns(mh, mrows)
     rh, rrows, gone_r = without_empty_columns(rh, rrows)
     left_out = "; ".join(x for x in (", ".join(gone), ", ".join(gone_r)) if x)
-    note = (f"Left out, no value for any policy: {left_out} (a trace with its own class "
-            "labels has no short/long prompt classes)." if left_out else "")
+    # why, when it is known: a trace with its own class labels has no short/long classes
+    labelled = any(set(r.summary.get("classes") or {}) - {"short", "long"} for r in runs)
+    by_class = all(("short" in c or "long" in c) for c in [*gone, *gone_r])
+    note = (f"Left out, no value for any policy: {left_out}" + (
+        " (a trace with its own class labels has no short/long prompt classes)"
+        if labelled and by_class else "") + "." if left_out else "")
     images = plot_all(out, runs, cfg, window_s, time_label) if plots else []
     trace = context.get("trace", {})
     conf = context.get("config", {})

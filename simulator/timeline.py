@@ -1,7 +1,7 @@
 """Timelines for workload-shift runs: per-window latency, policy in force, partitions.
 
-``window_table`` gives, per window of arrival time, each arm's P99 TTLT and mean
-short-request TTFT plus the online arm's policy version; ``recovery_windows`` counts how
+``window_table`` gives, per window of arrival time, each arm's P99 TTLT, mean TTFT and
+mean short-request TTFT plus the online arm's policy version; ``recovery_windows`` counts how
 many windows after the shift the online arm needs to get back within ``tolerance`` of the
 best static arm (and stay there for ``hold`` windows); ``plot_timeline`` draws it all.
 """

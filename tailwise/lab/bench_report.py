@@ -195,7 +195,7 @@ def plot(out: Path, results: dict[str, Any]) -> str | None:
                    fontsize=8)
     fig.suptitle("Suite: mean TTFT vs. SRPT (x) and tail latency vs. FCFS (y); "
                  "lower-left is better", wrap=True, fontsize=11 if len(wls) > 1 else 9)
-    fig.tight_layout(rect=(0, (0.1 + 0.28 * rows) / height, 1, 0.9 if len(wls) == 1 else 0.95))
+    fig.tight_layout(rect=(0, (0.1 + 0.28 * rows) / height, 1, 0.92 if len(wls) == 1 else 0.95))
     fig.savefig(out / "suite.png", dpi=100)
     plt.close(fig)
     return "suite.png"

@@ -58,8 +58,9 @@ def write_scenario_report(out: Path, scen: Scenario, runs: dict[str, SimResult],
         images.append(plot_timeline(out, runs, rows, opts.window_s, scen.shift_s, online,
                                     trials=trials or None))
     loads = describe_load(scen, opts.engine, opts.model)
-    note = (f"Shift (phase boundary) at engine time {scen.shift_s:.1f} s; offered load "
-            + ", ".join(f"{v:.3g} {k}" for k, v in loads.items()) + ".")
+    note = (f"Shift (phase boundary) at engine time {scen.shift_s:.1f} s"
+            + ("; offered load " + ", ".join(f"{v:.3g} {k}" for k, v in loads.items())
+               if loads else "") + ".")
     if online is not None and static:
         note += (f" **Recovery**: {online} is back within {opts.recovery_tolerance:.0%} of "
                  f"the best static arm ({', '.join(static)}) for {opts.recovery_hold} "

@@ -133,7 +133,9 @@ def test_a_stressed_window_offers_the_load_asked_for_and_keeps_its_backlog_in_pl
     # and a lightly loaded one is raised by the larger of the two factors
     over = stressed(w, have, engine, model, min_rate=1.25)
     assert over is not None and over[1] == pytest.approx(1.25)
+    assert stressed(w, 1.1 * have, engine, model, min_rate=1.25)[1] == pytest.approx(1.25)  # type: ignore[index]
     assert stressed(w, 2 * have, engine, model, min_rate=1.25)[1] == pytest.approx(2.0)  # type: ignore[index]
+    assert stressed(w, have, engine, model, min_rate=5.0)[1] == MAX_STRESS_RATE  # type: ignore[index]
     for bad in (0.5, float("nan")):
         with pytest.raises(WindowError, match="min_rate"):
             stressed(w, have, engine, model, min_rate=bad)

@@ -562,6 +562,20 @@ def test_no_stress_replay_where_it_does_not_apply(case: str) -> None:
         assert (champ.user_attrs["stress_rate"] is None) is off
 
 
+def test_stress_rate_min_stresses_a_window_that_offers_the_load_already() -> None:
+    """``stress_rate_min`` reaches the round: a window already above ``stress_load`` gets a
+    stressed copy at that rate factor (none with the default 1)."""
+    for rate_min, want in ((1.0, None), (1.25, 1.25)):
+        fake = StressEvaluator()
+        tu = Tuner(TunerConfig(storage="memory", stress_load=0.01, stress_rate_min=rate_min),
+                   Policy(mode=Mode.TAILWISE), evaluator=fake)
+        tu.tune(make_trace(rate=1.0), CURRENT, PARTITION, n_trials=2)
+        champ = next(t for t in tu.study.get_trials(deepcopy=False)
+                     if t.user_attrs.get("role") == "champion")
+        assert champ.user_attrs["stress_rate"] == (None if want is None else pytest.approx(want))
+        assert (fake.stressed_runs > 0) is (want is not None)
+
+
 def test_the_gate_checks_score_a_policy_as_the_round_does() -> None:
     """The confirmation and parsimony replays go through ``_value`` with the window's
     ``_stress``: the same blend."""
@@ -583,7 +597,7 @@ def test_the_gate_checks_score_a_policy_as_the_round_does() -> None:
     ({"stress_load": -1.0}, "stress_load"), ({"stress_load": float("inf")}, "stress_load"),
     ({"stress_load": True}, "stress_load"), ({"stress_weight": 1.5}, "stress_weight"),
     ({"stress_weight": float("nan")}, "stress_weight"),
-    ({"stress_rate_min": 0.9}, "stress_rate_min"), ({"stress_rate_min": 9.0}, "stress_rate_min"),
+    ({"stress_rate_min": 0.9}, "stress_rate_min"), ({"stress_rate_min": 4.5}, "stress_rate_min"),
     ({"stress_rate_min": True}, "stress_rate_min"),
 ])
 def test_bad_stress_settings_are_refused_by_name(kwargs: dict[str, Any], field: str) -> None:

@@ -238,9 +238,26 @@ def test_a_labelled_scenario_leaves_out_the_empty_class_columns(tmp_path: Path) 
     assert "<th>TTFT mean (s)</th>" in page and "| TTFT mean (s) |" in md
     for text in (page, md):
         assert "Left out, no value for any policy: short TTFT mean (s), long TTLT p99 (s)" in text
+        assert "(a trace with its own class labels has no short/long prompt classes)" in text
     assert "short TTFT mean" in (out / "summary.csv").read_text().splitlines()[0]
     # the timeline: mean TTFT over all requests instead of an empty short-class column
     assert "<th>tailwise.ttft_mean</th>" in page and "tailwise.short_ttft" not in page
     rows = json.loads((out / "results.json").read_text())["timeline"]["rows"]
     assert all(r["tailwise.short_ttft"] is None for r in rows)  # kept in results.json
     assert any(r["tailwise.ttft_mean"] is not None for r in rows)
+
+
+def test_an_unlabelled_trace_without_long_prompts_says_no_false_reason(tmp_path: Path) -> None:
+    """Every prompt is short: the long-class column is left out, and the note does not
+    blame class labels the trace does not have."""
+    trace = tmp_path / "short.csv"
+    rows = [f"2023-11-16 18:17:{i // 10:02d}.{i % 10}000000,{100 + i},{20 + i % 5}"
+            for i in range(300)]
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(app, ["simulate", "--trace", str(trace), "--policy", "fcfs,tailwise",
+                                   "--out", str(out), "--no-plots", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    md = (out / "report.md").read_text()
+    assert "Left out, no value for any policy: long TTLT p99 (s)." in md
+    assert "class labels" not in md
