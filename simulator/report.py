@@ -338,11 +338,12 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
     rh, rrows, gone_r = without_empty_columns(rh, rrows)
     left_out = "; ".join(x for x in (", ".join(gone), ", ".join(gone_r)) if x)
     # why, when it is known: a trace with its own class labels has no short/long classes
-    labelled = any(set(r.summary.get("classes") or {}) - {"short", "long"} for r in runs)
+    labels = sorted({c for r in runs for c in (r.summary.get("classes") or {})}
+                    - {"short", "long"})
     by_class = all(("short" in c or "long" in c) for c in [*gone, *gone_r])
     note = (f"Left out, no value for any policy: {left_out}" + (
         " (a trace with its own class labels has no short/long prompt classes)"
-        if labelled and by_class else "") + "." if left_out else "")
+        if labels and by_class else "") + "." if left_out else "")
     images = plot_all(out, runs, cfg, window_s, time_label) if plots else []
     trace = context.get("trace", {})
     conf = context.get("config", {})
@@ -354,7 +355,9 @@ def write_report(out: Path, runs: list[Run], context: dict[str, Any], cfg: Metri
         f"{conf.get('engine', {}).get('block_size', '?')} tokens, max "
         f"{conf.get('engine', {}).get('max_num_seqs', '?')} running, "
         f"{conf.get('engine', {}).get('max_num_batched_tokens', '?')}-token steps. "
-        f"Classes: short = prompt ≤ {cfg.short_threshold} tokens. SLO: TTFT ≤ {cfg.ttft_slo_s} s, "
+        + (f"Classes: the trace's own labels ({', '.join(labels)}). " if labels else
+           f"Classes: short = prompt ≤ {cfg.short_threshold} tokens. ")
+        + f"SLO: TTFT ≤ {cfg.ttft_slo_s} s, "
         f"TPOT ≤ {cfg.tpot_slo_s * 1000:g} ms.")
     lines = [
         f"# {title}",

@@ -239,6 +239,8 @@ def test_a_labelled_scenario_leaves_out_the_empty_class_columns(tmp_path: Path) 
     for text in (page, md):
         assert "Left out, no value for any policy: short TTFT mean (s), long TTLT p99 (s)" in text
         assert "(a trace with its own class labels has no short/long prompt classes)" in text
+        # the intro names the classes the tables use
+        assert "Classes: the trace's own labels (batch, chat, interactive, reasoning)." in text
     assert "short TTFT mean" in (out / "summary.csv").read_text().splitlines()[0]
     # the timeline: mean TTFT over all requests instead of an empty short-class column
     assert "<th>tailwise.ttft_mean</th>" in page and "tailwise.short_ttft" not in page
@@ -260,4 +262,4 @@ def test_an_unlabelled_trace_without_long_prompts_says_no_false_reason(tmp_path:
     assert res.exit_code == 0, res.output
     md = (out / "report.md").read_text()
     assert "Left out, no value for any policy: long TTLT p99 (s)." in md
-    assert "class labels" not in md
+    assert "class labels" not in md and "Classes: short = prompt ≤ 1024 tokens." in md
