@@ -435,9 +435,6 @@ class Tuner:
         self._live: dict[int, tuple[optuna.Trial, _Beat, Policy]] = {}
         self._live_baseline: Mapping[str, Any] | None = None
         self._round_entry: dict[str, Any] = {}
-        #: the policy in force when the latest round started (the champion of record
-        #: again when the learner does not publish the round's promotion)
-        self._round_current: Policy | None = None
         self._anchors = anchor_policies(base_policy, cfg.anchors)
         self._recall = Recall.from_json(cfg.recall, self.study.user_attrs.get(ATTR_RECALL))
         #: the previous round's window (the gate's confirmation replays on it)
@@ -637,10 +634,11 @@ class Tuner:
         published = outcome == "promoted" and version is not None
         text = (f"published as version {version}" if published
                 else f"promoted, not published: {outcome}")
-        if not published and self._round_current is not None:
+        if not published:
             # the champion of record is what is in force (``tailwise freeze --which
-            # champion``), not a promotion the learner refused or paused
-            self.study.set_user_attr(ATTR_CHAMPION, self._round_current.to_dict())
+            # champion``), not a promotion the learner refused or paused: the round's
+            # ``current``, which only :meth:`set_champion` (on a publication) replaces
+            self.study.set_user_attr(ATTR_CHAMPION, self._current.to_dict())
         entry["outcome"] = f"trial {res.best_trial} {text}"
         entry["published_version"] = version
         self._round_entry = entry
@@ -907,7 +905,6 @@ class Tuner:
     def _record_round(self, res: RoundResult, current: Policy) -> None:
         champion = res.promoted if res.promoted is not None else current
         self.study.set_user_attr(ATTR_CHAMPION, champion.to_dict())
-        self._round_current = current
         if res.promoted is not None and self.cfg.recall:
             self._recall.add(res.promoted)
             self.study.set_user_attr(ATTR_RECALL, self._recall.to_json())

@@ -103,10 +103,7 @@ def stressed(window: Trace, load: float, engine: EngineConfig,
         raise WindowError(f"load: must be finite and > 0, got {load!r}")
     if not math.isfinite(min_rate) or min_rate < 1:
         raise WindowError(f"min_rate: must be finite and >= 1, got {min_rate!r}")
-    try:
-        carried = int(window.meta.get("carried_in", 0))
-    except (TypeError, ValueError):
-        carried = 0
+    carried = _carried_in(window)
     skip = carried if 0 <= carried < len(window) else 0
     traffic = window.select(np.arange(skip, len(window)))
     try:
@@ -139,16 +136,20 @@ def reshuffled(window: Trace, seed: int) -> Trace:
     >>> r.arrival_s.tolist(), sorted(r.prompt_tokens.tolist()) == [10, 20, 30], r.name
     ([0.0, 1.0, 2.0], True, 'w~1')
     """
-    try:
-        carried = int(window.meta.get("carried_in", 0))
-    except (TypeError, ValueError):
-        carried = 0
-    skip = min(max(carried, 0), len(window))
+    skip = min(max(_carried_in(window), 0), len(window))
     rng = np.random.default_rng(seed)
     order = np.concatenate([np.arange(skip), skip + rng.permutation(len(window) - skip)])
     return dataclasses.replace(window.select(order.astype(np.intp)), name=f"{window.name}~{seed}",
                                arrival_s=window.arrival_s.copy(),
                                meta={**window.meta, "reshuffle_seed": seed})
+
+
+def _carried_in(window: Trace) -> int:
+    """The window's ``carried_in`` rows as its metadata says (0 when unreadable)."""
+    try:
+        return int(window.meta.get("carried_in", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def fingerprint(trace: Trace) -> str:

@@ -14,7 +14,7 @@ from tailwise.lab.options import OnlineOptions
 from tailwise.records.trace import Trace
 from tailwise.simulator.engine import SimResult
 from tailwise.simulator.metrics import MetricsConfig, per_request
-from tailwise.simulator.report import Section, make_runs, write_report
+from tailwise.simulator.report import Section, make_runs, without_empty_columns, write_report
 from tailwise.simulator.scenarios import Scenario, describe_load
 
 
@@ -69,8 +69,9 @@ def write_scenario_report(out: Path, scen: Scenario, runs: dict[str, SimResult],
                     else f"**not** within the {after} window(s) after the shift."))
     # columns with no value in any window (the short class of a trace with its own
     # class labels) are left out of the table; results.json keeps them
-    cols = [c for c in (rows[0] if rows else {})
-            if c != "window" and any(r.get(c) is not None for r in rows)]
+    cols = [c for c in (rows[0] if rows else {}) if c != "window"]
+    head, cells, _ = without_empty_columns(cols, [[format_cell(r[c]) for c in cols]
+                                                  for r in rows])
     sections = [
         Section(f"Scenario {scen.name}: {scen.description}",
                 ["policy", "P99 TTLT before (s)", "P99 TTLT after (s)", "mean TTLT before (s)",
@@ -79,8 +80,8 @@ def write_scenario_report(out: Path, scen: Scenario, runs: dict[str, SimResult],
                   format_optional(p["mean_ttlt_before"]), format_optional(p["mean_ttlt_after"])]
                  for n, p in phases.items()], note=note),
         *extra_sections,
-        Section(f"Timeline ({opts.window_s:g}-s windows of arrival time)", cols,
-                [[format_cell(r[c]) for c in cols] for r in rows], images=images),
+        Section(f"Timeline ({opts.window_s:g}-s windows of arrival time)", head, cells,
+                images=images),
     ]
     path = write_report(out, make_runs(runs, cfg), context, cfg, window_s=opts.window_s,
                         plots=opts.plots, sections=sections)
