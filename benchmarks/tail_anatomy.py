@@ -9,12 +9,19 @@ victims or long decodes.
 
     python benchmarks/tail_anatomy.py --workload azure-conv [--off queue_floor,prefix_rekey]
     python benchmarks/tail_anatomy.py --variant bursty-kv-16k   # a held-out shape
+    python benchmarks/tail_anatomy.py --scenario reasoning-longdoc-chat --seed 3 \
+        --phase "bursty reasoning"                              # one phase of a shift
 
-``--variant`` takes a workload of ``benchmarks/heldout_shapes.py``. Below the table, each
-policy's mean TTFT by arrival octile shows whether arrivals wait more as the run goes on
-(an envelope collapsing into FCFS under sustained overload), and for each tailwise arm
-the envelope in force through the run: ``T``, FCFS's drain time ``D₇₅``, ``E``, and how
-many waiting requests are demoted victims.
+``--variant`` takes a workload of ``benchmarks/heldout_shapes.py``. ``--scenario`` runs a
+shift scenario (the engine, step model and phase lengths of
+``benchmarks/online_targets.py``) and adds Kairos at its defaults to the arms; with
+``--phase`` the tail and the SLO misses are those of the requests arriving in that phase
+(the whole run is still simulated, so a phase's backlog carries into the next). Below the
+table, the SLO misses split by whether the request was preempted; each policy's mean
+TTFT by arrival octile shows whether arrivals wait more as the run goes on (an envelope
+collapsing into FCFS under sustained overload); and for each tailwise arm the envelope in
+force through the run: ``T``, FCFS's drain time ``D₇₅``, ``E``, and how many waiting
+requests are demoted victims.
 """
 
 from __future__ import annotations
@@ -28,12 +35,15 @@ import numpy as np
 
 from tailwise.lab.bench import VariantError, regime_switches
 from tailwise.records.requests import RequestRecords
+from tailwise.records.summary import MetricsConfig, per_request
+from tailwise.records.trace import TraceError
 from tailwise.scorer.policy import Mode, Policy, RegimeParams
-from tailwise.scorer.registry import build_scheduler
+from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.scorer.tailwise import TailwisePolicy
-from tailwise.simulator.engine import Simulator
+from tailwise.simulator.engine import EngineConfig, Simulator
+from tailwise.simulator.scenarios import SHIFT_ENGINE, SHIFT_SCENARIOS, build_shift
 from tailwise.simulator.suite import build
 
 
@@ -47,6 +57,18 @@ def describe(name: str, r: RequestRecords) -> None:
           f"{np.median(r.output[tail]):,.0f} ({np.median(r.output):,.0f}) | "
           f"{np.nanmedian(queue[tail]):.1f} ({np.nanpercentile(queue, 99):.1f}) | "
           f"{np.nanmedian(decode[tail]):.1f} | {(r.preemptions[tail] > 0).mean():.2f} |")
+
+
+def slo_misses(r: RequestRecords, cfg: MetricsConfig) -> tuple[float, int, int]:
+    """(SLO attainment of the finished requests, misses among them that were preempted,
+    misses never preempted): a miss after a preemption is a victim's wait, one without
+    a wait for the first token (or a slow decode)."""
+    pr = per_request(r, cfg)
+    miss = pr.done & ~pr.slo_ok
+    pre = miss & (r.preemptions > 0)
+    done = int(pr.done.sum())
+    return (float(pr.slo_ok[pr.done].mean()) if done else float("nan"),
+            int(pre.sum()), int((miss & ~pre).sum()))
 
 
 def by_octile(r: RequestRecords) -> list[float]:
@@ -81,22 +103,60 @@ def main() -> None:
     ap.add_argument("--workload", default="azure-conv")
     ap.add_argument("--variant", default=None,
                     help="a held-out variant of benchmarks/heldout_shapes.py instead")
+    ap.add_argument("--scenario", default=None,
+                    help=f"a shift scenario instead ({', '.join(SHIFT_SCENARIOS)})")
+    ap.add_argument("--seed", type=int, default=0, help="the scenario's seed")
+    ap.add_argument("--phase-s", type=float, default=120.0,
+                    help="engine seconds per scenario phase")
+    ap.add_argument("--requests", type=int, default=600, help="scenario probe size")
+    ap.add_argument("--phase", default=None,
+                    help="only the requests arriving in this phase of the scenario (its name)")
     ap.add_argument("--off", default="", help="regime switches to turn off, comma-separated")
     args = ap.parse_args()
     try:
         off = regime_switches(args.off)
     except VariantError as exc:
         raise SystemExit(str(exc)) from None
-    if args.variant is not None:
+    if (args.variant is not None) + (args.scenario is not None) > 1:
+        raise SystemExit("--variant and --scenario are alternatives: give one")
+    if args.scenario is None and args.phase is not None:
+        raise SystemExit("--phase needs --scenario")
+    arms = {"fcfs": Policy(), "tailwise": Policy(mode=Mode.TAILWISE)}
+    metrics, keep, every = MetricsConfig(), None, None
+    engine: EngineConfig
+    if args.scenario is not None:
+        if args.scenario not in SHIFT_SCENARIOS:
+            raise SystemExit(f"unknown scenario {args.scenario!r}; choose from: "
+                             f"{', '.join(SHIFT_SCENARIOS)}")
+        try:
+            sc = build_shift(args.scenario, H100_LLAMA3_8B, requests=args.requests,
+                             seed=args.seed, phase_s=args.phase_s)
+        except (TraceError, ValueError) as exc:
+            raise SystemExit(str(exc)) from None
+        trace, engine, metrics = sc.trace, sc.engine or SHIFT_ENGINE, sc.metrics
+        kairos = default_policy("kairos")
+        assert kairos is not None
+        arms = {"fcfs": arms["fcfs"], "kairos": kairos, "tailwise": arms["tailwise"]}
+        args.workload = f"{args.scenario} seed {args.seed} ({sc.description})"
+        every = args.phase_s / 4
+        if args.phase is not None:
+            names = [p.name for p in sc.phases]
+            if args.phase not in names:
+                raise SystemExit(f"unknown phase {args.phase!r}; {args.scenario} has: "
+                                 f"{', '.join(names)}")
+            keep = np.flatnonzero(sc.phase_of(trace.arrival_s) == names.index(args.phase))
+            args.workload += f", requests arriving in its {args.phase} phase"
+    elif args.variant is not None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from heldout_shapes import variants
 
         (v,) = variants(args.variant)
         wl = build(v.workload, model=H100_LLAMA3_8B, seed=v.seed, scale=v.scale, **v.shape)
         args.workload = f"{v.name} ({wl.shape})"
+        trace, engine = wl.trace, wl.engine
     else:
         wl = build(args.workload, model=H100_LLAMA3_8B)
-    arms = {"fcfs": Policy(), "tailwise": Policy(mode=Mode.TAILWISE)}
+        trace, engine = wl.trace, wl.engine
     if off:
         arms[f"tailwise, {'/'.join(off)} off"] = Policy(
             mode=Mode.TAILWISE,
@@ -105,23 +165,32 @@ def main() -> None:
     print("| policy | mean TTFT s | P99 TTLT s | tail n | prompt | output | queued s "
           "(all p99) | decode s | preempted |")
     print("|---|---|---|---|---|---|---|---|---|")
-    octiles, timelines = {}, {}
+    octiles, timelines, slo = {}, {}, {}
     for name, pol in arms.items():
         sched = build_scheduler(pol)
         if isinstance(sched, TailwisePolicy):
-            timelines[name] = watch_envelope(sched, wl.trace.duration_s / 8)
-        sim = Simulator(wl.trace, sched, wl.engine, H100_LLAMA3_8B)
+            timelines[name] = watch_envelope(sched, every or trace.duration_s / 8)
+        sim = Simulator(trace, sched, engine, H100_LLAMA3_8B)
         rec = sim.run().records
+        if keep is not None:
+            rec = rec.subset(keep)
         describe(name, rec)
         octiles[name] = by_octile(rec)
+        slo[name] = slo_misses(rec, metrics)
+    print("\nSLO misses (TTFT and TPOT targets) of the finished requests\n")
+    print("| policy | SLO attainment | misses, preempted | misses, never preempted |")
+    print("|---|---|---|---|")
+    for name, (att, pre, never) in slo.items():
+        print(f"| {name} | {att:.1%} | {pre} | {never} |")
     print("\nmean TTFT (s) by arrival octile\n")
     print("| policy | " + " | ".join(f"{k}/8" for k in range(1, 9)) + " |")
     print("|---|" + "---|" * 8)
     for name, row in octiles.items():
         print(f"| {name} | " + " | ".join(f"{x:.1f}" for x in row) + " |")
     for name, rows in timelines.items():
-        print(f"\n{name}: the waiting envelope E in force, sampled every eighth of the "
-              "arrival span\n")
+        span = f"{every:.0f} engine s" if every else "eighth of the arrival span"
+        print(f"\n{name}: the waiting envelope E in force, sampled every {span} "
+              "(the whole run)\n")
         print("| engine s | T s | D75 s | E s | waiting | of them demoted victims |")
         print("|---|---|---|---|---|---|")
         for t, scale, d75, env, waiting, demoted in rows:

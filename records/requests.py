@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +32,26 @@ class RequestRecords:
     def head(self, n: int) -> RequestRecords:
         """The records of the first ``n`` requests (every per-request field cut)."""
         return replace(self, **{f.name: v[:n] for f in fields(self)
+                                if (v := getattr(self, f.name)) is not None})
+
+    def subset(self, idx: npt.NDArray[np.int64]) -> RequestRecords:
+        """The records of the requests at positions ``idx``, in that order (every
+        per-request field cut).
+
+        >>> import numpy as np
+        >>> from tailwise.records.trace import Trace
+        >>> t = Trace("t", np.array([0.0, 1.0, 2.0]), np.array([5, 6, 7]),
+        ...           np.array([1, 2, 3]), classes=["a", "b", "c"])
+        >>> r = RequestRecords.empty(t).subset(np.array([2, 0]))
+        >>> r.prompt.tolist(), r.classes
+        ([7, 5], ['c', 'a'])
+        """
+        pos = idx.tolist()
+
+        def cut(v: Any) -> Any:
+            return [v[i] for i in pos] if isinstance(v, list) else v[idx]
+
+        return replace(self, **{f.name: cut(v) for f in fields(self)
                                 if (v := getattr(self, f.name)) is not None})
 
     @classmethod

@@ -69,3 +69,37 @@ def test_ttft_by_arrival_octile() -> None:
     ttft = np.repeat(np.arange(8.0), 2)
     rec = SimpleNamespace(arrival=arrival, first_token=arrival + ttft)
     assert anatomy.by_octile(rec) == pytest.approx(list(np.arange(8.0)))
+
+
+def test_slo_misses_split_by_preemption() -> None:
+    from tailwise.records.requests import RequestRecords
+    from tailwise.records.summary import MetricsConfig
+    from tailwise.records.trace import Trace
+
+    anatomy = _load("tail_anatomy")
+    t = Trace("t", np.zeros(4), np.full(4, 10), np.full(4, 11))
+    r = RequestRecords.empty(t)
+    r.first_scheduled[:] = 0.0
+    # TTFT 1 s (met), 20 s (missed), 1 s with a slow decode (missed), unfinished
+    r.first_token[:] = [1.0, 20.0, 1.0, 1.0]
+    r.finish[:] = [1.5, 20.5, 30.0, np.nan]
+    r.preemptions[:] = [0, 0, 2, 0]
+    att, pre, never = anatomy.slo_misses(r, MetricsConfig(ttft_slo_s=8.0, tpot_slo_s=0.1))
+    assert (att, pre, never) == (pytest.approx(1 / 3), 1, 1)
+    # a subset keeps the per-request fields aligned
+    assert anatomy.slo_misses(r.subset(np.array([0, 3])), MetricsConfig())[1:] == (0, 0)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--scenario", "nope"], "unknown scenario 'nope'; choose from: code-reasoning-slo"),
+    (["--scenario", "slo-flip", "--phase", "storm"],
+     "unknown phase 'storm'; slo-flip has: batch-heavy, interactive flood, reasoning"),
+    (["--phase", "chat"], "--phase needs --scenario"),
+    (["--scenario", "slo-flip", "--variant", "bursty-kv-8k"], "alternatives"),
+])
+def test_scenario_arguments_are_checked(argv: list[str], message: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    anatomy = _load("tail_anatomy")
+    monkeypatch.setattr(sys, "argv", ["tail_anatomy.py", *argv])
+    with pytest.raises(SystemExit, match=message):
+        anatomy.main()
