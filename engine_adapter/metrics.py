@@ -20,6 +20,8 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from tailwise.scorer.interface import Envelope
+
 #: every series this module exports (as Prometheus exposes them; the dashboard test reads it)
 EXPORTED = (
     "vllm:tailwise_policy_version",
@@ -33,7 +35,16 @@ EXPORTED = (
     "vllm:tailwise_decision_seconds_bucket",
     "vllm:tailwise_decision_seconds_sum",
     "vllm:tailwise_decision_seconds_count",
+    "vllm:tailwise_waiting_envelope_seconds",
+    "vllm:tailwise_oldest_wait_seconds",
+    "vllm:tailwise_service_scale_seconds",
+    "vllm:tailwise_fcfs_drain_seconds",
+    "vllm:tailwise_demoted_waiting",
 )
+
+#: the envelope gauges are refreshed at most this often (engine seconds): a scrape every
+#: few seconds needs no more, and each set writes a multiprocess file
+ENVELOPE_EVERY_S = 1.0
 
 #: decision-time buckets: the adapter's own work per schedule() is micro- to milliseconds
 _BUCKETS = (2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
@@ -76,6 +87,28 @@ class _Series:
             "vllm:tailwise_decision_seconds",
             "Time the adapter adds to one schedule() call (policy read, ranking, bookkeeping)",
             buckets=_BUCKETS, **kw)
+        # the waiting envelope (NaN while the policy in force has none, e.g. stock vLLM)
+        self.envelope = Gauge(
+            "vllm:tailwise_waiting_envelope_seconds",
+            "Waiting bound in force: the oldest waiting request is served first once it has "
+            "waited this long (tailwise's E)", multiprocess_mode="mostrecent", **kw)
+        self.oldest_wait = Gauge(
+            "vllm:tailwise_oldest_wait_seconds",
+            "How long the longest-waiting request has waited, counted as the bound counts it "
+            "(from arrival, or a demoted victim's preemption); 0 when nothing waits",
+            multiprocess_mode="mostrecent", **kw)
+        self.service_scale = Gauge(
+            "vllm:tailwise_service_scale_seconds",
+            "tailwise's measured service time T (p90 first-to-last-token time, re-queue "
+            "waits left out)", multiprocess_mode="mostrecent", **kw)
+        self.drain = Gauge(
+            "vllm:tailwise_fcfs_drain_seconds",
+            "tailwise's measured FCFS drain time D75 (the wait FCFS's own queue would impose)",
+            multiprocess_mode="mostrecent", **kw)
+        self.demoted = Gauge(
+            "vllm:tailwise_demoted_waiting",
+            "Preempted requests waiting behind the arrivals they made room for (tailwise)",
+            multiprocess_mode="mostrecent", **kw)
 
 
 class AdapterMetrics:
@@ -99,6 +132,22 @@ class AdapterMetrics:
         self.reconnects = series.reconnects.labels(**labels)
         self.connected = series.connected.labels(**labels)
         self.decision = series.decision.labels(**labels)
+        self._envelope = tuple(g.labels(**labels) for g in (
+            series.envelope, series.oldest_wait, series.service_scale, series.drain,
+            series.demoted))
+
+    def observe_envelope(self, env: Envelope | None) -> None:
+        """Set the envelope gauges from the policy in force (NaN where it has no such
+        figure: no envelope, or a scale not yet measured)."""
+        nan = float("nan")
+        if env is None:
+            values = (nan, nan, nan, nan, nan)
+        else:
+            values = (env.bound_s, env.oldest_wait_s or 0.0,
+                      nan if env.service_scale_s is None else env.service_scale_s,
+                      nan if env.drain_s is None else env.drain_s, float(env.demoted_waiting))
+        for gauge, value in zip(self._envelope, values, strict=True):
+            gauge.set(value)
 
     def fallback(self, reason: str) -> None:
         self._series.fallbacks.labels(reason=reason, **self._labels).inc()

@@ -52,6 +52,7 @@ by stock behaviour (fail-static); the engine never crashes or blocks because of 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -68,7 +69,11 @@ from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.request import Request, RequestStatus
 
 from tailwise.engine_adapter.config import TailwiseConfig
-from tailwise.engine_adapter.metrics import AdapterMetrics, multiprocess_enabled
+from tailwise.engine_adapter.metrics import (
+    ENVELOPE_EVERY_S,
+    AdapterMetrics,
+    multiprocess_enabled,
+)
 from tailwise.engine_adapter.policy_queue import PolicyRequestQueue
 from tailwise.engine_adapter.wiring import make_policy_source, make_telemetry_sink
 from tailwise.scorer.hooks import NullSink, PolicySource, StepStats, TelemetrySink
@@ -430,10 +435,27 @@ class TailwiseSchedulerMixin(_Base):
             out = self._tw_schedule_active(sched, now, throttle_prefills)
         self._tw_observe(out, now, sched)
         if self._tw_metrics is not None:
+            if not now - self._tw_envelope_at < ENVELOPE_EVERY_S:  # also after a clock reset
+                self._tw_envelope_at = now
+                self._tw_report_envelope(self._tw_metrics, self._tw_sched, now)
             self._tw_metrics.decision.observe(time.perf_counter() - started - self._tw_inner_s)
         return out
 
     _tw_inner_s = 0.0
+    _tw_envelope_at = -math.inf
+
+    def _tw_report_envelope(self, metrics: AdapterMetrics, sched: QueueDiscipline | None,
+                            now: float) -> None:
+        """The waiting envelope gauges, from the policy in force (a policy that fails to
+        report degrades like any policy error)."""
+        env = None
+        if sched is not None:
+            try:
+                env = sched.envelope(now)
+            except Exception as exc:
+                self._tw_hook_error(exc)
+                env = None
+        metrics.observe_envelope(env)
 
     def _tw_stock_schedule(self, throttle_prefills: bool) -> SchedulerOutput:
         """vLLM's own ``schedule()``, timed so that decision time excludes it."""

@@ -34,12 +34,31 @@ import heapq
 from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tailwise.scorer.request import ReqInfo
 
 #: read-only prefix-cache lookup: prompt tokens of ``req`` a lookup would hit now
 PrefixProbe = Callable[[ReqInfo], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A queue's waiting envelope as it stands (engine seconds), for operators' gauges.
+
+    ``bound_s``: the oldest waiting request is served first once it has waited this long
+    (tailwise's ``E``, a boost policy's ``safety.aging_s``). ``oldest_wait_s``: how long
+    the longest-waiting request has waited, counted as the bound counts it (from its
+    arrival, or a demoted victim's preemption); ``None`` when nothing waits. tailwise adds
+    the scales the bound is computed from (``None`` until measured) and how many waiting
+    requests are demoted victims."""
+
+    bound_s: float
+    oldest_wait_s: float | None
+    service_scale_s: float | None = None
+    drain_s: float | None = None
+    demoted_waiting: int = 0
 
 
 class QueueDiscipline(ABC):
@@ -124,6 +143,12 @@ class QueueDiscipline(ABC):
         Admission pacing (tailwise) says no when admitting would leave too little room
         for the running requests' growth."""
         return True
+
+    def envelope(self, now: float) -> Envelope | None:
+        """The waiting envelope in force at ``now``; ``None`` for a queue without one
+        (FCFS, Kairos, EWSJF, the baselines). Read-only but for dropping stale heap
+        entries; O(1) amortised."""
+        return None
 
     def carry_over(self, old: QueueDiscipline) -> None:
         """Called by an engine when this queue replaces ``old`` on a policy swap, before
@@ -287,6 +312,13 @@ class KeyedQueue(LazyHeapQueue):
         ):
             return oldest
         return best
+
+    def envelope(self, now: float) -> Envelope | None:
+        if self.aging_s is None:
+            return None
+        oldest = self._top(self._fifo)
+        return Envelope(self.aging_s,
+                        None if oldest is None else max(now - self.wait_origin(oldest), 0.0))
 
     def pop(self, now: float) -> ReqInfo:
         req = self.peek(now)

@@ -135,7 +135,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from tailwise.scorer.boost import BoostPolicy, boost
-from tailwise.scorer.interface import QueueDiscipline
+from tailwise.scorer.interface import Envelope, QueueDiscipline
 from tailwise.scorer.kairos import slack_decode_cap
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.request import ReqInfo
@@ -285,6 +285,15 @@ class TailwisePolicy(BoostPolicy):
         self.aging_s = aging
         self._queue_floor()
         self._set_horizon()
+
+    def envelope(self, now: float) -> Envelope | None:
+        """``E`` and the oldest wait, with ``T``, ``D₇₅`` and the demoted victims waiting."""
+        env = super().envelope(now)
+        if env is None:
+            return None
+        return Envelope(env.bound_s, env.oldest_wait_s,
+                        self.service_scale if self.service_scale > 0 else None,
+                        self._drain_raise, len(self._demoted))
 
     def drain_upper(self) -> float | None:
         """``D₇₅``, the upper quartile of FCFS's recent drain times (``None``: not yet)."""

@@ -487,3 +487,36 @@ def test_a_swap_keeps_what_was_measured_and_recomputes_the_envelope_with_new_par
     # 2·T = 20 s is below the 30 s floor), not the old value
     assert old.envelope_s() <= 30.0
     assert new.envelope_s() == pytest.approx(40.0)
+
+
+def test_the_envelope_report_counts_a_victims_wait_from_its_preemption() -> None:
+    """What the adapter's gauges read: E, the oldest wait as the envelope counts it, T,
+    D₇₅ (not measured here) and the demoted victims waiting."""
+    sched = tailwise()
+    env0 = sched.envelope(0.0)
+    assert env0 is not None and env0.oldest_wait_s is None and env0.service_scale_s is None
+    assert env0.bound_s == Policy().safety.aging_s  # before T is measured
+    finish_history(sched, HEAVY, service_s=10.0)
+    old, _ = running(now=100.0)
+    sched.on_preempt(old, 100.0)
+    old.num_computed_tokens = 0
+    sched.requeue(old, 100.0)
+    sched.add(ReqInfo("fresh", 95.0, 500), 95.0)  # arrived before the preemption
+    env = sched.envelope(104.0)
+    assert env is not None
+    assert (env.bound_s, env.service_scale_s, env.drain_s) == (sched.envelope_s(), 10.0, None)
+    assert env.oldest_wait_s == pytest.approx(9.0)  # the arrival at 95 s, not the victim
+    assert env.demoted_waiting == 1
+    fresh = sched.pop(104.0)
+    assert fresh.request_id == "fresh"
+    sched.on_admit(fresh, 104.0)
+    env = sched.envelope(104.0)
+    assert env is not None and env.oldest_wait_s == pytest.approx(4.0)  # since 100 s
+    sched.on_admit(sched.pop(104.0), 104.0)
+    env = sched.envelope(104.0)
+    assert env is not None and (env.oldest_wait_s, env.demoted_waiting) == (None, 0)
+
+
+def test_queues_without_an_envelope_report_none() -> None:
+    for mode in (Mode.FCFS, Mode.KAIROS, Mode.EWSJF):
+        assert build_scheduler(Policy(mode=mode)).envelope(0.0) is None

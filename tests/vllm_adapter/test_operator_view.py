@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import logging
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,38 @@ def test_policy_in_force_is_logged_in_vllms_log_and_exported(make_scheduler: Any
 
 
 @needs_vllm
+def test_the_waiting_envelope_is_exported_once_a_second(make_scheduler: Any) -> None:
+    """The bound an operator reads: E, the oldest wait, T, D75 and the demoted victims,
+    set after a step and refreshed at most once per engine second; NaN without one."""
+    _skip_without_vllm()
+    from tests.vllm_adapter.conftest import make_request
+
+    clock = [100.0]
+    source = _Source(Policy(mode=Mode.TAILWISE, version=3, source=Source.LEARNED))
+    sched = make_scheduler("tailwise", policy_source=source, clock=lambda: clock[0])
+    labels = {"model_name": sched.vllm_config.model_config.served_model_name, "engine": "0"}
+
+    def gauge(name: str) -> float | None:
+        return REGISTRY.get_sample_value(f"vllm:tailwise_{name}", labels)
+
+    sched.schedule()
+    assert gauge("waiting_envelope_seconds") == Policy().safety.aging_s  # T not measured
+    assert gauge("oldest_wait_seconds") == 0.0
+    assert gauge("demoted_waiting") == 0.0
+    assert math.isnan(gauge("service_scale_seconds") or 0.0)
+    assert math.isnan(gauge("fcfs_drain_seconds") or 0.0)
+
+    source.policy = Policy(mode=Mode.FCFS, version=4, source=Source.LEARNED)
+    clock[0] = 100.5
+    sched.schedule()  # within the second: not refreshed yet
+    assert gauge("waiting_envelope_seconds") == Policy().safety.aging_s
+    clock[0] = 101.5
+    sched.add_request(make_request("r0", 8, arrival_time=101.5))
+    sched.schedule()  # stock order now: no envelope
+    assert math.isnan(gauge("waiting_envelope_seconds") or 0.0)
+
+
+@needs_vllm
 def test_policy_build_failure_is_a_counted_fallback(make_scheduler: Any, vllm_log: _Records) -> None:
     _skip_without_vllm()
 
@@ -144,6 +177,26 @@ def test_client_counts_feed_the_adapter_series() -> None:
     assert registry.get_sample_value("vllm:tailwise_policy_acks_total", labels) == 2
     m.on_client_count({"connected": False})
     assert registry.get_sample_value("vllm:tailwise_sidecar_connected", labels) == 0
+
+
+def test_envelope_gauges_read_the_report_and_nan_without_one() -> None:
+    from tailwise.scorer.interface import Envelope
+
+    registry = CollectorRegistry()
+    m = AdapterMetrics("tiny", registry=registry)
+    labels = {"model_name": "tiny", "engine": "0"}
+
+    def gauge(name: str) -> float | None:
+        return registry.get_sample_value(f"vllm:tailwise_{name}", labels)
+
+    m.observe_envelope(Envelope(90.0, 12.5, 45.0, None, 3))
+    assert (gauge("waiting_envelope_seconds"), gauge("oldest_wait_seconds"),
+            gauge("service_scale_seconds"), gauge("demoted_waiting")) == (90.0, 12.5, 45.0, 3.0)
+    assert math.isnan(gauge("fcfs_drain_seconds") or 0.0)
+    m.observe_envelope(None)
+    assert all(math.isnan(gauge(n) or 0.0) for n in (
+        "waiting_envelope_seconds", "oldest_wait_seconds", "service_scale_seconds",
+        "fcfs_drain_seconds", "demoted_waiting"))
 
 
 def test_vllm_cpu_metadata_is_answered_as_vllm_plus_cpu(tmp_path: Path) -> None:

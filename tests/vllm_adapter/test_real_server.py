@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
@@ -254,6 +255,10 @@ def test_tailwise_with_sidecar(server_python: str, model_dir: Path, tmp_path: Pa
         assert ev_after["errors"] == []
         decisions = metric_value(srv.metrics(), "vllm:tailwise_decision_seconds_count")
         assert decisions is not None and decisions > 0
+        # the waiting envelope's gauges reach /metrics from the engine process too (the
+        # EWSJF policy in force has no envelope: NaN, not absent)
+        envelope = metric_value(srv.metrics(), "vllm:tailwise_waiting_envelope_seconds")
+        assert envelope is not None and math.isnan(envelope)
         evidence["tailwise"] = ev
         evidence["sidecar_killed"] = ev_kill
         evidence["after_restart"] = {
