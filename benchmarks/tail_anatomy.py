@@ -20,8 +20,9 @@ shift scenario (the engine, step model and phase lengths of
 table, the SLO misses split by whether the request was preempted; each policy's mean
 TTFT by arrival octile shows whether arrivals wait more as the run goes on (an envelope
 collapsing into FCFS under sustained overload); and for each tailwise arm the envelope in
-force through the run: ``T``, FCFS's drain time ``D₇₅``, ``E``, and how many waiting
-requests are demoted victims.
+force through the run, as ``QueueDiscipline.envelope`` reports it to the adapter's gauges:
+``T``, FCFS's drain time ``D₇₅``, ``E``, the longest wait (counted as ``E`` counts it), and
+how many waiting requests are demoted victims.
 """
 
 from __future__ import annotations
@@ -81,17 +82,19 @@ def by_octile(r: RequestRecords) -> list[float]:
 
 
 def watch_envelope(sched: TailwisePolicy, every_s: float
-                   ) -> list[tuple[float, float, float | None, float, int, int]]:
-    """Samples of (engine time, T, D₇₅, E, waiting requests, demoted victims among them)
-    taken as the engine asks ``sched`` for its next request, at most one per ``every_s``."""
-    rows: list[tuple[float, float, float | None, float, int, int]] = []
+                   ) -> list[tuple[float, float, float | None, float, float, int, int]]:
+    """Samples of (engine time, T, D₇₅, E, the longest wait, waiting requests, demoted
+    victims among them) taken as the engine asks ``sched`` for its next request, at most
+    one per ``every_s``."""
+    rows: list[tuple[float, float, float | None, float, float, int, int]] = []
     peek = sched.peek
 
     def sampled(now: float) -> ReqInfo | None:
         if not rows or now - rows[-1][0] >= every_s:
-            waiting = list(sched.waiting())
-            rows.append((now, sched.service_scale, sched.drain_upper(), sched.envelope_s(),
-                         len(waiting), sum(1 for r in waiting if sched.is_demoted(r))))
+            env = sched.envelope(now)  # what the adapter's gauges read
+            assert env is not None
+            rows.append((now, env.service_scale_s or 0.0, env.drain_s, env.bound_s,
+                         env.oldest_wait_s or 0.0, len(sched), env.demoted_waiting))
         return peek(now)
 
     sched.peek = sampled  # type: ignore[method-assign]
@@ -191,11 +194,13 @@ def main() -> None:
         span = f"{every:.0f} engine s" if every else "eighth of the arrival span"
         print(f"\n{name}: the waiting envelope E in force, sampled every {span} "
               "(the whole run)\n")
-        print("| engine s | T s | D75 s | E s | waiting | of them demoted victims |")
-        print("|---|---|---|---|---|---|")
-        for t, scale, d75, env, waiting, demoted in rows:
+        print("| engine s | T s | D75 s | E s | longest wait s | waiting | of them demoted "
+              "victims |")
+        print("|---|---|---|---|---|---|---|")
+        for t, scale, d75, env, oldest, waiting, demoted in rows:
             d = "–" if d75 is None else f"{d75:.1f}"
-            print(f"| {t:.0f} | {scale:.1f} | {d} | {env:.1f} | {waiting} | {demoted} |")
+            print(f"| {t:.0f} | {scale:.1f} | {d} | {env:.1f} | {oldest:.1f} | {waiting} | "
+                  f"{demoted} |")
 
 
 if __name__ == "__main__":

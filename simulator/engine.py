@@ -251,6 +251,10 @@ class Simulator:
         self.ts_kv: list[float] = []
         self.ts_wait: list[float] = []
         self.ts_run: list[float] = []
+        #: the policy's waiting envelope (QueueDiscipline.envelope): E and the oldest wait,
+        #: NaN while the policy in force has none (the adapter's gauges, sampled here)
+        self.ts_env: list[float] = []
+        self.ts_oldest: list[float] = []
         self._last_sample = -math.inf
         self._policy_obj: Policy | None = None
         self._swap: PolicySwap[QueueDiscipline] = PolicySwap(self._build)
@@ -340,7 +344,9 @@ class Simulator:
             trace=self.trace, config=self.cfg, model=self.model, policy_name=self.policy.name,
             records=self.records,
             timeseries={"t": np.asarray(self.ts_t), "kv_usage": np.asarray(self.ts_kv),
-                        "waiting": np.asarray(self.ts_wait), "running": np.asarray(self.ts_run)},
+                        "waiting": np.asarray(self.ts_wait), "running": np.asarray(self.ts_run),
+                        "envelope_s": np.asarray(self.ts_env),
+                        "oldest_wait_s": np.asarray(self.ts_oldest)},
             counters={**self.counters, **{f"policy.{k}": v for k, v in
                                           (self._old_counters + self.policy.counters).items()}},
             end_time=self.now, wall_s=time.perf_counter() - t0,
@@ -899,6 +905,9 @@ class Simulator:
             self.ts_kv.append(self.kv.used / self.kv.total)
             self.ts_wait.append(float(self.n_waiting))
             self.ts_run.append(float(len(self.running)))
+            env = self.policy.envelope(self.now)
+            self.ts_env.append(math.nan if env is None else env.bound_s)
+            self.ts_oldest.append(math.nan if env is None else env.oldest_wait_s or 0.0)
 
     # ---------------------------------------------------------------- event skipping
     def _valid_fin_top(self) -> int | None:

@@ -8,7 +8,8 @@
 * ``report.md`` and ``report.html`` — the comparison table with each policy's ratio to
   FCFS and to oracle SRPT (when they were run), and the plots,
 * ``ttlt_cdf.png`` (latency CDFs per class), ``p99_windows.png`` (P99 TTLT per time
-  window), ``kv_queue.png`` (KV usage and waiting queue over time).
+  window), ``kv_queue.png`` (KV usage and waiting queue over time), ``envelope.png``
+  (the waiting envelope and the longest wait over time, for policies that have one).
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ FIGURE_TITLES = {
     "ttlt_cdf.png": "End-to-end latency (TTLT) distribution per request class",
     "p99_windows.png": "P99 end-to-end latency per 60 s window of arrivals",
     "kv_queue.png": "KV-cache usage and waiting requests over time",
+    "envelope.png": "Waiting envelope E and the longest wait over time",
 }
 
 
@@ -304,6 +306,31 @@ def plot_all(out: Path, runs: list[Run], cfg: MetricsConfig, window_s: float,
     fig.savefig(out / "kv_queue.png", dpi=110)
     plt.close(fig)
     files.append("kv_queue.png")
+
+    # the waiting bound of the policies that have one (what the adapter's gauges show)
+    enveloped = [(i, r) for i, r in enumerate(runs)
+                 if np.isfinite(r.result.timeseries.get("envelope_s", np.zeros(0))).any()]
+    if enveloped:
+        fig, (e1, e2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+        for i, r in enveloped:
+            ts = r.result.timeseries
+            style = LINESTYLES[i % len(LINESTYLES)]
+            e1.plot(ts["t"], ts["envelope_s"], lw=1.0, label=r.name, linestyle=style,
+                    color=f"C{i % 10}")
+            e2.plot(ts["t"], ts["oldest_wait_s"], lw=0.8, label=r.name, linestyle=style,
+                    color=f"C{i % 10}")
+        e1.set_ylabel("envelope E (s)")
+        e2.set_ylabel("longest wait (s)")
+        e2.set_xlabel(time_label)
+        e1.set_title("Waiting envelope E (a request that has waited E is served before later "
+                     "arrivals) and the longest wait", fontsize=9)
+        for a in (e1, e2):
+            a.grid(alpha=0.3)
+        e1.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "envelope.png", dpi=110)
+        plt.close(fig)
+        files.append("envelope.png")
     return files
 
 

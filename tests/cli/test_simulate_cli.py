@@ -36,6 +36,36 @@ def test_simulate_writes_report_with_table_and_plots(tmp_path: Path) -> None:
     assert "÷ srpt-oracle" in md and "(ttlt_cdf.png)" in md
     assert "short TTFT mean" in md and "Left out" not in md  # the classes exist here
     assert "### End-to-end latency (TTLT) distribution per request class" in md
+    # no policy here has a waiting envelope: no envelope figure
+    assert not (out / "envelope.png").exists() and "envelope.png" not in md
+
+
+def test_the_report_plots_the_waiting_envelope_of_the_policies_that_have_one(
+        tmp_path: Path) -> None:
+    from tailwise.scorer.registry import build_scheduler, default_policy
+    from tailwise.scorer.step_time import H100_LLAMA3_8B
+    from tailwise.simulator.engine import EngineConfig, simulate
+    from tailwise.simulator.traces import load_trace
+
+    trace = load_trace("azure-code").head(300)
+    got = {}
+    for name in ("fcfs", "tailwise"):
+        policy = default_policy(name)
+        assert policy is not None
+        res = simulate(trace, build_scheduler(policy), EngineConfig(), H100_LLAMA3_8B)
+        got[name] = res.timeseries
+    assert len(got["fcfs"]["envelope_s"]) == len(got["fcfs"]["t"]) > 1
+    assert all(v != v for v in got["fcfs"]["envelope_s"])  # NaN: FCFS has none
+    env, oldest = got["tailwise"]["envelope_s"], got["tailwise"]["oldest_wait_s"]
+    assert env[0] == 240.0 and (env > 0).all() and (oldest >= 0).all()
+    assert env.min() < 240.0  # E follows the measured service time once it is known
+
+    out = tmp_path / "rep"
+    res = runner.invoke(app, ["simulate", "--trace", "azure-code", "--head", "300",
+                              "--policy", "fcfs,tailwise", "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert (out / "envelope.png").stat().st_size > 0
+    assert "### Waiting envelope E and the longest wait over time" in (out / "report.md").read_text()
 
 
 def test_unknown_policy_is_a_clear_error(tmp_path: Path) -> None:
