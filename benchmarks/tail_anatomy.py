@@ -164,7 +164,8 @@ def main() -> None:
         arms[f"tailwise, {'/'.join(off)} off"] = Policy(
             mode=Mode.TAILWISE,
             regime=dataclasses.replace(RegimeParams(), **dict.fromkeys(off, False)))
-    print(f"{args.workload}: the P99 TTLT tail (medians; the whole workload's in brackets)\n")
+    whole = "the phase's" if keep is not None else "the whole workload's"
+    print(f"{args.workload}: the P99 TTLT tail (medians; {whole} in brackets)\n")
     print("| policy | mean TTFT s | P99 TTLT s | tail n | prompt | output | queued s "
           "(all p99) | decode s | preempted |")
     print("|---|---|---|---|---|---|---|---|---|")

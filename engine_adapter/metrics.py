@@ -94,16 +94,20 @@ class _Series:
             "waited this long (tailwise's E)", multiprocess_mode="mostrecent", **kw)
         self.oldest_wait = Gauge(
             "vllm:tailwise_oldest_wait_seconds",
-            "How long the longest-waiting request has waited, counted as the bound counts it "
-            "(from arrival, or a demoted victim's preemption); 0 when nothing waits",
+            "How long the longest-waiting request has waited, counted as the bound counts it: "
+            "from its arrival (a preempted request that was not demoted keeps its arrival, "
+            "so this includes the time it ran) or a demoted victim's preemption; 0 when "
+            "nothing waits",
             multiprocess_mode="mostrecent", **kw)
         self.service_scale = Gauge(
             "vllm:tailwise_service_scale_seconds",
-            "tailwise's measured service time T (p90 first-to-last-token time, re-queue "
-            "waits left out)", multiprocess_mode="mostrecent", **kw)
+            "tailwise's measured service time T (the regime's scale_quantile of recent "
+            "first-to-last-token times, re-queue waits left out)",
+            multiprocess_mode="mostrecent", **kw)
         self.drain = Gauge(
             "vllm:tailwise_fcfs_drain_seconds",
-            "tailwise's measured FCFS drain time D75 (the wait FCFS's own queue would impose)",
+            "tailwise's measured FCFS drain time D75 (upper quartile of the waits FCFS's own "
+            "queue would impose)",
             multiprocess_mode="mostrecent", **kw)
         self.demoted = Gauge(
             "vllm:tailwise_demoted_waiting",

@@ -435,26 +435,38 @@ class TailwiseSchedulerMixin(_Base):
             out = self._tw_schedule_active(sched, now, throttle_prefills)
         self._tw_observe(out, now, sched)
         if self._tw_metrics is not None:
-            if not now - self._tw_envelope_at < ENVELOPE_EVERY_S:  # also after a clock reset
-                self._tw_envelope_at = now
-                self._tw_report_envelope(self._tw_metrics, self._tw_sched, now)
+            self._tw_envelope_gauges(now)
             self._tw_metrics.decision.observe(time.perf_counter() - started - self._tw_inner_s)
         return out
 
     _tw_inner_s = 0.0
     _tw_envelope_at = -math.inf
+    #: the last envelope report saw requests waiting
+    _tw_envelope_waiting = False
 
-    def _tw_report_envelope(self, metrics: AdapterMetrics, sched: QueueDiscipline | None,
-                            now: float) -> None:
-        """The waiting envelope gauges, from the policy in force (a policy that fails to
-        report degrades like any policy error)."""
-        env = None
+    def _tw_envelope_gauges(self, now: float) -> None:
+        """Set the waiting envelope's gauges from the policy in force, at most once per
+        ``ENVELOPE_EVERY_S`` of the engine clock (again at once if the clock went back),
+        and at once when the waiting queue has emptied since the last report: vLLM stops
+        stepping when nothing is left, and the gauges must not keep an old wait. A policy
+        that cannot report is counted (``envelope_errors``) and its gauges read NaN; it
+        keeps scheduling."""
+        metrics = self._tw_metrics
+        if metrics is None:
+            return
+        waiting = len(self.waiting) > 0
+        due = not 0.0 <= now - self._tw_envelope_at < ENVELOPE_EVERY_S
+        if not (due or (self._tw_envelope_waiting and not waiting)):
+            return
+        self._tw_envelope_at, self._tw_envelope_waiting = now, waiting
+        env, sched = None, self._tw_sched
         if sched is not None:
             try:
                 env = sched.envelope(now)
             except Exception as exc:
-                self._tw_hook_error(exc)
-                env = None
+                self._tw_fallback("envelope_errors")
+                self._tw_log_once("envelope", "tailwise: the policy's waiting envelope cannot "
+                                  "be read (%r); its gauges read NaN", exc)
         metrics.observe_envelope(env)
 
     def _tw_stock_schedule(self, throttle_prefills: bool) -> SchedulerOutput:
@@ -797,6 +809,7 @@ class TailwiseSchedulerMixin(_Base):
                     self._tw_finished(req, entry[1], now, sched, ran)
         except Exception as exc:
             self._tw_hook_error(exc)
+        self._tw_envelope_gauges(now)  # aborts can empty the queue with no step to follow
         return finished
 
 

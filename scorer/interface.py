@@ -48,11 +48,12 @@ class Envelope:
     """A queue's waiting envelope as it stands (engine seconds), for operators' gauges.
 
     ``bound_s``: the oldest waiting request is served first once it has waited this long
-    (tailwise's ``E``, a boost policy's ``safety.aging_s``). ``oldest_wait_s``: how long
-    the longest-waiting request has waited, counted as the bound counts it (from its
-    arrival, or a demoted victim's preemption); ``None`` when nothing waits. tailwise adds
-    the scales the bound is computed from (``None`` until measured) and how many waiting
-    requests are demoted victims."""
+    (tailwise's ``E`` as of its last scheduling round, a boost policy's
+    ``safety.aging_s``). ``oldest_wait_s``: how long the longest-waiting request has
+    waited, counted as the bound counts it: from its arrival (a preempted request that was
+    not demoted keeps its arrival, so this includes the time it ran) or a demoted victim's
+    preemption; ``None`` when nothing waits. tailwise adds the scales the bound is computed
+    from (``None`` until measured) and how many waiting requests are demoted victims."""
 
     bound_s: float
     oldest_wait_s: float | None

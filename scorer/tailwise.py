@@ -291,9 +291,10 @@ class TailwisePolicy(BoostPolicy):
         env = super().envelope(now)
         if env is None:
             return None
+        live = self._live  # a demoted request an engine holds elsewhere is not waiting here
         return Envelope(env.bound_s, env.oldest_wait_s,
                         self.service_scale if self.service_scale > 0 else None,
-                        self._drain_raise, len(self._demoted))
+                        self._drain_raise, sum(1 for r in self._demoted if r in live))
 
     def drain_upper(self) -> float | None:
         """``D₇₅``, the upper quartile of FCFS's recent drain times (``None``: not yet)."""
@@ -476,13 +477,16 @@ class TailwisePolicy(BoostPolicy):
         return req
 
     def remove(self, req: ReqInfo) -> bool:
-        if not super().remove(req):
-            return False
-        self._left(req)
+        removed = super().remove(req)
+        if removed:
+            self._left(req)
+        # also when it is not waiting here (popped, or held by the engine elsewhere): an
+        # aborted request leaves no per-request state behind
+        self._popped.pop(req, None)
         self._demoted.pop(req, None)
         self._requeue.pop(req, None)
         self._untrack_late(req)
-        return True
+        return removed
 
     def _left(self, req: ReqInfo) -> None:
         self._backlog_tokens -= self._uncached.pop(req, 0)

@@ -520,3 +520,29 @@ def test_the_envelope_report_counts_a_victims_wait_from_its_preemption() -> None
 def test_queues_without_an_envelope_report_none() -> None:
     for mode in (Mode.FCFS, Mode.KAIROS, Mode.EWSJF):
         assert build_scheduler(Policy(mode=mode)).envelope(0.0) is None
+
+
+def test_a_boost_policy_reports_its_fixed_aging_bound() -> None:
+    sched = build_scheduler(Policy(mode=Mode.BOOST))
+    sched.add(ReqInfo("a", 10.0, 100), 10.0)
+    env = sched.envelope(25.0)
+    assert env is not None
+    assert (env.bound_s, env.oldest_wait_s) == (Policy().safety.aging_s, 15.0)
+    assert (env.service_scale_s, env.drain_s, env.demoted_waiting) == (None, None, 0)
+
+
+def test_an_aborted_victim_the_engine_held_elsewhere_is_not_counted_nor_kept() -> None:
+    """vLLM can pop a victim and hold it outside the policy's queue (KV loading); if it
+    is aborted there, remove() still forgets it and the report never counts it."""
+    sched = tailwise()
+    finish_history(sched, HEAVY, service_s=10.0)
+    old, _ = running(now=100.0)
+    sched.on_preempt(old, 100.0)
+    sched.requeue(old, 100.0)
+    env = sched.envelope(100.0)
+    assert env is not None and env.demoted_waiting == 1
+    assert sched.pop(100.0) is old  # the engine takes it and holds it elsewhere
+    env = sched.envelope(100.0)
+    assert env is not None and env.demoted_waiting == 0  # not waiting here
+    assert sched.remove(old) is False  # aborted there: not live, still forgotten
+    assert not sched.is_demoted(old)

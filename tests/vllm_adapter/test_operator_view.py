@@ -120,6 +120,40 @@ def test_the_waiting_envelope_is_exported_once_a_second(make_scheduler: Any) -> 
 
 
 @needs_vllm
+def test_the_envelope_gauges_follow_the_clock_and_an_emptied_queue(make_scheduler: Any) -> None:
+    """The oldest wait in seconds of the adapter's clock; a clock that goes back refreshes
+    at once; an abort that empties the queue refreshes at once (vLLM stops stepping)."""
+    _skip_without_vllm()
+    from vllm.v1.request import RequestStatus
+
+    from tests.vllm_adapter.conftest import make_request
+
+    clock = [100.0]
+    source = _Source(Policy(mode=Mode.TAILWISE, version=3, source=Source.LEARNED))
+    sched = make_scheduler("tailwise", policy_source=source, clock=lambda: clock[0],
+                           max_num_seqs=1)
+    labels = {"model_name": sched.vllm_config.model_config.served_model_name, "engine": "0"}
+
+    def oldest() -> float | None:
+        return REGISTRY.get_sample_value("vllm:tailwise_oldest_wait_seconds", labels)
+
+    sched.add_request(make_request("a", 8, arrival_time=90.0))
+    sched.add_request(make_request("b", 8, arrival_time=95.0))
+    sched.schedule()  # "a" runs (one slot), "b" has waited 5 s
+    assert [r.request_id for r in sched.running] == ["a"]
+    assert oldest() == pytest.approx(5.0)
+    clock[0] = 100.5
+    sched.schedule()
+    assert oldest() == pytest.approx(5.0)  # within the second
+    clock[0] = 99.0  # the clock went back: refreshed at once
+    sched.schedule()
+    assert oldest() == pytest.approx(4.0)
+    clock[0] = 99.2
+    sched.finish_requests("b", RequestStatus.FINISHED_ABORTED)
+    assert oldest() == 0.0  # the queue emptied: refreshed without a step
+
+
+@needs_vllm
 def test_policy_build_failure_is_a_counted_fallback(make_scheduler: Any, vllm_log: _Records) -> None:
     _skip_without_vllm()
 
