@@ -243,7 +243,18 @@ def plot_all(out: Path, runs: list[Run], cfg: MetricsConfig, window_s: float,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    files = []
+    files: list[str] = []
+
+    def save(fig: Any, name: str, axes: Sequence[Any], legend: Any) -> None:
+        """Grid on ``axes``, the legend on ``legend``, written to ``out/name``."""
+        for a in axes:
+            a.grid(alpha=0.3)
+        legend.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+
     class_names = sorted({c for r in runs for c in r.summary["classes"]},
                          key=lambda c: (c != "short", c))
     fig, axes = plt.subplots(1, max(len(class_names), 1), figsize=(5.5 * max(len(class_names), 1), 4),
@@ -260,12 +271,7 @@ def plot_all(out: Path, runs: list[Run], cfg: MetricsConfig, window_s: float,
         ax.set_xlabel("TTLT (s, log)")
         ax.set_ylabel("CDF")
         ax.set_title(f"end-to-end latency, class {cname}")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "ttlt_cdf.png", dpi=110)
-    plt.close(fig)
-    files.append("ttlt_cdf.png")
+    save(fig, "ttlt_cdf.png", axes[0][:len(class_names)], axes[0][0])
 
     fig, ax = plt.subplots(figsize=(9, 4))
     for r in runs:
@@ -275,12 +281,7 @@ def plot_all(out: Path, runs: list[Run], cfg: MetricsConfig, window_s: float,
     ax.set_xlabel("arrival time (s)")
     ax.set_ylabel(f"P99 TTLT per {window_s:g}s window (s)")
     ax.set_title(f"P99 end-to-end latency per {window_s:g}s window of arrivals")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "p99_windows.png", dpi=110)
-    plt.close(fig)
-    files.append("p99_windows.png")
+    save(fig, "p99_windows.png", [ax], ax)
 
     # a replay without server metrics has no KV series: plot the queue alone
     has_kv = any("kv_usage" in r.result.timeseries for r in runs)
@@ -299,13 +300,7 @@ def plot_all(out: Path, runs: list[Run], cfg: MetricsConfig, window_s: float,
     a2.set_xlabel(time_label)
     a1.set_title("KV usage and waiting queue over time" if has_kv else
                  "requests waiting for their first token over time")
-    for a in {a1, a2}:
-        a.grid(alpha=0.3)
-    a1.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "kv_queue.png", dpi=110)
-    plt.close(fig)
-    files.append("kv_queue.png")
+    save(fig, "kv_queue.png", list({a1, a2}), a1)
 
     # the waiting bound of the policies that have one (what the adapter's gauges show)
     enveloped = [(i, r) for i, r in enumerate(runs)
@@ -324,13 +319,7 @@ def plot_all(out: Path, runs: list[Run], cfg: MetricsConfig, window_s: float,
         e2.set_xlabel(time_label)
         e1.set_title("Waiting envelope E (a request that has waited E is served before later "
                      "arrivals) and the longest wait", fontsize=9)
-        for a in (e1, e2):
-            a.grid(alpha=0.3)
-        e1.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "envelope.png", dpi=110)
-        plt.close(fig)
-        files.append("envelope.png")
+        save(fig, "envelope.png", [e1, e2], e1)
     return files
 
 
