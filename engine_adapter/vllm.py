@@ -768,8 +768,11 @@ class TailwiseSchedulerMixin(_Base):
         self._tw_first_pending.discard(info.request_id)
         info.num_output_tokens = req.num_output_tokens
         info.num_computed_tokens = req.num_computed_tokens
-        if sched is not None and ran:
-            sched.on_finish(info, now)
+        if sched is not None:
+            if ran:
+                sched.on_finish(info, now)
+            else:  # an abort: already out of the policy's queue, or held by vLLM outside
+                sched.remove(info)  # it (KV loading); remove() forgets it either way
         self._tw_sink.on_finish(info, now)
 
     def _tw_emit_step(self, out: SchedulerOutput, now: float) -> None:
