@@ -102,7 +102,8 @@ def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
         offline_trials=a.offline_trials, verbose=False,
         trial_window_s=a.trial_window_s or a.round_every_s,
         sidecar_overrides={"window": {"settle_quantile": a.settle_quantile,
-                                      "max_span_factor": a.max_span_factor},
+                                      "max_span_factor": a.max_span_factor,
+                                      "impute_unfinished": a.impute_unfinished},
                            "tuner": {"anchors": [x for x in a.anchors.split(",") if x],
                                      "continuation": a.continuation,
                                      "recall": a.recall, "confirm": a.confirm,
@@ -275,6 +276,9 @@ def main() -> None:
     ap.add_argument("--phase-s", type=float, default=180.0, help="engine seconds per phase")
     ap.add_argument("--settle-quantile", type=float, default=WindowConfig().settle_quantile,
                     help="sidecar window.settle_quantile (default: the sidecar's)")
+    ap.add_argument("--impute-unfinished", action=argparse.BooleanOptionalAction,
+                    default=WindowConfig().impute_unfinished,
+                    help="sidecar window.impute_unfinished (default: the sidecar's)")
     ap.add_argument("--round-every-s", type=float, default=60.0)
     ap.add_argument("--trial-window-s", type=float, default=None)
     ap.add_argument("--min-requests", type=int, default=150)

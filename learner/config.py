@@ -59,6 +59,13 @@ class WindowConfig:
     #: replay the backlog too: requests still in the engine when the window starts are
     #: replayed from its start (``TelemetryWindow.trace(carry_in=True)``)
     carry_in: bool = True
+    #: replay the requests not finished yet too, their output lengths drawn from the
+    #: latest finished ones that outlived them, of similar prompt length
+    #: (``TelemetryWindow.trace(impute=True)``, ``impute_outputs``); they count toward
+    #: ``min_requests``. Unfinished requests older than ``max_settle_lag_s`` are taken for
+    #: lost and left out. Meant with ``settle_quantile = 0`` (the latest span, no lag);
+    #: off by default: measured no better on the whole (README "Online learning")
+    impute_unfinished: bool = False
 
 
 #: how the loop scores candidates: on a replay of the telemetry window, or live

@@ -357,19 +357,21 @@ class LearningLoop:
             rnd = self._live_round(self.live, now, since, min(until, now))
             return StepOutcome(now, learned, changed, rnd.outcome not in _NOT_RUN,
                                rnd.outcome, rnd.published_version)
-        n = self.window.count_since(since, until)
+        imp = self.wcfg.impute_unfinished
+        n = self.window.count_since(since, until, pending=imp)
         for k in range(2, self.wcfg.max_span_factor + 1):  # light traffic: grow the window
             if n >= self.wcfg.min_requests:
                 break
             since = until - k * self.wcfg.trial_window_s
-            n = self.window.count_since(since, until)
+            n = self.window.count_since(since, until, pending=imp)
         self.metrics.window_requests.set(n)
         if n < self.wcfg.min_requests:
             if due:
                 self.history.append(RoundRecord(
                     now, "too_few_requests", n, None, None, None, window_start=since,
-                    window_end=until, reason=f"the window holds {n} finished requests, "
-                    f"fewer than window.min_requests={self.wcfg.min_requests}"))
+                    window_end=until, reason=f"the window holds {n} "
+                    f"{'' if imp else 'finished '}requests, fewer than "
+                    f"window.min_requests={self.wcfg.min_requests}"))
                 self._finish_round(now, "too_few_requests")
                 return StepOutcome(now, learned, changed, False, "too_few_requests")
             return StepOutcome(now, learned, changed)
@@ -486,7 +488,9 @@ class LearningLoop:
             self._finish_round(now, "no_tuner")
             return "no_tuner", None
         trace = self.window.trace(since, name=f"window@{now:.1f}", until=until,
-                                  carry_in=self.wcfg.carry_in)
+                                  carry_in=self.wcfg.carry_in,
+                                  impute=self.wcfg.impute_unfinished,
+                                  max_pending_age_s=self.wcfg.max_settle_lag_s)
         if trace is None:  # pragma: no cover - count_since said otherwise
             self._finish_round(now, "too_few_requests")
             return "too_few_requests", None

@@ -17,7 +17,10 @@ lighter, shorter workload than the engine serves (measured on the code→convers
 scenario: every challenger it promoted was worse on the complete window). So the loop
 replays a *settled* span (:meth:`TelemetryWindow.settled_end`): the latest span whose
 arrivals have (almost) all finished, i.e. it trades a lag of about one tail latency for
-an unbiased window.
+an unbiased window. The alternative (``[window] impute_unfinished``, opt-in) replays the
+unfinished requests too, with lengths drawn from the finished ones that outlived them
+(:func:`impute_outputs`; what each has produced is counted from its engine's steps,
+:func:`produced_by`), so a round can replay the latest span.
 
 Bounds: finished requests (``max_requests``) and arrived-but-unfinished requests
 (``max_pending``) are capped; evictions are counted. Malformed events are skipped and
@@ -30,7 +33,7 @@ import math
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -42,6 +45,11 @@ from tailwise.wire.v1 import policy_pb2 as pb
 #: and one bogus stamp would otherwise fast-forward the loop's engine clock
 MAX_ENGINE_TIME = 1e11
 MAX_REQUEST_ID = 512
+#: step times kept per engine (for the imputation's token counts: about 11 minutes of
+#: 10-ms steps, 2 MiB; a request decoding for longer is counted from the oldest kept) and
+#: engines kept (the least recently reporting goes first)
+MAX_STEP_TIMES = 65_536
+MAX_STEP_ENGINES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +75,13 @@ class _Arrival:
     prompt_tokens: int
     cached_tokens: int
     slo_class: str
+    #: engine time of its first token (FIRST_TOKEN/PREEMPTED events), None before it
+    first_token_time: float | None = None
+    #: output tokens it is known to have produced (progress events), 0 before any
+    tokens: int = 0
+    #: engine time of its last preemption, None if never: its steps since the first
+    #: token overstate what it produced, ``tokens`` holds what it had then
+    preempted_at: float | None = None
 
 
 Counter = Callable[[str, int], None]
@@ -97,6 +112,9 @@ class TelemetryWindow:
         self._unlearned_finished: deque[FinishedRequest] = deque(maxlen=max_requests)
         self._pending: OrderedDict[tuple[str, str], _Arrival] = OrderedDict()
         self._steps: deque[StepStats] = deque(maxlen=max_steps)
+        #: per engine, the times of its latest steps: a request decoding since its first
+        #: token (never preempted) has produced one token per step of its engine since
+        self._step_times: OrderedDict[str, deque[float]] = OrderedDict()
         self._now: float | None = None
         self._first: float | None = None
         self._seq = 0
@@ -123,6 +141,7 @@ class TelemetryWindow:
                 reason = self._apply_step(st)
                 if reason is None:
                     ok += 1
+                    self._step_time(engine, st.time)
                 else:
                     self.rejected += 1
                     self._on_reject(reason, 1)
@@ -130,6 +149,17 @@ class TelemetryWindow:
             self._seq += 1
             self._cond.notify_all()
         return ok
+
+    def _step_time(self, engine: str, t: float) -> None:
+        times = self._step_times.get(engine)
+        if times is None:
+            if len(self._step_times) >= MAX_STEP_ENGINES:
+                self._step_times.popitem(last=False)
+            times = self._step_times[engine] = deque(maxlen=MAX_STEP_TIMES)
+        else:
+            self._step_times.move_to_end(engine)
+        if not times or t >= times[-1]:
+            times.append(t)
 
     def _learn(self, x: float) -> None:
         self._unlearned.append(x)
@@ -167,8 +197,11 @@ class TelemetryWindow:
                 return "bad_time"
             if key not in self._pending:  # a repeated ARRIVAL is one arrival
                 self._arrive(arrival, ev.prompt_tokens)
+            prev = self._pending.get(key)
             self._pending[key] = _Arrival(arrival, ev.prompt_tokens, ev.cached_tokens,
-                                          ev.slo_class[:64])
+                                          ev.slo_class[:64]) if prev is None else replace(
+                prev, arrival_time=arrival, prompt_tokens=ev.prompt_tokens,
+                cached_tokens=ev.cached_tokens, slo_class=ev.slo_class[:64])
             self._pending.move_to_end(key)
             if len(self._pending) > self._max_pending:
                 self._pending.popitem(last=False)
@@ -198,7 +231,23 @@ class TelemetryWindow:
                 self._arrive(arrival, prompt)
         elif kind in (pb.REQUEST_EVENT_KIND_FIRST_TOKEN, pb.REQUEST_EVENT_KIND_TOKENS,
                       pb.REQUEST_EVENT_KIND_PREEMPTED):
-            pass  # progress events only move the engine clock (kept for live metrics)
+            # progress: what an unfinished request has produced bounds its imputed length
+            if not math.isfinite(ev.first_token_time):
+                return "bad_time"
+            pend = self._pending.get(key)
+            if pend is not None:
+                ft = pend.first_token_time
+                if ft is None:
+                    if ev.first_token_time > 0:
+                        ft = ev.first_token_time
+                    elif kind == pb.REQUEST_EVENT_KIND_FIRST_TOKEN:
+                        ft = t
+                tokens = max(pend.tokens, ev.output_tokens,
+                             1 if ft is not None else 0)
+                pre = t if kind == pb.REQUEST_EVENT_KIND_PREEMPTED else pend.preempted_at
+                if (ft, tokens, pre) != (pend.first_token_time, pend.tokens, pend.preempted_at):
+                    self._pending[key] = replace(pend, first_token_time=ft, tokens=tokens,
+                                                 preempted_at=pre)
         else:
             return "unknown_kind"
         self._advance(t)
@@ -284,9 +333,15 @@ class TelemetryWindow:
         with self._cond:
             return [r for r in self._finished if since <= r.arrival_time < until]
 
-    def count_since(self, since: float, until: float = math.inf) -> int:
+    def count_since(self, since: float, until: float = math.inf, *,
+                    pending: bool = False) -> int:
+        """Finished requests that arrived in ``[since, until)``; with ``pending``, the
+        unfinished ones too (what :meth:`trace` replays with ``impute``)."""
         with self._cond:
-            return sum(1 for r in self._finished if since <= r.arrival_time < until)
+            n = sum(1 for r in self._finished if since <= r.arrival_time < until)
+            if pending and self._finished:
+                n += sum(1 for a in self._pending.values() if since <= a.arrival_time < until)
+            return n
 
     def arrivals(self, since: float, until: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
         """(arrival times, prompt tokens) of every request that arrived in ``[since,
@@ -346,7 +401,8 @@ class TelemetryWindow:
             return list(self._steps)
 
     def trace(self, since: float, name: str = "telemetry-window",
-              until: float = math.inf, *, carry_in: bool = False) -> Trace | None:
+              until: float = math.inf, *, carry_in: bool = False, impute: bool = False,
+              max_pending_age_s: float = math.inf) -> Trace | None:
         """The finished requests arriving in ``[since, until)`` as a Trace (None if none).
 
         ``carry_in``: also the requests that were in the engine at ``since`` (arrived
@@ -356,15 +412,42 @@ class TelemetryWindow:
         finish). Without them a replay of an overloaded window starts from an empty engine
         and sees none of the backlog the engine really carried: every candidate then
         replays alike (the flat trial values of issue 13).
+
+        ``impute``: also the requests still unfinished (arrived at most
+        ``max_pending_age_s`` before the engine clock), their output lengths drawn by
+        :func:`impute_outputs` from the latest finished requests (of their SLO class when
+        it has enough) conditioned on what they have already produced — so an overloaded
+        window is replayed with the requests it has not finished yet instead of without
+        them (the right-censoring bias the module docstring describes), and without
+        waiting for it to settle. Deterministic for a given window.
         """
         with self._cond:
             recs = [r for r in self._finished if since <= r.arrival_time < until]
             carried = [r for r in self._finished
                        if r.arrival_time < since < r.finish_time] if carry_in else []
-        if not recs:
+            now = self._now if self._now is not None else since
+            pend: list[tuple[str, _Arrival]] = []
+            pend_carried: list[tuple[str, _Arrival]] = []
+            pool: list[FinishedRequest] = []
+            steps: dict[str, np.ndarray] = {}
+            if impute:
+                oldest = now - max_pending_age_s
+                for (engine, _), a in self._pending.items():
+                    if a.arrival_time < oldest or a.arrival_time > now:
+                        continue
+                    if since <= a.arrival_time < until:
+                        pend.append((engine, a))
+                    elif carry_in and a.arrival_time < since:
+                        pend_carried.append((engine, a))
+                pool = [self._finished[-i] for i in
+                        range(1, min(IMPUTE_POOL, len(self._finished)) + 1)]
+                for engine in {e for e, _ in pend + pend_carried}:
+                    times = self._step_times.get(engine)
+                    steps[engine] = np.fromiter(times or (), np.float64)
+        if not recs and not (pend and pool):
             return None
-        recs.sort(key=lambda r: r.arrival_time)
-        carried.sort(key=lambda r: r.arrival_time)
+        if not pool:  # nothing finished to draw lengths from: the unfinished stay out
+            pend, pend_carried = [], []
 
         def remaining(r: FinishedRequest) -> int:
             ft = r.first_token_time
@@ -373,19 +456,153 @@ class TelemetryWindow:
             share = (r.finish_time - since) / (r.finish_time - ft)
             return max(round(r.output_tokens * share), 1)
 
-        t0 = since if carried else recs[0].arrival_time
-        rows = [(since - t0, r, remaining(r)) for r in carried]
-        rows += [(r.arrival_time - t0, r, max(r.output_tokens, 1)) for r in recs]
-        arrival = np.asarray([a for a, _, _ in rows], dtype=np.float64)
-        prompt = np.asarray([r.prompt_tokens for _, r, _ in rows], dtype=np.int64)
-        output = np.asarray([o for _, _, o in rows], dtype=np.int64)
-        slo = [r.slo_class for _, r, _ in rows]
+        # (arrival, prompt, cached, slo, output tokens to replay, engine end)
+        Row = tuple[float, int, int, str, int, float]
+        head: list[Row] = [(r.arrival_time, r.prompt_tokens, r.cached_tokens, r.slo_class,
+                            remaining(r), r.finish_time) for r in carried]
+        body: list[Row] = [(r.arrival_time, r.prompt_tokens, r.cached_tokens, r.slo_class,
+                            max(r.output_tokens, 1), r.finish_time) for r in recs]
+        unfinished = pend_carried + pend
+        if unfinished:
+            produced = [produced_by(a, steps[e], now) for e, a in unfinished]
+            totals = _impute_for(pool, [a for _, a in unfinished], produced,
+                                 seed=_seed_of(since))
+            for (e, a), total in zip(unfinished, totals, strict=True):
+                out = int(total)
+                if a.arrival_time < since:  # what is left of it at ``since``
+                    out = max(out - produced_by(a, steps[e], since), 1)
+                    head.append((a.arrival_time, a.prompt_tokens, a.cached_tokens,
+                                 a.slo_class, out, now))
+                else:
+                    body.append((a.arrival_time, a.prompt_tokens, a.cached_tokens,
+                                 a.slo_class, out, now))
+        head.sort(key=lambda row: row[0])
+        body.sort(key=lambda row: row[0])
+        if not body:
+            return None
+        t0 = since if head else body[0][0]
+        rows = [(since - t0, *row[1:]) for row in head]
+        rows += [(row[0] - t0, *row[1:]) for row in body]
+        slo = [row[3] for row in rows]
         return Trace(
-            name=name, arrival_s=arrival, prompt_tokens=prompt, output_tokens=output,
+            name=name,
+            arrival_s=np.asarray([row[0] for row in rows], dtype=np.float64),
+            prompt_tokens=np.asarray([row[1] for row in rows], dtype=np.int64),
+            output_tokens=np.asarray([row[4] for row in rows], dtype=np.int64),
             slo_classes=slo if any(slo) else None,
             meta={"format": "telemetry", "engine_t0": t0, "engine_since": since,
-                  "engine_t1": max(r.finish_time for _, r, _ in rows),
+                  "engine_t1": max(row[5] for row in rows),
                   "engine_until": until if math.isfinite(until) else None,
-                  "carried_in": len(carried),
-                  "cached_tokens": [r.cached_tokens for _, r, _ in rows]},
+                  "carried_in": len(head), "imputed": len(unfinished),
+                  "cached_tokens": [min(row[2], row[1]) for row in rows]},
         )
+
+
+#: imputation draws from at most this many of the latest finished requests
+IMPUTE_POOL = 2000
+#: an SLO class is imputed from its own finished requests once the pool holds this many
+IMPUTE_MIN_CLASS = 20
+#: and from the finished requests nearest in prompt length: this many of them
+IMPUTE_NEIGHBOURS = 64
+
+
+_LOG2 = math.log(2.0)
+
+
+def _seed_of(since: float) -> int:
+    return int(abs(since) * 1000.0) % (2**32)
+
+
+def produced_by(a: _Arrival, step_times: np.ndarray, at: float) -> int:
+    """Output tokens ``a`` had produced by engine time ``at``: one at its first token and
+    one per step of its engine since (``step_times``, ascending), and at least what a
+    progress event reported. After its last preemption, what it had then (when it resumed
+    is not reported: a lower bound); before it, at most that. 0 before its first token."""
+    ft = a.first_token_time
+    if ft is None or ft > at:
+        return 0
+    if a.preempted_at is not None and at >= a.preempted_at:
+        return a.tokens
+    n = 1 + int(np.searchsorted(step_times, at, "right") - np.searchsorted(step_times, ft,
+                                                                           "right"))
+    return min(n, a.tokens) if a.preempted_at is not None else max(n, a.tokens)
+
+
+def _impute_for(pool: list[FinishedRequest], unfinished: list[_Arrival], produced: list[int],
+                seed: int) -> np.ndarray:
+    """Total output lengths for ``unfinished`` (see :func:`impute_outputs`), each from its
+    SLO class's finished requests when the pool has enough of them."""
+    classes: dict[str, list[int]] = {}
+    for i, r in enumerate(pool):
+        classes.setdefault(r.slo_class, []).append(i)
+    out = np.fromiter((r.output_tokens for r in pool), np.float64, count=len(pool))
+    pool_prompt = np.fromiter((r.prompt_tokens for r in pool), np.float64, count=len(pool))
+    prompt = np.fromiter((a.prompt_tokens for a in unfinished), np.float64,
+                         count=len(unfinished))
+    tokens = np.asarray(produced, dtype=np.float64)
+    totals = np.empty(len(unfinished), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    groups: dict[str | None, list[int]] = {}  # None: the whole pool
+    for i, a in enumerate(unfinished):
+        own = classes.get(a.slo_class, ())
+        groups.setdefault(a.slo_class if len(own) >= IMPUTE_MIN_CLASS else None, []).append(i)
+    for cls, idx in groups.items():
+        sel = slice(None) if cls is None else np.asarray(classes[cls], dtype=np.int64)
+        at = np.asarray(idx, dtype=np.int64)
+        totals[at] = impute_outputs(out[sel], tokens[at], rng, pool_prompt=pool_prompt[sel],
+                                    prompt=prompt[at], neighbours=IMPUTE_NEIGHBOURS)
+    return totals
+
+
+def impute_outputs(pool_out: np.ndarray, produced: np.ndarray, rng: np.random.Generator, *,
+                   pool_prompt: np.ndarray | None = None, prompt: np.ndarray | None = None,
+                   neighbours: int = 64) -> np.ndarray:
+    """Total output lengths of requests that have not finished, drawn from those that did.
+
+    Request ``i`` has produced ``produced[i]`` output tokens (0 while it waits for its
+    first token). Its total is drawn uniformly from the finished requests that outlived
+    it: more than ``produced[i]`` tokens (its survival so far is evidence of a long
+    request; the unconditioned pool would impute the short ones that finish first).
+    Tokens, not seconds: how fast a request decodes depends on the load it met, which
+    shifts with the traffic. With prompt lengths (``pool_prompt``, ``prompt``) it draws
+    from those within a factor of 2 of its prompt length, else from the ``neighbours``
+    nearest, else from any that outlived it: output lengths follow the kind of request
+    (a long document after a reasoning storm is not a reasoning request). When none
+    outlived it, it is assumed to be halfway: twice what it has produced (the median
+    remaining life under a Pareto-like tail).
+
+    >>> rng = np.random.default_rng(0)
+    >>> pool_out = np.array([10.0, 20.0, 400.0])
+    >>> int(impute_outputs(pool_out, np.array([25.0]), rng)[0])  # past 25: the 400
+    400
+    >>> int(impute_outputs(pool_out, np.array([500.0]), rng)[0])  # past every one
+    1000
+    >>> int(impute_outputs(pool_out, np.array([0.0]), rng,
+    ...                    pool_prompt=np.array([100.0, 120.0, 9000.0]),
+    ...                    prompt=np.array([8000.0]))[0])  # the long prompt's
+    400
+    """
+    res = np.empty(len(produced), dtype=np.int64)
+    near_by: np.ndarray | None = None
+    lp = np.zeros(0)
+    if pool_prompt is not None and prompt is not None and len(pool_out):
+        lp = np.log1p(np.asarray(pool_prompt, dtype=np.float64))
+        near_by = np.log1p(np.asarray(prompt, dtype=np.float64))
+    k_near = max(min(neighbours, len(pool_out)), 1)
+    for i in range(len(produced)):
+        k = produced[i]
+        alive = pool_out > k
+        cand = pool_out[alive]
+        if near_by is not None and cand.size:
+            dist = np.abs(lp - near_by[i])
+            close = pool_out[alive & (dist <= _LOG2)]  # within a factor of 2 in prompt
+            if not close.size:
+                near = np.argpartition(dist, k_near - 1)[:k_near]
+                close = pool_out[near][alive[near]]
+            if close.size:
+                cand = close
+        if cand.size:
+            res[i] = int(cand[rng.integers(cand.size)])
+        else:
+            res[i] = int(max(2.0 * k, k + 1.0))
+    return res

@@ -16,12 +16,14 @@ from tailwise.learner.publisher import PolicyStore
 from tailwise.learner.state import StateFile
 from tailwise.learner.window import TelemetryWindow
 from tailwise.scorer.policy import Mode, Policy, Source, neutral_policy
+from tailwise.wire.v1 import policy_pb2 as pb
 
 
 class Rig:
     def __init__(self, tmp: Path, tuner: Any = None, partitioner: Any = None,
                  window_s: float = 600.0, min_requests: int = 5, every: float | None = None,
-                 eager: bool = True, span_factor: int = 1) -> None:
+                 eager: bool = True, span_factor: int = 1, impute: bool = False,
+                 settle: float = WindowConfig().settle_quantile) -> None:
         self.metrics = SidecarMetrics()
         self.state = StateFile(tmp)
         self.store = PolicyStore(self.state, self.metrics,
@@ -32,7 +34,8 @@ class Rig:
             self.window, self.store, self.state, self.metrics,
             loop_cfg=LoopConfig(round_every_s=every, n_trials=3, tune_on_partition_change=eager),
             window_cfg=WindowConfig(trial_window_s=window_s, min_requests=min_requests,
-                                    max_span_factor=span_factor),
+                                    max_span_factor=span_factor, impute_unfinished=impute,
+                                    settle_quantile=settle),
             tuner_factory=(lambda base: tuner) if tuner is not None else None,
             partitioner_factory=partitioner)
 
@@ -130,6 +133,32 @@ def test_too_few_requests_skip_the_round(tmp_path: Path) -> None:
     assert rig.loop.step().outcome == "too_few_requests"
     assert tuner.calls == []
     assert rig.value("tailwise_tuning_rounds_total", outcome="too_few_requests") == 1
+
+
+@pytest.mark.parametrize("impute", [False, True])
+def test_imputation_replays_the_unfinished_requests_of_the_window(
+        tmp_path: Path, impute: bool) -> None:
+    """30 finished requests and 40 still in the engine (the latest span, not a settled
+    one): with ``impute_unfinished`` the round runs on all 70, the unfinished ones with
+    imputed lengths; without, the window holds 30 finished requests, fewer than 50."""
+    tuner = FakeTuner()
+    rig = Rig(tmp_path, tuner, window_s=100.0, min_requests=50, every=50.0, impute=impute,
+              settle=0.0)
+    rig.feed(30, t0=0.0)
+    b = pb.EngineEvent(engine_id="e")
+    for i in range(40):
+        b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id=f"u{i}",
+                       time=31.0 + i, arrival_time=31.0 + i, prompt_tokens=100)
+    rig.window.apply(b)
+    out = rig.loop.step()
+    if not impute:
+        assert out.outcome == "too_few_requests" and tuner.calls == []
+        assert "30 finished requests" in rig.loop.history[-1].reason
+        return
+    assert out.round_run and len(tuner.calls) == 1
+    window = tuner.calls[0][0]
+    assert len(window) == 70 and window.meta["imputed"] == 40
+    assert set(window.output_tokens.tolist()) == {20}  # every finished request had 20
 
 
 @pytest.mark.parametrize("factor", [1, 2, 3])

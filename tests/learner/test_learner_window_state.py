@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from learner_helpers import events_batch
 
@@ -271,3 +272,133 @@ def test_trace_carry_in_replays_the_backlog_from_the_window_start() -> None:
     assert tr.arrival_s.tolist() == [0.0, 0.0, 1.0]
     assert tr.prompt_tokens.tolist() == [500, 300, 70]
     assert tr.output_tokens.tolist() == [60, 40, 9]
+
+
+def _finished_pool(w: TelemetryWindow, n: int, *, slo: str = "", t0: float = 0.0) -> None:
+    """``n`` finished requests: request i produced 10·(i+1) tokens over i+1 s of decoding."""
+    b = pb.EngineEvent()
+    for i in range(n):
+        b.requests.add(kind=pb.REQUEST_EVENT_KIND_FINISHED, request_id=f"f{slo}{i}",
+                       time=t0 + 2.0 + i, arrival_time=t0 + 0.5, first_token_time=t0 + 1.0,
+                       prompt_tokens=20, output_tokens=10 * (i + 1), slo_class=slo)
+    assert w.apply(b) == n
+
+
+def test_trace_impute_replays_unfinished_requests_with_lengths_they_can_still_reach() -> None:
+    """Unfinished requests are replayed (not dropped) with an output length drawn from the
+    finished requests that outlived them (more tokens than they produced); one still
+    waiting draws from every finished request."""
+    w = TelemetryWindow()
+    _finished_pool(w, 10)  # 10..100 tokens over 1..10 s of decoding; clock at 11
+    b = pb.EngineEvent()
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="wait", time=1.0,
+                   prompt_tokens=30)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="dec", time=1.0,
+                   prompt_tokens=40)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_FIRST_TOKEN, request_id="dec", time=3.0)
+    # it was preempted having produced 55 tokens: only 60..100 can still be its length
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_PREEMPTED, request_id="dec", time=4.0,
+                   output_tokens=55)
+    assert w.apply(b) == 4
+    assert w.count_since(0.0) == 10 and w.count_since(0.0, pending=True) == 12
+    plain = w.trace(0.0)
+    assert plain is not None and len(plain) == 10 and plain.meta["imputed"] == 0
+    tr = w.trace(0.0, impute=True)
+    assert tr is not None and len(tr) == 12 and tr.meta["imputed"] == 2
+    by_prompt = dict(zip(tr.prompt_tokens.tolist(), tr.output_tokens.tolist(), strict=True))
+    # "dec" had produced 55 tokens when it was preempted: only 60..100 can be its length
+    assert by_prompt[40] in (60, 70, 80, 90, 100)
+    assert by_prompt[30] in range(10, 101, 10)
+    again = w.trace(0.0, impute=True)  # deterministic for one window
+    assert again is not None and again.output_tokens.tolist() == tr.output_tokens.tolist()
+
+
+def test_trace_impute_past_every_finished_request_doubles_what_it_has_produced() -> None:
+    w = TelemetryWindow()
+    _finished_pool(w, 5)  # at most 50 tokens
+    b = pb.EngineEvent()
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="long", time=1.0,
+                   prompt_tokens=30)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_FIRST_TOKEN, request_id="long", time=1.0)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_TOKENS, request_id="long", time=21.0,
+                   output_tokens=150)
+    assert w.apply(b) == 3
+    tr = w.trace(0.0, impute=True)
+    assert tr is not None
+    # 150 tokens produced, no finished request had that many: twice that
+    assert tr.output_tokens[tr.prompt_tokens.tolist().index(30)] == 300
+
+
+def test_trace_impute_carries_unfinished_backlog_and_leaves_out_lost_requests() -> None:
+    """An unfinished request that arrived before the window is part of the backlog at its
+    start; one older than ``max_pending_age_s`` (its FINISHED event lost) is not; nothing
+    is imputed without finished requests to draw from, or per class from too few."""
+    w = TelemetryWindow()
+    b = pb.EngineEvent()
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="lone", time=1.0,
+                   prompt_tokens=30)
+    assert w.apply(b) == 1
+    assert w.trace(0.0, impute=True) is None
+    assert w.count_since(0.0, pending=True) == 0
+    _finished_pool(w, 30, slo="chat", t0=100.0)  # clock at 131
+    _finished_pool(w, 3, slo="batch", t0=100.0)
+    b = pb.EngineEvent()
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="old", time=110.0,
+                   prompt_tokens=11, slo_class="chat")
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="b", time=125.0,
+                   prompt_tokens=12, slo_class="batch")
+    assert w.apply(b) == 2
+    # nothing finished arrived in [120, ...): without imputation there is no window
+    assert w.trace(120.0, carry_in=True) is None
+    tr = w.trace(120.0, carry_in=True, impute=True, max_pending_age_s=60.0)
+    # the backlog at 120: chat requests 19..29 (finished at 121..131) and "old"
+    assert tr is not None and tr.meta["imputed"] == 2 and tr.meta["carried_in"] == 12
+    prompts = tr.prompt_tokens.tolist()
+    # "old" (chat) waits in the backlog at the window's start, "b" arrives 5 s in; "lone"
+    # is 130 s old
+    assert tr.arrival_s[prompts.index(11)] == 0.0 and tr.arrival_s[prompts.index(12)] == 5.0
+    assert 30 not in prompts
+    # "old" is imputed from chat's 30 finished requests, "b" from the whole pool (batch
+    # has 3): a chat length is a multiple of 10 up to 300, any length up to 300 either way
+    assert tr.output_tokens[prompts.index(11)] % 10 == 0
+    fresh = w.trace(120.0, carry_in=True, impute=True, max_pending_age_s=15.0)
+    assert fresh is not None and fresh.meta["imputed"] == 1
+    assert 11 not in fresh.prompt_tokens.tolist()
+
+
+def test_progress_event_with_a_bad_first_token_time_is_refused() -> None:
+    w = TelemetryWindow()
+    b = pb.EngineEvent()
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="r", time=1.0,
+                   prompt_tokens=30)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_PREEMPTED, request_id="r", time=2.0,
+                   first_token_time=math.inf, output_tokens=3)
+    assert w.apply(b) == 1 and w.rejected == 1
+
+
+def test_produced_tokens_count_the_engines_steps_until_a_preemption() -> None:
+    """A decoding request produced one token at its first and one per step of its own
+    engine since; once preempted, what it had then (a lower bound), and before that at
+    most that."""
+    from tailwise.learner.window import produced_by
+
+    w = TelemetryWindow()
+    b = pb.EngineEvent(engine_id="e1")
+    for rid in ("run", "pre"):
+        b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id=rid, time=0.0,
+                       prompt_tokens=10)
+        b.requests.add(kind=pb.REQUEST_EVENT_KIND_FIRST_TOKEN, request_id=rid, time=1.0)
+    for k in range(1, 11):  # steps at 1.5, 2.5, ..., 10.5
+        b.steps.add(time=k + 0.5, step_time_s=0.01)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_PREEMPTED, request_id="pre", time=6.0,
+                   output_tokens=4)
+    other = pb.EngineEvent(engine_id="e2")  # another engine's steps do not count
+    for k in range(100):
+        other.steps.add(time=1.0 + k * 0.01, step_time_s=0.01)
+    assert w.apply(b) == 15 and w.apply(other) == 100
+    steps = np.fromiter(w._step_times["e1"], np.float64)
+    run, pre = w._pending[("e1", "run")], w._pending[("e1", "pre")]
+    assert produced_by(run, steps, 11.0) == 11 and produced_by(run, steps, 3.0) == 3
+    assert produced_by(run, steps, 0.5) == 0  # before its first token
+    assert produced_by(pre, steps, 11.0) == 4  # after its preemption: what it had then
+    assert produced_by(pre, steps, 3.0) == 3 and produced_by(pre, steps, 5.9) == 4
