@@ -15,9 +15,10 @@ found. So each round also replays, on the same window and against the same champ
 
 The gate treats an anchor like any challenger (it must beat the champion by the
 margin on the window, and pass the confirmation on the previous window, see
-:mod:`tailwise.bayes_opt.tuner`). Anchors are not sampled: in Optuna they are enqueued
-trials (role ``anchor``) whose parameters are recorded only when their mode is the
-space's mode, so the sampler models them like its own draws.
+:mod:`tailwise.bayes_opt.tuner`). Anchors are not sampled: the round scores them and
+adds them to the study as finished trials (role ``anchor``; not enqueued, which another
+sidecar sharing the study could take) whose parameters are recorded only when their
+mode is the space's mode, so the sampler models them like its own draws.
 
 >>> from tailwise.scorer.policy import Policy, Mode
 >>> [p.mode.value for _, p in anchor_policies(Policy(mode=Mode.TAILWISE), ("kairos", "ewsjf"))]

@@ -9,9 +9,10 @@ traffic:
    persisted in the study, so drift survives restarts).
 2. The FCFS baseline is replayed once for the window (cached by the evaluator), and once
    for its stressed copy (below).
-3. The **champion** — the policy in force, ``current``, exactly as given — is enqueued as
-   the round's first trial with its parameters (clipped into the space, so the sampler
-   knows where it sits) and measured on the new window.
+3. The **champion** — the policy in force, ``current``, exactly as given — is measured on
+   the new window first and added to the study as a finished trial with its parameters
+   (clipped into the space, so the sampler knows where it sits). Not enqueued: in a study
+   shared by several sidecars another one's ``optimize`` would pop it.
 4. ``n_trials − 1`` **challengers** are sampled by Optuna (TPE by default, seeded and
    modelling after ``n_startup_trials`` = 4 trials; the GP sampler with ``sampler="gp"``;
    never a hand-written optimizer). TPE stays the default on cost: on the operator
@@ -74,6 +75,7 @@ The tuner is not thread-safe; the learner calls it from one background thread.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import math
 import statistics
@@ -132,10 +134,12 @@ ATTR_CHAMPION = "tailwise:champion"
 ATTR_LAST_ROUND = "tailwise:last_round"
 SYS_DRIFT_REF = "tailwise:drift_ref"
 ATTR_RECALL = "tailwise:recent_champions"
-#: enqueued-trial marker: an anchor of the round with this token (see anchors.py)
+#: fixed-trial marker: an anchor of the round with this token (see anchors.py)
 ATTR_ANCHOR_TOKEN = "anchor_token"
-#: enqueued-trial marker: the champion of the round with this token
+#: fixed-trial marker: the champion of the round with this token
 ATTR_CHAMPION_TOKEN = "champion_token"
+#: a fixed trial's own key, to find it among the study's trials once added
+ATTR_FIXED_KEY = "fixed_key"
 
 SAMPLERS = ("tpe", "gp", "random")
 
@@ -476,44 +480,29 @@ class Tuner:
                                    self.cfg.model or self.base.step_time),
             "stress_rate": stress[2] if stress is not None else None,
         }
-        self.study.enqueue_trial(
-            policy_to_params(current, self.cfg.space, self.base),
-            user_attrs={ATTR_CHAMPION_TOKEN: token, "role": "champion"},
-        )
         if not self._recall.policies:
             self._recall.add(current)
         fixed = self._fixed(current)
-        for i, (label, pol) in enumerate(fixed):
-            self.study.enqueue_trial(
-                policy_to_params(pol, self.cfg.space, self.base)
-                if pol.mode is self.cfg.space.mode else {},
-                user_attrs={ATTR_ANCHOR_TOKEN: token, "anchor": i, "anchor_label": label,
-                            "role": "anchor"},
-            )
         policies: dict[int, Policy] = {}
         prompts = window.prompt_tokens
         champ_value: list[float | None] = [None]
         comp_keys: dict[str, None] = {}
 
-        def objective(trial: optuna.Trial) -> float:
-            champion = trial.user_attrs.get(ATTR_CHAMPION_TOKEN) == token
-            anchor = (fixed[int(trial.user_attrs["anchor"])][1]
-                      if trial.user_attrs.get(ATTR_ANCHOR_TOKEN) == token else None)
+        def evaluate(trial: optuna.trial.BaseTrial, role: str, given: Policy | None) -> float:
+            """Score one trial: a sampled challenger (``given`` None) or a fixed policy
+            whose parameters ``trial`` holds (the champion, an anchor)."""
             for k, v in common.items():
                 trial.set_user_attr(k, v)
-            role = "champion" if champion else "anchor" if anchor is not None else "challenger"
             trial.set_user_attr("role", role)
             try:
-                if champion:
-                    suggest_params(trial, self.base, self.cfg.space)  # fixed: records params
-                    policy = current
-                elif anchor is not None:
-                    if anchor.mode is self.cfg.space.mode:  # enqueued: records its params
-                        suggest_params(trial, self.base, self.cfg.space)
-                    policy = anchor
-                else:
+                if given is None:
                     policy = self._candidate(trial, prompts)
-                policies[trial.number] = policy
+                else:
+                    if role == "champion" or given.mode is self.cfg.space.mode:
+                        suggest_params(trial, self.base, self.cfg.space)  # records params
+                    policy = given
+                if given is None:
+                    policies[trial.number] = policy
                 trial.set_user_attr("policy", policy.to_dict())
                 trial.set_user_attr("diff_vs_champion", history.policy_diff(policy, current))
                 value, keys = self._scored(window, policy, stress, trial, base_summary)
@@ -524,20 +513,38 @@ class Tuner:
             comp_keys.update(dict.fromkeys(keys))
             trial.set_user_attr("outcome", history.standing(
                 role, value, champ_value[0], self.cfg.margin, self.cfg.objective))
-            if champion and math.isfinite(value):
+            if role == "champion" and math.isfinite(value):
                 champ_value[0] = value
             return value
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            self.study.optimize(
-                objective, n_trials=n_trials + len(fixed), timeout=self.cfg.round_timeout_s,
-                catch=(Exception,), gc_after_trial=False,
-            )
+        # The champion and the anchors are scored here and added to the study as finished
+        # trials, not enqueued for ``optimize``: in a study shared by several sidecars
+        # (PostgreSQL) any of them pops the oldest queued trial, so another sidecar's
+        # round could take this one's champion (scoring it as its own challenger) and
+        # leave this round without one.
+        named: list[tuple[str, dict[str, Any], Policy]] = [("champion", {}, current)]
+        named += [("anchor", {"anchor": i, "anchor_label": label}, pol)
+                  for i, (label, pol) in enumerate(fixed)]
+        by_key = {self._fixed_trial(evaluate, role, attrs, pol, token): pol
+                  for role, attrs, pol in named}
+
+        def objective(trial: optuna.Trial) -> float:
+            return evaluate(trial, "challenger", None)
+
+        if n_trials > 1:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                self.study.optimize(
+                    objective, n_trials=n_trials - 1, timeout=self.cfg.round_timeout_s,
+                    catch=(Exception,), gc_after_trial=False,
+                )
         trials = [
             t for t in self.study.get_trials(deepcopy=False)
             if t.user_attrs.get("round_token") == token
         ]
+        for t in trials:
+            if t.user_attrs.get(ATTR_FIXED_KEY) in by_key:
+                policies[t.number] = by_key[t.user_attrs[ATTR_FIXED_KEY]]
         result = self._gate(trials, policies, rnd, wid, window, dr)
         result = self._simplify(result, trials, window, stress)
         result = self._narrow_envelope(result, trials, window, stress, dr)
@@ -546,6 +553,35 @@ class Tuner:
         self._record_round(result, current)
         self._record_history(result, trials, common, list(comp_keys))
         return result
+
+    def _fixed_trial(self, evaluate: Any, role: str, attrs: Mapping[str, Any], policy: Policy,
+                     token: str) -> str:
+        """Score one fixed policy of the round (the champion, an anchor) with ``evaluate``
+        and add it to the study as a finished trial (FAIL when it raised or is not finite,
+        as ``optimize`` records one); returns the key it carries (``ATTR_FIXED_KEY``)."""
+        params = (policy_to_params(policy, self.cfg.space, self.base)
+                  if role == "champion" or policy.mode is self.cfg.space.mode else {})
+        trial = optuna.trial.FixedTrial(params)
+        key = uuid.uuid4().hex
+        trial.set_user_attr(ATTR_FIXED_KEY, key)
+        trial.set_user_attr(ATTR_CHAMPION_TOKEN if role == "champion" else ATTR_ANCHOR_TOKEN,
+                            token)
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        start = datetime.datetime.now()
+        value: float | None = None
+        try:
+            got = evaluate(trial, role, policy)
+            value = got if math.isfinite(got) else None
+        except Exception as exc:
+            log.warning("the round's %s trial failed: %s: %s", role, type(exc).__name__, exc)
+        frozen = optuna.trial.create_trial(
+            state=TrialState.COMPLETE if value is not None else TrialState.FAIL, value=value,
+            params=trial.params, distributions=trial.distributions,
+            user_attrs=trial.user_attrs)
+        frozen.datetime_start = start
+        self.study.add_trial(frozen)
+        return key
 
     # -- stress scoring -------------------------------------------------------------------
     def _stress(self, window: Trace) -> _Stress | None:
@@ -560,7 +596,7 @@ class Tuner:
             return None
         return got[0], self.evaluator.baseline(got[0]), got[1]
 
-    def _with_stress(self, trial: optuna.Trial | None, value: float,
+    def _with_stress(self, trial: optuna.trial.BaseTrial | None, value: float,
                      summary: Mapping[str, Any], baseline: Mapping[str, Any]) -> float:
         """The window's value blended with the stressed replay's (``cfg.stress_weight``);
         both recorded on ``trial``. NaN when the stressed value is not finite."""
@@ -582,7 +618,7 @@ class Tuner:
         return self._scored(window, policy, stress)[0]
 
     def _scored(self, window: Trace, policy: Policy, stress: _Stress | None,
-                trial: optuna.Trial | None = None,
+                trial: optuna.trial.BaseTrial | None = None,
                 baseline: Mapping[str, Any] | None = None) -> tuple[float, list[str]]:
         """:meth:`_value` and the objective's component names. With ``trial`` (a round's
         trial closure) the components, headline figures, window and stressed values and
@@ -1056,7 +1092,7 @@ def make_sampler(cfg: TunerConfig, seed: int) -> optuna.samplers.BaseSampler:
         )
 
 
-def _score(trial: optuna.Trial, summary: Mapping[str, Any], baseline: Mapping[str, Any],
+def _score(trial: optuna.trial.BaseTrial, summary: Mapping[str, Any], baseline: Mapping[str, Any],
            cfg: ObjectiveConfig) -> tuple[float, list[str]]:
     """The trial's value (NaN: Optuna records it FAILED) and its component names."""
     value, comp = evaluate(summary, baseline, cfg)

@@ -638,3 +638,58 @@ def test_an_envelope_that_cannot_be_measured_is_not_published(fake: EnvelopeEval
     assert _promoted_draw(tu, res.best_trial).regime.aging_factor > 2.0
     assert "measured" in res.reason
     assert res.promoted is None or res.promoted.regime.aging_factor == base.regime.aging_factor
+
+
+def test_a_round_leaves_nothing_queued_for_another_sidecar_to_take(tmp_path: Path) -> None:
+    """Two sidecars tuning one shared study: the champion and the anchors are scored by
+    the round itself and added as finished trials, never enqueued, so another sidecar's
+    ``optimize`` cannot pop them (it took a round's champion before, and that round then
+    had no champion value)."""
+    import optuna
+
+    path = tmp_path / "shared.journal"
+    a = Tuner(TunerConfig(storage=str(path), study_name="fleet", anchors=("kairos",)),
+              Policy(), evaluator=FakeEvaluator())
+    b = Tuner(TunerConfig(storage=str(path), study_name="fleet"), Policy(),
+              evaluator=FakeEvaluator())
+    seen: list[int] = []
+
+    def no_queue(*_: Any, **__: Any) -> None:
+        raise AssertionError("a round enqueued a trial in the shared study")
+
+    for tu in (a, b):
+        tu.study.enqueue_trial = no_queue  # type: ignore[method-assign]
+        original = tu.study.optimize
+
+        def watched(*args: Any, _orig: Any = original, _tu: Tuner = tu, **kw: Any) -> None:
+            waiting = _tu.study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+            seen.append(len(waiting))
+            _orig(*args, **kw)
+
+        tu.study.optimize = watched  # type: ignore[method-assign]
+    ra = a.tune(make_trace(), CURRENT, PARTITION, n_trials=4)
+    rb = b.tune(make_trace(), CURRENT, PARTITION, n_trials=4)
+    assert seen == [0, 0]
+    for res, anchors in ((ra, 1), (rb, 0)):
+        assert res.champion_value is not None and res.trials[0].role == "champion"
+        assert [t.role for t in res.trials].count("anchor") == anchors
+        assert len(res.trials) == 4 + anchors
+    # the champion's trial carries its parameters, so the sampler knows where it sits
+    study = optuna.load_study(study_name="fleet", storage=a.study._storage)
+    champs = [t for t in study.get_trials() if t.user_attrs.get("role") == "champion"]
+    assert len(champs) == 2 and all(t.params and t.state.name == "COMPLETE" for t in champs)
+    assert all(t.datetime_start is not None and t.datetime_complete is not None
+               and t.datetime_start <= t.datetime_complete for t in champs)
+
+
+def test_a_champion_that_fails_is_a_failed_trial_and_nothing_is_promoted() -> None:
+    class Broken(FakeEvaluator):
+        def run(self, trace: Trace, policy: Policy) -> dict[str, Any]:
+            if policy is CURRENT:
+                raise RuntimeError("replay failed")
+            return super().run(trace, policy)
+
+    res = tuner(evaluator=Broken()).tune(make_trace(), CURRENT, PARTITION, n_trials=5)
+    assert res.promoted is None and res.champion_value is None
+    assert "champion has no finite value" in res.reason
+    assert res.trials[0].role == "champion" and res.trials[0].state == "FAIL"
