@@ -40,6 +40,7 @@ from tailwise.scorer.request import ReqInfo
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import Simulator
 from tailwise.simulator.scenarios import SHIFT_ENGINE, SHIFT_SCENARIOS, build_shift
+from tailwise.wire.codec import step_event
 from tailwise.wire.v1 import policy_pb2 as pb
 
 
@@ -71,7 +72,7 @@ class Recorder:
         self._add(pb.REQUEST_EVENT_KIND_FINISHED, r, now)
 
     def on_step(self, stats: StepStats) -> None:
-        self.steps.append(pb.StepEvent(time=stats.now, step_time_s=stats.step_time_s))
+        self.steps.append(step_event(stats))
 
 
 def _work(tr: Trace | None) -> float:

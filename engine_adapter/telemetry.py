@@ -34,6 +34,7 @@ from tailwise.engine_adapter.policy_client import Backoff, SidecarEndpoint, Side
 from tailwise.scorer.hooks import StepStats
 from tailwise.scorer.request import ReqInfo
 from tailwise.wire import rpc
+from tailwise.wire.codec import step_event
 from tailwise.wire.errors import SidecarError, from_rpc_error
 from tailwise.wire.v1 import policy_pb2 as pb
 
@@ -265,12 +266,7 @@ class TelemetryEmitter(SidecarStreamThread):
             item = q.popleft()
             n += 1
             if isinstance(item, StepStats):
-                steps.add(time=item.now, step_time_s=item.step_time_s,
-                          prefill_tokens=item.prefill_tokens,
-                          decode_requests=item.decode_requests, running=item.running,
-                          waiting=item.waiting, kv_usage=item.kv_usage,
-                          preempted=item.preempted, policy_version=item.policy_version,
-                          batch_size=item.running)
+                steps.append(step_event(item))
             else:
                 k, rid, t, arr, p, c, slo, prio, out, npre, ftt = item
                 reqs.add(kind=k, request_id=rid, time=t,

@@ -655,6 +655,9 @@ class TailwiseSchedulerMixin(_Base):
                     req, info = entry
                     info.num_preemptions = req.num_preemptions
                     info.num_computed_tokens = req.num_computed_tokens
+                    # what it had produced: the PREEMPTED event reports it (the sidecar's
+                    # imputation counts from it), and only some policies refresh it
+                    info.num_output_tokens = req.num_output_tokens
                     self._tw_sink.on_preempt(info, now)
             if sched is not None and sched is self._tw_sched:
                 for info in admitted:

@@ -63,7 +63,8 @@ class WindowConfig:
     #: latest finished ones that outlived them, of similar prompt length
     #: (``TelemetryWindow.trace(impute=True)``, ``impute_outputs``); they count toward
     #: ``min_requests``. Unfinished requests older than ``max_settle_lag_s`` are taken for
-    #: lost and left out. Meant with ``settle_quantile = 0`` (the latest span, no lag);
+    #: lost and left out (with a settled span, measured from the engine clock, not from the
+    #: span's end). Meant with ``settle_quantile = 0`` (the latest span, no lag);
     #: off by default: measured no better on the whole (README "Online learning")
     impute_unfinished: bool = False
 

@@ -10,7 +10,8 @@ clock), then:
    (``to_state``) and, optionally, triggers a round;
 2. when ``round_every_s`` engine seconds have passed since the last round (or the
    partition changed) and the window holds at least ``min_requests`` finished requests
-   (under light traffic it grows back, up to ``window.max_span_factor`` trial windows),
+   (with ``window.impute_unfinished``, unfinished ones count too; under light traffic it
+   grows back, up to ``window.max_span_factor`` trial windows),
    it rebuilds a :class:`~tailwise.simulator.traces.Trace` of ``trial_window_s`` engine seconds
    — the latest *settled* span (``window.settle_quantile`` of its arrivals finished, see
    :meth:`TelemetryWindow.settled_end`), so the replay is not biased toward the short
@@ -357,13 +358,13 @@ class LearningLoop:
             rnd = self._live_round(self.live, now, since, min(until, now))
             return StepOutcome(now, learned, changed, rnd.outcome not in _NOT_RUN,
                                rnd.outcome, rnd.published_version)
-        imp = self.wcfg.impute_unfinished
-        n = self.window.count_since(since, until, pending=imp)
+        imp, age = self.wcfg.impute_unfinished, self.wcfg.max_settle_lag_s
+        n = self.window.count_since(since, until, pending=imp, max_pending_age_s=age)
         for k in range(2, self.wcfg.max_span_factor + 1):  # light traffic: grow the window
             if n >= self.wcfg.min_requests:
                 break
             since = until - k * self.wcfg.trial_window_s
-            n = self.window.count_since(since, until, pending=imp)
+            n = self.window.count_since(since, until, pending=imp, max_pending_age_s=age)
         self.metrics.window_requests.set(n)
         if n < self.wcfg.min_requests:
             if due:

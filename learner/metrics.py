@@ -69,7 +69,9 @@ class SidecarMetrics:
             "tailwise_engine_time_seconds", "Latest engine timestamp seen in telemetry",
             registry=r)
         self.window_requests = Gauge(
-            "tailwise_window_requests", "Finished requests in the telemetry window", registry=r)
+            "tailwise_window_requests",
+            "Requests in the telemetry window a round replays (finished ones; unfinished "
+            "ones too with window.impute_unfinished)", registry=r)
         self.loop_errors = Counter(
             "tailwise_loop_errors", "Exceptions caught in the learning loop", ["stage"],
             registry=r)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -45,9 +45,9 @@ from tailwise.wire.v1 import policy_pb2 as pb
 #: and one bogus stamp would otherwise fast-forward the loop's engine clock
 MAX_ENGINE_TIME = 1e11
 MAX_REQUEST_ID = 512
-#: step times kept per engine (for the imputation's token counts: about 11 minutes of
-#: 10-ms steps, 2 MiB; a request decoding for longer is counted from the oldest kept) and
-#: engines kept (the least recently reporting goes first)
+#: step records kept per engine, whether or not imputation is on (for its token counts:
+#: about 11 minutes of 10-ms steps, 1 MiB; a request decoding for longer is counted
+#: from the oldest kept), and engines kept (the least recently reporting goes first)
 MAX_STEP_TIMES = 65_536
 MAX_STEP_ENGINES = 16
 
@@ -77,8 +77,10 @@ class _Arrival:
     slo_class: str
     #: engine time of its first token (FIRST_TOKEN/PREEMPTED events), None before it
     first_token_time: float | None = None
-    #: output tokens it is known to have produced (progress events), 0 before any
+    #: output tokens it is known to have produced (progress events), 0 before any, and
+    #: the engine time they were reported at
     tokens: int = 0
+    tokens_time: float | None = None
     #: engine time of its last preemption, None if never: its steps since the first
     #: token overstate what it produced, ``tokens`` holds what it had then
     preempted_at: float | None = None
@@ -112,9 +114,10 @@ class TelemetryWindow:
         self._unlearned_finished: deque[FinishedRequest] = deque(maxlen=max_requests)
         self._pending: OrderedDict[tuple[str, str], _Arrival] = OrderedDict()
         self._steps: deque[StepStats] = deque(maxlen=max_steps)
-        #: per engine, the times of its latest steps: a request decoding since its first
-        #: token (never preempted) has produced one token per step of its engine since
-        self._step_times: OrderedDict[str, deque[float]] = OrderedDict()
+        #: per engine, its latest step records as (time, iterations, iterations so far):
+        #: a request decoding since its first token (not preempted since) has produced one
+        #: token per iteration of its engine since
+        self._step_times: OrderedDict[str, _StepLog] = OrderedDict()
         self._now: float | None = None
         self._first: float | None = None
         self._seq = 0
@@ -141,7 +144,7 @@ class TelemetryWindow:
                 reason = self._apply_step(st)
                 if reason is None:
                     ok += 1
-                    self._step_time(engine, st.time)
+                    self._step_time(engine, st.time, max(st.steps, 1))
                 else:
                     self.rejected += 1
                     self._on_reject(reason, 1)
@@ -150,16 +153,15 @@ class TelemetryWindow:
             self._cond.notify_all()
         return ok
 
-    def _step_time(self, engine: str, t: float) -> None:
-        times = self._step_times.get(engine)
-        if times is None:
+    def _step_time(self, engine: str, t: float, k: int) -> None:
+        log_ = self._step_times.get(engine)
+        if log_ is None:
             if len(self._step_times) >= MAX_STEP_ENGINES:
                 self._step_times.popitem(last=False)
-            times = self._step_times[engine] = deque(maxlen=MAX_STEP_TIMES)
+            log_ = self._step_times[engine] = _StepLog(MAX_STEP_TIMES)
         else:
             self._step_times.move_to_end(engine)
-        if not times or t >= times[-1]:
-            times.append(t)
+        log_.add(t, k)
 
     def _learn(self, x: float) -> None:
         self._unlearned.append(x)
@@ -232,26 +234,36 @@ class TelemetryWindow:
         elif kind in (pb.REQUEST_EVENT_KIND_FIRST_TOKEN, pb.REQUEST_EVENT_KIND_TOKENS,
                       pb.REQUEST_EVENT_KIND_PREEMPTED):
             # progress: what an unfinished request has produced bounds its imputed length
-            if not math.isfinite(ev.first_token_time):
-                return "bad_time"
             pend = self._pending.get(key)
             if pend is not None:
-                ft = pend.first_token_time
-                if ft is None:
-                    if ev.first_token_time > 0:
-                        ft = ev.first_token_time
-                    elif kind == pb.REQUEST_EVENT_KIND_FIRST_TOKEN:
-                        ft = t
-                tokens = max(pend.tokens, ev.output_tokens,
-                             1 if ft is not None else 0)
-                pre = t if kind == pb.REQUEST_EVENT_KIND_PREEMPTED else pend.preempted_at
-                if (ft, tokens, pre) != (pend.first_token_time, pend.tokens, pend.preempted_at):
-                    self._pending[key] = replace(pend, first_token_time=ft, tokens=tokens,
-                                                 preempted_at=pre)
+                self._progress(key, pend, kind, t, ev)
         else:
             return "unknown_kind"
         self._advance(t)
         return None
+
+    def _progress(self, key: tuple[str, str], pend: _Arrival, kind: int, t: float,
+                  ev: pb.RequestEvent) -> None:
+        """Fold a FIRST_TOKEN / TOKENS / PREEMPTED event into ``pend``. A first-token time
+        that is not a valid engine time is ignored (as on FINISHED), never refused: these
+        events only informed the engine clock before."""
+        ft = pend.first_token_time
+        if ft is None:
+            given = ev.first_token_time
+            if 0 < given <= MAX_ENGINE_TIME and given <= t:  # False for NaN
+                ft = given
+            elif kind == pb.REQUEST_EVENT_KIND_FIRST_TOKEN or ev.output_tokens > 0:
+                ft = t  # it has produced a token by now
+        tokens, when = pend.tokens, pend.tokens_time
+        if ev.output_tokens > tokens:
+            tokens, when = ev.output_tokens, t
+        pre = pend.preempted_at
+        if kind == pb.REQUEST_EVENT_KIND_PREEMPTED:
+            pre = t
+        new = (ft, tokens, when, pre)
+        if new != (pend.first_token_time, pend.tokens, pend.tokens_time, pend.preempted_at):
+            self._pending[key] = replace(pend, first_token_time=ft, tokens=tokens,
+                                         tokens_time=when, preempted_at=pre)
 
     def _apply_step(self, st: pb.StepEvent) -> str | None:
         if not math.isfinite(st.time) or st.time < 0 or st.time > MAX_ENGINE_TIME:
@@ -334,14 +346,26 @@ class TelemetryWindow:
             return [r for r in self._finished if since <= r.arrival_time < until]
 
     def count_since(self, since: float, until: float = math.inf, *,
-                    pending: bool = False) -> int:
+                    pending: bool = False, max_pending_age_s: float = math.inf) -> int:
         """Finished requests that arrived in ``[since, until)``; with ``pending``, the
-        unfinished ones too (what :meth:`trace` replays with ``impute``)."""
+        unfinished ones :meth:`trace` replays with ``impute`` and the same
+        ``max_pending_age_s`` too."""
         with self._cond:
             n = sum(1 for r in self._finished if since <= r.arrival_time < until)
             if pending and self._finished:
-                n += sum(1 for a in self._pending.values() if since <= a.arrival_time < until)
+                n += sum(1 for _ in self._unfinished_in(since, until, max_pending_age_s))
             return n
+
+    def _unfinished_in(self, since: float, until: float, max_age_s: float
+                       ) -> Iterator[tuple[str, _Arrival]]:
+        """(engine, request) of the unfinished requests that arrived in ``[since, until)``
+        at most ``max_age_s`` before the engine clock (older: taken for lost). Under the
+        lock."""
+        now = self._now if self._now is not None else since
+        oldest = now - max_age_s
+        for (engine, _), a in self._pending.items():
+            if since <= a.arrival_time < until and oldest <= a.arrival_time <= now:
+                yield engine, a
 
     def arrivals(self, since: float, until: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
         """(arrival times, prompt tokens) of every request that arrived in ``[since,
@@ -429,21 +453,17 @@ class TelemetryWindow:
             pend: list[tuple[str, _Arrival]] = []
             pend_carried: list[tuple[str, _Arrival]] = []
             pool: list[FinishedRequest] = []
-            steps: dict[str, np.ndarray] = {}
+            steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
             if impute:
-                oldest = now - max_pending_age_s
-                for (engine, _), a in self._pending.items():
-                    if a.arrival_time < oldest or a.arrival_time > now:
-                        continue
-                    if since <= a.arrival_time < until:
-                        pend.append((engine, a))
-                    elif carry_in and a.arrival_time < since:
-                        pend_carried.append((engine, a))
+                pend = list(self._unfinished_in(since, until, max_pending_age_s))
+                if carry_in:
+                    pend_carried = list(self._unfinished_in(-math.inf, since,
+                                                            max_pending_age_s))
                 pool = [self._finished[-i] for i in
                         range(1, min(IMPUTE_POOL, len(self._finished)) + 1)]
                 for engine in {e for e, _ in pend + pend_carried}:
-                    times = self._step_times.get(engine)
-                    steps[engine] = np.fromiter(times or (), np.float64)
+                    log_ = self._step_times.get(engine)
+                    steps[engine] = log_.counts() if log_ is not None else _NO_STEPS
         if not recs and not (pend and pool):
             return None
         if not pool:  # nothing finished to draw lengths from: the unfinished stay out
@@ -513,19 +533,63 @@ def _seed_of(since: float) -> int:
     return int(abs(since) * 1000.0) % (2**32)
 
 
-def produced_by(a: _Arrival, step_times: np.ndarray, at: float) -> int:
+class _StepLog:
+    """One engine's latest step records in a ring of ``size``: their times and the
+    iterations run by then (a record can cover several, ``StepEvent.steps``)."""
+
+    __slots__ = ("_done", "_n", "_times", "base", "total")
+
+    def __init__(self, size: int) -> None:
+        self._times = np.empty(size, dtype=np.float64)
+        self._done = np.empty(size, dtype=np.int64)
+        self._n = 0
+        self.total = 0  # iterations so far
+        self.base = 0  # iterations before the oldest record kept
+
+    def add(self, t: float, k: int) -> None:
+        size = len(self._times)
+        i = self._n % size
+        if self._n and t < self._times[(self._n - 1) % size]:
+            return  # a late record is dropped: times and counts stay monotone
+        if self._n >= size:
+            self.base = int(self._done[i])
+        self.total += k
+        self._times[i], self._done[i] = t, self.total
+        self._n += 1
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(times, iterations by then), oldest first, led by (−inf, ``base``)."""
+        size = len(self._times)
+        if self._n <= size:
+            times, done = self._times[:self._n], self._done[:self._n]
+        else:
+            i = self._n % size
+            times = np.concatenate([self._times[i:], self._times[:i]])
+            done = np.concatenate([self._done[i:], self._done[:i]])
+        return (np.concatenate([[-math.inf], times]),
+                np.concatenate([[self.base], done]).astype(np.float64))
+
+
+_NO_STEPS = (np.array([-math.inf]), np.array([0.0]))
+
+
+def produced_by(a: _Arrival, steps: tuple[np.ndarray, np.ndarray], at: float) -> int:
     """Output tokens ``a`` had produced by engine time ``at``: one at its first token and
-    one per step of its engine since (``step_times``, ascending), and at least what a
-    progress event reported. After its last preemption, what it had then (when it resumed
-    is not reported: a lower bound); before it, at most that. 0 before its first token."""
+    one per iteration of its engine since (``steps``, :meth:`_StepLog.counts`), and at least
+    what a progress event had reported by then. After a preemption that followed its
+    first token, what it had then (when it resumed is not reported: a lower bound); before
+    that preemption, at most that. 0 before its first token."""
     ft = a.first_token_time
     if ft is None or ft > at:
         return 0
-    if a.preempted_at is not None and at >= a.preempted_at:
-        return a.tokens
-    n = 1 + int(np.searchsorted(step_times, at, "right") - np.searchsorted(step_times, ft,
-                                                                           "right"))
-    return min(n, a.tokens) if a.preempted_at is not None else max(n, a.tokens)
+    reported = a.tokens if a.tokens_time is not None and a.tokens_time <= at else 0
+    pre = a.preempted_at if a.preempted_at is not None and a.preempted_at >= ft else None
+    if pre is not None and at >= pre:
+        return max(a.tokens, 1)
+    times, done = steps
+    n = 1 + int(done[np.searchsorted(times, at, "right") - 1]
+                - done[np.searchsorted(times, ft, "right") - 1])
+    return min(n, max(a.tokens, 1)) if pre is not None else max(n, reported)
 
 
 def _impute_for(pool: list[FinishedRequest], unfinished: list[_Arrival], produced: list[int],
@@ -565,9 +629,10 @@ def impute_outputs(pool_out: np.ndarray, produced: np.ndarray, rng: np.random.Ge
     request; the unconditioned pool would impute the short ones that finish first).
     Tokens, not seconds: how fast a request decodes depends on the load it met, which
     shifts with the traffic. With prompt lengths (``pool_prompt``, ``prompt``) it draws
-    from those within a factor of 2 of its prompt length, else from the ``neighbours``
-    nearest, else from any that outlived it: output lengths follow the kind of request
-    (a long document after a reasoning storm is not a reasoning request). When none
+    from those of them within a factor of 2 of its prompt length (on ``1 + tokens``),
+    else from those of them among the ``neighbours`` nearest in prompt length, else from
+    any of them: output lengths follow the kind of request (a long document after a
+    reasoning storm is not a reasoning request). When none
     outlived it, it is assumed to be halfway: twice what it has produced (the median
     remaining life under a Pareto-like tail).
 

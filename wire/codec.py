@@ -303,6 +303,7 @@ def step_event(stats: StepStats, batch_size: int | None = None) -> pb.StepEvent:
         kv_usage=stats.kv_usage, preempted=stats.preempted,
         policy_version=stats.policy_version,
         batch_size=stats.running if batch_size is None else batch_size,
+        steps=stats.steps,
     )
 
 
@@ -312,13 +313,15 @@ def step_stats_from_proto(ev: pb.StepEvent) -> StepStats:
         v = getattr(ev, name)
         if not math.isfinite(v) or v < 0:
             raise ValueError(f"step.{name}: must be a finite number >= 0, got {v!r}")
-    for name in ("prefill_tokens", "decode_requests", "running", "waiting", "preempted"):
+    for name in ("prefill_tokens", "decode_requests", "running", "waiting", "preempted",
+                 "steps"):
         if getattr(ev, name) < 0:
             raise ValueError(f"step.{name}: must be >= 0, got {getattr(ev, name)}")
     return StepStats(
         now=ev.time, step_time_s=ev.step_time_s, prefill_tokens=ev.prefill_tokens,
         decode_requests=ev.decode_requests, running=ev.running, waiting=ev.waiting,
         kv_usage=ev.kv_usage, preempted=ev.preempted, policy_version=ev.policy_version,
+        steps=max(ev.steps, 1),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -235,6 +236,16 @@ def test_step_event_round_trip_and_rejects() -> None:
     ev = codec.step_event(s)
     ev.waiting = -1
     with pytest.raises(ValueError, match="waiting"):
+        codec.step_stats_from_proto(ev)
+    # a record covering several iterations (the simulator skipping ahead) says how many;
+    # an older adapter's 0 reads as one
+    jump = dataclasses.replace(s, steps=7)
+    ev = codec.step_event(jump)
+    assert ev.steps == 7 and codec.step_stats_from_proto(ev) == jump
+    ev.steps = 0
+    assert codec.step_stats_from_proto(ev).steps == 1
+    ev.steps = -2
+    with pytest.raises(ValueError, match="steps"):
         codec.step_stats_from_proto(ev)
 
 

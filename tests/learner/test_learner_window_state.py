@@ -358,47 +358,117 @@ def test_trace_impute_carries_unfinished_backlog_and_leaves_out_lost_requests() 
     # is 130 s old
     assert tr.arrival_s[prompts.index(11)] == 0.0 and tr.arrival_s[prompts.index(12)] == 5.0
     assert 30 not in prompts
-    # "old" is imputed from chat's 30 finished requests, "b" from the whole pool (batch
-    # has 3): a chat length is a multiple of 10 up to 300, any length up to 300 either way
-    assert tr.output_tokens[prompts.index(11)] % 10 == 0
+    # "old" is imputed from chat's 30 finished requests (multiples of 10), "b" from the
+    # whole pool (batch has 3, below IMPUTE_MIN_CLASS)
+    assert tr.output_tokens[prompts.index(11)] in range(10, 301, 10)
     fresh = w.trace(120.0, carry_in=True, impute=True, max_pending_age_s=15.0)
     assert fresh is not None and fresh.meta["imputed"] == 1
     assert 11 not in fresh.prompt_tokens.tolist()
 
 
-def test_progress_event_with_a_bad_first_token_time_is_refused() -> None:
+def test_a_progress_event_with_a_bad_first_token_time_is_accepted_and_the_time_ignored(
+        ) -> None:
+    """Progress events only moved the engine clock before they fed the imputation: a
+    first-token time that is not a valid engine time is ignored, not refused."""
     w = TelemetryWindow()
     b = pb.EngineEvent()
     b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="r", time=1.0,
                    prompt_tokens=30)
-    b.requests.add(kind=pb.REQUEST_EVENT_KIND_PREEMPTED, request_id="r", time=2.0,
-                   first_token_time=math.inf, output_tokens=3)
-    assert w.apply(b) == 1 and w.rejected == 1
+    for bad in (math.inf, math.nan, -3.0, 1e12, 50.0):  # 50: later than the event
+        b.requests.add(kind=pb.REQUEST_EVENT_KIND_PREEMPTED, request_id="r", time=2.0,
+                       first_token_time=bad)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_PREEMPTED, request_id="x", time=2.0,
+                   first_token_time=math.nan)  # an unknown request: the clock moves
+    assert w.apply(b) == 7 and w.rejected == 0 and w.engine_now() == 2.0
+    assert w._pending[("", "r")].first_token_time is None
 
 
-def test_produced_tokens_count_the_engines_steps_until_a_preemption() -> None:
-    """A decoding request produced one token at its first and one per step of its own
-    engine since; once preempted, what it had then (a lower bound), and before that at
-    most that."""
+def _steps(w: TelemetryWindow, engine: str) -> tuple[np.ndarray, np.ndarray]:
+    return w._step_times[engine].counts()
+
+
+def test_produced_tokens_count_the_engines_iterations_until_a_preemption() -> None:
+    """A decoding request produced one token at its first and one per iteration of its own
+    engine since (a step record can cover several); once preempted after its first token,
+    what it had then (a lower bound), and before that at most that. A preemption before
+    its first token (during prefill) does not stop the count."""
     from tailwise.learner.window import produced_by
 
     w = TelemetryWindow()
     b = pb.EngineEvent(engine_id="e1")
-    for rid in ("run", "pre"):
+    for rid in ("run", "pre", "early"):
         b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id=rid, time=0.0,
                        prompt_tokens=10)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_PREEMPTED, request_id="early", time=0.5)
+    for rid in ("run", "pre", "early"):
         b.requests.add(kind=pb.REQUEST_EVENT_KIND_FIRST_TOKEN, request_id=rid, time=1.0)
-    for k in range(1, 11):  # steps at 1.5, 2.5, ..., 10.5
-        b.steps.add(time=k + 0.5, step_time_s=0.01)
+    for k in range(1, 11):  # steps at 1.5, 2.5, ..., 10.5; the one at 10.5 covers 5
+        b.steps.add(time=k + 0.5, step_time_s=0.01, steps=5 if k == 10 else 0)
     b.requests.add(kind=pb.REQUEST_EVENT_KIND_PREEMPTED, request_id="pre", time=6.0,
                    output_tokens=4)
     other = pb.EngineEvent(engine_id="e2")  # another engine's steps do not count
     for k in range(100):
         other.steps.add(time=1.0 + k * 0.01, step_time_s=0.01)
-    assert w.apply(b) == 15 and w.apply(other) == 100
-    steps = np.fromiter(w._step_times["e1"], np.float64)
-    run, pre = w._pending[("e1", "run")], w._pending[("e1", "pre")]
-    assert produced_by(run, steps, 11.0) == 11 and produced_by(run, steps, 3.0) == 3
+    assert w.apply(b) == 18 and w.apply(other) == 100
+    run, pre, early = (w._pending[("e1", r)] for r in ("run", "pre", "early"))
+    steps = _steps(w, "e1")
+    assert produced_by(run, steps, 11.0) == 1 + 9 + 5 and produced_by(run, steps, 3.0) == 3
     assert produced_by(run, steps, 0.5) == 0  # before its first token
+    assert produced_by(early, steps, 11.0) == 15  # preempted in prefill only
     assert produced_by(pre, steps, 11.0) == 4  # after its preemption: what it had then
     assert produced_by(pre, steps, 3.0) == 3 and produced_by(pre, steps, 5.9) == 4
+
+
+def test_the_step_log_keeps_counting_past_its_size() -> None:
+    from tailwise.learner.window import _StepLog
+
+    log_ = _StepLog(4)
+    for t in range(10):
+        log_.add(float(t), 2)
+    log_.add(3.0, 7)  # late: dropped
+    times, done = log_.counts()
+    assert times.tolist() == [-math.inf, 6.0, 7.0, 8.0, 9.0]
+    assert done.tolist() == [12.0, 14.0, 16.0, 18.0, 20.0]
+
+
+def test_a_tokens_report_counts_from_when_it_was_made() -> None:
+    """A TOKENS event says what a request had produced at its time: it raises the count
+    from then on, not before (the backlog at an earlier window start is not shortened by
+    it), and a request that reports tokens has had its first token."""
+    from tailwise.learner.window import produced_by
+
+    w = TelemetryWindow()
+    b = pb.EngineEvent(engine_id="e")
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id="r", time=0.0,
+                   prompt_tokens=10)
+    b.requests.add(kind=pb.REQUEST_EVENT_KIND_TOKENS, request_id="r", time=4.0,
+                   output_tokens=300)
+    assert w.apply(b) == 2
+    r = w._pending[("e", "r")]
+    assert r.first_token_time == 4.0
+    none = (np.array([-math.inf]), np.array([0.0]))
+    assert produced_by(r, none, 5.0) == 300 and produced_by(r, none, 3.9) == 0
+
+
+def test_impute_draws_from_the_requests_own_slo_class_once_it_has_enough() -> None:
+    from tailwise.learner.window import IMPUTE_MIN_CLASS
+
+    w = TelemetryWindow()
+    _finished_pool(w, 30, slo="chat")  # 10, 20, ..., 300 tokens
+    b = pb.EngineEvent()
+    for slo, n, out in (("batch", IMPUTE_MIN_CLASS, 7), ("rare", 3, 5)):
+        for i in range(n):
+            b.requests.add(kind=pb.REQUEST_EVENT_KIND_FINISHED, request_id=f"{slo}{i}",
+                           time=40.0, arrival_time=0.5, first_token_time=1.0,
+                           prompt_tokens=20, output_tokens=out, slo_class=slo)
+    for slo, prompt in (("batch", 31), ("rare", 32), ("chat", 33)):
+        b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id=f"u{slo}", time=41.0,
+                       prompt_tokens=prompt, slo_class=slo)
+    assert w.apply(b) == IMPUTE_MIN_CLASS + 6
+    tr = w.trace(41.0, impute=True)
+    assert tr is not None and tr.meta["imputed"] == 3
+    got = dict(zip(tr.prompt_tokens.tolist(), tr.output_tokens.tolist(), strict=True))
+    assert got[31] == 7  # batch: its own 20 finished requests
+    assert got[33] in range(10, 301, 10)  # chat: its own
+    # rare has 3: the whole pool (58 requests), drawn with the same seed each time
+    assert got[32] in {5, 7, *range(10, 301, 10)}

@@ -290,6 +290,8 @@ class RecordingSink:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, float]] = []
         self.steps: list[Any] = []
+        #: output tokens each PREEMPTED event reported (what the victim had produced)
+        self.preempted_tokens: list[int] = []
 
     def on_arrival(self, req: Any, now: float) -> None:
         self.events.append(("arrival", req.request_id, now))
@@ -299,6 +301,7 @@ class RecordingSink:
 
     def on_preempt(self, req: Any, now: float) -> None:
         self.events.append(("preempt", req.request_id, now))
+        self.preempted_tokens.append(req.num_output_tokens)
 
     def on_finish(self, req: Any, now: float) -> None:
         self.events.append(("finish", req.request_id, now))

@@ -411,6 +411,22 @@ def test_telemetry_counts_preemptions(make_scheduler: Any, vh: Any) -> None:
     assert_drained(s, reqs)
 
 
+def test_a_preemption_reports_what_the_victim_had_produced(make_scheduler: Any,
+                                                          vh: Any) -> None:
+    """The PREEMPTED event carries the victim's output tokens at its preemption (the
+    sidecar's imputation counts from it), also when no policy refreshed them: with the
+    engine's own policy the second victim here had decoded 33 tokens and was reported
+    with 1."""
+    sink = vh.RecordingSink()
+    s = make_scheduler("tailwise", telemetry_sink=sink, num_blocks=9, max_num_batched_tokens=128)
+    reqs = requests(vh, [(f"r{i}", 32, 40) for i in range(3)])
+    vh.add_all(s, reqs)
+    vh.run_until_idle(s)
+    assert len(sink.of("preempt")) >= 2
+    assert all(n >= 1 for n in sink.preempted_tokens) and max(sink.preempted_tokens) > 1
+    assert_drained(s, reqs)
+
+
 def test_abort_waiting_and_running_under_active_policy(make_scheduler: Any, vh: Any) -> None:
     policy = ShortestPromptFirst()
     s = make_scheduler("tailwise", max_num_seqs=2, scheduling_policy=policy)

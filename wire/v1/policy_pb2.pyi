@@ -477,7 +477,7 @@ class RequestEvent(_message.Message):
     def __init__(self, kind: _Optional[_Union[RequestEventKind, str]] = ..., request_id: _Optional[str] = ..., time: _Optional[float] = ..., arrival_time: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., slo_class: _Optional[str] = ..., priority: _Optional[int] = ..., output_tokens: _Optional[int] = ..., num_preemptions: _Optional[int] = ..., first_token_time: _Optional[float] = ...) -> None: ...
 
 class StepEvent(_message.Message):
-    __slots__ = ("time", "step_time_s", "prefill_tokens", "decode_requests", "running", "waiting", "kv_usage", "preempted", "policy_version", "batch_size")
+    __slots__ = ("time", "step_time_s", "prefill_tokens", "decode_requests", "running", "waiting", "kv_usage", "preempted", "policy_version", "batch_size", "steps")
     TIME_FIELD_NUMBER: _ClassVar[int]
     STEP_TIME_S_FIELD_NUMBER: _ClassVar[int]
     PREFILL_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -488,6 +488,7 @@ class StepEvent(_message.Message):
     PREEMPTED_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
     time: float
     step_time_s: float
     prefill_tokens: int
@@ -498,7 +499,8 @@ class StepEvent(_message.Message):
     preempted: int
     policy_version: int
     batch_size: int
-    def __init__(self, time: _Optional[float] = ..., step_time_s: _Optional[float] = ..., prefill_tokens: _Optional[int] = ..., decode_requests: _Optional[int] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_usage: _Optional[float] = ..., preempted: _Optional[int] = ..., policy_version: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    steps: int
+    def __init__(self, time: _Optional[float] = ..., step_time_s: _Optional[float] = ..., prefill_tokens: _Optional[int] = ..., decode_requests: _Optional[int] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., kv_usage: _Optional[float] = ..., preempted: _Optional[int] = ..., policy_version: _Optional[int] = ..., batch_size: _Optional[int] = ..., steps: _Optional[int] = ...) -> None: ...
 
 class EngineEvent(_message.Message):
     __slots__ = ("engine_id", "seq", "requests", "steps", "emitter_dropped")
