@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -28,8 +30,10 @@ def test_imputed_spans_hold_every_request_the_finished_ones_do_not() -> None:
     out = mod.check("code-reasoning-slo", 0, a)  # type: ignore[attr-defined]
     assert out["n_imp"] and all(x == 1.0 for x in out["n_imp"])
     assert min(out["n_fin"]) < 1.0  # some span had unfinished requests left out
-    assert all(x > 0 for x in out["w_imp"])
-    assert all(i >= f for i, f in zip(out["w_imp"], out["w_fin"], strict=True))
+    # the replay's work is closer to the truth with the unfinished requests imputed
+    err = [abs(math.log(x)) for x in out["w_imp"]]
+    err_fin = [abs(math.log(x)) if x > 0 else math.inf for x in out["w_fin"]]
+    assert statistics.median(err) < statistics.median(err_fin)
 
 
 def test_unknown_scenario_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
