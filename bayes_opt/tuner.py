@@ -525,17 +525,26 @@ class Tuner:
         named: list[tuple[str, dict[str, Any], Policy]] = [("champion", {}, current)]
         named += [("anchor", {"anchor": i, "anchor_label": label}, pol)
                   for i, (label, pol) in enumerate(fixed)]
-        by_key = {self._fixed_trial(evaluate, role, attrs, pol, token): pol
-                  for role, attrs, pol in named}
+        # ``round_timeout_s`` bounds the whole round as Optuna's timeout does a study: a
+        # trial starts only while time is left, the champion's always
+        limit = self.cfg.round_timeout_s
+        deadline = time.monotonic() + limit if limit is not None else math.inf
+        by_key: dict[str, Policy] = {}
+        for role, attrs, pol in named:
+            if role != "champion" and time.monotonic() >= deadline:
+                break
+            by_key[self._fixed_trial(evaluate, role, attrs, pol, token)] = pol
 
         def objective(trial: optuna.Trial) -> float:
             return evaluate(trial, "challenger", None)
 
-        if n_trials > 1:
+        left = deadline - time.monotonic()
+        if n_trials > 1 and left > 0:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 self.study.optimize(
-                    objective, n_trials=n_trials - 1, timeout=self.cfg.round_timeout_s,
+                    objective, n_trials=n_trials - 1,
+                    timeout=left if math.isfinite(left) else None,
                     catch=(Exception,), gc_after_trial=False,
                 )
         trials = [

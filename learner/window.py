@@ -50,6 +50,8 @@ MAX_REQUEST_ID = 512
 #: from the oldest kept), and engines kept (the least recently reporting goes first)
 MAX_STEP_TIMES = 65_536
 MAX_STEP_ENGINES = 16
+#: the most iterations one step record may say it covers (a skip-ahead over a decode run)
+MAX_STEPS_PER_RECORD = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,8 +274,11 @@ class TelemetryWindow:
             return "bad_step_time"
         if not math.isfinite(st.kv_usage) or not 0 <= st.kv_usage <= 1.5:
             return "bad_kv_usage"
-        if min(st.prefill_tokens, st.decode_requests, st.running, st.waiting, st.preempted) < 0:
+        if min(st.prefill_tokens, st.decode_requests, st.running, st.waiting, st.preempted,
+               st.steps) < 0:
             return "negative_count"
+        if st.steps > MAX_STEPS_PER_RECORD:
+            return "bad_steps"
         self._steps.append(StepStats(
             now=st.time, step_time_s=st.step_time_s, prefill_tokens=st.prefill_tokens,
             decode_requests=st.decode_requests, running=st.running, waiting=st.waiting,
@@ -585,7 +590,7 @@ def produced_by(a: _Arrival, steps: tuple[np.ndarray, np.ndarray], at: float) ->
     reported = a.tokens if a.tokens_time is not None and a.tokens_time <= at else 0
     pre = a.preempted_at if a.preempted_at is not None and a.preempted_at >= ft else None
     if pre is not None and at >= pre:
-        return max(a.tokens, 1)
+        return max(reported, 1)
     times, done = steps
     n = 1 + int(done[np.searchsorted(times, at, "right") - 1]
                 - done[np.searchsorted(times, ft, "right") - 1])

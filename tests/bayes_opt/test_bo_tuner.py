@@ -693,3 +693,23 @@ def test_a_champion_that_fails_is_a_failed_trial_and_nothing_is_promoted() -> No
     assert res.promoted is None and res.champion_value is None
     assert "champion has no finite value" in res.reason
     assert res.trials[0].role == "champion" and res.trials[0].state == "FAIL"
+
+
+def test_the_round_timeout_bounds_the_champion_anchors_and_challengers_together() -> None:
+    """A trial starts only while the round has time left (the champion's always), as
+    Optuna's timeout bounds a study: with every replay slower than the whole budget the
+    round is its champion alone."""
+    import time as _time
+
+    class Slow(FakeEvaluator):
+        def run(self, trace: Trace, policy: Policy) -> dict[str, Any]:
+            _time.sleep(0.05)
+            return super().run(trace, policy)
+
+    res = tuner(evaluator=Slow(), anchors=("kairos", "ewsjf"), round_timeout_s=0.01,
+                stress_load=0).tune(make_trace(), CURRENT, PARTITION, n_trials=6)
+    assert [t.role for t in res.trials] == ["champion"]
+    res = tuner(evaluator=Slow(), anchors=("kairos", "ewsjf"),
+                stress_load=0).tune(make_trace(), CURRENT, PARTITION, n_trials=3)
+    assert [t.role for t in res.trials] == ["champion", "anchor", "anchor", "challenger",
+                                            "challenger"]

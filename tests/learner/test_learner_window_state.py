@@ -472,3 +472,31 @@ def test_impute_draws_from_the_requests_own_slo_class_once_it_has_enough() -> No
     assert got[33] in range(10, 301, 10)  # chat: its own
     # rare has 3: the whole pool (58 requests), drawn with the same seed each time
     assert got[32] in {5, 7, *range(10, 301, 10)}
+
+
+def test_a_step_record_must_say_a_sane_number_of_iterations() -> None:
+    from tailwise.learner.window import MAX_STEPS_PER_RECORD
+
+    w = TelemetryWindow()
+    b = pb.EngineEvent(engine_id="e")
+    b.steps.add(time=1.0, steps=-1)
+    b.steps.add(time=2.0, steps=MAX_STEPS_PER_RECORD + 1)
+    b.steps.add(time=3.0, steps=MAX_STEPS_PER_RECORD)
+    assert w.apply(b) == 1 and w.rejected == 2
+    assert w._step_times["e"].counts()[1].tolist() == [0.0, MAX_STEPS_PER_RECORD]
+
+
+def test_the_round_count_of_unfinished_requests_leaves_out_the_lost_ones() -> None:
+    """``count_since(pending=True)`` counts what ``trace(impute=True)`` replays: an
+    unfinished request older than ``max_pending_age_s`` (its FINISHED event lost) is not."""
+    w = TelemetryWindow()
+    _finished_pool(w, 1, t0=200.0)  # clock at 202
+    b = pb.EngineEvent()
+    for i, t in enumerate((10.0, 195.0, 201.0)):
+        b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id=f"u{i}", time=t,
+                       prompt_tokens=10)
+    assert w.apply(b) == 3
+    assert w.count_since(0.0, pending=True) == 4
+    assert w.count_since(0.0, pending=True, max_pending_age_s=60.0) == 3
+    tr = w.trace(0.0, impute=True, max_pending_age_s=60.0)
+    assert tr is not None and len(tr) == 3
