@@ -83,7 +83,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -497,12 +497,11 @@ class Tuner:
             try:
                 if given is None:
                     policy = self._candidate(trial, prompts)
+                    policies[trial.number] = policy
                 else:
                     if role == "champion" or given.mode is self.cfg.space.mode:
                         suggest_params(trial, self.base, self.cfg.space)  # records params
                     policy = given
-                if given is None:
-                    policies[trial.number] = policy
                 trial.set_user_attr("policy", policy.to_dict())
                 trial.set_user_attr("diff_vs_champion", history.policy_diff(policy, current))
                 value, keys = self._scored(window, policy, stress, trial, base_summary)
@@ -563,8 +562,8 @@ class Tuner:
         self._record_history(result, trials, common, list(comp_keys))
         return result
 
-    def _fixed_trial(self, evaluate: Any, role: str, attrs: Mapping[str, Any], policy: Policy,
-                     token: str) -> str:
+    def _fixed_trial(self, evaluate: Callable[[optuna.trial.BaseTrial, str, Policy], float],
+                     role: str, attrs: Mapping[str, Any], policy: Policy, token: str) -> str:
         """Score one fixed policy of the round (the champion, an anchor) with ``evaluate``
         and add it to the study as a finished trial (FAIL when it raised or is not finite,
         as ``optimize`` records one); returns the key it carries (``ATTR_FIXED_KEY``)."""

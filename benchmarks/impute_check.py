@@ -96,7 +96,7 @@ def check(name: str, seed: int, a: argparse.Namespace) -> dict[str, list[float]]
     final = {e.request_id: e for e in events if e.kind == pb.REQUEST_EVENT_KIND_FINISHED}
     truth = TelemetryWindow()
     truth.apply(pb.EngineEvent(engine_id="e", requests=events))
-    live = TelemetryWindow()
+    live = TelemetryWindow(step_counts=True)
     out: dict[str, list[float]] = {"n_fin": [], "n_imp": [], "w_fin": [], "w_imp": [],
                                    "p90": []}
     finished: set[str] = set()

@@ -155,7 +155,8 @@ class Sidecar:
         self.window = TelemetryWindow(
             cfg.window.max_requests, cfg.window.max_pending,
             on_reject=lambda reason, n: m.events_rejected.labels(reason).inc(n),
-            on_evict=lambda what, n: m.window_evicted.labels(what).inc(n))
+            on_evict=lambda what, n: m.window_evicted.labels(what).inc(n),
+            step_counts=cfg.window.impute_unfinished)
         self.ingest = TelemetryIngest(self.window, self.metrics, cfg.ingest_buffer_batches)
         self.hints = HintBook(kv_total_blocks=cfg.hints.kv_total_blocks,
                               step_budget=cfg.hints.step_budget,

@@ -45,7 +45,7 @@ from tailwise.wire.v1 import policy_pb2 as pb
 #: and one bogus stamp would otherwise fast-forward the loop's engine clock
 MAX_ENGINE_TIME = 1e11
 MAX_REQUEST_ID = 512
-#: step records kept per engine, whether or not imputation is on (for its token counts:
+#: step records kept per engine, with ``step_counts`` (for the imputation's token counts:
 #: about 11 minutes of 10-ms steps, 1 MiB; a request decoding for longer is counted
 #: from the oldest kept), and engines kept (the least recently reporting goes first)
 MAX_STEP_TIMES = 65_536
@@ -106,7 +106,7 @@ class TelemetryWindow:
 
     def __init__(self, max_requests: int = 50_000, max_pending: int = 100_000,
                  max_steps: int = 4096, *, on_reject: Counter = _noop,
-                 on_evict: Counter = _noop) -> None:
+                 on_evict: Counter = _noop, step_counts: bool = False) -> None:
         self._max_requests = max_requests
         self._max_pending = max_pending
         self._finished: deque[FinishedRequest] = deque()
@@ -116,9 +116,12 @@ class TelemetryWindow:
         self._unlearned_finished: deque[FinishedRequest] = deque(maxlen=max_requests)
         self._pending: OrderedDict[tuple[str, str], _Arrival] = OrderedDict()
         self._steps: deque[StepStats] = deque(maxlen=max_steps)
-        #: per engine, its latest step records as (time, iterations, iterations so far):
-        #: a request decoding since its first token (not preempted since) has produced one
-        #: token per iteration of its engine since
+        #: per engine, its latest step records as (time, iterations so far): a request
+        #: decoding since its first token (not preempted since) has produced one token per
+        #: iteration of its engine since. Kept only with ``step_counts`` (what
+        #: ``trace(impute=True)`` counts from; without, only progress events count): the
+        #: ingest path pays for it on every step event
+        self._step_counts = step_counts
         self._step_times: OrderedDict[str, _StepLog] = OrderedDict()
         self._now: float | None = None
         self._first: float | None = None
@@ -146,7 +149,8 @@ class TelemetryWindow:
                 reason = self._apply_step(st)
                 if reason is None:
                     ok += 1
-                    self._step_time(engine, st.time, max(st.steps, 1))
+                    if self._step_counts:
+                        self._step_time(engine, st.time, max(st.steps, 1))
                 else:
                     self.rejected += 1
                     self._on_reject(reason, 1)
@@ -199,9 +203,9 @@ class TelemetryWindow:
             arrival = ev.arrival_time if ev.arrival_time > 0 else t
             if not math.isfinite(arrival) or arrival > MAX_ENGINE_TIME:
                 return "bad_time"
-            if key not in self._pending:  # a repeated ARRIVAL is one arrival
-                self._arrive(arrival, ev.prompt_tokens)
             prev = self._pending.get(key)
+            if prev is None:  # a repeated ARRIVAL is one arrival
+                self._arrive(arrival, ev.prompt_tokens)
             self._pending[key] = _Arrival(arrival, ev.prompt_tokens, ev.cached_tokens,
                                           ev.slo_class[:64]) if prev is None else replace(
                 prev, arrival_time=arrival, prompt_tokens=ev.prompt_tokens,

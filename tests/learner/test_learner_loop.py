@@ -28,7 +28,7 @@ class Rig:
         self.state = StateFile(tmp)
         self.store = PolicyStore(self.state, self.metrics,
                                  neutral_policy().replace(mode=Mode.BOOST))
-        self.window = TelemetryWindow()
+        self.window = TelemetryWindow(step_counts=impute)
         self.tuner = tuner
         self.loop = LearningLoop(
             self.window, self.store, self.state, self.metrics,

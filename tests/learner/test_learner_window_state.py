@@ -394,7 +394,7 @@ def test_produced_tokens_count_the_engines_iterations_until_a_preemption() -> No
     its first token (during prefill) does not stop the count."""
     from tailwise.learner.window import produced_by
 
-    w = TelemetryWindow()
+    w = TelemetryWindow(step_counts=True)
     b = pb.EngineEvent(engine_id="e1")
     for rid in ("run", "pre", "early"):
         b.requests.add(kind=pb.REQUEST_EVENT_KIND_ARRIVAL, request_id=rid, time=0.0,
@@ -477,7 +477,7 @@ def test_impute_draws_from_the_requests_own_slo_class_once_it_has_enough() -> No
 def test_a_step_record_must_say_a_sane_number_of_iterations() -> None:
     from tailwise.learner.window import MAX_STEPS_PER_RECORD
 
-    w = TelemetryWindow()
+    w = TelemetryWindow(step_counts=True)
     b = pb.EngineEvent(engine_id="e")
     b.steps.add(time=1.0, steps=-1)
     b.steps.add(time=2.0, steps=MAX_STEPS_PER_RECORD + 1)
@@ -500,3 +500,13 @@ def test_the_round_count_of_unfinished_requests_leaves_out_the_lost_ones() -> No
     assert w.count_since(0.0, pending=True, max_pending_age_s=60.0) == 3
     tr = w.trace(0.0, impute=True, max_pending_age_s=60.0)
     assert tr is not None and len(tr) == 3
+
+
+def test_step_counts_are_kept_only_when_asked_for() -> None:
+    """The ingest path keeps per-engine step counts only for the imputation
+    (``step_counts``, the sidecar's ``window.impute_unfinished``)."""
+    b = pb.EngineEvent(engine_id="e")
+    b.steps.add(time=1.0, steps=3)
+    off, on = TelemetryWindow(), TelemetryWindow(step_counts=True)
+    assert off.apply(b) == on.apply(b) == 1
+    assert not off._step_times and on._step_times["e"].counts()[1].tolist() == [0.0, 3.0]
