@@ -7,7 +7,10 @@ size, SLO mix, another slice of an Azure trace; mostly one knob, up to three), t
 synthetic ones drawn from seeds the suite does not use (the Azure variants replay the
 bundled traces: code-load-1.0 and conv-kv-6k are the suite's own requests at another
 load and KV size, code-kv-5k the second half of the code sample, conv-load-0.95 requests
-3,000+ of the conversation sample), and checks the regime issue's four targets for the
+3,000+ of the conversation sample). It also runs them on other engines: a 2,048-token
+step budget (vLLM's default on GPUs under 70 GiB), 64 sequences (slot-bound before
+memory-bound) and the bundled A100 step model, each with the load set against that
+engine. It checks the regime issue's four targets for the
 default ``tailwise`` against FCFS, oracle SRPT and SGLang's HRRN run on the same
 variant (LAS beside them for reference):
 
@@ -21,8 +24,9 @@ variant (LAS beside them for reference):
 
 ``--write-trace DIR`` writes each selected variant's trace as ``DIR/NAME.csv`` (columns
 arrival, prompt, output, class, and slo_class where tagged; ``tailwise simulate --trace``
-reads it, give
-``--num-gpu-blocks`` for a variant with its own KV size) and runs nothing.
+reads it; give it
+the variant's engine: ``--num-gpu-blocks``, ``--max-num-seqs``, ``--max-num-batched-tokens``,
+``--step-model``) and runs nothing.
 ``--policy`` scores more policies against the same targets (any registry name);
 ``--switch-off`` adds ``tailwise`` with each named regime switch off (``no-FLAG``),
 ``--sweep`` with each value of one numeric ``RegimeParams`` field (``FIELD=V``).
@@ -48,6 +52,7 @@ from tailwise.lab.bench import (
     tailwise_variants,
     target_met,
 )
+from tailwise.simulator.step_models import load_step_model
 from tailwise.simulator.suite import build
 
 BASELINES = ("fcfs", "srpt-oracle", "hrrn", "las")
@@ -61,6 +66,8 @@ class Variant:
     shape: dict[str, Any]
     why: str
     scale: float = 1.0
+    #: a bundled step-time model (``simulator/data/step_models``): other hardware
+    model: str = "h100-llama3-8b"
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -95,6 +102,24 @@ VARIANTS: tuple[Variant, ...] = (
             "long-context chat at capacity", 0.5),
     Variant("chat-kv-14k", "long-context-chat", 32, {"kv_blocks": 14_000},
             "long-context chat on half the KV cache", 0.5),
+    # other engines: the scheduler's limits and the hardware (load set against each)
+    Variant("bursty-budget-2k", "bursty-reasoning", 41, {"max_num_batched_tokens": 2048},
+            "2,048-token steps (vLLM's default under 70 GiB): long prompts prefill in chunks"),
+    Variant("code-budget-2k", "azure-code", 0, {"max_num_batched_tokens": 2048},
+            "code trace on 2,048-token steps", 0.5),
+    Variant("slo-budget-2k", "slo-mix", 42, {"max_num_batched_tokens": 2048},
+            "SLO mix on 2,048-token steps"),
+    Variant("chat-budget-2k", "long-context-chat", 43, {"max_num_batched_tokens": 2048},
+            "long-context chat on 2,048-token steps", 0.5),
+    Variant("bursty-seqs-64", "bursty-reasoning", 44, {"max_num_seqs": 64},
+            "64 sequences: slot-bound before memory-bound"),
+    Variant("slo-seqs-64", "slo-mix", 45, {"max_num_seqs": 64}, "SLO mix on 64 sequences"),
+    Variant("bursty-a100", "bursty-reasoning", 46, {}, "Llama-3-8B on an A100 (step model)",
+            model="a100-llama3-8b"),
+    Variant("conv-a100", "azure-conv", 0, {}, "conversation overload on an A100", 2 / 3,
+            model="a100-llama3-8b"),
+    Variant("chat-a100", "long-context-chat", 47, {}, "long-context chat on an A100", 0.5,
+            model="a100-llama3-8b"),
 )
 
 
@@ -113,7 +138,8 @@ def variants(spec: str | None) -> list[Variant]:
 
 def write_trace(v: Variant, out_dir: Path) -> Path:
     """``v``'s trace as a generic CSV (what ``tailwise simulate --trace`` reads)."""
-    tr = build(v.workload, seed=v.seed, scale=v.scale, **v.shape).trace
+    tr = build(v.workload, model=load_step_model(v.model), seed=v.seed, scale=v.scale,
+               **v.shape).trace
     if tr.hash_ids is not None:
         raise SystemExit(f"{v.name}: prefix hash ids do not fit the generic CSV format")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,16 +188,18 @@ def main() -> None:
     for v in variants(args.variant):
         res = run_bench(BenchOptions(workloads=[v.workload], policies=policies,
                                      files=files, jobs=args.jobs, seed=v.seed, scale=v.scale,
+                                     model=load_step_model(v.model),
                                      shape=tuple(sorted(v.shape.items()))))
         per = res["workloads"][v.workload]
         out[v.name] = {"variant": {"workload": v.workload, "seed": v.seed, "scale": v.scale,
-                                   "shape": v.shape, "why": v.why,
+                                   "shape": v.shape, "model": v.model, "why": v.why,
                                    "describe": res["suite"][v.workload]},
                        "results": {p: {k: m[k] for k in (
                            "ttft_mean", "ttlt_p99", "wasted_recompute_tokens", "preemptions",
                            "completed", "requests", "slo_attainment")} for p, m in per.items()},
                        "scorecard": {}}
-        knobs = ", ".join(f"{k}={val:g}" for k, val in v.shape.items())
+        knobs = ", ".join([f"{k}={val:g}" for k, val in v.shape.items()]
+                          + ([v.model] if v.model != "h100-llama3-8b" else []))
         for p in scored:
             card = scorecard(per, p)
             out[v.name]["scorecard"][p] = card

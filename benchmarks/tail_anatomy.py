@@ -45,6 +45,7 @@ from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.scorer.tailwise import TailwisePolicy
 from tailwise.simulator.engine import EngineConfig, Simulator
 from tailwise.simulator.scenarios import SHIFT_ENGINE, SHIFT_SCENARIOS, build_shift
+from tailwise.simulator.step_models import load_step_model
 from tailwise.simulator.suite import build
 
 
@@ -116,6 +117,7 @@ def main() -> None:
                     help="only the requests arriving in this phase of the scenario (its name)")
     ap.add_argument("--off", default="", help="regime switches to turn off, comma-separated")
     args = ap.parse_args()
+    model = H100_LLAMA3_8B  # a held-out variant may name other hardware
     try:
         off = regime_switches(args.off)
     except VariantError as exc:
@@ -154,8 +156,9 @@ def main() -> None:
         from heldout_shapes import variants
 
         (v,) = variants(args.variant)
-        wl = build(v.workload, model=H100_LLAMA3_8B, seed=v.seed, scale=v.scale, **v.shape)
-        args.workload = f"{v.name} ({wl.shape})"
+        model = load_step_model(v.model)
+        wl = build(v.workload, model=model, seed=v.seed, scale=v.scale, **v.shape)
+        args.workload = f"{v.name} ({wl.shape}, step model {model.name})"
         trace, engine = wl.trace, wl.engine
     else:
         wl = build(args.workload, model=H100_LLAMA3_8B)
@@ -174,7 +177,7 @@ def main() -> None:
         sched = build_scheduler(pol)
         if isinstance(sched, TailwisePolicy):
             timelines[name] = watch_envelope(sched, every or trace.duration_s / 8)
-        sim = Simulator(trace, sched, engine, H100_LLAMA3_8B)
+        sim = Simulator(trace, sched, engine, model)
         rec = sim.run().records
         if keep is not None:
             rec = rec.subset(keep)

@@ -139,12 +139,17 @@ def _at_load(trace: Trace, load: float, cfg: EngineConfig, model: StepTimeModel)
 
 
 # -- the workloads ----------------------------------------------------------------------------
-def _engine(kv_blocks: int | None) -> EngineConfig:
-    return EngineConfig() if kv_blocks is None else EngineConfig(num_gpu_blocks=kv_blocks)
+def _engine(base: EngineConfig, kv_blocks: int | None) -> EngineConfig:
+    return base if kv_blocks is None else replace(base, num_gpu_blocks=kv_blocks)
 
 
 def _kv_text(cfg: EngineConfig) -> str:
-    return f"{cfg.num_gpu_blocks:,} KV blocks"
+    """The engine in the shape line: KV blocks, and the engine knobs that are not vLLM's
+    defaults (:data:`ENGINE_KNOBS`)."""
+    default = EngineConfig()
+    extra = "".join(f", {k} {getattr(cfg, k):,}" for k in ENGINE_KNOBS
+                    if getattr(cfg, k) != getattr(default, k))
+    return f"{cfg.num_gpu_blocks:,} KV blocks{extra}"
 
 
 def _azure(name: str, kind: str, n: int, load: float, cfg: EngineConfig, why: str,
@@ -168,23 +173,24 @@ def _azure(name: str, kind: str, n: int, load: float, cfg: EngineConfig, why: st
                     why=why, target_load=load, offered_load=offered_load(tr, cfg, model))
 
 
-def azure_code(model: StepTimeModel, seed: int, scale: float, *, load: float = 0.9,
-               kv_blocks: int | None = None, skip: int = 0) -> Workload:
-    return _azure("azure-code", "code", 4000, load, _engine(kv_blocks),
+def azure_code(model: StepTimeModel, seed: int, scale: float, base: EngineConfig, *,
+               load: float = 0.9, kv_blocks: int | None = None, skip: int = 0) -> Workload:
+    return _azure("azure-code", "code", 4000, load, _engine(base, kv_blocks),
                   "production-like prefill-heavy traffic: a policy must not lose here",
                   model, scale, skip)
 
 
-def azure_conv(model: StepTimeModel, seed: int, scale: float, *, load: float = 1.1,
-               kv_blocks: int | None = 3000, skip: int = 0) -> Workload:
-    return _azure("azure-conv", "conversation", 3000, load, _engine(kv_blocks),
+def azure_conv(model: StepTimeModel, seed: int, scale: float, base: EngineConfig, *,
+               load: float = 1.1, kv_blocks: int | None = 3000, skip: int = 0) -> Workload:
+    return _azure("azure-conv", "conversation", 3000, load, _engine(base, kv_blocks),
                   "sustained overload with memory-bound admission", model, scale, skip)
 
 
-def bursty_reasoning(model: StepTimeModel, seed: int, scale: float, *, load: float = 1.0,
+def bursty_reasoning(model: StepTimeModel, seed: int, scale: float, base: EngineConfig, *,
+                     load: float = 1.0,
                      cv: float = 2.0, heavy_frac: float = 0.5, alpha: float = 1.1,
                      kv_blocks: int | None = None) -> Workload:
-    cfg = _engine(kv_blocks)
+    cfg = _engine(base, kv_blocks)
     n = max(int(4000 * scale), 50)
     rng = np.random.default_rng(seed)
     prompt = _log_uniform(rng, 100, 4000, n)
@@ -212,9 +218,9 @@ _SYSTEM_SEGMENTS = 4
 THINK_S = 10.0
 
 
-def long_context_chat(model: StepTimeModel, seed: int, scale: float, *, load: float = 0.92,
-                      kv_blocks: int | None = None) -> Workload:
-    cfg = _engine(kv_blocks)
+def long_context_chat(model: StepTimeModel, seed: int, scale: float, base: EngineConfig, *,
+                      load: float = 0.92, kv_blocks: int | None = None) -> Workload:
+    cfg = _engine(base, kv_blocks)
     seg = cfg.hash_block_tokens
     rng = np.random.default_rng(seed)
     n_sessions = max(int(220 * scale), 5)
@@ -263,10 +269,11 @@ def long_context_chat(model: StepTimeModel, seed: int, scale: float, *, load: fl
                                                             4)})
 
 
-def slo_mix(model: StepTimeModel, seed: int, scale: float, *, load: float = 0.95,
+def slo_mix(model: StepTimeModel, seed: int, scale: float, base: EngineConfig, *,
+            load: float = 0.95,
             cv: float = 1.5, interactive_frac: float = 0.7,
             kv_blocks: int | None = None) -> Workload:
-    cfg = _engine(kv_blocks)
+    cfg = _engine(base, kv_blocks)
     n = max(int(4000 * scale), 50)
     rng = np.random.default_rng(seed)
     inter = rng.random(n) < interactive_frac
@@ -344,14 +351,22 @@ _BUILDERS: dict[str, Callable[..., Workload]] = {
 }
 
 
+#: engine knobs every workload takes (:class:`EngineConfig` fields; default: vLLM's, as in
+#: the suite): the scheduler limits an operator sets, under which a policy meets other
+#: bottlenecks (a step budget of 2,048 tokens is vLLM's default on GPUs under 70 GiB; few
+#: sequences make the engine slot-bound before it is memory-bound). The load is set
+#: against the engine so configured
+ENGINE_KNOBS: tuple[str, ...] = ("max_num_seqs", "max_num_batched_tokens")
+
 #: the shape knobs each workload takes: its builder's keyword-only arguments (defaults =
-#: the suite's shape), for held-out variants of the suite (``benchmarks/heldout_shapes.py``)
+#: the suite's shape), then :data:`ENGINE_KNOBS`, for held-out variants of the suite
+#: (``benchmarks/heldout_shapes.py``)
 SHAPE_KNOBS: dict[str, tuple[str, ...]] = {
     name: tuple(p.name for p in inspect.signature(b).parameters.values()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY)
+                if p.kind is inspect.Parameter.KEYWORD_ONLY) + ENGINE_KNOBS
     for name, b in _BUILDERS.items()}
 _FRACTIONS = ("heavy_frac", "interactive_frac")
-_INT_KNOBS = ("kv_blocks", "skip")
+_INT_KNOBS = ("kv_blocks", "skip", *ENGINE_KNOBS)
 #: bounded Pareto's α above this overflows (``lo ** α``) and is no tail at all
 MAX_ALPHA = 10.0
 
@@ -390,12 +405,13 @@ def build(name: str, *, model: StepTimeModel = H100_LLAMA3_8B, seed: int = 0,
     if not math.isfinite(scale) or scale <= 0:
         raise TraceError(f"scale must be > 0, got {scale!r}")
     check_shape(name, shape)
-    return _BUILDERS[name](model, seed, scale, **shape)
+    knobs = {k: shape.pop(k) for k in ENGINE_KNOBS if k in shape}
+    return _BUILDERS[name](model, seed, scale, replace(EngineConfig(), **knobs), **shape)
 
 
 def parse_shape(spec: str | None) -> dict[str, Any]:
     """``KNOB=V,KNOB=V`` (``tailwise bench --shape``) as knob values: integers for
-    ``kv_blocks`` and ``skip``, floats otherwise. Which knobs a workload takes is checked
+    ``kv_blocks``, ``skip`` and the engine knobs, floats otherwise. Which knobs a workload takes is checked
     by :func:`check_shape`.
 
     >>> parse_shape("kv_blocks=8000, load=1.1")

@@ -11,6 +11,7 @@ from types import ModuleType, SimpleNamespace
 import numpy as np
 import pytest
 
+from tailwise.simulator.step_models import load_step_model
 from tailwise.simulator.suite import SUITE, build, check_shape
 from tailwise.simulator.traces import load_trace
 
@@ -35,21 +36,25 @@ def test_every_variant_is_a_valid_shape_of_a_suite_workload(heldout: ModuleType)
     names = [v.name for v in heldout.VARIANTS]
     assert len(names) == len(set(names))
     for v in heldout.VARIANTS:
-        assert v.workload in SUITE and v.shape and v.why
+        # each moves something: a shape knob, an engine knob or the hardware
+        assert v.workload in SUITE and (v.shape or v.model != "h100-llama3-8b") and v.why
         check_shape(v.workload, v.shape)  # raises on a knob the workload does not take
+        load_step_model(v.model)  # a bundled step model
     assert [v.name for v in heldout.variants("bursty-kv-8k,slo-cv-3")] == [
         "bursty-kv-8k", "slo-cv-3"]
     with pytest.raises(SystemExit, match="unknown variant 'nope'"):
         heldout.variants("nope")
 
 
-@pytest.mark.parametrize("name", ["slo-interactive-0.4", "bursty-kv-16k"])
+@pytest.mark.parametrize("name", ["slo-interactive-0.4", "bursty-kv-16k", "bursty-seqs-64",
+                                  "bursty-a100"])
 def test_written_trace_reads_back_as_the_variant(heldout: ModuleType, name: str,
                                                  tmp_path: Path) -> None:
     (v,) = heldout.variants(name)
     path = heldout.write_trace(v, tmp_path)
     got = load_trace(str(path))
-    want = build(v.workload, seed=v.seed, scale=v.scale, **v.shape).trace
+    want = build(v.workload, model=load_step_model(v.model), seed=v.seed, scale=v.scale,
+                 **v.shape).trace
     assert np.array_equal(got.arrival_s, want.arrival_s)  # exact: written with repr
     assert np.array_equal(got.prompt_tokens, want.prompt_tokens)
     assert np.array_equal(got.output_tokens, want.output_tokens)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from tailwise.scorer.policy import SloParams
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import simulate
 from tailwise.simulator.suite import (
+    ENGINE_KNOBS,
     SHAPE_KNOBS,
     SUITE,
     UnknownWorkloadError,
@@ -150,8 +152,9 @@ def test_scale_above_one_still_takes_the_whole_bundled_trace() -> None:
 
 def test_shape_knobs_are_the_builders_keyword_arguments() -> None:
     assert SHAPE_KNOBS["bursty-reasoning"] == ("load", "cv", "heavy_frac", "alpha",
-                                                "kv_blocks")
-    assert SHAPE_KNOBS["azure-conv"] == ("load", "kv_blocks", "skip")
+                                                "kv_blocks", *ENGINE_KNOBS)
+    assert SHAPE_KNOBS["azure-conv"] == ("load", "kv_blocks", "skip", *ENGINE_KNOBS)
+    assert ENGINE_KNOBS == ("max_num_seqs", "max_num_batched_tokens")
 
 
 @pytest.mark.parametrize("name", SUITE)
@@ -164,6 +167,7 @@ def test_default_knobs_are_the_suite_workload(name: str) -> None:
                 "long-context-chat": {"load": 0.92, "kv_blocks": None},
                 "slo-mix": {"load": 0.95, "cv": 1.5, "interactive_frac": 0.7,
                             "kv_blocks": None}}[name]
+    defaults |= {"max_num_seqs": 256, "max_num_batched_tokens": 8192}  # vLLM's (EngineConfig)
     assert set(defaults) == set(SHAPE_KNOBS[name])
     a, b = build(name, scale=SMALL), build(name, scale=SMALL, **defaults)
     assert np.array_equal(a.trace.arrival_s, b.trace.arrival_s)
@@ -184,6 +188,22 @@ def test_shape_knobs_move_the_workload() -> None:
     assert hot.trace.duration_s < base.trace.duration_s  # same requests, arriving faster
     inter = build("slo-mix", scale=SMALL, seed=3, interactive_frac=0.4)
     assert np.mean(np.asarray(inter.trace.slo_classes) == "interactive") < 0.55
+
+
+def test_engine_knobs_configure_the_engine_the_load_is_set_against() -> None:
+    """A smaller step budget or fewer sequences is another engine: the workload runs on
+    it, says so in its shape line, and its load is set against it (fewer sequences lower
+    the capacity of an engine whose batch is then smaller, so the same requests arrive
+    more slowly at the same load), keeping its requests."""
+    base = build("bursty-reasoning", scale=0.25, seed=3)
+    few = build("bursty-reasoning", scale=0.25, seed=3, max_num_seqs=64)
+    assert few.engine == replace(base.engine, max_num_seqs=64)
+    assert "max_num_seqs 64" in few.shape and "max_num_seqs" not in base.shape
+    assert np.array_equal(few.trace.output_tokens, base.trace.output_tokens)
+    assert few.trace.duration_s > base.trace.duration_s
+    small = build("azure-code", scale=SMALL, kv_blocks=5000, max_num_batched_tokens=2048)
+    assert (small.engine.num_gpu_blocks, small.engine.max_num_batched_tokens) == (5000, 2048)
+    assert "5,000 KV blocks, max_num_batched_tokens 2,048" in small.shape
 
 
 def test_azure_skip_takes_another_slice_from_time_zero() -> None:
@@ -208,6 +228,9 @@ def test_azure_skip_takes_another_slice_from_time_zero() -> None:
     ("bursty-reasoning", {"kv_blocks": True}, "kv_blocks must be a whole number"),
     ("azure-code", {"skip": 1.5}, "skip must be a whole number"),
     ("bursty-reasoning", {"alpha": 500}, r"alpha must be in \(0, 10\]"),
+    ("slo-mix", {"max_num_seqs": 0}, "max_num_seqs must be > 0"),
+    ("azure-code", {"max_num_batched_tokens": 2048.5},
+     "max_num_batched_tokens must be a whole number"),
 ])
 def test_bad_shape_knobs_are_clear_errors(name: str, shape: dict[str, object],
                                           match: str) -> None:
