@@ -27,12 +27,16 @@ chosen on; ``--scenarios reasoning-longdoc-chat`` runs the held-out one.
         [--no-stale-check] [--no-fallback] [--drift-features F,...] [--simplify] [--no-narrow-envelope]
         [--max-span-factor K]
         [--search-switches] [--no-search-tradeoffs]
-        [--sampler tpe|gp|random]
+        [--sampler tpe|gp|random] [--engine-knobs max_num_batched_tokens=2048,...]
+
+``--engine-knobs`` runs the scenarios on another engine (the shift engine's KV blocks,
+sequence limit or step budget moved; each phase's load set against it).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -55,7 +59,7 @@ from tailwise.learner.config import WindowConfig
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.scorer.step_time import H100_LLAMA3_8B
-from tailwise.simulator.engine import SimResult, simulate
+from tailwise.simulator.engine import EngineConfigError, SimResult, simulate
 from tailwise.simulator.metrics import MetricsConfig, per_request, summarize
 from tailwise.simulator.scenarios import (
     LEARNER_DEV_SCENARIOS,
@@ -91,6 +95,22 @@ def trace_scenario(path: str, requests: int, load: float) -> Scenario:
     phases = tuple(Phase(f"third {i + 1}", c, load) for i, c in enumerate(cuts))
     return Scenario(f"trace:{Path(path).name}", tr, cuts[1], f"{path} at load {load}",
                     phases, SHIFT_ENGINE, MetricsConfig())
+
+
+def engine_knobs(spec: str) -> dict[str, int]:
+    """``KNOB=V,...`` as whole-number :class:`EngineConfig` fields (``{}`` for ``""``)."""
+    out: dict[str, int] = {}
+    for item in (x.strip() for x in spec.split(",") if x.strip()):
+        key, _, value = item.partition("=")
+        if key.strip() not in ENGINE_FIELDS:
+            raise ValueError(f"unknown engine knob {key.strip()!r}; choose from: "
+                             f"{', '.join(ENGINE_FIELDS)}")
+        out[key.strip()] = int(value)
+    return out
+
+
+#: the engine knobs ``--engine-knobs`` takes (whole-number EngineConfig fields)
+ENGINE_FIELDS = ("num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens")
 
 
 def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:
@@ -327,12 +347,21 @@ def main() -> None:
                     help="sidecar tuner.stress_weight")
     ap.add_argument("--max-span-factor", type=int, default=1,
                     help="sidecar window.max_span_factor (light traffic: grow the window)")
+    ap.add_argument("--engine-knobs", default="",
+                    help="KNOB=V,... of the scenarios' engine (EngineConfig fields, e.g. "
+                         "max_num_batched_tokens=2048): another engine, loads set against it")
     ap.add_argument("--show-rounds", action="store_true", help="print every tuning round")
     ap.add_argument("--json", default=None, help="write the per-run summaries here")
     a = ap.parse_args()
+    try:
+        engine = dataclasses.replace(SHIFT_ENGINE, **engine_knobs(a.engine_knobs))
+        engine.validate()
+    except (ValueError, EngineConfigError) as exc:
+        raise SystemExit(f"--engine-knobs: {exc}") from None
     rows = []
     for seed in range(a.first_seed, a.first_seed + a.seeds):
-        scens = [build_shift(n, MODEL, requests=a.requests, seed=seed, phase_s=a.phase_s)
+        scens = [build_shift(n, MODEL, requests=a.requests, seed=seed, phase_s=a.phase_s,
+                             cfg=engine)
                  for n in a.scenarios.split(",") if n]
         if a.trace:
             scens.append(trace_scenario(a.trace, a.requests, a.trace_load))

@@ -24,9 +24,9 @@ from urllib.parse import unquote
 import grpc
 
 from tailwise.scorer.hints import HintTracker, ReplicaHints
-from tailwise.scorer.hooks import StepStats
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
+from tailwise.wire.codec import StepEventError, step_stats_from_proto
 from tailwise.wire.v1 import policy_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ class HintBook:
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self.refused_engines = 0
+        #: step records the codec refused (NaN or negative times and counts, ...)
+        self.rejected_steps = 0
 
     def apply(self, batch: pb.EngineEvent) -> None:
         """Feed one telemetry batch (ingest thread)."""
@@ -72,11 +74,12 @@ class HintBook:
                 elif ev.kind == _KIND.REQUEST_EVENT_KIND_FINISHED:
                     tr.finish(rid, ev.time)
             for st in batch.steps:
-                tr.step(StepStats(now=st.time, step_time_s=st.step_time_s,
-                                  prefill_tokens=st.prefill_tokens,
-                                  decode_requests=st.decode_requests, running=st.running,
-                                  waiting=st.waiting, kv_usage=st.kv_usage,
-                                  preempted=st.preempted, policy_version=st.policy_version))
+                try:  # the codec's check: a bad record never reaches the router's hints
+                    stats = step_stats_from_proto(st)
+                except StepEventError:
+                    self.rejected_steps += 1
+                    continue
+                tr.step(stats)
 
     def snapshot(self, policy: Policy | None = None) -> list[tuple[ReplicaHints, float]]:
         """Every replica's hints and the wall seconds since its last batch."""

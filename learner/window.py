@@ -39,19 +39,15 @@ import numpy as np
 
 from tailwise.records.trace import Trace
 from tailwise.scorer.hooks import StepStats
+from tailwise.wire.codec import MAX_ENGINE_TIME, StepEventError, step_stats_from_proto
 from tailwise.wire.v1 import policy_pb2 as pb
 
-#: events stamped later than this (seconds) are refused: no engine clock is that far along,
-#: and one bogus stamp would otherwise fast-forward the loop's engine clock
-MAX_ENGINE_TIME = 1e11
 MAX_REQUEST_ID = 512
 #: step records kept per engine, with ``step_counts`` (for the imputation's token counts:
 #: about 11 minutes of 10-ms steps, 1 MiB; a request decoding for longer is counted
 #: from the oldest kept), and engines kept (the least recently reporting goes first)
 MAX_STEP_TIMES = 65_536
 MAX_STEP_ENGINES = 16
-#: the most iterations one step record may say it covers (a skip-ahead over a decode run)
-MAX_STEPS_PER_RECORD = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,21 +268,10 @@ class TelemetryWindow:
                                          tokens_time=when, preempted_at=pre)
 
     def _apply_step(self, st: pb.StepEvent) -> str | None:
-        if not math.isfinite(st.time) or st.time < 0 or st.time > MAX_ENGINE_TIME:
-            return "bad_time"
-        if not math.isfinite(st.step_time_s) or st.step_time_s < 0:
-            return "bad_step_time"
-        if not math.isfinite(st.kv_usage) or not 0 <= st.kv_usage <= 1.5:
-            return "bad_kv_usage"
-        if min(st.prefill_tokens, st.decode_requests, st.running, st.waiting, st.preempted,
-               st.steps) < 0:
-            return "negative_count"
-        if st.steps > MAX_STEPS_PER_RECORD:
-            return "bad_steps"
-        self._steps.append(StepStats(
-            now=st.time, step_time_s=st.step_time_s, prefill_tokens=st.prefill_tokens,
-            decode_requests=st.decode_requests, running=st.running, waiting=st.waiting,
-            kv_usage=st.kv_usage, preempted=st.preempted, policy_version=st.policy_version))
+        try:  # the codec's check, its reason code counted
+            self._steps.append(step_stats_from_proto(st))
+        except StepEventError as exc:
+            return exc.reason
         self._advance(st.time)
         return None
 

@@ -9,7 +9,8 @@ scheduler. Encoding validates first, so a sender cannot put a bad policy on the 
 accident (the sidecar's testing hook uses ``check=False`` deliberately).
 
 Events: :func:`request_event` / :func:`step_event` build telemetry messages from plain
-values (used by the engine-side emitter), :func:`step_stats_from_proto` goes back.
+values (used by the engine-side emitter), :func:`step_stats_from_proto` goes back
+(and is the one check of a step record: the sidecar's window and the fleet's hints use it).
 
 >>> from tailwise.scorer.policy import neutral_policy
 >>> p = neutral_policy().replace(version=3)
@@ -50,6 +51,10 @@ from tailwise.scorer.step_time import StepTimeModel, StepTimeModelError
 from tailwise.wire.v1 import policy_pb2 as pb
 
 __all__ = [
+    "MAX_ENGINE_TIME",
+    "MAX_KV_USAGE",
+    "MAX_STEPS_PER_RECORD",
+    "StepEventError",
     "decode_update",
     "policy_from_bytes",
     "policy_from_proto",
@@ -307,16 +312,50 @@ def step_event(stats: StepStats, batch_size: int | None = None) -> pb.StepEvent:
     )
 
 
+#: engine timestamps later than this (seconds) are refused: no engine clock is that far
+#: along, and one bogus stamp would otherwise fast-forward a consumer's engine clock
+MAX_ENGINE_TIME = 1e11
+#: the most iterations one step record may say it covers (a skip-ahead over a decode run)
+MAX_STEPS_PER_RECORD = 1_000_000
+#: KV usage is a fraction of the cache; above this it is no usage (vLLM reports at most 1;
+#: the headroom tolerates an engine that counts blocks it is about to free)
+MAX_KV_USAGE = 1.5
+_STEP_COUNTS = ("prefill_tokens", "decode_requests", "running", "waiting", "preempted", "steps")
+
+
+class StepEventError(ValueError):
+    """A step record cannot be taken. ``reason`` is its short code (what a consumer
+    counts: ``bad_time``, ``bad_step_time``, ``bad_kv_usage``, ``negative_count``,
+    ``bad_steps``); the message names the field and value."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def step_stats_from_proto(ev: pb.StepEvent) -> StepStats:
-    """Back to :class:`StepStats`; rejects non-finite times and negative counts."""
-    for name in ("time", "step_time_s", "kv_usage"):
-        v = getattr(ev, name)
-        if not math.isfinite(v) or v < 0:
-            raise ValueError(f"step.{name}: must be a finite number >= 0, got {v!r}")
-    for name in ("prefill_tokens", "decode_requests", "running", "waiting", "preempted",
-                 "steps"):
+    """Back to :class:`StepStats`, the one check of a step record for every consumer (the
+    sidecar's window, the fleet's hints): raises :class:`StepEventError` on a time that is
+    not a finite engine time in [0, :data:`MAX_ENGINE_TIME`], a negative or non-finite step
+    time, a KV usage outside [0, :data:`MAX_KV_USAGE`], a negative count, or more than
+    :data:`MAX_STEPS_PER_RECORD` iterations. ``steps`` 0 (an adapter older than the field)
+    reads as 1."""
+    if not math.isfinite(ev.time) or not 0 <= ev.time <= MAX_ENGINE_TIME:
+        raise StepEventError("bad_time", f"step.time: must be a finite engine time in "
+                                         f"[0, {MAX_ENGINE_TIME:g}], got {ev.time!r}")
+    if not math.isfinite(ev.step_time_s) or ev.step_time_s < 0:
+        raise StepEventError("bad_step_time", f"step.step_time_s: must be a finite number "
+                                              f">= 0, got {ev.step_time_s!r}")
+    if not math.isfinite(ev.kv_usage) or not 0 <= ev.kv_usage <= MAX_KV_USAGE:
+        raise StepEventError("bad_kv_usage", f"step.kv_usage: must be in [0, {MAX_KV_USAGE:g}],"
+                                             f" got {ev.kv_usage!r}")
+    for name in _STEP_COUNTS:
         if getattr(ev, name) < 0:
-            raise ValueError(f"step.{name}: must be >= 0, got {getattr(ev, name)}")
+            raise StepEventError("negative_count",
+                                 f"step.{name}: must be >= 0, got {getattr(ev, name)}")
+    if ev.steps > MAX_STEPS_PER_RECORD:
+        raise StepEventError("bad_steps", f"step.steps: must be <= {MAX_STEPS_PER_RECORD:,}, "
+                                          f"got {ev.steps}")
     return StepStats(
         now=ev.time, step_time_s=ev.step_time_s, prefill_tokens=ev.prefill_tokens,
         decode_requests=ev.decode_requests, running=ev.running, waiting=ev.waiting,

@@ -249,6 +249,24 @@ def test_step_event_round_trip_and_rejects() -> None:
         codec.step_stats_from_proto(ev)
 
 
+@pytest.mark.parametrize(("field", "value", "reason"), [
+    ("time", math.inf, "bad_time"), ("time", -1.0, "bad_time"),
+    ("time", codec.MAX_ENGINE_TIME * 2, "bad_time"),
+    ("step_time_s", math.nan, "bad_step_time"),
+    ("kv_usage", codec.MAX_KV_USAGE + 0.1, "bad_kv_usage"), ("kv_usage", -0.1, "bad_kv_usage"),
+    ("running", -1, "negative_count"), ("steps", codec.MAX_STEPS_PER_RECORD + 1, "bad_steps"),
+])
+def test_step_record_check_names_a_reason_and_the_field(field: str, value: float,
+                                                         reason: str) -> None:
+    """One check of a step record for every consumer: the window counts ``reason``, the
+    message names the field."""
+    ev = codec.step_event(StepStats(12.5, 0.02, 512, 30, 31, 4, 0.75, 1, 9))
+    setattr(ev, field, value)
+    with pytest.raises(codec.StepEventError, match=f"^step.{field}") as info:
+        codec.step_stats_from_proto(ev)
+    assert info.value.reason == reason
+
+
 def test_request_event_helper() -> None:
     ev = codec.request_event(pb.REQUEST_EVENT_KIND_FINISHED, "r1", 3.0, arrival_time=1.0,
                              prompt_tokens=10, output_tokens=5, slo_class="batch")

@@ -95,3 +95,25 @@ def test_hints_http_needs_the_token_when_one_is_set(tmp_path: Path) -> None:
         assert _get(url, "s3cret") == (200, {"replicas": []})
     finally:
         sc.stop(0.5)
+
+
+def test_a_bad_step_record_never_reaches_the_hints() -> None:
+    """The hint book takes step records through the codec's one check: a NaN KV usage or
+    a negative count is skipped and counted; a good record moves the hints."""
+    from tailwise.learner.hints import HintBook
+    from tailwise.wire.v1 import policy_pb2 as pb
+
+    book = HintBook(kv_total_blocks=1000, step_budget=8192)
+    batch = pb.EngineEvent(engine_id="E1")
+    batch.steps.add(time=1.0, step_time_s=0.01, running=3, waiting=2, kv_usage=0.5)
+    book.apply(batch)
+    (before, _), = book.snapshot()
+    assert (before.running, before.kv_pressure) == (3, 0.5)
+    bad = pb.EngineEvent(engine_id="E1")
+    bad.steps.add(time=2.0, step_time_s=0.01, running=9, kv_usage=float("nan"))
+    bad.steps.add(time=2.0, step_time_s=0.01, running=9, waiting=-1, kv_usage=0.9)
+    bad.steps.add(time=float("inf"), step_time_s=0.01, running=9, kv_usage=0.9)
+    book.apply(bad)
+    assert book.rejected_steps == 3
+    (after, _), = book.snapshot()
+    assert (after.running, after.kv_pressure) == (3, 0.5)

@@ -475,7 +475,7 @@ def test_impute_draws_from_the_requests_own_slo_class_once_it_has_enough() -> No
 
 
 def test_a_step_record_must_say_a_sane_number_of_iterations() -> None:
-    from tailwise.learner.window import MAX_STEPS_PER_RECORD
+    from tailwise.wire.codec import MAX_STEPS_PER_RECORD
 
     w = TelemetryWindow(step_counts=True)
     b = pb.EngineEvent(engine_id="e")
