@@ -8,9 +8,9 @@ synthetic ones drawn from seeds the suite does not use (the Azure variants repla
 bundled traces: code-load-1.0 and conv-kv-6k are the suite's own requests at another
 load and KV size, code-kv-5k the second half of the code sample, conv-load-0.95 requests
 3,000+ of the conversation sample). It also runs them on other engines: a 2,048-token
-step budget (vLLM's default on GPUs under 70 GiB), 64 sequences (slot-bound before
-memory-bound) and the bundled A100 step model, each with the load set against that
-engine. It checks the regime issue's four targets for the
+step budget (what ``vllm serve`` uses on an A100 or a GPU under 70 GiB), 64 sequences
+(slot-bound before memory-bound) and the bundled A100 step model with that budget, each
+with the load set against that engine. It checks the regime issue's four targets for the
 default ``tailwise`` against FCFS, oracle SRPT and SGLang's HRRN run on the same
 variant (LAS beside them for reference):
 
@@ -104,7 +104,7 @@ VARIANTS: tuple[Variant, ...] = (
             "long-context chat on half the KV cache", 0.5),
     # other engines: the scheduler's limits and the hardware (load set against each)
     Variant("bursty-budget-2k", "bursty-reasoning", 41, {"max_num_batched_tokens": 2048},
-            "2,048-token steps (vLLM's default under 70 GiB): long prompts prefill in chunks"),
+            "2,048-token steps (vllm serve's on GPUs under 70 GiB): smaller prefill chunks"),
     Variant("code-budget-2k", "azure-code", 0, {"max_num_batched_tokens": 2048},
             "code trace on 2,048-token steps", 0.5),
     Variant("slo-budget-2k", "slo-mix", 42, {"max_num_batched_tokens": 2048},
@@ -114,12 +114,13 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("bursty-seqs-64", "bursty-reasoning", 44, {"max_num_seqs": 64},
             "64 sequences: slot-bound before memory-bound"),
     Variant("slo-seqs-64", "slo-mix", 45, {"max_num_seqs": 64}, "SLO mix on 64 sequences"),
-    Variant("bursty-a100", "bursty-reasoning", 46, {}, "Llama-3-8B on an A100 (step model)",
-            model="a100-llama3-8b"),
-    Variant("conv-a100", "azure-conv", 0, {}, "conversation overload on an A100", 2 / 3,
-            model="a100-llama3-8b"),
-    Variant("chat-a100", "long-context-chat", 47, {}, "long-context chat on an A100", 0.5,
-            model="a100-llama3-8b"),
+    # an A100 as ``vllm serve`` configures it there (2,048-token steps, 256 sequences)
+    Variant("bursty-a100", "bursty-reasoning", 46, {"max_num_batched_tokens": 2048},
+            "Llama-3-8B on an A100 with vllm serve's defaults", model="a100-llama3-8b"),
+    Variant("conv-a100", "azure-conv", 0, {"max_num_batched_tokens": 2048},
+            "conversation overload on an A100", 2 / 3, model="a100-llama3-8b"),
+    Variant("chat-a100", "long-context-chat", 47, {"max_num_batched_tokens": 2048},
+            "long-context chat on an A100", 0.5, model="a100-llama3-8b"),
 )
 
 

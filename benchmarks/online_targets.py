@@ -59,7 +59,7 @@ from tailwise.learner.config import WindowConfig
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.registry import build_scheduler, default_policy
 from tailwise.scorer.step_time import H100_LLAMA3_8B
-from tailwise.simulator.engine import EngineConfigError, SimResult, simulate
+from tailwise.simulator.engine import EngineConfig, EngineConfigError, SimResult, simulate
 from tailwise.simulator.metrics import MetricsConfig, per_request, summarize
 from tailwise.simulator.scenarios import (
     LEARNER_DEV_SCENARIOS,
@@ -86,15 +86,17 @@ class Run:
     best_name: str
 
 
-def trace_scenario(path: str, requests: int, load: float) -> Scenario:
-    """A trace file (or bundled name) cut into three equal phases, at ``load``."""
+def trace_scenario(path: str, requests: int, load: float,
+                   engine: EngineConfig = SHIFT_ENGINE) -> Scenario:
+    """A trace file (or bundled name) cut into three equal phases, at ``load`` on
+    ``engine``."""
     tr = load_trace(path)
     tr = tr.select(np.arange(min(len(tr), 3 * requests)))
-    tr = tr.scaled(rate_scale_for_load(tr, load, SHIFT_ENGINE, MODEL))
+    tr = tr.scaled(rate_scale_for_load(tr, load, engine, MODEL))
     cuts = [float(tr.arrival_s[i * len(tr) // 3]) for i in range(3)]
     phases = tuple(Phase(f"third {i + 1}", c, load) for i, c in enumerate(cuts))
     return Scenario(f"trace:{Path(path).name}", tr, cuts[1], f"{path} at load {load}",
-                    phases, SHIFT_ENGINE, MetricsConfig())
+                    phases, engine, MetricsConfig())
 
 
 def engine_knobs(spec: str) -> dict[str, int]:
@@ -105,6 +107,8 @@ def engine_knobs(spec: str) -> dict[str, int]:
         if key.strip() not in ENGINE_FIELDS:
             raise ValueError(f"unknown engine knob {key.strip()!r}; choose from: "
                              f"{', '.join(ENGINE_FIELDS)}")
+        if key.strip() in out:
+            raise ValueError(f"engine knob {key.strip()!r} given twice")
         out[key.strip()] = int(value)
     return out
 
@@ -281,7 +285,8 @@ def report(run: Run, a: argparse.Namespace) -> dict[str, Any]:
     return {"scenario": s.name, "seed": run.seed, "t1": t1, "t2": min(margin.values()),
             "published_per_phase": per_phase, "gate_worst": min(gates) if gates else None,
             "ttb_max": max(ttb) if ttb else None, "wall_s": run.online_wall_s,
-            "scenario_ok": scen_ok, "objective": objv}
+            "scenario_ok": scen_ok, "objective": objv,
+            "engine": dataclasses.asdict(s.engine or SHIFT_ENGINE)}
 
 
 def main() -> None:
@@ -364,7 +369,7 @@ def main() -> None:
                              cfg=engine)
                  for n in a.scenarios.split(",") if n]
         if a.trace:
-            scens.append(trace_scenario(a.trace, a.requests, a.trace_load))
+            scens.append(trace_scenario(a.trace, a.requests, a.trace_load, engine))
         for s in scens:
             t0 = time.monotonic()
             rows.append(report(run_one(s, seed, a), a))

@@ -157,6 +157,7 @@ def main() -> None:
 
         (v,) = variants(args.variant)
         model = load_step_model(v.model)
+        arms = {k: p.replace(step_time=model) for k, p in arms.items()}
         wl = build(v.workload, model=model, seed=v.seed, scale=v.scale, **v.shape)
         args.workload = f"{v.name} ({wl.shape}, step model {model.name})"
         trace, engine = wl.trace, wl.engine
@@ -165,7 +166,7 @@ def main() -> None:
         trace, engine = wl.trace, wl.engine
     if off:
         arms[f"tailwise, {'/'.join(off)} off"] = Policy(
-            mode=Mode.TAILWISE,
+            mode=Mode.TAILWISE, step_time=model,
             regime=dataclasses.replace(RegimeParams(), **dict.fromkeys(off, False)))
     whole = "the phase's" if keep is not None else "the whole workload's"
     print(f"{args.workload}: the P99 TTLT tail (medians; {whole} in brackets)\n")

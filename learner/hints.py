@@ -26,7 +26,7 @@ import grpc
 from tailwise.scorer.hints import HintTracker, ReplicaHints
 from tailwise.scorer.policy import Policy
 from tailwise.scorer.step_time import H100_LLAMA3_8B, StepTimeModel
-from tailwise.wire.codec import StepEventError, step_stats_from_proto
+from tailwise.wire.codec import StepEventError, engine_time_ok, step_stats_from_proto
 from tailwise.wire.v1 import policy_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,11 @@ class HintBook:
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self.refused_engines = 0
-        #: step records the codec refused (NaN or negative times and counts, ...)
+        #: records skipped as malformed (NaN or negative times and counts, ...): the same
+        #: batches reach the window, whose ``tailwise_events_rejected`` counts them for
+        #: operators; these counts are the hint book's own
         self.rejected_steps = 0
+        self.rejected_requests = 0
 
     def apply(self, batch: pb.EngineEvent) -> None:
         """Feed one telemetry batch (ingest thread)."""
@@ -64,6 +67,10 @@ class HintBook:
                 self._trackers[engine] = tr
             self._seen[engine] = time.monotonic()
             for ev in batch.requests:
+                if not engine_time_ok(ev.time) or ev.prompt_tokens < 0 \
+                        or ev.cached_tokens < 0:  # the window's checks of these fields
+                    self.rejected_requests += 1
+                    continue
                 rid = ev.request_id
                 if ev.kind == _KIND.REQUEST_EVENT_KIND_ARRIVAL:
                     tr.arrival(rid, ev.prompt_tokens, ev.time, ev.cached_tokens)

@@ -39,7 +39,12 @@ import numpy as np
 
 from tailwise.records.trace import Trace
 from tailwise.scorer.hooks import StepStats
-from tailwise.wire.codec import MAX_ENGINE_TIME, StepEventError, step_stats_from_proto
+from tailwise.wire.codec import (
+    MAX_ENGINE_TIME,
+    StepEventError,
+    engine_time_ok,
+    step_stats_from_proto,
+)
 from tailwise.wire.v1 import policy_pb2 as pb
 
 MAX_REQUEST_ID = 512
@@ -184,7 +189,7 @@ class TelemetryWindow:
 
     def _apply_request(self, engine: str, ev: pb.RequestEvent) -> str | None:
         t = ev.time
-        if not math.isfinite(t) or t < 0 or t > MAX_ENGINE_TIME:
+        if not engine_time_ok(t):
             return "bad_time"
         if not ev.request_id or len(ev.request_id) > MAX_REQUEST_ID:
             return "bad_request_id"
@@ -197,7 +202,7 @@ class TelemetryWindow:
             if ev.prompt_tokens < 1:
                 return "bad_prompt_tokens"
             arrival = ev.arrival_time if ev.arrival_time > 0 else t
-            if not math.isfinite(arrival) or arrival > MAX_ENGINE_TIME:
+            if not engine_time_ok(arrival):
                 return "bad_time"
             prev = self._pending.get(key)
             if prev is None:  # a repeated ARRIVAL is one arrival

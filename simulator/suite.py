@@ -351,11 +351,11 @@ _BUILDERS: dict[str, Callable[..., Workload]] = {
 }
 
 
-#: engine knobs every workload takes (:class:`EngineConfig` fields; default: vLLM's, as in
-#: the suite): the scheduler limits an operator sets, under which a policy meets other
-#: bottlenecks (a step budget of 2,048 tokens is vLLM's default on GPUs under 70 GiB; few
-#: sequences make the engine slot-bound before it is memory-bound). The load is set
-#: against the engine so configured
+#: engine knobs every workload takes (:class:`EngineConfig` fields; default: the suite's
+#: 256 sequences and 8,192-token steps): the scheduler limits an operator sets, under which
+#: a policy meets other bottlenecks (``vllm serve`` steps 2,048 tokens on an A100 or a GPU
+#: under 70 GiB; few sequences make the engine slot-bound before it is memory-bound). The
+#: load is set against the engine so configured
 ENGINE_KNOBS: tuple[str, ...] = ("max_num_seqs", "max_num_batched_tokens")
 
 #: the shape knobs each workload takes: its builder's keyword-only arguments (defaults =
@@ -405,14 +405,17 @@ def build(name: str, *, model: StepTimeModel = H100_LLAMA3_8B, seed: int = 0,
     if not math.isfinite(scale) or scale <= 0:
         raise TraceError(f"scale must be > 0, got {scale!r}")
     check_shape(name, shape)
-    knobs = {k: shape.pop(k) for k in ENGINE_KNOBS if k in shape}
-    return _BUILDERS[name](model, seed, scale, replace(EngineConfig(), **knobs), **shape)
+    base = replace(EngineConfig(), **{k: shape.pop(k) for k in ENGINE_KNOBS if k in shape})
+    if base.max_num_batched_tokens < base.max_num_seqs:  # vLLM's SchedulerConfig refuses it
+        raise TraceError(f"{name}: max_num_batched_tokens ({base.max_num_batched_tokens}) must "
+                         f"be >= max_num_seqs ({base.max_num_seqs}), as vLLM requires")
+    return _BUILDERS[name](model, seed, scale, base, **shape)
 
 
 def parse_shape(spec: str | None) -> dict[str, Any]:
     """``KNOB=V,KNOB=V`` (``tailwise bench --shape``) as knob values: integers for
-    ``kv_blocks``, ``skip`` and the engine knobs, floats otherwise. Which knobs a workload takes is checked
-    by :func:`check_shape`.
+    ``kv_blocks``, ``skip`` and the engine knobs, floats otherwise. Which knobs a workload
+    takes is checked by :func:`check_shape`.
 
     >>> parse_shape("kv_blocks=8000, load=1.1")
     {'kv_blocks': 8000, 'load': 1.1}
@@ -427,7 +430,8 @@ def parse_shape(spec: str | None) -> dict[str, Any]:
         try:
             out[key] = int(value) if key in _INT_KNOBS else float(value)
         except ValueError:
-            raise TraceError(f"shape: {key} must be a number, got {value!r}") from None
+            what = "a whole number" if key in _INT_KNOBS else "a number"
+            raise TraceError(f"shape: {key} must be {what}, got {value!r}") from None
     return out
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "MAX_STEPS_PER_RECORD",
     "StepEventError",
     "decode_update",
+    "engine_time_ok",
     "policy_from_bytes",
     "policy_from_proto",
     "policy_to_proto",
@@ -323,6 +324,16 @@ MAX_KV_USAGE = 1.5
 _STEP_COUNTS = ("prefill_tokens", "decode_requests", "running", "waiting", "preempted", "steps")
 
 
+def engine_time_ok(t: float) -> bool:
+    """Whether ``t`` is an engine timestamp a consumer takes: finite, in
+    [0, :data:`MAX_ENGINE_TIME`].
+
+    >>> engine_time_ok(12.5), engine_time_ok(float("nan")), engine_time_ok(-1.0)
+    (True, False, False)
+    """
+    return math.isfinite(t) and 0 <= t <= MAX_ENGINE_TIME
+
+
 class StepEventError(ValueError):
     """A step record cannot be taken. ``reason`` is its short code (what a consumer
     counts: ``bad_time``, ``bad_step_time``, ``bad_kv_usage``, ``negative_count``,
@@ -340,7 +351,7 @@ def step_stats_from_proto(ev: pb.StepEvent) -> StepStats:
     time, a KV usage outside [0, :data:`MAX_KV_USAGE`], a negative count, or more than
     :data:`MAX_STEPS_PER_RECORD` iterations. ``steps`` 0 (an adapter older than the field)
     reads as 1."""
-    if not math.isfinite(ev.time) or not 0 <= ev.time <= MAX_ENGINE_TIME:
+    if not engine_time_ok(ev.time):
         raise StepEventError("bad_time", f"step.time: must be a finite engine time in "
                                          f"[0, {MAX_ENGINE_TIME:g}], got {ev.time!r}")
     if not math.isfinite(ev.step_time_s) or ev.step_time_s < 0:

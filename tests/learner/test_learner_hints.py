@@ -117,3 +117,40 @@ def test_a_bad_step_record_never_reaches_the_hints() -> None:
     assert book.rejected_steps == 3
     (after, _), = book.snapshot()
     assert (after.running, after.kv_pressure) == (3, 0.5)
+
+
+def test_a_request_event_with_a_bad_time_is_skipped() -> None:
+    """A NaN arrival used to sit at the head of the tracker's recent arrivals for good (no
+    comparison with NaN is true), so the replica's queue hints only grew. The hint book
+    now skips request events whose time is no engine time: its hints equal a clean
+    replay's."""
+    from tailwise.learner.hints import HintBook
+    from tailwise.wire.v1 import policy_pb2 as pb
+
+    kinds = pb.RequestEventKind
+
+    def feed(book: HintBook, bad: bool) -> None:
+        if bad:
+            b = pb.EngineEvent(engine_id="E1")
+            b.requests.add(kind=kinds.REQUEST_EVENT_KIND_ARRIVAL, request_id="x",
+                           time=float("nan"), prompt_tokens=50)
+            b.requests.add(kind=kinds.REQUEST_EVENT_KIND_ARRIVAL, request_id="y",
+                           time=float("inf"), prompt_tokens=50)
+            book.apply(b)
+        for i in range(5):
+            b = pb.EngineEvent(engine_id="E1")
+            t = 1.0 + i
+            b.requests.add(kind=kinds.REQUEST_EVENT_KIND_ARRIVAL, request_id=f"r{i}", time=t,
+                           prompt_tokens=20)
+            b.requests.add(kind=kinds.REQUEST_EVENT_KIND_FIRST_TOKEN, request_id=f"r{i}",
+                           time=t + 0.1)
+            b.steps.add(time=t + 0.5, step_time_s=0.01, running=1, kv_usage=0.1)
+            book.apply(b)
+
+    clean, dirty = (HintBook(kv_total_blocks=1000, step_budget=8192) for _ in range(2))
+    feed(clean, False)
+    feed(dirty, True)
+    assert dirty.rejected_requests == 2
+    (want, _), = clean.snapshot()
+    (got, _), = dirty.snapshot()
+    assert (got.queue_depth, got.queue_tokens) == (want.queue_depth, want.queue_tokens)

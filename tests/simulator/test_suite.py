@@ -11,7 +11,7 @@ import pytest
 from tailwise.scorer.baselines import Fcfs
 from tailwise.scorer.policy import SloParams
 from tailwise.scorer.step_time import H100_LLAMA3_8B
-from tailwise.simulator.engine import simulate
+from tailwise.simulator.engine import EngineConfig, simulate
 from tailwise.simulator.suite import (
     ENGINE_KNOBS,
     SHAPE_KNOBS,
@@ -142,6 +142,9 @@ def test_suite_workloads_are_the_ones_before_the_knobs(name: str) -> None:
     h.update(repr((t.classes, t.slo_classes, t.hash_ids, w.engine.num_gpu_blocks,
                    w.target_load)).encode())
     assert h.hexdigest()[:16] == PINNED[name]
+    # the engine, whole: the suite's KV size on vLLM's scheduler limits as before the knobs
+    assert w.engine == EngineConfig(num_gpu_blocks=w.engine.num_gpu_blocks)
+    assert w.engine.num_gpu_blocks == (3000 if name == "azure-conv" else 28_600)
 
 
 def test_scale_above_one_still_takes_the_whole_bundled_trace() -> None:
@@ -167,7 +170,7 @@ def test_default_knobs_are_the_suite_workload(name: str) -> None:
                 "long-context-chat": {"load": 0.92, "kv_blocks": None},
                 "slo-mix": {"load": 0.95, "cv": 1.5, "interactive_frac": 0.7,
                             "kv_blocks": None}}[name]
-    defaults |= {"max_num_seqs": 256, "max_num_batched_tokens": 8192}  # vLLM's (EngineConfig)
+    defaults |= {"max_num_seqs": 256, "max_num_batched_tokens": 8192}  # EngineConfig's
     assert set(defaults) == set(SHAPE_KNOBS[name])
     a, b = build(name, scale=SMALL), build(name, scale=SMALL, **defaults)
     assert np.array_equal(a.trace.arrival_s, b.trace.arrival_s)
@@ -231,6 +234,7 @@ def test_azure_skip_takes_another_slice_from_time_zero() -> None:
     ("slo-mix", {"max_num_seqs": 0}, "max_num_seqs must be > 0"),
     ("azure-code", {"max_num_batched_tokens": 2048.5},
      "max_num_batched_tokens must be a whole number"),
+    ("slo-mix", {"max_num_batched_tokens": 128}, r"must be >= max_num_seqs \(256\)"),
 ])
 def test_bad_shape_knobs_are_clear_errors(name: str, shape: dict[str, object],
                                           match: str) -> None:
