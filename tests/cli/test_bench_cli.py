@@ -219,7 +219,7 @@ def test_shape_option_runs_a_held_out_variant(tmp_path: Path) -> None:
         assert "Held-out shape: heavy_frac=0.3, kv_blocks=8000" in (out / page).read_text()
     for spec, msg in (("heavy_frac=0.3", "azure-code has no shape knob 'heavy_frac'"),
                       ("kv_blocks", "shape: want KNOB=VALUE"),
-                      ("kv_blocks=8k", "shape: kv_blocks must be a number"),
+                      ("kv_blocks=8k", "shape: kv_blocks must be a whole number"),
                       ("load=1,load=2", "shape: load given twice"),
                       ("load=0", "load must be > 0")):
         res = runner.invoke(app, ["bench", "--out", str(tmp_path / "x"), "--shape", spec,
