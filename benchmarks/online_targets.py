@@ -28,6 +28,7 @@ chosen on; ``--scenarios reasoning-longdoc-chat`` runs the held-out one.
         [--max-span-factor K]
         [--search-switches] [--no-search-tradeoffs]
         [--sampler tpe|gp|random] [--engine-knobs max_num_batched_tokens=2048,...]
+        [--show-classes]
 
 ``--engine-knobs`` runs the scenarios on another engine (the shift engine's KV blocks,
 sequence limit or step budget moved; each phase's load set against it).
@@ -228,6 +229,13 @@ def report(run: Run, a: argparse.Namespace) -> dict[str, Any]:
     for k in allr:
         cells = [f"{p99:.1f} / {ttft:.2f}" for p99, ttft in pm[k]]
         print(f"| {k} | " + " | ".join(cells) + f" | {objv[k]:+.3f} |")
+    if a.show_classes:  # what the objective weighs: each request class alike
+        print("\nper request class, whole run (requests; mean / P99 TTFT s; SLO attainment):")
+        for k, r in allr.items():
+            cls = summarize(r, s.metrics).get("classes") or {}
+            print(f"  {k}: " + "; ".join(
+                f"{c} {d['requests']}, {d['ttft']['mean']:.2f} / {d['ttft']['p99']:.1f}, "
+                f"{d['slo_attainment']:.1%}" for c, d in cls.items()))
     # scenario check: every static arm ≥ 15% worse than the phase's best static in some phase
     worst_gap: dict[str, float] = {}
     for k in statics:
@@ -356,6 +364,8 @@ def main() -> None:
                     help="KNOB=V,... of the scenarios' engine (EngineConfig fields, e.g. "
                          "max_num_batched_tokens=2048): another engine, loads set against it")
     ap.add_argument("--show-rounds", action="store_true", help="print every tuning round")
+    ap.add_argument("--show-classes", action="store_true",
+                    help="print each arm's per-class TTFT and SLO attainment (whole run)")
     ap.add_argument("--json", default=None, help="write the per-run summaries here")
     a = ap.parse_args()
     try:
