@@ -29,7 +29,10 @@ the variant's engine: ``--num-gpu-blocks``, ``--max-num-seqs``, ``--max-num-batc
 ``--step-model``) and runs nothing.
 ``--policy`` scores more policies against the same targets (any registry name);
 ``--switch-off`` adds ``tailwise`` with each named regime switch off (``no-FLAG``),
-``--sweep`` with each value of one numeric ``RegimeParams`` field (``FIELD=V``).
+``--sweep`` with each value of one numeric ``RegimeParams`` field (``FIELD=V``). These are
+static policies (as a frozen file is), while ``tailwise`` is the bench's arm with its
+in-process partition refresh, so either option also adds ``tailwise-static``, the
+default as a static policy, to compare them with.
 Nothing here is tuned on these variants: a miss is a miss of the shipped default.
 """
 
@@ -52,6 +55,7 @@ from tailwise.lab.bench import (
     tailwise_variants,
     target_met,
 )
+from tailwise.scorer.policy import Mode, Policy
 from tailwise.simulator.step_models import load_step_model
 from tailwise.simulator.suite import build
 
@@ -178,6 +182,8 @@ def main() -> None:
         files = tailwise_variants(args.switch_off, args.sweep)
     except VariantError as exc:
         raise SystemExit(str(exc)) from None
+    if files:  # static arms: compare them with the static default, not the adaptive arm
+        files = {"tailwise-static": Policy(mode=Mode.TAILWISE), **files}
     scored = [p.strip() for p in args.policy.split(",") if p.strip()] + list(files)
     policies = [*BASELINES, *[p for p in scored if p not in BASELINES]]
     t0 = time.perf_counter()

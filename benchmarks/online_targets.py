@@ -110,7 +110,10 @@ def engine_knobs(spec: str) -> dict[str, int]:
                              f"{', '.join(ENGINE_FIELDS)}")
         if key.strip() in out:
             raise ValueError(f"engine knob {key.strip()!r} given twice")
-        out[key.strip()] = int(value)
+        try:
+            out[key.strip()] = int(value)
+        except ValueError:
+            raise ValueError(f"{key.strip()} must be a whole number, got {value!r}") from None
     return out
 
 
@@ -214,6 +217,11 @@ def trials_to_best(rounds: list[dict[str, Any]], tol: float = 0.05) -> list[int]
     return out
 
 
+def _fmt(x: float | None, spec: str) -> str:
+    """``x`` formatted, or ``–`` where a class has no figure (nothing finished)."""
+    return "–" if x is None else format(x, spec)
+
+
 def report(run: Run, a: argparse.Namespace) -> dict[str, Any]:
     s, w = run.scenario, a.round_every_s
     allr = {**run.arms, "tailwise-online": run.online.result}
@@ -234,8 +242,9 @@ def report(run: Run, a: argparse.Namespace) -> dict[str, Any]:
         for k, r in allr.items():
             cls = summarize(r, s.metrics).get("classes") or {}
             print(f"  {k}: " + "; ".join(
-                f"{c} {d['requests']}, {d['ttft']['mean']:.2f} / {d['ttft']['p99']:.1f}, "
-                f"{d['slo_attainment']:.1%}" for c, d in cls.items()))
+                f"{c} {d['requests']}, {_fmt(d['ttft']['mean'], '.2f')} / "
+                f"{_fmt(d['ttft']['p99'], '.1f')}, {_fmt(d['slo_attainment'], '.1%')}"
+                for c, d in cls.items()))
     # scenario check: every static arm ≥ 15% worse than the phase's best static in some phase
     worst_gap: dict[str, float] = {}
     for k in statics:
@@ -371,6 +380,9 @@ def main() -> None:
     try:
         engine = dataclasses.replace(SHIFT_ENGINE, **engine_knobs(a.engine_knobs))
         engine.validate()
+        if engine.max_num_batched_tokens < engine.max_num_seqs:  # as vLLM requires
+            raise ValueError(f"max_num_batched_tokens ({engine.max_num_batched_tokens}) must "
+                             f"be >= max_num_seqs ({engine.max_num_seqs})")
     except (ValueError, EngineConfigError) as exc:
         raise SystemExit(f"--engine-knobs: {exc}") from None
     rows = []

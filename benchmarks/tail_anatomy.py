@@ -12,7 +12,10 @@ victims or long decodes.
     python benchmarks/tail_anatomy.py --scenario reasoning-longdoc-chat --seed 3 \
         --phase "bursty reasoning"                              # one phase of a shift
 
-``--variant`` takes a workload of ``benchmarks/heldout_shapes.py``. ``--scenario`` runs a
+``tailwise`` is the static policy, without the in-process partition refresh of the bench's
+``tailwise`` arm (its figures differ slightly from ``heldout_shapes.py``'s ``tailwise``
+row and match its ``tailwise-static`` row). ``--variant`` takes a workload of
+``benchmarks/heldout_shapes.py``. ``--scenario`` runs a
 shift scenario (the engine, step model and phase lengths of
 ``benchmarks/online_targets.py``) and adds Kairos at its defaults to the arms; with
 ``--phase`` the tail and the SLO misses are those of the requests arriving in that phase
