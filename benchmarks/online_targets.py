@@ -161,15 +161,16 @@ def run_one(s: Scenario, seed: int, a: argparse.Namespace) -> Run:
         p = default_policy(name, MODEL)
         assert p is not None
         arms[name] = simulate(s.trace, build_scheduler(p), engine, MODEL)
-    out = Path(tempfile.mkdtemp(prefix="tailwise-targets-"))
-    opts = options(s, seed, a, out)
-    ph = s.phase_of(s.trace.arrival_s)
-    pre = s.trace.select(np.flatnonzero(ph == 0))
-    best = tune_best_of_papers(pre, opts, out)
-    arms["best-of-papers"] = simulate(s.trace, build_scheduler(best.policy), engine, MODEL)
-    t0 = time.monotonic()
-    online = run_online_arm(s.trace, opts, out, lambda m: None)
-    wall = time.monotonic() - t0
+    with tempfile.TemporaryDirectory(prefix="tailwise-targets-") as tmp:
+        out = Path(tmp)  # the sidecar's state and study; what is reported is kept in memory
+        opts = options(s, seed, a, out)
+        ph = s.phase_of(s.trace.arrival_s)
+        pre = s.trace.select(np.flatnonzero(ph == 0))
+        best = tune_best_of_papers(pre, opts, out)
+        arms["best-of-papers"] = simulate(s.trace, build_scheduler(best.policy), engine, MODEL)
+        t0 = time.monotonic()
+        online = run_online_arm(s.trace, opts, out, lambda m: None)
+        wall = time.monotonic() - t0
     return Run(s, seed, arms, online, wall, best.name)
 
 

@@ -7,6 +7,7 @@ model. Prints tailwise/FCFS ratios of mean TTFT, P99 TTLT, preemptions and waste
 recompute from each engine and their relative difference (target: within 5%).
 
     VLLM_TARGET_DEVICE=cpu python benchmarks/regime_same_code.py [--requests 2000]
+        [--workload NAME] [--shape max_num_batched_tokens=2048,...]
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from tailwise.scorer.registry import make_named
 from tailwise.scorer.step_time import H100_LLAMA3_8B
 from tailwise.simulator.engine import SimResult, simulate
 from tailwise.simulator.metrics import summarize
-from tailwise.simulator.suite import build
+from tailwise.simulator.suite import UnknownWorkloadError, build, parse_shape
+from tailwise.simulator.traces import TraceError
 
 METRICS = (("mean TTFT", ("ttft", "mean")), ("P99 TTLT", ("ttlt", "p99")),
            ("preemptions", ("preemptions",)), ("wasted recompute", ("wasted_recompute_tokens",)))
@@ -42,8 +44,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--workload", default="bursty-reasoning")
+    ap.add_argument("--shape", default=None,
+                    help="KNOB=V,... of the workload (simulator.suite.SHAPE_KNOBS), e.g. "
+                         "max_num_batched_tokens=2048: another engine or shape")
     args = ap.parse_args()
-    wl = build(args.workload, model=H100_LLAMA3_8B)
+    try:
+        wl = build(args.workload, model=H100_LLAMA3_8B, **parse_shape(args.shape))
+    except (TraceError, UnknownWorkloadError) as exc:
+        raise SystemExit(str(exc)) from None
     trace = wl.trace.head(args.requests)
     runs: dict[tuple[str, str], SimResult] = {}
     for policy in ("fcfs", "tailwise"):
@@ -55,7 +63,7 @@ def main() -> None:
                                         wl.engine, H100_LLAMA3_8B)
         print(f"{policy}: simulator {t1 - t0:.1f} s, vLLM harness {time.perf_counter() - t1:.1f} s",
               flush=True)
-    print(f"\n{args.workload}, first {len(trace)} requests: tailwise / FCFS\n")
+    print(f"\n{args.workload} ({wl.shape}), first {len(trace)} requests: tailwise / FCFS\n")
     print("| metric | simulator | vLLM | difference |")
     print("|---|---|---|---|")
     for name, path in METRICS:
