@@ -24,9 +24,8 @@ variant (LAS beside them for reference):
 
 ``--write-trace DIR`` writes each selected variant's trace as ``DIR/NAME.csv`` (columns
 arrival, prompt, output, class, and slo_class where tagged; ``tailwise simulate --trace``
-reads it; give it
-the variant's engine: ``--num-gpu-blocks``, ``--max-num-seqs``, ``--max-num-batched-tokens``,
-``--step-model``) and runs nothing.
+reads it, given the variant's engine: ``--num-gpu-blocks``, ``--max-num-seqs``,
+``--max-num-batched-tokens``, ``--step-model``) and runs nothing.
 ``--policy`` scores more policies against the same targets (any registry name);
 ``--switch-off`` adds ``tailwise`` with each named regime switch off (``no-FLAG``),
 ``--sweep`` with each value of one numeric ``RegimeParams`` field (``FIELD=V``). These are

@@ -100,6 +100,10 @@ def trace_scenario(path: str, requests: int, load: float,
                     phases, engine, MetricsConfig())
 
 
+#: the engine knobs ``--engine-knobs`` takes (whole-number EngineConfig fields)
+ENGINE_FIELDS = ("num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens")
+
+
 def engine_knobs(spec: str) -> dict[str, int]:
     """``KNOB=V,...`` as whole-number :class:`EngineConfig` fields (``{}`` for ``""``)."""
     out: dict[str, int] = {}
@@ -116,9 +120,6 @@ def engine_knobs(spec: str) -> dict[str, int]:
             raise ValueError(f"{key.strip()} must be a whole number, got {value!r}") from None
     return out
 
-
-#: the engine knobs ``--engine-knobs`` takes (whole-number EngineConfig fields)
-ENGINE_FIELDS = ("num_gpu_blocks", "max_num_seqs", "max_num_batched_tokens")
 
 
 def options(s: Scenario, seed: int, a: argparse.Namespace, out: Path) -> Any:

@@ -144,8 +144,8 @@ def _engine(base: EngineConfig, kv_blocks: int | None) -> EngineConfig:
 
 
 def _kv_text(cfg: EngineConfig) -> str:
-    """The engine in the shape line: KV blocks, and the engine knobs that are not vLLM's
-    defaults (:data:`ENGINE_KNOBS`)."""
+    """The engine in the shape line: KV blocks, and the engine knobs (:data:`ENGINE_KNOBS`)
+    that are not the suite's (``EngineConfig``'s defaults)."""
     default = EngineConfig()
     extra = "".join(f", {k} {getattr(cfg, k):,}" for k in ENGINE_KNOBS
                     if getattr(cfg, k) != getattr(default, k))
@@ -187,9 +187,8 @@ def azure_conv(model: StepTimeModel, seed: int, scale: float, base: EngineConfig
 
 
 def bursty_reasoning(model: StepTimeModel, seed: int, scale: float, base: EngineConfig, *,
-                     load: float = 1.0,
-                     cv: float = 2.0, heavy_frac: float = 0.5, alpha: float = 1.1,
-                     kv_blocks: int | None = None) -> Workload:
+                     load: float = 1.0, cv: float = 2.0, heavy_frac: float = 0.5,
+                     alpha: float = 1.1, kv_blocks: int | None = None) -> Workload:
     cfg = _engine(base, kv_blocks)
     n = max(int(4000 * scale), 50)
     rng = np.random.default_rng(seed)
@@ -270,8 +269,7 @@ def long_context_chat(model: StepTimeModel, seed: int, scale: float, base: Engin
 
 
 def slo_mix(model: StepTimeModel, seed: int, scale: float, base: EngineConfig, *,
-            load: float = 0.95,
-            cv: float = 1.5, interactive_frac: float = 0.7,
+            load: float = 0.95, cv: float = 1.5, interactive_frac: float = 0.7,
             kv_blocks: int | None = None) -> Workload:
     cfg = _engine(base, kv_blocks)
     n = max(int(4000 * scale), 50)
