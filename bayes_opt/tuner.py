@@ -499,7 +499,7 @@ class Tuner:
                     policy = self._candidate(trial, prompts)
                     policies[trial.number] = policy
                 else:
-                    if role == "champion" or given.mode is self.cfg.space.mode:
+                    if self._records_params(role, given):
                         suggest_params(trial, self.base, self.cfg.space)  # records params
                     policy = given
                 trial.set_user_attr("policy", policy.to_dict())
@@ -562,13 +562,19 @@ class Tuner:
         self._record_history(result, trials, common, list(comp_keys))
         return result
 
+    def _records_params(self, role: str, policy: Policy) -> bool:
+        """Whether a fixed trial records its policy's parameters (the champion's always,
+        clipped into the space; an anchor's when its mode is the space's), so that the
+        parameters it is given and the ones its evaluation suggests are the same."""
+        return role == "champion" or policy.mode is self.cfg.space.mode
+
     def _fixed_trial(self, evaluate: Callable[[optuna.trial.BaseTrial, str, Policy], float],
                      role: str, attrs: Mapping[str, Any], policy: Policy, token: str) -> str:
         """Score one fixed policy of the round (the champion, an anchor) with ``evaluate``
         and add it to the study as a finished trial (FAIL when it raised or is not finite,
         as ``optimize`` records one); returns the key it carries (``ATTR_FIXED_KEY``)."""
         params = (policy_to_params(policy, self.cfg.space, self.base)
-                  if role == "champion" or policy.mode is self.cfg.space.mode else {})
+                  if self._records_params(role, policy) else {})
         trial = optuna.trial.FixedTrial(params)
         key = uuid.uuid4().hex
         trial.set_user_attr(ATTR_FIXED_KEY, key)

@@ -39,12 +39,7 @@ import numpy as np
 
 from tailwise.records.trace import Trace
 from tailwise.scorer.hooks import StepStats
-from tailwise.wire.codec import (
-    MAX_ENGINE_TIME,
-    StepEventError,
-    engine_time_ok,
-    step_stats_from_proto,
-)
+from tailwise.wire.codec import StepEventError, engine_time_ok, step_stats_from_proto
 from tailwise.wire.v1 import policy_pb2 as pb
 
 MAX_REQUEST_ID = 512
@@ -257,7 +252,7 @@ class TelemetryWindow:
         ft = pend.first_token_time
         if ft is None:
             given = ev.first_token_time
-            if 0 < given <= MAX_ENGINE_TIME and given <= t:  # False for NaN
+            if given > 0 and engine_time_ok(given) and given <= t:  # 0: not given
                 ft = given
             elif kind == pb.REQUEST_EVENT_KIND_FIRST_TOKEN or ev.output_tokens > 0:
                 ft = t  # it has produced a token by now

@@ -3,33 +3,22 @@ valid suite shapes, and the trace files they write read back as the same workloa
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import pytest
+from support.bench import load_benchmark
 
 from tailwise.simulator.step_models import load_step_model
 from tailwise.simulator.suite import SUITE, build, check_shape
 from tailwise.simulator.traces import load_trace
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while building
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.fixture(scope="module")
 def heldout() -> ModuleType:
-    return _load("heldout_shapes")
+    return load_benchmark("heldout_shapes")
 
 
 def test_every_variant_is_a_valid_shape_of_a_suite_workload(heldout: ModuleType) -> None:
@@ -69,7 +58,7 @@ def test_prefix_hash_ids_cannot_be_written(heldout: ModuleType, tmp_path: Path) 
 
 
 def test_ttft_by_arrival_octile() -> None:
-    anatomy = _load("tail_anatomy")
+    anatomy = load_benchmark("tail_anatomy")
     arrival = np.arange(16.0)  # two requests per eighth of the span [0, 15]
     ttft = np.repeat(np.arange(8.0), 2)
     rec = SimpleNamespace(arrival=arrival, first_token=arrival + ttft)
@@ -81,7 +70,7 @@ def test_slo_misses_split_by_preemption() -> None:
     from tailwise.records.summary import MetricsConfig
     from tailwise.records.trace import Trace
 
-    anatomy = _load("tail_anatomy")
+    anatomy = load_benchmark("tail_anatomy")
     t = Trace("t", np.zeros(4), np.full(4, 10), np.full(4, 11))
     r = RequestRecords.empty(t)
     r.first_scheduled[:] = 0.0
@@ -104,7 +93,7 @@ def test_slo_misses_split_by_preemption() -> None:
 ])
 def test_scenario_arguments_are_checked(argv: list[str], message: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    anatomy = _load("tail_anatomy")
+    anatomy = load_benchmark("tail_anatomy")
     monkeypatch.setattr(sys, "argv", ["tail_anatomy.py", *argv])
     with pytest.raises(SystemExit, match=message):
         anatomy.main()

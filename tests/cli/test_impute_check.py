@@ -4,30 +4,18 @@ an unknown scenario is a one-line error."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import statistics
 import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load() -> object:
-    spec = importlib.util.spec_from_file_location("bench_impute_check", BENCH / "impute_check.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from support.bench import load_benchmark
 
 
 def test_imputed_spans_hold_every_request_the_finished_ones_do_not() -> None:
-    mod = _load()
+    mod = load_benchmark("impute_check")
     a = argparse.Namespace(requests=200, phase_s=60.0, round_every_s=20.0)
-    out = mod.check("code-reasoning-slo", 0, a)  # type: ignore[attr-defined]
+    out = mod.check("code-reasoning-slo", 0, a)
     assert out["n_imp"] and all(x == 1.0 for x in out["n_imp"])
     assert min(out["n_fin"]) < 1.0  # some span had unfinished requests left out
     # the replay's work is closer to the truth with the unfinished requests imputed
@@ -37,7 +25,7 @@ def test_imputed_spans_hold_every_request_the_finished_ones_do_not() -> None:
 
 
 def test_unknown_scenario_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    mod = _load()
+    mod = load_benchmark("impute_check")
     monkeypatch.setattr(sys, "argv", ["impute_check", "--scenarios", "nope"])
     with pytest.raises(SystemExit, match="unknown scenario 'nope'"):
-        mod.main()  # type: ignore[attr-defined]
+        mod.main()

@@ -3,29 +3,15 @@ engine, and a bad knob is a one-line error naming it."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_online_targets",
-                                                  BENCH / "online_targets.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from support.bench import BENCH, load_benchmark
 
 
 def test_engine_knobs_parse_whole_numbers_of_known_fields() -> None:
-    mod = _load()
+    mod = load_benchmark("online_targets")
     assert mod.engine_knobs("") == {}
     assert mod.engine_knobs("max_num_batched_tokens=2048, max_num_seqs=64") == {
         "max_num_batched_tokens": 2048, "max_num_seqs": 64}
@@ -50,7 +36,7 @@ def test_a_bad_engine_is_refused_before_anything_runs(spec: str, message: str) -
 
 
 def test_the_trace_scenario_runs_on_the_given_engine() -> None:
-    mod = _load()
+    mod = load_benchmark("online_targets")
     from tailwise.simulator.engine import EngineConfig
 
     small = EngineConfig(num_gpu_blocks=6000, max_num_batched_tokens=2048)
